@@ -1,0 +1,131 @@
+//! The command line: clap definitions and one function per command.
+//!
+//! Owns: turning arguments into a request — a local call (`check`, `lock`,
+//! `status` without a supervisor) or a `control::client` call — and
+//! rendering the answer through `output`. Must not touch: spawning stack
+//! processes, reading pid files directly (goes through `state`), TOML.
+
+pub mod check;
+pub mod generate;
+pub mod keep;
+pub mod lock;
+pub mod logs;
+pub mod scale;
+pub mod start;
+pub mod status;
+pub mod stop;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+/// Runs a whole application stack as plain processes on one host.
+///
+/// stackctl reads one `stack.toml`, starts tasks and services in dependency
+/// order behind readiness gates, tracks every pid and log, scales worker
+/// pools, restarts what dies, keeps the stack-owner lock and runs the deploy
+/// keeper.
+///
+/// $ stackctl start            # bring everything up, return when ready
+/// $ stackctl status           # what runs, since when, how big
+/// $ stackctl logs -f api      # follow one process's log
+/// $ stackctl stop             # stop everything, leave nothing behind
+#[derive(Debug, Parser)]
+#[command(
+    name = "stackctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The stack file (default: ./stack.toml or the nearest in a parent folder).
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        env = "STACKCTL_FILE",
+        value_name = "PATH"
+    )]
+    pub file: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for more still).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never colour the output (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What the global flags say about output.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub file: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+    /// Colour stdout (a terminal, no `--no-color`, no `NO_COLOR`).
+    pub color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Start(start::StartArgs),
+    Stop(stop::StopArgs),
+    Restart(start::RestartArgs),
+    Status(status::StatusArgs),
+    Scale(scale::ScaleArgs),
+    Logs(logs::LogsArgs),
+    Check(check::CheckArgs),
+    Reload(start::ReloadArgs),
+    Lock(lock::LockArgs),
+    Keep(keep::KeepArgs),
+    /// Runs the supervisor (started by `start`; not for direct use).
+    #[command(hide = true)]
+    Supervise(start::SuperviseArgs),
+    /// Writes the man pages and shell completions.
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
+}
+
+impl Cli {
+    /// The global flags, with colour decided.
+    pub fn global(&self) -> Global {
+        use std::io::IsTerminal;
+        let color = !self.no_color
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stdout().is_terminal();
+        Global {
+            file: self.file.clone(),
+            quiet: self.quiet,
+            verbose: self.verbose,
+            color,
+        }
+    }
+}
+
+/// Runs the command.
+///
+/// # Errors
+/// Whatever the command fails with; `Error::exit_code` says the code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let g = cli.global();
+    match cli.command {
+        Command::Start(a) => start::run_start(a, &g),
+        Command::Stop(a) => stop::run(a, &g),
+        Command::Restart(a) => start::run_restart(a, &g),
+        Command::Status(a) => status::run(a, &g),
+        Command::Scale(a) => scale::run(a, &g),
+        Command::Logs(a) => logs::run(a, &g),
+        Command::Check(a) => check::run(a, &g),
+        Command::Reload(a) => start::run_reload(a, &g),
+        Command::Lock(a) => lock::run(a, &g),
+        Command::Keep(a) => keep::run(a, &g),
+        Command::Supervise(a) => start::run_supervise(a, &g),
+        Command::Generate(a) => generate::run(a),
+    }
+}

@@ -1,0 +1,248 @@
+//! The validated stack: what every later stage works from.
+//!
+//! Owns: the types a stack file becomes once `validate` has accepted it.
+//! Nothing here is "not validated yet": a `Stack` exists only when the file
+//! was read, every key was known, every dependency exists, there is no cycle,
+//! every duration and probe parsed and every required variable is set.
+//! Must not touch: processes, sockets, tokio.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use regex::Regex;
+
+/// A whole validated stack file.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// `[stack] name`, default: the name of the stack file's folder.
+    pub name: String,
+    /// Absolute path of the stack file.
+    pub file: PathBuf,
+    /// Absolute folder of the stack file; relative paths are resolved here.
+    pub root: PathBuf,
+    /// Absolute `state_dir` (default `<root>/logs`).
+    pub state_dir: PathBuf,
+    /// Absolute path of the stack-owner lock (default `<state_dir>/stack-owner.json`).
+    pub lock_file: PathBuf,
+    /// `[stack] stop_timeout`, default 10s.
+    pub stop_timeout: Duration,
+    /// `[stack.logs]`.
+    pub logs: LogSettings,
+    /// Every task and service, in file order (tasks first, then services).
+    pub processes: Vec<ProcessSpec>,
+    /// `[keeper]`, when present.
+    pub keeper: Option<KeeperSpec>,
+}
+
+impl Stack {
+    /// The process named `name`, if any.
+    pub fn process(&self, name: &str) -> Option<&ProcessSpec> {
+        self.processes.iter().find(|p| p.name == name)
+    }
+}
+
+/// `[stack.logs]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Rotate a process log once it would grow past this many bytes (default 50 MB).
+    pub max_size: u64,
+    /// How many rotated files to keep (default 5).
+    pub keep: u32,
+    /// Prefix each line with an RFC 3339 time (default false).
+    pub timestamps: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            max_size: 50 * 1000 * 1000,
+            keep: 5,
+            timestamps: false,
+        }
+    }
+}
+
+/// A task runs once to completion; a service runs until stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Task,
+    Service,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Task => "task",
+            Kind::Service => "service",
+        })
+    }
+}
+
+/// A command line. Strings still hold `${VAR}` templates: they are expanded
+/// per instance at spawn time (see `config::env::expand`), once
+/// `STACKCTL_PROCESS` and `STACKCTL_INSTANCE` are known. Validation has
+/// already proven that every template expands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    /// Run under `/bin/sh -c`.
+    Shell(String),
+    /// Executed as is; never empty.
+    Argv(Vec<String>),
+}
+
+impl fmt::Display for CommandSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandSpec::Shell(s) => f.write_str(s),
+            CommandSpec::Argv(v) => f.write_str(&v.join(" ")),
+        }
+    }
+}
+
+/// `restart = "always" | "on-failure" | "never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// One probe: how to tell that a process is ready or alive.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// GET the URL; 2xx or 3xx passes. http:// and https://.
+    Http(String),
+    /// A TCP connect to `host:port` succeeds.
+    Tcp(String),
+    /// The command exits 0 (run in the process's cwd and env).
+    Exec(CommandSpec),
+    /// A line of the process's output matches.
+    Log(Regex),
+    /// The process sends `READY=1` to `$NOTIFY_SOCKET`.
+    Notify,
+    /// The process is still running after this long.
+    Alive(Duration),
+}
+
+impl ProbeKind {
+    /// The probe's kind as written in the stack file (`http`, `tcp`, …).
+    pub fn key(&self) -> &'static str {
+        match self {
+            ProbeKind::Http(_) => "http",
+            ProbeKind::Tcp(_) => "tcp",
+            ProbeKind::Exec(_) => "exec",
+            ProbeKind::Log(_) => "log",
+            ProbeKind::Notify => "notify",
+            ProbeKind::Alive(_) => "alive",
+        }
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeKind::Http(u) => write!(f, "http {u}"),
+            ProbeKind::Tcp(a) => write!(f, "tcp {a}"),
+            ProbeKind::Exec(c) => write!(f, "exec `{c}`"),
+            ProbeKind::Log(r) => write!(f, "log /{}/", r.as_str()),
+            ProbeKind::Notify => f.write_str("notify"),
+            ProbeKind::Alive(d) => write!(f, "alive {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// `ready = { … }`: a readiness gate.
+#[derive(Debug, Clone)]
+pub struct ReadySpec {
+    pub probe: ProbeKind,
+    /// Give up after this long (default 60s).
+    pub timeout: Duration,
+    /// Time between attempts (default 250ms).
+    pub interval: Duration,
+}
+
+/// `health = { … }`: a liveness check once ready.
+#[derive(Debug, Clone)]
+pub struct HealthSpec {
+    pub probe: ProbeKind,
+    /// Time between checks (default 10s).
+    pub interval: Duration,
+    /// One check is cut off after this long (default: the interval, at most 10s).
+    pub timeout: Duration,
+    /// This many failures in a row restart the process (default 3).
+    pub failures: u32,
+}
+
+/// Environment variables whose values must never be printed: `Debug` redacts them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Env(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// One `[task.NAME]` or `[service.NAME]`.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub kind: Kind,
+    pub command: CommandSpec,
+    /// Names of tasks (must complete with 0) and services (must be ready).
+    pub depends_on: Vec<String>,
+    /// The environment this process adds to stackctl's own, already merged
+    /// and expanded: stack env files, `[env]`, its env files, its `env`.
+    /// `STACKCTL_*` are added at spawn time.
+    pub env: Env,
+    /// Absolute working directory (default: the stack file's folder).
+    pub cwd: PathBuf,
+    /// Run before every start, in order; a failure fails that start.
+    pub pre_start: Vec<CommandSpec>,
+    /// Checked at start: each must be set and non-empty.
+    pub require_env: Vec<String>,
+    pub ready: Option<ReadySpec>,
+    pub health: Option<HealthSpec>,
+    /// Default: `on-failure` for services, `never` for tasks.
+    pub restart: RestartPolicy,
+    /// Default 5.
+    pub max_restarts: u32,
+    /// Default 60s.
+    pub restart_window: Duration,
+    /// Default SIGTERM.
+    pub stop_signal: Signal,
+    /// Default: `[stack] stop_timeout`.
+    pub stop_timeout: Duration,
+    /// `Some(n)` makes a pool of instances `NAME.1` … `NAME.n`.
+    pub replicas: Option<u32>,
+    /// Upper bound for `scale`; `None`: no bound beyond a sanity limit.
+    pub max_replicas: Option<u32>,
+    /// Tasks only: kill and fail after this long (`None`: no limit).
+    pub timeout: Option<Duration>,
+}
+
+impl ProcessSpec {
+    /// Whether this process is a pool (has `replicas`).
+    pub fn is_pool(&self) -> bool {
+        self.replicas.is_some()
+    }
+}
+
+/// `prereqs = [{ tcp = … }, …]` entries of the keeper.
+#[derive(Debug, Clone)]
+pub struct KeeperSpec {
+    /// Absolute path of the git worktree.
+    pub repo: PathBuf,
+    pub remote: String,
+    pub branch: String,
+    pub interval: Duration,
+    pub deploy: Vec<CommandSpec>,
+    pub prereqs: Vec<ProbeKind>,
+    pub watch_health: Vec<String>,
+    pub retries: u32,
+    pub escalate: Option<CommandSpec>,
+}

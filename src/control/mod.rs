@@ -1,0 +1,1 @@
+//! The control protocol between the CLI and the supervisor.

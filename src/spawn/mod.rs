@@ -1,0 +1,1 @@
+//! Spawning children.

@@ -1,0 +1,119 @@
+//! Every path under `state_dir`, and the files kept there.
+//!
+//! Owns: the layout (`pids/<name>.pid`, `<name>.log`, `stackctl.sock`,
+//! `stackctl.log`, `supervisor.lock`, `keeper.trigger`), the modes (0700 for
+//! the folder, 0600 for the socket), and atomic pid-file writes and reads.
+//! Must not touch: policy (when to start or stop anything).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The files of one stack's state folder.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The layout under `root` (nothing is created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// Creates the folder (mode 0700 when it does not exist) and `pids/`.
+    ///
+    /// # Errors
+    /// When either folder cannot be created.
+    pub fn ensure(&self) -> io::Result<()> {
+        if !self.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)?;
+        }
+        let pids = self.pids_dir();
+        if !pids.exists() {
+            fs::DirBuilder::new().mode(0o700).create(&pids)?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pids_dir(&self) -> PathBuf {
+        self.root.join("pids")
+    }
+
+    /// `pids/<process>.pid` (`process` is an instance name such as `worker.2`).
+    pub fn pid_file(&self, process: &str) -> PathBuf {
+        self.pids_dir().join(format!("{process}.pid"))
+    }
+
+    /// `<process>.log`.
+    pub fn log_file(&self, process: &str) -> PathBuf {
+        self.root.join(format!("{process}.log"))
+    }
+
+    /// The supervisor's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("stackctl.sock")
+    }
+
+    /// The supervisor's own log.
+    pub fn own_log(&self) -> PathBuf {
+        self.root.join("stackctl.log")
+    }
+
+    /// Held (flock) by the one running supervisor; holds its pid record.
+    pub fn supervisor_lock(&self) -> PathBuf {
+        self.root.join("supervisor.lock")
+    }
+
+    /// The supervisor's pid record (same format as a process pid file).
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.pids_dir().join("stackctl.pid")
+    }
+
+    /// Touched to trigger the deploy keeper.
+    pub fn keeper_trigger(&self) -> PathBuf {
+        self.root.join("keeper.trigger")
+    }
+
+    /// The deploy keeper's log.
+    pub fn keeper_log(&self) -> PathBuf {
+        self.root.join("keeper.log")
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temp file in the same folder,
+/// fsync, rename. Readers see the old file or the new one, never half.
+///
+/// # Errors
+/// Any I/O error; the temp file is removed on failure.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
