@@ -4,6 +4,7 @@
 //! parsing, validation with located diagnostics, env files and `${VAR}`
 //! expansion. Must not touch: processes, sockets, tokio.
 
+pub mod env;
 pub mod model;
 
 pub use model::*;

@@ -195,6 +195,42 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
     out
 }
 
+/// Every live process carrying `STACKCTL_STACK_ID=<stack_id>`, with its
+/// `STACKCTL_PROCESS`: the stack's processes wherever their group, as long
+/// as they kept the environment stackctl gave them.
+pub fn stack_members(stack_id: &str) -> Vec<(i32, String)> {
+    let needle = format!("STACKCTL_STACK_ID={stack_id}");
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut ours = false;
+        let mut process = String::new();
+        for kv in env.split(|b| *b == 0) {
+            if kv == needle.as_bytes() {
+                ours = true;
+            } else if let Some(v) = kv.strip_prefix(b"STACKCTL_PROCESS=") {
+                process = String::from_utf8_lossy(v).into_owned();
+            }
+        }
+        if ours && is_alive(pid) {
+            out.push((pid, process));
+        }
+    }
+    out
+}
+
 /// Every live process in process group `pgid`, plus every live descendant
 /// of those (by parent pid), wherever their group.
 pub fn group_and_descendants(pgid: i32) -> Vec<i32> {
