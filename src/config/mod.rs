@@ -3,12 +3,26 @@
 //! Owns: discovery (`-f`, `STACKCTL_FILE`, `./stack.toml`, parent folders),
 //! parsing, validation with located diagnostics, env files and `${VAR}`
 //! expansion. Must not touch: processes, sockets, tokio.
+//!
+//! Flow: text → `toml` + `serde_ignored` into `raw` (every unknown key
+//! collected, located with `toml_edit`) → `validate` (every other problem)
+//! → `model::Stack`. `diag` renders the problems.
 
+pub mod diag;
+pub mod duration;
+pub mod env;
+mod graph;
 pub mod model;
+mod raw;
+mod validate;
 
+pub use env::{expand, missing_required_env, ExpandError};
+pub use graph::start_order;
 pub use model::*;
 
 use std::path::{Path, PathBuf};
+
+use diag::Diagnostic;
 
 /// Why a stack file could not be turned into a [`Stack`].
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +68,419 @@ pub fn discover(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 
 /// Reads and validates the stack file at `path`.
 ///
+/// `require_env` is *not* checked here (`stop` and `status` must work
+/// without the secrets); see [`missing_required_env`] and [`load_checked`].
+///
 /// # Errors
 /// I/O errors, or every problem found in the file at once.
 pub fn load(path: &Path) -> Result<Stack, ConfigError> {
-    let _ = path;
-    Err(ConfigError::Invalid {
-        rendered: "stack file loading is not built yet".into(),
-        count: 1,
+    load_with(path, false, &|k| std::env::var(k).ok())
+}
+
+/// Like [`load`], and also reports every `require_env` variable that is
+/// unset or empty, located, among the other problems (`stackctl check`).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_checked(path: &Path) -> Result<Stack, ConfigError> {
+    load_with(path, true, &|k| std::env::var(k).ok())
+}
+
+/// [`load`] with stackctl's own environment given as `os_env`.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(
+    path: &Path,
+    require_env: bool,
+    os_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let abs = diag::normalize(&cwd.join(path));
+    let src = std::fs::read_to_string(&abs).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let shown = diag::shown_path(&abs, &cwd);
+    let input = validate::Input {
+        file: &abs,
+        os_env,
+        require_env,
+        key_span: &|_| None,
+    };
+    parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
+        rendered: diag::render(&diags, &src, &shown),
+        count: diags.len(),
     })
+}
+
+/// Parses and validates `src`; every problem as a diagnostic.
+fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+    let mut unknown: Vec<Vec<Segment>> = Vec::new();
+    let de = toml::Deserializer::new(src);
+    let parsed: Result<raw::RawFile, toml::de::Error> =
+        serde_ignored::deserialize(de, |path| unknown.push(segments(&path)));
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let doc = toml_edit::ImDocument::parse(src).ok();
+    let locate = |path: &[&str]| {
+        let segs: Vec<Segment> = path
+            .iter()
+            .map(|k| Segment::Key((*k).to_string()))
+            .collect();
+        doc.as_ref().and_then(|d| key_span(d, &segs))
+    };
+    let input = validate::Input {
+        key_span: &locate,
+        ..*input
+    };
+    let input = &input;
+    for path in &unknown {
+        diags.push(unknown_key(path, doc.as_ref()));
+    }
+    match parsed {
+        Ok(raw) => {
+            if !diags.is_empty() {
+                // Still validate the rest, so all problems show at once.
+                if let Err(more) = validate::validate(raw, input) {
+                    diags.extend(more);
+                }
+                return Err(diags);
+            }
+            validate::validate(raw, input)
+        }
+        Err(e) => {
+            diags.push(toml_error(&e, src));
+            Err(diags)
+        }
+    }
+}
+
+/// One step of a path in the TOML document.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    let mut out = match path {
+        serde_ignored::Path::Root => return Vec::new(),
+        serde_ignored::Path::Seq { parent, index } => {
+            let mut v = segments(parent);
+            v.push(Segment::Index(*index));
+            v
+        }
+        serde_ignored::Path::Map { parent, key } => {
+            let mut v = segments(parent);
+            v.push(Segment::Key(key.clone()));
+            v
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => segments(parent),
+    };
+    // `Spanned` wraps values in a private struct whose `value` field shows
+    // up in paths; it is not a key the user wrote.
+    out.retain(|s| !matches!(s, Segment::Key(k) if k.starts_with("$__")));
+    out
+}
+
+/// The span of the key at `path`, walking the `toml_edit` document.
+fn key_span(doc: &toml_edit::ImDocument<&str>, path: &[Segment]) -> Option<std::ops::Range<usize>> {
+    let mut item: toml_edit::Item = toml_edit::Item::Table(doc.as_table().clone());
+    let mut span = None;
+    for seg in path {
+        let next = match seg {
+            Segment::Key(k) => {
+                let t = item.as_table_like()?;
+                let (key, value) = t.get_key_value(k)?;
+                span = key.span();
+                value.clone()
+            }
+            Segment::Index(i) => {
+                if let Some(a) = item.as_array() {
+                    let v = a.get(*i)?;
+                    span = v.span();
+                    toml_edit::Item::Value(v.clone())
+                } else {
+                    let t = item.as_array_of_tables()?.get(*i)?;
+                    span = t.span();
+                    toml_edit::Item::Table(t.clone())
+                }
+            }
+        };
+        item = next;
+    }
+    span
+}
+
+fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> Diagnostic {
+    let key = match path.last() {
+        Some(Segment::Key(k)) => k.clone(),
+        Some(Segment::Index(i)) => i.to_string(),
+        None => String::new(),
+    };
+    let parent: Vec<String> = path[..path.len().saturating_sub(1)]
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Key(k) => Some(k.clone()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    let allowed: &[&str] = match parent
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => raw::TOP_KEYS,
+        ["stack"] => raw::STACK_KEYS,
+        ["stack", "logs"] => raw::LOGS_KEYS,
+        ["stack" | "task" | "service", .., "env_file"] => raw::ENV_FILE_KEYS,
+        ["task" | "service", _] => raw::PROCESS_KEYS,
+        ["task" | "service", _, "ready" | "health"] => raw::PROBE_KEYS,
+        ["keeper"] => raw::KEEPER_KEYS,
+        ["keeper", "prereqs"] => raw::PROBE_KEYS,
+        _ => &[],
+    };
+    let place = if parent.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in `{}`", parent.join("."))
+    };
+    let hint = diag::suggest(&key, allowed.iter().copied())
+        .or_else(|| (!allowed.is_empty()).then(|| format!("allowed here: {}", allowed.join(", "))));
+    let d = Diagnostic::nowhere(format!("unknown key `{key}` {place}")).maybe_hint(hint);
+    match doc.and_then(|doc| key_span(doc, path)) {
+        Some(span) => Diagnostic {
+            span: Some(span),
+            ..d
+        },
+        None => d,
+    }
+}
+
+/// A TOML syntax or type error, located.
+fn toml_error(e: &toml::de::Error, src: &str) -> Diagnostic {
+    let msg = e.message().trim();
+    let mut lines = msg.lines();
+    let head = lines.next().unwrap_or("invalid TOML").trim().to_string();
+    let rest: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+    let head = lowercase_first(&head);
+    let mut d = Diagnostic::nowhere(head);
+    if !rest.is_empty() {
+        d = d.hint(rest.join("; "));
+    }
+    d.span = e.span().map(|s| {
+        let start = s.start.min(src.len());
+        start..s.end.max(start).min(src.len())
+    });
+    d
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::time::Duration;
+
+    /// Writes `toml` (and `files`) into a temp dir and loads it with a fixed OS env.
+    fn load_str(
+        toml: &str,
+        files: &[(&str, &str)],
+        os: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Stack, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stack.toml"), toml).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let os: Vec<(String, String)> = os
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| os.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let r = load_with(&dir.path().join("stack.toml"), false, &lookup);
+        (dir, r)
+    }
+
+    fn ok(toml: &str) -> Stack {
+        let (_d, r) = load_str(toml, &[], &[]);
+        match r {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn problems(toml: &str) -> String {
+        let (_d, r) = load_str(toml, &[], &[]);
+        match r {
+            Ok(_) => panic!("expected problems"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = ok("[service.api]\ncommand = \"run\"\n[task.m]\ncommand = [\"a\", \"b\"]\n");
+        assert_eq!(s.stop_timeout, Duration::from_secs(10));
+        assert_eq!(s.state_dir, s.root.join("logs"));
+        assert_eq!(s.lock_file, s.root.join("logs/stack-owner.json"));
+        assert_eq!(s.logs, LogSettings::default());
+        assert_eq!(s.name, s.root.file_name().unwrap().to_string_lossy());
+        let names: Vec<&str> = s.processes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["m", "api"]);
+        let api = s.process("api").unwrap();
+        assert_eq!(api.restart, RestartPolicy::OnFailure);
+        assert_eq!(api.stop_signal, nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(api.max_restarts, 5);
+        assert_eq!(api.restart_window, Duration::from_secs(60));
+        assert_eq!(api.cwd, s.root);
+        assert!(api.env.0.is_empty());
+        let m = s.process("m").unwrap();
+        assert_eq!(m.restart, RestartPolicy::Never);
+        assert_eq!(m.command, CommandSpec::Argv(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn full_process() {
+        let s = ok(r#"
+[stack]
+name = "p"
+stop_timeout = "3s"
+[stack.logs]
+max_size = "1MiB"
+keep = 2
+timestamps = true
+[service.db]
+command = "db"
+[service.api]
+command = "serve --instance ${STACKCTL_INSTANCE}"
+depends_on = ["db"]
+cwd = "sub/dir"
+pre_start = ["one", ["two", "x"]]
+ready = { http = "http://127.0.0.1:1/h", timeout = "2m", interval = "1s" }
+health = { tcp = "127.0.0.1:9", interval = "30s", failures = 2 }
+restart = "always"
+max_restarts = 9
+restart_window = "2m"
+stop_signal = "INT"
+replicas = 2
+max_replicas = 4
+"#);
+        assert_eq!(s.logs.max_size, 1 << 20);
+        assert_eq!(s.logs.keep, 2);
+        let api = s.process("api").unwrap();
+        assert_eq!(api.cwd, s.root.join("sub/dir"));
+        assert_eq!(api.pre_start.len(), 2);
+        assert_eq!(api.stop_signal, nix::sys::signal::Signal::SIGINT);
+        assert_eq!(api.stop_timeout, Duration::from_secs(3));
+        assert_eq!((api.replicas, api.max_replicas), (Some(2), Some(4)));
+        let ready = api.ready.as_ref().unwrap();
+        assert_eq!(ready.timeout, Duration::from_secs(120));
+        assert_eq!(ready.probe.key(), "http");
+        let health = api.health.as_ref().unwrap();
+        assert_eq!(health.failures, 2);
+        assert_eq!(health.timeout, Duration::from_secs(10));
+        assert_eq!(
+            start_order(&s),
+            vec![vec!["db".to_string()], vec!["api".to_string()]]
+        );
+    }
+
+    #[test]
+    fn env_layers_and_expansion() {
+        let toml = r#"
+[stack]
+env_file = [".env", { path = "missing.env", optional = true }]
+[env]
+A = "from-env-table"
+B = "${BASE}-b"
+N = 1
+[service.api]
+command = "run ${A} ${C:-dflt}"
+env_file = ["api.env"]
+env = { D = "${A}+${HOME_X}" }
+"#;
+        let (_d, r) = load_str(
+            toml,
+            &[
+                (".env", "BASE=base\nA=from-file\n"),
+                ("api.env", "A=api-file\n"),
+            ],
+            &[("HOME_X", "/h")],
+        );
+        let s = r.unwrap();
+        let env = &s.process("api").unwrap().env.0;
+        assert_eq!(env["A"], "api-file");
+        assert_eq!(env["B"], "base-b");
+        assert_eq!(env["N"], "1");
+        assert_eq!(env["D"], "api-file+/h");
+        assert!(!env.contains_key("HOME_X"));
+    }
+
+    #[test]
+    fn keeper() {
+        let s = ok(r#"
+[service.tunnel]
+command = "t"
+health = { http = "https://x.example" }
+[keeper]
+branch = "develop"
+deploy = ["a", "b"]
+prereqs = [{ tcp = "127.0.0.1:5432" }, { exec = "docker info" }]
+watch_health = ["tunnel"]
+"#);
+        let k = s.keeper.unwrap();
+        assert_eq!(k.repo, s.root);
+        assert_eq!(k.remote, "origin");
+        assert_eq!(k.interval, Duration::from_secs(300));
+        assert_eq!(k.deploy.len(), 2);
+        assert_eq!(k.prereqs.len(), 2);
+        assert_eq!(k.retries, 3);
+    }
+
+    #[test]
+    fn every_unknown_key_at_once() {
+        let out = problems("[service.api]\ncommand = \"x\"\nredy = 1\nhelth = 2\n[stak]\n");
+        assert!(out.contains("unknown key `redy`"), "{out}");
+        assert!(out.contains("did you mean `ready`?"), "{out}");
+        assert!(out.contains("unknown key `helth`"), "{out}");
+        assert!(out.contains("unknown key `stak`"), "{out}");
+        assert!(out.contains("has 3 problems"), "{out}");
+    }
+
+    #[test]
+    fn missing_required_env_is_not_a_load_error() {
+        let s = ok("[service.api]\ncommand = \"x\"\nrequire_env = [\"NOPE_NOT_SET_X\"]\n");
+        assert_eq!(
+            missing_required_env(&s),
+            vec![("api".to_string(), "NOPE_NOT_SET_X".to_string())]
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_errors_and_debug() {
+        let toml = "[stack]\nenv_file = [\".env\"]\n[service.api]\ncommand = \"${UNSET_Q}\"\n";
+        let (_d, r) = load_str(toml, &[(".env", "TOKEN=hunter2\nbroken\n")], &[]);
+        let e = r.unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let (_d, r) = load_str(
+            "[stack]\nenv_file = [\".env\"]\n[service.api]\ncommand = \"x\"\n",
+            &[(".env", "TOKEN=hunter2\n")],
+            &[],
+        );
+        let s = r.unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 }

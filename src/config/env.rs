@@ -1,0 +1,392 @@
+//! Environment: dotenv files, `${VAR}` expansion and `require_env`.
+//!
+//! Owns: the dotenv syntax (`KEY=VALUE`, `export `, `#` comments, quotes),
+//! the template syntax (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$$`),
+//! and finding required variables that are unset. The supervisor calls
+//! [`expand`] at spawn time. Must not touch: processes; and never put a
+//! variable's *value* into an error or a log line (values are secrets).
+
+use std::fmt;
+
+use super::model::Stack;
+
+/// Why a template did not expand. Names only, never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    /// `${NAME}` with no default, and `NAME` is not set.
+    Unset(String),
+    /// A `${` without its `}`.
+    Unterminated,
+    /// `${…}` whose inside is not `NAME`, `NAME:-default` or `NAME-default`.
+    BadSyntax,
+}
+
+impl fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpandError::Unset(n) => write!(f, "`${{{n}}}` is not set and has no default"),
+            ExpandError::Unterminated => f.write_str("`${` is never closed by `}`"),
+            ExpandError::BadSyntax => {
+                f.write_str("`${…}` must hold a variable name, optionally followed by `:-default`")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ExpandError {}
+
+/// Expands `${VAR}`, `${VAR:-default}` (default when unset or empty),
+/// `${VAR-default}` (default when unset) and `$$` (a literal `$`). A bare
+/// `$VAR` is left alone, for the shell. Defaults may themselves hold `${…}`.
+///
+/// # Errors
+/// An unset variable without a default, or a malformed `${…}`.
+pub fn expand(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(inner_start) = after.strip_prefix('{') {
+            let end = matching_brace(inner_start).ok_or(ExpandError::Unterminated)?;
+            let inner = &inner_start[..end];
+            out.push_str(&expand_one(inner, lookup)?);
+            rest = &inner_start[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The byte index of the `}` closing a `${` whose inside starts `s`.
+fn matching_brace(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn expand_one(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+    let name_len = inner
+        .char_indices()
+        .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(inner.len(), |(i, _)| i);
+    if name_len == 0 {
+        return Err(ExpandError::BadSyntax);
+    }
+    let (name, op) = inner.split_at(name_len);
+    if op.is_empty() {
+        return lookup(name).ok_or_else(|| ExpandError::Unset(name.to_string()));
+    }
+    if let Some(default) = op.strip_prefix(":-") {
+        return match lookup(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => expand(default, lookup),
+        };
+    }
+    if let Some(default) = op.strip_prefix('-') {
+        return match lookup(name) {
+            Some(v) => Ok(v),
+            None => expand(default, lookup),
+        };
+    }
+    Err(ExpandError::BadSyntax)
+}
+
+/// Every variable name a template refers to (`${NAME…}`), defaults included.
+pub fn references(template: &str) -> Vec<String> {
+    let names = std::cell::RefCell::new(Vec::new());
+    let record = |n: &str| {
+        names.borrow_mut().push(n.to_string());
+        None
+    };
+    // Expansion stops at the first unset name, so walk with a lookup that
+    // records and pretends every name is set-but-empty, which also visits
+    // `:-` defaults.
+    let _ = expand(template, &|n| {
+        let _: Option<String> = record(n);
+        Some(String::new())
+    });
+    names.into_inner()
+}
+
+/// One `KEY=VALUE` of an env file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DotenvEntry {
+    pub key: String,
+    /// The value after quotes are removed; a template unless `literal`.
+    pub value: String,
+    /// Single-quoted: taken as is, no `${…}` expansion.
+    pub literal: bool,
+    /// 1-based line of the key.
+    pub line: usize,
+}
+
+impl fmt::Debug for DotenvEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DotenvEntry")
+            .field("key", &self.key)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A syntax error in an env file. Never quotes the line (it may hold a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotenvError {
+    /// 1-based.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses dotenv text: `KEY=VALUE` lines, optional `export `, `#` comments,
+/// blank lines, `'single'` (literal) and `"double"` (escapes `\n \t \" \\ \$`,
+/// may span lines) quotes; an unquoted value ends at ` #`.
+///
+/// # Errors
+/// The first malformed line.
+pub fn parse_dotenv(text: &str) -> Result<Vec<DotenvEntry>, DotenvError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let lineno = i + 1;
+        let mut line = lines[i].trim_start();
+        i += 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(r) = line.strip_prefix("export ") {
+            line = r.trim_start();
+        }
+        let err = |message: &str| DotenvError {
+            line: lineno,
+            message: message.to_string(),
+        };
+        let Some((key, raw)) = line.split_once('=') else {
+            return Err(err("expected KEY=VALUE"));
+        };
+        let key = key.trim_end();
+        let valid_key = !key.is_empty()
+            && key.chars().enumerate().all(|(n, c)| {
+                c == '_' || c.is_ascii_alphabetic() || (n > 0 && (c.is_ascii_digit() || c == '.'))
+            });
+        if !valid_key {
+            return Err(err(
+                "expected a variable name (letters, digits, `_`) before `=`",
+            ));
+        }
+        let raw = raw.trim_start();
+        let (value, literal) = if let Some(body) = raw.strip_prefix('\'') {
+            let Some(end) = body.find('\'') else {
+                return Err(err("a single quote is never closed"));
+            };
+            if !is_trailing_ok(&body[end + 1..]) {
+                return Err(err("unexpected text after the closing quote"));
+            }
+            (body[..end].to_string(), true)
+        } else if let Some(body) = raw.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chunk = body.to_string();
+            loop {
+                match parse_double(&chunk, &mut value) {
+                    Some(after) => {
+                        if !is_trailing_ok(&chunk[after..]) {
+                            return Err(err("unexpected text after the closing quote"));
+                        }
+                        break;
+                    }
+                    None => {
+                        if i >= lines.len() {
+                            return Err(err("a double quote is never closed"));
+                        }
+                        value.push('\n');
+                        chunk = lines[i].to_string();
+                        i += 1;
+                    }
+                }
+            }
+            (value, false)
+        } else {
+            let end = raw
+                .char_indices()
+                .find(|&(n, c)| c == '#' && n > 0 && raw[..n].ends_with(char::is_whitespace))
+                .map_or(raw.len(), |(n, _)| n);
+            (raw[..end].trim_end().to_string(), false)
+        };
+        out.push(DotenvEntry {
+            key: key.to_string(),
+            value,
+            literal,
+            line: lineno,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads one double-quoted chunk into `value`; `Some(index after the closing
+/// quote)`, or `None` when the line ends first.
+fn parse_double(chunk: &str, value: &mut String) -> Option<usize> {
+    let mut it = chunk.char_indices();
+    while let Some((n, c)) = it.next() {
+        match c {
+            '"' => return Some(n + 1),
+            '\\' => match it.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, 't')) => value.push('\t'),
+                Some((_, 'r')) => value.push('\r'),
+                // A literal `$` survives expansion as `$$`.
+                Some((_, '$')) => value.push_str("$$"),
+                Some((_, other)) => value.push(other),
+                None => value.push('\\'),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+fn is_trailing_ok(s: &str) -> bool {
+    let t = s.trim_start();
+    t.is_empty() || t.starts_with('#')
+}
+
+/// Every `(process, variable)` whose `require_env` variable is unset or
+/// empty in the process's merged env and stackctl's own environment.
+pub fn missing_required_env(stack: &Stack) -> Vec<(String, String)> {
+    missing_with(stack, &|k| std::env::var(k).ok())
+}
+
+pub(crate) fn missing_with(
+    stack: &Stack,
+    os: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in &stack.processes {
+        for var in &p.require_env {
+            let set = p.env.0.get(var).cloned().or_else(|| os(var));
+            if set.map_or(true, |v| v.is_empty()) {
+                out.push((p.name.clone(), var.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.clone())
+    }
+
+    #[test]
+    fn expands_variables() {
+        let l = env(&[("A", "1"), ("E", "")]);
+        assert_eq!(expand("x ${A} y", &l), Ok("x 1 y".into()));
+        assert_eq!(expand("${B:-def}", &l), Ok("def".into()));
+        assert_eq!(expand("${E:-def}", &l), Ok("def".into()));
+        assert_eq!(expand("${E-def}", &l), Ok("".into()));
+        assert_eq!(expand("${B-${A}}", &l), Ok("1".into()));
+        assert_eq!(expand("${B:-}", &l), Ok("".into()));
+        assert_eq!(
+            expand("cost $$5 and $HOME", &l),
+            Ok("cost $5 and $HOME".into())
+        );
+        assert_eq!(expand("trailing $", &l), Ok("trailing $".into()));
+        assert_eq!(expand("${A}${A}", &l), Ok("11".into()));
+        assert_eq!(expand("${B:-a b}c", &l), Ok("a bc".into()));
+    }
+
+    #[test]
+    fn expansion_errors() {
+        let l = env(&[]);
+        assert_eq!(
+            expand("${NOPE}", &l),
+            Err(ExpandError::Unset("NOPE".into()))
+        );
+        assert_eq!(expand("${NOPE", &l), Err(ExpandError::Unterminated));
+        assert_eq!(expand("${}", &l), Err(ExpandError::BadSyntax));
+        assert_eq!(expand("${1A}", &l), Err(ExpandError::BadSyntax));
+        assert_eq!(expand("${A?x}", &l), Err(ExpandError::BadSyntax));
+        assert_eq!(
+            expand("${X:-${NOPE}}", &l),
+            Err(ExpandError::Unset("NOPE".into()))
+        );
+    }
+
+    #[test]
+    fn finds_references() {
+        assert_eq!(
+            references("${A} $B ${C:-${D}} $$ ${E-x}"),
+            vec!["A", "C", "D", "E"]
+        );
+    }
+
+    #[test]
+    fn parses_dotenv() {
+        let text = "# comment\n\nA=1\nexport B = two words  # note\nC='lit ${X}'\nD=\"q \\\"x\\\" \\n ${A}\"\nE=\nF=a#b\nG=\"multi\nline\"\n";
+        let e = parse_dotenv(text).unwrap();
+        let kv: Vec<(&str, &str, bool)> = e
+            .iter()
+            .map(|d| (d.key.as_str(), d.value.as_str(), d.literal))
+            .collect();
+        assert_eq!(
+            kv,
+            vec![
+                ("A", "1", false),
+                ("B", "two words", false),
+                ("C", "lit ${X}", true),
+                ("D", "q \"x\" \n ${A}", false),
+                ("E", "", false),
+                ("F", "a#b", false),
+                ("G", "multi\nline", false),
+            ]
+        );
+        assert_eq!(e[6].line, 9);
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_line_not_the_value() {
+        let err = parse_dotenv("A=1\nsecret-value-here\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(!err.message.contains("secret"));
+        assert_eq!(parse_dotenv("A=\"open\n").unwrap_err().line, 1);
+        assert_eq!(parse_dotenv("1A=x\n").unwrap_err().line, 1);
+        assert_eq!(parse_dotenv("A='x' y\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn debug_hides_values() {
+        let e = parse_dotenv("TOKEN=hunter2\n").unwrap();
+        assert!(!format!("{e:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,290 @@
+//! The stack file as written: a serde mirror of the TOML, with
+//! `toml::Spanned` on every value a later check points at.
+//!
+//! Owns: the shape of the file (which keys exist, which TOML types they
+//! take). Nothing here is validated beyond TOML types; `validate` turns it
+//! into the model. Unknown keys are not rejected here: `mod.rs` collects all
+//! of them through `serde_ignored`. No `#[serde(untagged)]`: "string or
+//! array" and "string or table" are small visitors, so type errors stay
+//! precise. Must not touch: the model, the environment, the file system.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A name (a key of `[task]`/`[service]`/`[env]`). `serde_ignored` cannot
+/// pass `Spanned` keys through, so `validate` locates names with `toml_edit`.
+pub(crate) type Name = String;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFile {
+    pub(crate) stack: Option<RawStack>,
+    pub(crate) env: Option<BTreeMap<Name, Spanned<toml::Value>>>,
+    pub(crate) task: Option<BTreeMap<Name, RawProcess>>,
+    pub(crate) service: Option<BTreeMap<Name, RawProcess>>,
+    pub(crate) keeper: Option<Spanned<RawKeeper>>,
+}
+
+/// `[stack]`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawStack {
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) state_dir: Option<Spanned<String>>,
+    pub(crate) env_file: Option<EnvFiles>,
+    pub(crate) stop_timeout: Option<Spanned<String>>,
+    pub(crate) lock_file: Option<Spanned<String>>,
+    pub(crate) logs: Option<RawLogs>,
+}
+
+/// `[stack.logs]`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawLogs {
+    /// A string like `"50MB"`, or an integer number of bytes.
+    pub(crate) max_size: Option<Spanned<toml::Value>>,
+    pub(crate) keep: Option<Spanned<i64>>,
+    pub(crate) timestamps: Option<bool>,
+}
+
+/// `[task.NAME]` and `[service.NAME]`: one shape, `validate` says which keys
+/// make sense for which kind.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawProcess {
+    pub(crate) command: Option<Spanned<RawCommand>>,
+    pub(crate) depends_on: Option<Vec<Spanned<String>>>,
+    pub(crate) env: Option<BTreeMap<Name, Spanned<toml::Value>>>,
+    pub(crate) env_file: Option<EnvFiles>,
+    pub(crate) cwd: Option<Spanned<String>>,
+    pub(crate) pre_start: Option<Spanned<Commands>>,
+    pub(crate) require_env: Option<Vec<Spanned<String>>>,
+    pub(crate) ready: Option<Spanned<RawProbe>>,
+    pub(crate) health: Option<Spanned<RawProbe>>,
+    pub(crate) restart: Option<Spanned<String>>,
+    pub(crate) max_restarts: Option<Spanned<i64>>,
+    pub(crate) restart_window: Option<Spanned<String>>,
+    /// `"SIGTERM"`, `"TERM"`, `"15"` or `15`.
+    pub(crate) stop_signal: Option<Spanned<toml::Value>>,
+    pub(crate) stop_timeout: Option<Spanned<String>>,
+    pub(crate) replicas: Option<Spanned<i64>>,
+    pub(crate) max_replicas: Option<Spanned<i64>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+}
+
+/// Every key a process table may hold, for "did you mean".
+pub(crate) const PROCESS_KEYS: &[&str] = &[
+    "command",
+    "depends_on",
+    "env",
+    "env_file",
+    "cwd",
+    "pre_start",
+    "require_env",
+    "ready",
+    "health",
+    "restart",
+    "max_restarts",
+    "restart_window",
+    "stop_signal",
+    "stop_timeout",
+    "replicas",
+    "max_replicas",
+    "timeout",
+];
+
+/// Top-level keys.
+pub(crate) const TOP_KEYS: &[&str] = &["stack", "env", "task", "service", "keeper"];
+
+/// `[stack]` keys.
+pub(crate) const STACK_KEYS: &[&str] = &[
+    "name",
+    "state_dir",
+    "env_file",
+    "stop_timeout",
+    "lock_file",
+    "logs",
+];
+
+/// `[stack.logs]` keys.
+pub(crate) const LOGS_KEYS: &[&str] = &["max_size", "keep", "timestamps"];
+
+/// Probe keys.
+pub(crate) const PROBE_KEYS: &[&str] = &[
+    "http", "tcp", "exec", "log", "notify", "alive", "timeout", "interval", "failures",
+];
+
+/// `[keeper]` keys.
+pub(crate) const KEEPER_KEYS: &[&str] = &[
+    "repo",
+    "remote",
+    "branch",
+    "interval",
+    "deploy",
+    "prereqs",
+    "watch_health",
+    "retries",
+    "escalate",
+];
+
+/// Keys of an `env_file = { … }` entry.
+pub(crate) const ENV_FILE_KEYS: &[&str] = &["path", "optional"];
+
+/// `ready`, `health` and keeper prereqs: a flat struct; "exactly one kind"
+/// is checked by `validate`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawProbe {
+    pub(crate) http: Option<Spanned<String>>,
+    pub(crate) tcp: Option<Spanned<String>>,
+    pub(crate) exec: Option<Spanned<RawCommand>>,
+    pub(crate) log: Option<Spanned<String>>,
+    pub(crate) notify: Option<Spanned<bool>>,
+    pub(crate) alive: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) failures: Option<Spanned<i64>>,
+}
+
+/// `[keeper]`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeeper {
+    pub(crate) repo: Option<Spanned<String>>,
+    pub(crate) remote: Option<Spanned<String>>,
+    pub(crate) branch: Option<Spanned<String>>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) deploy: Option<Spanned<Commands>>,
+    pub(crate) prereqs: Option<Vec<Spanned<RawProbe>>>,
+    pub(crate) watch_health: Option<Vec<Spanned<String>>>,
+    pub(crate) retries: Option<Spanned<i64>>,
+    pub(crate) escalate: Option<Spanned<RawCommand>>,
+}
+
+/// `command = "…"` (shell) or `command = ["argv", …]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command: a string, or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Shell(s.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(RawCommand::Argv(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `pre_start` / `deploy`: one command string, or an array whose entries are
+/// command strings or argv arrays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Commands(pub(crate) Vec<RawCommand>);
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Commands;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a command string, or an array of commands (strings or arrays of strings)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Commands, E> {
+                Ok(Commands(vec![RawCommand::Shell(s.to_string())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
+                let mut v = Vec::new();
+                while let Some(c) = seq.next_element::<RawCommand>()? {
+                    v.push(c);
+                }
+                Ok(Commands(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `env_file = ".env"`, `env_file = [".env", { path = "x", optional = true }]`.
+#[derive(Debug, Default)]
+pub(crate) struct EnvFiles(pub(crate) Vec<Spanned<EnvFileEntry>>);
+
+impl<'de> Deserialize<'de> for EnvFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvFiles;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an env file path, or an array of paths and { path, optional } tables")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EnvFiles, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = seq.next_element::<Spanned<EnvFileEntry>>()? {
+                    v.push(e);
+                }
+                Ok(EnvFiles(v))
+            }
+            fn visit_str<E: de::Error>(self, _s: &str) -> Result<EnvFiles, E> {
+                Err(E::custom(
+                    "env_file must be an array, e.g. env_file = [\".env\"]",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One env file entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EnvFileEntry {
+    pub(crate) path: String,
+    pub(crate) optional: bool,
+}
+
+#[derive(Deserialize)]
+struct EnvFileTable {
+    path: String,
+    #[serde(default)]
+    optional: bool,
+}
+
+impl<'de> Deserialize<'de> for EnvFileEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvFileEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path, or { path = \"…\", optional = true }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<EnvFileEntry, E> {
+                Ok(EnvFileEntry {
+                    path: s.to_string(),
+                    optional: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvFileEntry, A::Error> {
+                let t = EnvFileTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(EnvFileEntry {
+                    path: t.path,
+                    optional: t.optional,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

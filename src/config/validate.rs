@@ -1,0 +1,1145 @@
+//! From the raw file to the model, collecting every problem at once.
+//!
+//! Owns: defaults, path resolution against the stack file's folder, the
+//! environment layers (stack env files < `[env]` < process env files <
+//! process `env`, all over stackctl's own environment), proving that every
+//! `${…}` template expands, probes ("exactly one kind"), names, numbers,
+//! durations, signals, dependencies and cycles. Each problem becomes a
+//! located [`Diagnostic`]; a [`Stack`] comes out only when there are none.
+//! Must not touch: processes, sockets; never puts an env value into a message.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use regex::Regex;
+use toml::Spanned;
+
+use super::diag::{normalize, suggest, Diagnostic};
+use super::duration::{parse_duration, parse_size, DURATION_HINT, SIZE_HINT};
+use super::env::{expand, parse_dotenv, ExpandError};
+use super::graph;
+use super::model::*;
+use super::raw::*;
+
+/// The three variables only known per instance at spawn time.
+pub(crate) const SPAWN_VARS: [&str; 3] =
+    ["STACKCTL_STACK", "STACKCTL_PROCESS", "STACKCTL_INSTANCE"];
+
+/// Everything `validate` needs from outside.
+pub(crate) struct Input<'a> {
+    /// Absolute path of the stack file.
+    pub(crate) file: &'a Path,
+    /// stackctl's own environment.
+    pub(crate) os_env: &'a dyn Fn(&str) -> Option<String>,
+    /// Report unset `require_env` variables too (`check`).
+    pub(crate) require_env: bool,
+    /// The span of the key at a path of keys, e.g. `["service", "api"]`.
+    pub(crate) key_span: &'a dyn Fn(&[&str]) -> Option<Range<usize>>,
+}
+
+struct Ctx<'a> {
+    input: &'a Input<'a>,
+    root: PathBuf,
+    diags: Vec<Diagnostic>,
+    /// Where each `(process, variable)` of `require_env` is written.
+    require_spans: BTreeMap<(String, String), Range<usize>>,
+}
+
+/// Where a probe is used: decides which keys make sense.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Ready,
+    Health,
+    Prereq,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::Ready => "ready",
+            Role::Health => "health",
+            Role::Prereq => "prereq",
+        }
+    }
+}
+
+struct Probe {
+    kind: ProbeKind,
+    timeout: Option<Duration>,
+    interval: Option<Duration>,
+    failures: Option<u32>,
+}
+
+/// Turns `raw` into a [`Stack`], or every problem found.
+pub(crate) fn validate(raw: RawFile, input: &Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+    let root = input
+        .file
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let mut cx = Ctx {
+        input,
+        root,
+        diags: Vec::new(),
+        require_spans: BTreeMap::new(),
+    };
+    let stack = cx.stack(raw);
+    if cx.diags.is_empty() {
+        Ok(stack)
+    } else {
+        Err(cx.diags)
+    }
+}
+
+fn kind_key(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Task => "task",
+        Kind::Service => "service",
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn valid_var(s: &str) -> bool {
+    let mut it = s.chars();
+    matches!(it.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && it.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+fn unset_hint(e: &ExpandError) -> Option<String> {
+    match e {
+        ExpandError::Unset(n) if SPAWN_VARS.contains(&n.as_str()) => Some(format!(
+            "`{n}` is only known when an instance starts: use it in `command`, not here"
+        )),
+        ExpandError::Unset(n) => Some(format!(
+            "set `{n}` in [env], an env_file or stackctl's environment, or give a default: `${{{n}:-value}}`"
+        )),
+        ExpandError::Unterminated => Some("close it with `}`, or write `$$` for a literal `$`".into()),
+        ExpandError::BadSyntax => Some("write `${NAME}` or `${NAME:-default}`; `$$` is a literal `$`".into()),
+    }
+}
+
+impl Ctx<'_> {
+    /// The entries of a table keyed by names, each with its key's place, in file order.
+    fn by_place<V>(
+        &self,
+        map: Option<BTreeMap<String, V>>,
+        parent: &[&str],
+    ) -> Vec<(Spanned<String>, V)> {
+        let mut v: Vec<(Spanned<String>, V)> = map
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                let mut path: Vec<&str> = parent.to_vec();
+                path.push(&k);
+                let span = (self.input.key_span)(&path).unwrap_or(0..0);
+                (Spanned::new(span, k), v)
+            })
+            .collect();
+        v.sort_by_key(|(k, _)| k.span().start);
+        v
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        normalize(&self.root.join(p))
+    }
+
+    fn duration(&mut self, v: &Spanned<String>, what: &str) -> Option<Duration> {
+        match parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.push(
+                    Diagnostic::at(v.span(), format!("bad duration for `{what}`: {e}"))
+                        .hint(DURATION_HINT),
+                );
+                None
+            }
+        }
+    }
+
+    fn opt_duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
+        v.as_ref()
+            .and_then(|v| self.duration(v, what))
+            .unwrap_or(default)
+    }
+
+    fn count(&mut self, v: &Spanned<i64>, what: &str, min: i64) -> Option<u32> {
+        let n = *v.get_ref();
+        if n < 0 {
+            self.push(
+                Diagnostic::at(v.span(), format!("`{what}` cannot be negative"))
+                    .hint(format!("use a whole number of at least {min}")),
+            );
+            None
+        } else if n < min {
+            self.push(Diagnostic::at(
+                v.span(),
+                format!("`{what}` must be at least {min}"),
+            ));
+            None
+        } else if n > i64::from(u32::MAX) {
+            self.push(Diagnostic::at(v.span(), format!("`{what}` is too large")));
+            None
+        } else {
+            u32::try_from(n).ok()
+        }
+    }
+
+    fn stack(&mut self, raw: RawFile) -> Stack {
+        let rs = raw.stack.unwrap_or_default();
+        let name = match &rs.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                self.push(Diagnostic::at(n.span(), "`name` cannot be empty"));
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => self
+                .root
+                .file_name()
+                .map_or_else(|| "stack".to_string(), |s| s.to_string_lossy().into_owned()),
+        };
+        let state_dir = match &rs.state_dir {
+            Some(s) if s.get_ref().is_empty() => {
+                self.push(Diagnostic::at(s.span(), "`state_dir` cannot be empty"));
+                self.root.join("logs")
+            }
+            Some(s) => self.resolve(s.get_ref()),
+            None => self.root.join("logs"),
+        };
+        let lock_file = match &rs.lock_file {
+            Some(s) if s.get_ref().is_empty() => {
+                self.push(Diagnostic::at(s.span(), "`lock_file` cannot be empty"));
+                state_dir.join("stack-owner.json")
+            }
+            Some(s) => self.resolve(s.get_ref()),
+            None => state_dir.join("stack-owner.json"),
+        };
+        let stop_timeout =
+            self.opt_duration(&rs.stop_timeout, "stop_timeout", Duration::from_secs(10));
+        let logs = self.logs(rs.logs);
+
+        // Environment layers shared by every process: stack env files, then [env].
+        let mut base: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(files) = &rs.env_file {
+            self.env_files(files, &mut base, &name);
+        }
+        self.env_table(raw.env, &["env"], &mut base, &name);
+
+        let mut processes = Vec::new();
+        let mut spans: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
+        let tasks = self.by_place(raw.task, &["task"]);
+        let services = self.by_place(raw.service, &["service"]);
+        let mut seen: BTreeMap<String, Kind> = BTreeMap::new();
+        for (kind, list) in [(Kind::Task, tasks), (Kind::Service, services)] {
+            for (pname, rp) in list {
+                let n = pname.get_ref().clone();
+                if !valid_name(&n) {
+                    self.push(
+                        Diagnostic::at(pname.span(), format!("bad {kind} name `{n}`"))
+                            .hint("names use letters, digits, `_` and `-` (a `.` is reserved for pool instances like `worker.2`)"),
+                    );
+                }
+                if let Some(other) = seen.get(&n) {
+                    self.push(
+                        Diagnostic::at(
+                            pname.span(),
+                            format!("`{n}` is both a {other} and a {kind}"),
+                        )
+                        .hint("task and service names share one namespace; rename one of them"),
+                    );
+                }
+                seen.insert(n.clone(), kind);
+                let dep_spans: Vec<Range<usize>> =
+                    rp.depends_on.iter().flatten().map(Spanned::span).collect();
+                spans.push((pname.span(), dep_spans));
+                let p = self.process(&pname, kind, rp, &base, stop_timeout, &name);
+                processes.push(p);
+            }
+        }
+        self.dependencies(&processes, &spans);
+
+        let keeper = raw.keeper.map(|k| self.keeper(k, &processes, &base));
+
+        let stack = Stack {
+            name,
+            file: self.input.file.to_path_buf(),
+            root: self.root.clone(),
+            state_dir,
+            lock_file,
+            stop_timeout,
+            logs,
+            processes,
+            keeper,
+        };
+        if self.input.require_env {
+            let missing = super::env::missing_with(&stack, self.input.os_env);
+            for (pname, var) in missing {
+                let span = spans
+                    .iter()
+                    .zip(&stack.processes)
+                    .find(|(_, p)| p.name == pname)
+                    .map(|(s, _)| s.0.clone());
+                let span = self
+                    .require_spans
+                    .get(&(pname.clone(), var.clone()))
+                    .cloned()
+                    .or(span);
+                let mut d = Diagnostic::nowhere(format!(
+                    "`{pname}` requires `{var}`, which is unset or empty"
+                ))
+                .hint(format!(
+                    "set `{var}` in stackctl's environment, in [env] or in an env_file"
+                ));
+                d.span = span;
+                self.push(d);
+            }
+        }
+        stack
+    }
+
+    fn logs(&mut self, raw: Option<RawLogs>) -> LogSettings {
+        let mut out = LogSettings::default();
+        let Some(raw) = raw else { return out };
+        if let Some(v) = &raw.max_size {
+            match v.get_ref() {
+                toml::Value::String(s) => match parse_size(s) {
+                    Ok(0) => self.push(
+                        Diagnostic::at(v.span(), "`max_size` must be more than 0").hint(SIZE_HINT),
+                    ),
+                    Ok(n) => out.max_size = n,
+                    Err(e) => self.push(
+                        Diagnostic::at(v.span(), format!("bad size for `max_size`: {e}"))
+                            .hint(SIZE_HINT),
+                    ),
+                },
+                toml::Value::Integer(n) if *n > 0 => out.max_size = n.unsigned_abs(),
+                toml::Value::Integer(_) => {
+                    self.push(
+                        Diagnostic::at(v.span(), "`max_size` must be more than 0").hint(SIZE_HINT),
+                    );
+                }
+                _ => self.push(
+                    Diagnostic::at(v.span(), "`max_size` must be a size like \"50MB\"")
+                        .hint(SIZE_HINT),
+                ),
+            }
+        }
+        if let Some(k) = &raw.keep {
+            if let Some(k) = self.count(k, "keep", 0) {
+                out.keep = k;
+            }
+        }
+        if let Some(t) = raw.timestamps {
+            out.timestamps = t;
+        }
+        out
+    }
+
+    /// A lookup over `layer` then stackctl's environment; `STACKCTL_STACK` is known.
+    fn lookup_in<'b>(
+        &'b self,
+        layer: &'b BTreeMap<String, String>,
+        stack: &'b str,
+    ) -> impl Fn(&str) -> Option<String> + 'b {
+        move |k: &str| {
+            if k == "STACKCTL_STACK" {
+                return Some(stack.to_string());
+            }
+            layer.get(k).cloned().or_else(|| (self.input.os_env)(k))
+        }
+    }
+
+    fn env_files(&mut self, files: &EnvFiles, layer: &mut BTreeMap<String, String>, stack: &str) {
+        for entry in &files.0 {
+            let span = entry.span();
+            let e = entry.get_ref();
+            let path = self.resolve(&e.path);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    if !e.optional {
+                        self.push(
+                            Diagnostic::at(span, format!("env file `{}` does not exist", e.path))
+                                .hint(format!(
+                                    "create it, or write {{ path = \"{}\", optional = true }}",
+                                    e.path
+                                )),
+                        );
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    self.push(Diagnostic::at(
+                        span,
+                        format!("failed to read env file `{}`: {err}", e.path),
+                    ));
+                    continue;
+                }
+            };
+            let entries = match parse_dotenv(&text) {
+                Ok(v) => v,
+                Err(err) => {
+                    self.push(Diagnostic::at(
+                        span,
+                        format!("env file `{}` line {}: {}", e.path, err.line, err.message),
+                    ));
+                    continue;
+                }
+            };
+            for d in entries {
+                let value = if d.literal {
+                    Ok(d.value)
+                } else {
+                    let lookup = self.lookup_in(layer, stack);
+                    expand(&d.value, &lookup)
+                };
+                match value {
+                    Ok(v) => {
+                        layer.insert(d.key, v);
+                    }
+                    Err(err) => self.push(
+                        Diagnostic::at(
+                            span.clone(),
+                            format!("env file `{}` line {}: {err}", e.path, d.line),
+                        )
+                        .maybe_hint(unset_hint(&err)),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn env_table(
+        &mut self,
+        table: Option<BTreeMap<String, Spanned<toml::Value>>>,
+        at: &[&str],
+        layer: &mut BTreeMap<String, String>,
+        stack: &str,
+    ) {
+        for (k, v) in self.by_place(table, at) {
+            let key = k.get_ref().clone();
+            if !valid_var(&key) {
+                self.push(
+                    Diagnostic::at(k.span(), format!("bad variable name `{key}`"))
+                        .hint("use letters, digits and `_`, not starting with a digit"),
+                );
+            }
+            let template = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    self.push(
+                        Diagnostic::at(v.span(), format!("`{key}` must be a string"))
+                            .hint("environment values are strings, e.g. KEY = \"value\"")
+                            .secret(),
+                    );
+                    continue;
+                }
+            };
+            let result = {
+                let lookup = self.lookup_in(layer, stack);
+                expand(&template, &lookup)
+            };
+            match result {
+                Ok(val) => {
+                    layer.insert(key, val);
+                }
+                Err(err) => self.push(
+                    Diagnostic::at(v.span(), format!("in `{key}`: {err}"))
+                        .maybe_hint(unset_hint(&err))
+                        .secret(),
+                ),
+            }
+        }
+    }
+
+    /// Proves `template` expands for any instance (the `STACKCTL_*` are set).
+    fn template(
+        &mut self,
+        template: &str,
+        span: Range<usize>,
+        what: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let lookup = |k: &str| {
+            if SPAWN_VARS.contains(&k) {
+                return Some("1".to_string());
+            }
+            env.get(k).cloned().or_else(|| (self.input.os_env)(k))
+        };
+        match expand(template, &lookup) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.push(
+                    Diagnostic::at(span, format!("in `{what}`: {err}"))
+                        .maybe_hint(unset_hint(&err)),
+                );
+                None
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        c: &Spanned<RawCommand>,
+        what: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Option<CommandSpec> {
+        let span = c.span();
+        match c.get_ref() {
+            RawCommand::Shell(s) => {
+                if s.trim().is_empty() {
+                    self.push(
+                        Diagnostic::at(span, format!("empty `{what}`"))
+                            .hint("write the command line to run, e.g. \"python -m app\""),
+                    );
+                    return None;
+                }
+                self.template(s, span, what, env)?;
+                Some(CommandSpec::Shell(s.clone()))
+            }
+            RawCommand::Argv(v) => {
+                if v.is_empty() || v[0].trim().is_empty() {
+                    self.push(Diagnostic::at(span, format!("empty `{what}`")).hint(
+                        "an array command starts with the program, e.g. [\"uvicorn\", \"app:app\"]",
+                    ));
+                    return None;
+                }
+                let mut ok = true;
+                for a in v {
+                    ok &= self.template(a, span.clone(), what, env).is_some();
+                }
+                ok.then(|| CommandSpec::Argv(v.clone()))
+            }
+        }
+    }
+
+    fn commands(
+        &mut self,
+        c: &Spanned<Commands>,
+        what: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Vec<CommandSpec> {
+        let mut out = Vec::new();
+        for rc in &c.get_ref().0 {
+            // Entries carry no span of their own: point at the whole value.
+            let sp = Spanned::new(c.span(), rc.clone());
+            if let Some(cmd) = self.command(&sp, what, env) {
+                out.push(cmd);
+            }
+        }
+        out
+    }
+
+    fn probe(
+        &mut self,
+        raw: &Spanned<RawProbe>,
+        role: Role,
+        env: &BTreeMap<String, String>,
+    ) -> Option<Probe> {
+        let r = raw.get_ref();
+        let key = role.key();
+        let kinds: Vec<(&str, Range<usize>)> = [
+            ("http", r.http.as_ref().map(Spanned::span)),
+            ("tcp", r.tcp.as_ref().map(Spanned::span)),
+            ("exec", r.exec.as_ref().map(Spanned::span)),
+            ("log", r.log.as_ref().map(Spanned::span)),
+            ("notify", r.notify.as_ref().map(Spanned::span)),
+            ("alive", r.alive.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .filter_map(|(k, s)| s.map(|s| (k, s)))
+        .collect();
+        let allowed = if role == Role::Prereq {
+            "http, tcp or exec"
+        } else {
+            "http, tcp, exec, log, notify or alive"
+        };
+        let before = self.diags.len();
+        match kinds.as_slice() {
+            [] => {
+                self.push(
+                    Diagnostic::at(raw.span(), format!("`{key}` has no probe kind")).hint(format!(
+                        "give exactly one of {allowed}, e.g. {{ tcp = \"127.0.0.1:8000\" }}"
+                    )),
+                );
+                return None;
+            }
+            [_] => {}
+            [(a, _), (b, span), ..] => {
+                self.push(
+                    Diagnostic::at(
+                        span.clone(),
+                        format!("`{key}` has two probe kinds, `{a}` and `{b}`"),
+                    )
+                    .hint("a probe checks one thing: keep exactly one kind"),
+                );
+            }
+        }
+        if role == Role::Prereq {
+            for (k, s) in [
+                ("timeout", r.timeout.as_ref().map(Spanned::span)),
+                ("interval", r.interval.as_ref().map(Spanned::span)),
+                ("failures", r.failures.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(s) = s {
+                    self.push(
+                        Diagnostic::at(s, format!("`{k}` is not used in a keeper prereq"))
+                            .hint("a prereq is checked once per tick; remove it"),
+                    );
+                }
+            }
+            for (k, s) in &kinds {
+                if matches!(*k, "log" | "notify" | "alive") {
+                    self.push(
+                        Diagnostic::at(s.clone(), format!("a keeper prereq cannot be `{k}`")).hint(
+                            format!("`{k}` watches a process; a prereq can be {allowed}"),
+                        ),
+                    );
+                }
+            }
+        }
+        if role == Role::Ready {
+            if let Some(f) = &r.failures {
+                self.push(
+                    Diagnostic::at(f.span(), "`failures` applies to `health`, not `ready`")
+                        .hint("`ready` retries every `interval` until `timeout`"),
+                );
+            }
+        }
+        let timeout = r
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(t, &format!("{key}.timeout")));
+        let interval = r
+            .interval
+            .as_ref()
+            .and_then(|t| self.duration(t, &format!("{key}.interval")));
+        let failures = r
+            .failures
+            .as_ref()
+            .and_then(|f| self.count(f, &format!("{key}.failures"), 1));
+        let (first, _) = kinds[0].clone();
+        let kind = match first {
+            "http" => {
+                let u = r.http.as_ref()?;
+                let v = self.template(u.get_ref(), u.span(), &format!("{key}.http"), env)?;
+                let rest = v
+                    .strip_prefix("http://")
+                    .or_else(|| v.strip_prefix("https://"));
+                match rest {
+                    Some(h) if !h.is_empty() && !h.starts_with('/') => {
+                        Some(ProbeKind::Http(u.get_ref().clone()))
+                    }
+                    Some(_) => {
+                        self.push(
+                            Diagnostic::at(u.span(), format!("`{key}.http` has no host"))
+                                .hint("e.g. \"http://127.0.0.1:8000/health\""),
+                        );
+                        None
+                    }
+                    None => {
+                        self.push(Diagnostic::at(u.span(), format!("`{key}.http` must start with http:// or https://")).hint("e.g. \"http://127.0.0.1:8000/health\"; for a plain port use `tcp = \"host:port\"`"));
+                        None
+                    }
+                }
+            }
+            "tcp" => {
+                let a = r.tcp.as_ref()?;
+                let v = self.template(a.get_ref(), a.span(), &format!("{key}.tcp"), env)?;
+                let ok = v
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if ok {
+                    Some(ProbeKind::Tcp(a.get_ref().clone()))
+                } else {
+                    self.push(
+                        Diagnostic::at(a.span(), format!("`{key}.tcp` must be \"host:port\""))
+                            .hint("e.g. \"127.0.0.1:5432\" (port 1-65535)"),
+                    );
+                    None
+                }
+            }
+            "exec" => {
+                let c = r.exec.as_ref()?;
+                self.command(c, &format!("{key}.exec"), env)
+                    .map(ProbeKind::Exec)
+            }
+            "log" => {
+                let l = r.log.as_ref()?;
+                match Regex::new(l.get_ref()) {
+                    Ok(re) => Some(ProbeKind::Log(re)),
+                    Err(e) => {
+                        let why = e.to_string();
+                        let last = why
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .trim_start_matches("error: ")
+                            .to_string();
+                        self.push(Diagnostic::at(l.span(), format!("`{key}.log` is not a valid regex: {last}")).hint("the pattern is a Rust regex (https://docs.rs/regex); escape special characters with `\\\\`"));
+                        None
+                    }
+                }
+            }
+            "notify" => {
+                let n = r.notify.as_ref()?;
+                if *n.get_ref() {
+                    Some(ProbeKind::Notify)
+                } else {
+                    self.push(
+                        Diagnostic::at(n.span(), format!("`{key}.notify` can only be `true`"))
+                            .hint("remove `notify` to use another probe kind"),
+                    );
+                    None
+                }
+            }
+            _ => {
+                let a = r.alive.as_ref()?;
+                self.duration(a, &format!("{key}.alive"))
+                    .map(ProbeKind::Alive)
+            }
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Probe {
+            kind: kind?,
+            timeout,
+            interval,
+            failures,
+        })
+    }
+
+    fn process(
+        &mut self,
+        pname: &Spanned<String>,
+        kind: Kind,
+        rp: RawProcess,
+        base: &BTreeMap<String, String>,
+        stack_stop_timeout: Duration,
+        stack: &str,
+    ) -> ProcessSpec {
+        let name = pname.get_ref().clone();
+        let table = format!("{kind}.{name}");
+        let mut env = base.clone();
+        if let Some(files) = &rp.env_file {
+            self.env_files(files, &mut env, stack);
+        }
+        self.env_table(rp.env, &[kind_key(kind), &name, "env"], &mut env, stack);
+        let command = match &rp.command {
+            Some(c) => self.command(c, "command", &env),
+            None => {
+                self.push(
+                    Diagnostic::at(pname.span(), format!("`[{table}]` has no `command`"))
+                        .hint("add command = \"…\" (run by /bin/sh -c) or command = [\"program\", \"arg\"]"),
+                );
+                None
+            }
+        };
+        let cwd = match &rp.cwd {
+            Some(c) => {
+                let result = {
+                    let lookup = self.lookup_in(&env, stack);
+                    expand(c.get_ref(), &lookup)
+                };
+                match result {
+                    Ok(v) => self.resolve(&v),
+                    Err(err) => {
+                        self.push(
+                            Diagnostic::at(c.span(), format!("in `cwd`: {err}"))
+                                .maybe_hint(unset_hint(&err)),
+                        );
+                        self.root.clone()
+                    }
+                }
+            }
+            None => self.root.clone(),
+        };
+        let pre_start = rp
+            .pre_start
+            .as_ref()
+            .map(|c| self.commands(c, "pre_start", &env))
+            .unwrap_or_default();
+        let mut require_env = Vec::new();
+        for v in rp.require_env.iter().flatten() {
+            if valid_var(v.get_ref()) {
+                self.require_spans
+                    .insert((name.clone(), v.get_ref().clone()), v.span());
+                require_env.push(v.get_ref().clone());
+            } else {
+                self.push(
+                    Diagnostic::at(
+                        v.span(),
+                        format!("bad variable name `{}` in `require_env`", v.get_ref()),
+                    )
+                    .hint("use letters, digits and `_`, not starting with a digit"),
+                );
+            }
+        }
+        let task_only_gate = |cx: &mut Self, probe: &Option<Spanned<RawProbe>>, key: &str| {
+            if let (Kind::Task, Some(p)) = (kind, probe) {
+                cx.push(
+                    Diagnostic::at(p.span(), format!("a task cannot have `{key}`"))
+                        .hint("a task is done when it exits 0, and whatever depends on it waits for that; make it a [service] to probe it"),
+                );
+                true
+            } else {
+                false
+            }
+        };
+        let ready = if task_only_gate(self, &rp.ready, "ready") {
+            None
+        } else {
+            rp.ready
+                .as_ref()
+                .and_then(|p| self.probe(p, Role::Ready, &env))
+                .map(|p| ReadySpec {
+                    probe: p.kind,
+                    timeout: p.timeout.unwrap_or(Duration::from_secs(60)),
+                    interval: p.interval.unwrap_or(Duration::from_millis(250)),
+                })
+        };
+        let health = if task_only_gate(self, &rp.health, "health") {
+            None
+        } else {
+            rp.health
+                .as_ref()
+                .and_then(|p| self.probe(p, Role::Health, &env))
+                .map(|p| {
+                    let interval = p.interval.unwrap_or(Duration::from_secs(10));
+                    HealthSpec {
+                        probe: p.kind,
+                        interval,
+                        timeout: p.timeout.unwrap_or(interval.min(Duration::from_secs(10))),
+                        failures: p.failures.unwrap_or(3),
+                    }
+                })
+        };
+        let default_restart = match kind {
+            Kind::Task => RestartPolicy::Never,
+            Kind::Service => RestartPolicy::OnFailure,
+        };
+        let restart = match &rp.restart {
+            None => default_restart,
+            Some(r) => match r.get_ref().as_str() {
+                "always" if kind == Kind::Task => {
+                    self.push(Diagnostic::at(r.span(), "a task cannot have `restart = \"always\"`").hint("a task runs to completion; use \"on-failure\" to retry it, or make it a [service]"));
+                    default_restart
+                }
+                "always" => RestartPolicy::Always,
+                "on-failure" => RestartPolicy::OnFailure,
+                "never" => RestartPolicy::Never,
+                other => {
+                    let hint = suggest(other, ["always", "on-failure", "never"])
+                        .unwrap_or_else(|| "one of \"always\", \"on-failure\", \"never\"".into());
+                    self.push(
+                        Diagnostic::at(r.span(), format!("unknown restart policy `{other}`"))
+                            .hint(hint),
+                    );
+                    default_restart
+                }
+            },
+        };
+        let max_restarts = rp
+            .max_restarts
+            .as_ref()
+            .and_then(|v| self.count(v, "max_restarts", 0))
+            .unwrap_or(5);
+        let restart_window = self.opt_duration(
+            &rp.restart_window,
+            "restart_window",
+            Duration::from_secs(60),
+        );
+        let stop_signal = match &rp.stop_signal {
+            None => Signal::SIGTERM,
+            Some(v) => self.signal(v).unwrap_or(Signal::SIGTERM),
+        };
+        let stop_timeout = self.opt_duration(&rp.stop_timeout, "stop_timeout", stack_stop_timeout);
+        let mut replicas = None;
+        let mut max_replicas = None;
+        if kind == Kind::Task {
+            for (k, v) in [
+                ("replicas", &rp.replicas),
+                ("max_replicas", &rp.max_replicas),
+            ] {
+                if let Some(v) = v {
+                    self.push(
+                        Diagnostic::at(v.span(), format!("a task cannot have `{k}`"))
+                            .hint("only a [service] can be a pool"),
+                    );
+                }
+            }
+        } else {
+            replicas = rp
+                .replicas
+                .as_ref()
+                .and_then(|v| self.count(v, "replicas", 0));
+            max_replicas = rp
+                .max_replicas
+                .as_ref()
+                .and_then(|v| self.count(v, "max_replicas", 1));
+            if let (Some(r), Some(m), Some(span)) = (
+                replicas,
+                max_replicas,
+                rp.replicas.as_ref().map(Spanned::span),
+            ) {
+                if r > m {
+                    self.push(
+                        Diagnostic::at(
+                            span,
+                            format!("`replicas = {r}` is more than `max_replicas = {m}`"),
+                        )
+                        .hint("raise max_replicas or lower replicas"),
+                    );
+                }
+            }
+            if let (None, Some(m)) = (&rp.replicas, &rp.max_replicas) {
+                self.push(
+                    Diagnostic::at(m.span(), "`max_replicas` without `replicas`")
+                        .hint("add `replicas = 1` to make this service a pool"),
+                );
+            }
+        }
+        let timeout = match (&rp.timeout, kind) {
+            (Some(t), Kind::Task) => self.duration(t, "timeout"),
+            (Some(t), Kind::Service) => {
+                self.push(Diagnostic::at(t.span(), "a service cannot have `timeout`").hint("for how long a service may take to become ready, use `ready = { …, timeout = \"2m\" }`"));
+                None
+            }
+            (None, _) => None,
+        };
+        let mut depends_on: Vec<String> = Vec::new();
+        for d in rp.depends_on.iter().flatten() {
+            if !depends_on.contains(d.get_ref()) {
+                depends_on.push(d.get_ref().clone());
+            }
+        }
+        ProcessSpec {
+            name,
+            kind,
+            command: command.unwrap_or(CommandSpec::Shell(String::new())),
+            depends_on,
+            env: Env(env),
+            cwd,
+            pre_start,
+            require_env,
+            ready,
+            health,
+            restart,
+            max_restarts,
+            restart_window,
+            stop_signal,
+            stop_timeout,
+            replicas,
+            max_replicas,
+            timeout,
+        }
+    }
+
+    fn signal(&mut self, v: &Spanned<toml::Value>) -> Option<Signal> {
+        let parsed = match v.get_ref() {
+            toml::Value::Integer(n) => i32::try_from(*n)
+                .ok()
+                .and_then(|n| Signal::try_from(n).ok()),
+            toml::Value::String(s) => parse_signal(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let shown = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let names: Vec<&str> = Signal::iterator().map(Signal::as_str).collect();
+            let hint = suggest(&shown.to_ascii_uppercase(), names.iter().copied())
+                .or_else(|| {
+                    suggest(
+                        &format!("SIG{}", shown.to_ascii_uppercase()),
+                        names.iter().copied(),
+                    )
+                })
+                .unwrap_or_else(|| {
+                    "a signal name or number, e.g. \"SIGTERM\", \"TERM\", \"SIGINT\" or \"15\""
+                        .into()
+                });
+            self.push(Diagnostic::at(v.span(), format!("unknown signal `{shown}`")).hint(hint));
+        }
+        parsed
+    }
+
+    fn dependencies(&mut self, procs: &[ProcessSpec], spans: &[(Range<usize>, Vec<Range<usize>>)]) {
+        let names: Vec<&str> = procs.iter().map(|p| p.name.as_str()).collect();
+        // depends_on was deduplicated: map each kept entry back to its first span.
+        let mut edges: Vec<(String, Vec<String>)> = Vec::new();
+        let mut edge_spans: Vec<Vec<Range<usize>>> = Vec::new();
+        for (p, (_, dspans)) in procs.iter().zip(spans) {
+            edges.push((p.name.clone(), p.depends_on.clone()));
+            edge_spans.push(dspans.clone());
+        }
+        for (i, p) in procs.iter().enumerate() {
+            for (j, d) in p.depends_on.iter().enumerate() {
+                let span = edge_spans[i]
+                    .get(j)
+                    .cloned()
+                    .unwrap_or_else(|| spans[i].0.clone());
+                if d == &p.name {
+                    self.push(
+                        Diagnostic::at(span, format!("`{d}` depends on itself"))
+                            .hint("remove it from its own depends_on"),
+                    );
+                } else if !names.contains(&d.as_str()) {
+                    let hint = suggest(d, names.iter().copied())
+                        .unwrap_or_else(|| format!("known processes: {}", names.join(", ")));
+                    self.push(
+                        Diagnostic::at(
+                            span,
+                            format!(
+                                "`{}` depends on `{d}`, which is not a task or service",
+                                p.name
+                            ),
+                        )
+                        .hint(hint),
+                    );
+                }
+            }
+        }
+        for (path, closing) in graph::cycles(&edges) {
+            let last = path[path.len() - 2];
+            let span = edge_spans[last]
+                .get(closing)
+                .cloned()
+                .unwrap_or_else(|| spans[last].0.clone());
+            let shown: Vec<&str> = path.iter().map(|i| edges[*i].0.as_str()).collect();
+            self.push(
+                Diagnostic::at(span, format!("dependency cycle: {}", shown.join(" → "))).hint(
+                    "nothing in a cycle could ever start; remove one of these depends_on entries",
+                ),
+            );
+        }
+    }
+
+    fn keeper(
+        &mut self,
+        raw: Spanned<RawKeeper>,
+        procs: &[ProcessSpec],
+        base: &BTreeMap<String, String>,
+    ) -> KeeperSpec {
+        let span = raw.span();
+        let k = raw.into_inner();
+        let repo = k
+            .repo
+            .as_ref()
+            .map_or_else(|| self.root.clone(), |r| self.resolve(r.get_ref()));
+        let remote = k
+            .remote
+            .as_ref()
+            .map_or_else(|| "origin".to_string(), |r| r.get_ref().clone());
+        let branch = match &k.branch {
+            Some(b) if !b.get_ref().trim().is_empty() => b.get_ref().clone(),
+            Some(b) => {
+                self.push(Diagnostic::at(b.span(), "`keeper.branch` cannot be empty"));
+                String::new()
+            }
+            None => {
+                self.push(
+                    Diagnostic::at(span.start..span.start, "`[keeper]` has no `branch`")
+                        .hint("name the branch to keep deployed, e.g. branch = \"main\""),
+                );
+                String::new()
+            }
+        };
+        let interval = self.opt_duration(&k.interval, "keeper.interval", Duration::from_secs(300));
+        let deploy = k
+            .deploy
+            .as_ref()
+            .map(|c| self.commands(c, "keeper.deploy", base))
+            .unwrap_or_default();
+        let mut prereqs = Vec::new();
+        for p in k.prereqs.iter().flatten() {
+            if let Some(p) = self.probe(p, Role::Prereq, base) {
+                prereqs.push(p.kind);
+            }
+        }
+        let mut watch_health = Vec::new();
+        for w in k.watch_health.iter().flatten() {
+            let n = w.get_ref();
+            match procs.iter().find(|p| &p.name == n) {
+                None => {
+                    let hint = suggest(n, procs.iter().map(|p| p.name.as_str()))
+                        .unwrap_or_else(|| "name a service that has `health`".into());
+                    self.push(
+                        Diagnostic::at(
+                            w.span(),
+                            format!("`keeper.watch_health` names `{n}`, which is not a service"),
+                        )
+                        .hint(hint),
+                    );
+                }
+                Some(p) if p.kind == Kind::Task => {
+                    self.push(
+                        Diagnostic::at(
+                            w.span(),
+                            format!("`keeper.watch_health` names the task `{n}`"),
+                        )
+                        .hint("only services have health checks"),
+                    );
+                }
+                Some(_) => watch_health.push(n.clone()),
+            }
+        }
+        let retries = k
+            .retries
+            .as_ref()
+            .and_then(|r| self.count(r, "keeper.retries", 0))
+            .unwrap_or(3);
+        let escalate = k
+            .escalate
+            .as_ref()
+            .and_then(|c| self.command(c, "keeper.escalate", base));
+        KeeperSpec {
+            repo,
+            remote,
+            branch,
+            interval,
+            deploy,
+            prereqs,
+            watch_health,
+            retries,
+            escalate,
+        }
+    }
+}
+
+/// `"SIGTERM"`, `"TERM"`, `"sigterm"` or `"15"`.
+pub(crate) fn parse_signal(s: &str) -> Option<Signal> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = t.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full).ok()
+}
