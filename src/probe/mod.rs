@@ -12,7 +12,7 @@
 //!
 //! | kind | how the supervisor uses it |
 //! | --- | --- |
-//! | `http`, `tcp`, `exec` | [`check`] once (health), [`wait_ready`] (gate) |
+//! | `http`, `tcp`, `exec` | [`expand`] per instance, then [`check`] once (health) or [`wait_ready`] (gate) |
 //! | `log` | a [`LogWatch`] per start: its [`Tap`] goes to the log pump, the gate awaits [`LogWatch::matched`] |
 //! | `notify` | a [`NotifySocket`] per instance: `NOTIFY_SOCKET` in the child's env, the gate awaits [`NotifyMsg::Ready`] from [`NotifySocket::recv`] |
 //! | `alive` | the supervisor's own timer against the child's exit; nothing here |
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{ProbeKind, ReadySpec};
+use crate::config::{CommandSpec, ProbeKind, ReadySpec};
 
 pub use self::log::{LogWatch, Tap};
 pub use self::notify::{NotifyMsg, NotifySocket};
@@ -83,6 +83,36 @@ pub fn is_polled(kind: &ProbeKind) -> bool {
         kind,
         ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_)
     )
+}
+
+/// Expands the `${VAR}` templates a probe holds (`http = "http://127.0.0.1:${API_PORT:-8000}/health"`,
+/// an `exec` command) against `env`, the instance's complete environment,
+/// the same way its command is expanded. Validation kept the templates
+/// because `STACKCTL_INSTANCE` differs per instance; call this once per
+/// instance before [`check`] / [`wait_ready`], which take probes as given.
+///
+/// # Errors
+/// A template that does not expand (validation makes this unlikely).
+pub fn expand(kind: &ProbeKind, env: &[(String, String)]) -> Result<ProbeKind, ProbeFailure> {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    };
+    let one = |t: &str| {
+        crate::config::expand(t, &lookup)
+            .map_err(|e| ProbeFailure::new(format!("cannot expand probe `{kind}`: {e}")))
+    };
+    Ok(match kind {
+        ProbeKind::Http(u) => ProbeKind::Http(one(u)?),
+        ProbeKind::Tcp(a) => ProbeKind::Tcp(one(a)?),
+        ProbeKind::Exec(CommandSpec::Shell(s)) => ProbeKind::Exec(CommandSpec::Shell(one(s)?)),
+        ProbeKind::Exec(CommandSpec::Argv(v)) => ProbeKind::Exec(CommandSpec::Argv(
+            v.iter().map(|a| one(a)).collect::<Result<_, _>>()?,
+        )),
+        ProbeKind::Log(_) | ProbeKind::Notify | ProbeKind::Alive(_) => kind.clone(),
+    })
 }
 
 /// Runs one polled probe, cut off after `timeout`.
@@ -180,7 +210,6 @@ mod test_http;
 mod tests {
     use super::test_http::{Behaviour, Server};
     use super::*;
-    use crate::config::CommandSpec;
 
     /// Every test finishes or fails within this.
     const DEADLINE: Duration = Duration::from_secs(20);
@@ -479,6 +508,34 @@ mod tests {
         within(wait_ready(&ready(ProbeKind::Tcp(addr), 5000, 50), &ctx()))
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn expand_fills_templates_from_the_instance_env() {
+        let env = vec![
+            ("API_PORT".to_string(), "18000".to_string()),
+            ("STACKCTL_INSTANCE".to_string(), "2".to_string()),
+        ];
+        let k = expand(
+            &ProbeKind::Http("http://127.0.0.1:${API_PORT:-8000}/h".into()),
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(k, ProbeKind::Http(u) if u == "http://127.0.0.1:18000/h"));
+        let k = expand(
+            &ProbeKind::Tcp("127.0.0.1:1810${STACKCTL_INSTANCE}".into()),
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(k, ProbeKind::Tcp(a) if a == "127.0.0.1:18102"));
+        let k = expand(
+            &ProbeKind::Exec(CommandSpec::Argv(vec!["check".into(), "${NOPE:-x}".into()])),
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(k, ProbeKind::Exec(CommandSpec::Argv(v)) if v[1] == "x"));
+        let e = expand(&ProbeKind::Tcp("${UNSET_FOR_TEST}:1".into()), &env).unwrap_err();
+        assert!(e.reason.contains("UNSET_FOR_TEST"), "{e}");
     }
 
     #[test]
