@@ -41,14 +41,10 @@ use crate::error::Result;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// The stack file (default: ./stack.toml or the nearest in a parent folder).
-    #[arg(
-        short = 'f',
-        long = "file",
-        global = true,
-        env = "STACKCTL_FILE",
-        value_name = "PATH"
-    )]
+    /// The stack file (default: ./stack.toml or the nearest in a parent
+    /// folder). Give it before the command (`stackctl -f x.toml status`);
+    /// after `logs`, `-f` means `--follow`.
+    #[arg(short = 'f', long = "file", env = "STACKCTL_FILE", value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// Print only errors.
     #[arg(short, long, global = true)]

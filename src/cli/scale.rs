@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::session::{connect, load_stack, request};
+use super::session::{connect, load_stack_lenient, request, warn_invalid};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -32,9 +32,12 @@ pub struct ScaleArgs {
 /// # Errors
 /// Unknown pool, a task, out of bounds (2); no supervisor (1).
 pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
-    let (_, stack) = load_stack(g)?;
+    let (_, stack, invalid) = load_stack_lenient(g)?;
     crate::lock::guard_mutation(&stack, args.force, "scale")?;
     let Some(mut client) = connect(&stack)? else {
+        if let Some(e) = invalid {
+            return Err(e);
+        }
         return Err(Error::Failed {
             message: format!("no supervisor is running for stack {}", stack.name),
             hint: Some(format!(
@@ -44,6 +47,9 @@ pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
             detail: None,
         });
     };
+    if let Some(e) = &invalid {
+        warn_invalid(e);
+    }
     request(
         &mut client,
         Request::Scale {

@@ -25,6 +25,74 @@ pub fn load_stack(g: &Global) -> Result<(PathBuf, Stack)> {
     Ok((path, stack))
 }
 
+/// Like [`load_stack`], but a stack file that does not validate still
+/// yields a shell of a stack (name, state folder, lock file: enough to
+/// reach a running supervisor), together with the error. `stop` and
+/// `status` use it so that a broken edit to stack.toml never locks the
+/// operator out of a running stack.
+///
+/// # Errors
+/// No stack file, or one that cannot be read.
+pub fn load_stack_lenient(g: &Global) -> Result<(PathBuf, Stack, Option<Error>)> {
+    let path = crate::config::discover(g.file.as_deref())?;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    match crate::config::load(&path) {
+        Ok(stack) => Ok((path, stack, None)),
+        Err(e @ crate::config::ConfigError::Invalid { .. }) => {
+            let shell = shell_stack(&path);
+            Ok((path, shell, Some(Error::Config(e))))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What can be told of a stack file that does not validate: `[stack]`'s
+/// name, state_dir and lock_file if the TOML parses, else the defaults.
+fn shell_stack(path: &Path) -> Stack {
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let value: Option<toml::Value> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok());
+    let get = |k: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get("stack"))
+            .and_then(|s| s.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let name = get("name").unwrap_or_else(|| {
+        root.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "stack".into())
+    });
+    let state_dir = root.join(get("state_dir").unwrap_or_else(|| "logs".into()));
+    let lock_file = get("lock_file")
+        .map(|l| root.join(l))
+        .unwrap_or_else(|| state_dir.join("stack-owner.json"));
+    Stack {
+        name,
+        file: path.to_path_buf(),
+        root,
+        state_dir,
+        lock_file,
+        stop_timeout: Duration::from_secs(10),
+        logs: Default::default(),
+        processes: Vec::new(),
+        keeper: None,
+    }
+}
+
+/// Prints that the stack file is broken but a running supervisor is used.
+pub fn warn_invalid(err: &Error) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "warning: the stack file does not validate; using the running supervisor anyway:"
+    );
+    let _ = err.render(&mut e);
+}
+
 /// Connects to the running supervisor, if any.
 ///
 /// # Errors

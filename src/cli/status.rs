@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::session::{connect, load_stack, request};
+use super::session::{connect, load_stack_lenient, request, warn_invalid};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -32,9 +32,12 @@ pub struct StatusArgs {
 /// # Errors
 /// Invalid stack file (2); "not ready" is exit 3, not an error.
 pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
-    let (_, stack) = load_stack(g)?;
+    let (_, stack, invalid) = load_stack_lenient(g)?;
     let doc = match connect(&stack)? {
         Some(mut client) => {
+            if let Some(e) = &invalid {
+                warn_invalid(e);
+            }
             let quiet = Global {
                 quiet: true,
                 ..g.clone()
@@ -48,7 +51,10 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
             )?
             .ok_or_else(|| Error::failed("the supervisor sent no status"))?
         }
-        None => crate::supervisor::offline::status(&stack, &args.names)?,
+        None => match invalid {
+            Some(e) => return Err(e),
+            None => crate::supervisor::offline::status(&stack, &args.names)?,
+        },
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::session::{connect, load_stack, request, wait_supervisor_gone};
+use super::session::{connect, load_stack_lenient, request, wait_supervisor_gone, warn_invalid};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -31,10 +31,13 @@ pub struct StopArgs {
 /// # Errors
 /// Lock held (2), a process could not be stopped (1).
 pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
-    let (_, stack) = load_stack(g)?;
+    let (_, stack, invalid) = load_stack_lenient(g)?;
     crate::lock::guard_mutation(&stack, args.force, "stop")?;
     match connect(&stack)? {
         Some(mut client) => {
+            if let Some(e) = &invalid {
+                warn_invalid(e);
+            }
             let all = args.names.is_empty();
             request(&mut client, Request::Stop { names: args.names }, g)?;
             if all {
@@ -50,6 +53,9 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
             Ok(exit::SUCCESS)
         }
         None => {
+            if let Some(e) = invalid {
+                return Err(e);
+            }
             // No supervisor: stop what the pid files prove is still ours.
             let cleared = crate::supervisor::offline::stop_all(&stack);
             if !g.quiet {

@@ -157,7 +157,25 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM"),
             _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT"),
-            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not built yet"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the stack file");
+                let sup = sup.clone();
+                tokio::spawn(async move {
+                    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+                    let logger = tokio::spawn(async move {
+                        while let Some(p) = rx.recv().await {
+                            tracing::info!(process = %p.process, "reload: {}", p.message);
+                        }
+                    });
+                    if let Err(e) = sup.reload(&tx).await {
+                        let mut text = Vec::new();
+                        let _ = e.render(&mut text);
+                        tracing::error!("reload refused: {}", String::from_utf8_lossy(&text).trim_end());
+                    }
+                    drop(tx);
+                    let _ = logger.await;
+                });
+            }
             _ = shutdown.changed() => break,
         }
     }

@@ -74,7 +74,7 @@ pub fn allowed(from: State, to: State) -> bool {
             Stopping | Backoff | Stopped | Failed | Completed | Starting
         ),
         Backoff => matches!(to, Starting | Stopped | Failed | Stopping),
-        Stopping => matches!(to, Stopped | Failed | Starting),
+        Stopping => matches!(to, Stopped | Failed | Starting | Backoff),
         Stopped | Completed | Failed => matches!(to, Pending | Starting),
     }
 }

@@ -87,6 +87,8 @@ pub struct Supervisor {
     /// Current size of each pool.
     pools: Mutex<BTreeMap<String, u32>>,
     shutdown: watch::Sender<bool>,
+    /// Reloads run one at a time.
+    reloading: tokio::sync::Mutex<()>,
     pid: i32,
 }
 
@@ -120,6 +122,7 @@ impl Supervisor {
             units: Mutex::new(BTreeMap::new()),
             pools: Mutex::new(pools),
             shutdown,
+            reloading: tokio::sync::Mutex::new(()),
             pid,
         })
     }
@@ -672,6 +675,110 @@ impl Supervisor {
         })
     }
 
+    /// Re-reads the stack file and applies only the difference: starts
+    /// what is new, stops what was removed, restarts what changed (if it
+    /// was running), resizes pools whose `replicas` changed. Untouched
+    /// processes keep running. A broken file changes nothing.
+    ///
+    /// # Errors
+    /// The file's diagnostics (2); a process that failed to start (1).
+    pub async fn reload(&self, tx: &ProgressTx) -> Result<(), Error> {
+        let _serial = self.reloading.lock().await;
+        let old = self.stack();
+        let new = crate::config::load(&old.file)?;
+        if new.state_dir != old.state_dir {
+            return Err(Error::Usage {
+                message: format!(
+                    "state_dir changed from {} to {}; reload cannot move a running stack",
+                    old.state_dir.display(),
+                    new.state_dir.display()
+                ),
+                hint: Some("`stackctl stop`, then `stackctl start`".into()),
+            });
+        }
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        let mut resized = Vec::new();
+        let mut added = Vec::new();
+        for p in &old.processes {
+            match new.process(&p.name) {
+                None => removed.push(p.name.clone()),
+                Some(n) if fingerprint(n) != fingerprint(p) => changed.push(p.name.clone()),
+                Some(n) if n.replicas != p.replicas => resized.push((p.name.clone(), n.replicas)),
+                Some(_) => {}
+            }
+        }
+        for p in &new.processes {
+            if old.process(&p.name).is_none() {
+                added.push(p.name.clone());
+            }
+        }
+        if removed.is_empty() && changed.is_empty() && resized.is_empty() && added.is_empty() {
+            progress(tx, "stack", Step::Info, "no change");
+            return Ok(());
+        }
+        // Stop what was removed or changed (remembering what was active).
+        let doomed: Vec<UnitHandle> = self
+            .units()
+            .values()
+            .filter(|h| removed.contains(&h.inst.process) || changed.contains(&h.inst.process))
+            .cloned()
+            .collect();
+        let was_active: Vec<String> = changed
+            .iter()
+            .filter(|c| {
+                doomed.iter().any(|h| {
+                    &h.inst.process == *c
+                        && matches!(
+                            h.now().state,
+                            State::Starting | State::Running | State::Backoff | State::Completed
+                        )
+                })
+            })
+            .cloned()
+            .collect();
+        let down = self.bring_down(&old, doomed, tx).await;
+        {
+            let mut units = self.units();
+            units.retain(|_, h| {
+                !removed.contains(&h.inst.process) && !changed.contains(&h.inst.process)
+            });
+        }
+        {
+            let mut pools = self.pools();
+            for r in removed.iter().chain(&changed) {
+                pools.remove(r);
+            }
+            for p in new.processes.iter() {
+                if let (Some(n), true) = (
+                    p.replicas,
+                    added.contains(&p.name) || changed.contains(&p.name),
+                ) {
+                    pools.insert(p.name.clone(), n);
+                }
+            }
+        }
+        *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        for r in &removed {
+            progress(tx, r, Step::Info, "removed from the stack file");
+        }
+        down?;
+        for (name, n) in &resized {
+            let count = n.unwrap_or(1).to_string();
+            self.scale(name, &count, tx).await?;
+        }
+        let mut to_start = added.clone();
+        to_start.extend(was_active);
+        tracing::info!(
+            "reload: added {added:?}, removed {removed:?}, changed {changed:?}, resized {:?}",
+            resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        if to_start.is_empty() {
+            return Ok(());
+        }
+        self.start(&to_start, &BTreeMap::new(), false, tx).await
+    }
+
     /// Stops everything and asks the supervisor to exit.
     ///
     /// # Errors
@@ -690,6 +797,16 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// What makes two versions of a process the same, for `reload`: every
+/// setting but the pool size (a changed `replicas` is a resize, not a
+/// restart). Compared, never printed: it holds env values.
+fn fingerprint(p: &ProcessSpec) -> String {
+    let mut q = p.clone();
+    q.replicas = q.replicas.map(|_| 0);
+    q.max_replicas = None;
+    format!("{q:?}|{:?}", p.env.0)
 }
 
 enum Outcome {
@@ -923,7 +1040,7 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
             Request::Stop { names } => sup2.stop(&names, &tx).await.map(|_| None),
             Request::Restart { names } => sup2.restart(&names, &tx).await.map(|_| None),
             Request::Scale { name, count } => sup2.scale(&name, &count, &tx).await.map(|_| None),
-            Request::Reload => Err(Error::failed("reload is not built yet")),
+            Request::Reload => sup2.reload(&tx).await.map(|_| None),
         }
     });
     while let Some(p) = rx.recv().await {

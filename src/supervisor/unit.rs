@@ -823,6 +823,11 @@ fn why_restart(spec: &ProcessSpec, exit: Exit) -> bool {
 async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) -> Vec<i32> {
     let deadline = tokio::time::Instant::now() + grace;
     let _ = spawn::signal_group(pgid, sig);
+    // A stopped (SIGSTOP) group would keep the signal pending for the whole
+    // grace period; wake it so it can act on it, as systemd does.
+    if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
+        let _ = spawn::signal_group(pgid, Signal::SIGCONT);
+    }
     // The leader's exit is an event; the rest of the group is not, so it is
     // checked on a short timer, only while stopping.
     let _ = tokio::time::timeout_at(deadline, child.wait()).await;
