@@ -12,7 +12,7 @@
 //!
 //! | kind | how the supervisor uses it |
 //! | --- | --- |
-//! | `http`, `tcp`, `exec` | [`expand`] per instance, then [`check`] once (health) or [`wait_ready`] (gate) |
+//! | `http`, `tcp`, `exec` | [`check`] once (health), [`wait_ready`] (gate); both expand `${VAR}`s from [`ProbeCtx::env`] |
 //! | `log` | a [`LogWatch`] per start: its [`Tap`] goes to the log pump, the gate awaits [`LogWatch::matched`] |
 //! | `notify` | a [`NotifySocket`] per instance: `NOTIFY_SOCKET` in the child's env, the gate awaits [`NotifyMsg::Ready`] from [`NotifySocket::recv`] |
 //! | `alive` | the supervisor's own timer against the child's exit; nothing here |
@@ -68,8 +68,8 @@ impl std::error::Error for ProbeFailure {}
 
 /// Where an `exec` probe runs: the process's working directory and its
 /// complete environment (passed as is to [`crate::spawn::run_oneshot`],
-/// which starts from an empty environment, so include `PATH`). `http` and
-/// `tcp` probes ignore it.
+/// which starts from an empty environment, so include `PATH`). Every
+/// kind's `${VAR}` templates are expanded from `env` (see [`expand`]).
 #[derive(Debug, Clone, Default)]
 pub struct ProbeCtx {
     pub cwd: PathBuf,
@@ -87,9 +87,11 @@ pub fn is_polled(kind: &ProbeKind) -> bool {
 
 /// Expands the `${VAR}` templates a probe holds (`http = "http://127.0.0.1:${API_PORT:-8000}/health"`,
 /// an `exec` command) against `env`, the instance's complete environment,
-/// the same way its command is expanded. Validation kept the templates
-/// because `STACKCTL_INSTANCE` differs per instance; call this once per
-/// instance before [`check`] / [`wait_ready`], which take probes as given.
+/// the same way its command is expanded. Validation keeps the templates
+/// because `STACKCTL_INSTANCE` differs per instance. [`check`] and
+/// [`wait_ready`] call this themselves with `ctx.env`: give them the probe
+/// as validated, not pre-expanded (a `$$` would be expanded twice). Public
+/// for callers that want to show the probe as it is actually run.
 ///
 /// # Errors
 /// A template that does not expand (validation makes this unlikely).
@@ -121,6 +123,15 @@ pub fn expand(kind: &ProbeKind, env: &[(String, String)]) -> Result<ProbeKind, P
 /// Why it did not pass; for `log`, `notify` and `alive`, that they are not
 /// polled probes.
 pub async fn check(
+    kind: &ProbeKind,
+    ctx: &ProbeCtx,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    check_expanded(&expand(kind, &ctx.env)?, ctx, timeout).await
+}
+
+/// [`check`] of a probe whose templates are expanded already.
+async fn check_expanded(
     kind: &ProbeKind,
     ctx: &ProbeCtx,
     timeout: Duration,
@@ -163,6 +174,8 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
     if !is_polled(&spec.probe) {
         return check(&spec.probe, ctx, spec.timeout).await;
     }
+    // A template that does not expand never will: fail at once.
+    let probe = expand(&spec.probe, &ctx.env)?;
     let deadline = Instant::now() + spec.timeout;
     let mut attempts: u32 = 0;
     let mut last = ProbeFailure::new("no attempt was made");
@@ -173,7 +186,7 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
         }
         let bound = (deadline - now).min(MAX_ATTEMPT.max(spec.interval));
         attempts += 1;
-        match check(&spec.probe, ctx, bound).await {
+        match check_expanded(&probe, ctx, bound).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -497,6 +510,38 @@ mod tests {
         .unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
         assert!(e.reason.contains("timed out"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn templates_are_expanded_from_the_ctx_env() {
+        let s = Server::start(Behaviour::Status(200));
+        let mut c = ctx();
+        c.env.push(("HEALTH_PATH".into(), "/health".into()));
+        let templ = s.url("${HEALTH_PATH}");
+        within(check(
+            &ProbeKind::Http(templ.clone()),
+            &c,
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
+        within(wait_ready(&ready(ProbeKind::Http(templ), 5000, 50), &c))
+            .await
+            .unwrap();
+        // One that cannot expand fails at once, not after the gate's timeout.
+        let t0 = std::time::Instant::now();
+        let e = within(wait_ready(
+            &ready(
+                ProbeKind::Tcp("127.0.0.1:${NO_SUCH_PORT}".into()),
+                10_000,
+                50,
+            ),
+            &c,
+        ))
+        .await
+        .unwrap_err();
+        assert!(e.reason.contains("NO_SUCH_PORT"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]
