@@ -184,10 +184,14 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
         if now >= deadline {
             break;
         }
-        let bound = (deadline - now).min(MAX_ATTEMPT.max(spec.interval));
+        let full = MAX_ATTEMPT.max(spec.interval);
+        let bound = (deadline - now).min(full);
         attempts += 1;
         match check_expanded(&probe, ctx, bound).await {
             Ok(()) => return Ok(()),
+            // An attempt the deadline cut short says less than the full
+            // attempt before it ("timed out after 3ms" vs "exited 1: …").
+            Err(e) if bound < full && attempts > 1 && e == timed_out(bound) => {}
             Err(e) => last = e,
         }
         let next = now + spec.interval;
@@ -542,6 +546,23 @@ mod tests {
         .unwrap_err();
         assert!(e.reason.contains("NO_SUCH_PORT"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_last_attempt_cut_by_the_deadline_keeps_the_better_reason() {
+        // Each attempt takes 300ms and fails; one of them is always cut
+        // short by the deadline, whose "timed out" must not hide "exited 1".
+        let e = within(wait_ready(
+            &ready(
+                ProbeKind::Exec(CommandSpec::Shell("sleep 0.3; echo nope; exit 1".into())),
+                2000,
+                400,
+            ),
+            &ctx(),
+        ))
+        .await
+        .unwrap_err();
+        assert!(e.reason.ends_with("exited 1: nope"), "{e}");
     }
 
     #[tokio::test]
