@@ -555,7 +555,7 @@ mod tests {
         let e = within(wait_ready(
             &ready(
                 ProbeKind::Exec(CommandSpec::Shell("sleep 0.3; echo nope; exit 1".into())),
-                2000,
+                1800,
                 400,
             ),
             &ctx(),
