@@ -284,7 +284,7 @@ migrate  -     completed  yes    -       0         -
     fn durations() {
         assert_eq!(short_duration(5.0), "5s");
         assert_eq!(short_duration(125.0), "2m05s");
-        assert_eq!(short_duration(3 * 3600.0 + 60.0 * 12.0), "3h12m");
+        assert_eq!(short_duration(3.0 * 3600.0 + 60.0 * 12.0), "3h12m");
         assert_eq!(short_duration(2.0 * 86400.0 + 4.0 * 3600.0), "2d04h");
     }
 }

@@ -178,7 +178,7 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
     let mut doc = None;
     loop {
         let r = client
-            .next()
+            .recv()
             .map_err(|e| Error::failed(format!("lost the supervisor: {e}")))?;
         match r {
             None => {

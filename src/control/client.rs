@@ -61,7 +61,7 @@ impl Client {
     ///
     /// # Errors
     /// Read errors, or an answer that is not protocol JSON.
-    pub fn next(&mut self) -> io::Result<Option<Response>> {
+    pub fn recv(&mut self) -> io::Result<Option<Response>> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Ok(None);

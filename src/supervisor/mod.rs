@@ -52,6 +52,9 @@ use crate::output::{ProcessStatus, StatusDoc, SupervisorInfo};
 use crate::plan::{self, Instance, Selection};
 use crate::state::StateDir;
 
+/// One process's outcome in an orchestration: `None` until it is known.
+type Cell = (watch::Sender<Option<bool>>, watch::Receiver<Option<bool>>);
+
 /// Where progress of a long operation goes.
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
@@ -245,10 +248,7 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
-        let mut cells: HashMap<
-            String,
-            (watch::Sender<Option<bool>>, watch::Receiver<Option<bool>>),
-        > = closure
+        let mut cells: HashMap<String, Cell> = closure
             .iter()
             .map(|p| (p.clone(), watch::channel(None)))
             .collect();
@@ -310,10 +310,9 @@ impl Supervisor {
                     starts.spawn(async move {
                         let before = h.now().state;
                         let t = Instant::now();
-                        if !(before == State::Running
-                            || (before == State::Completed && !rerun_this))
-                            || rerun_this
-                        {
+                        let idle =
+                            before == State::Running || (before == State::Completed && !rerun_this);
+                        if !idle || rerun_this {
                             progress(&tx, &h.inst.name, Step::Starting, "starting");
                         }
                         let r = if rerun_this {

@@ -530,6 +530,13 @@ impl Unit {
             _ => None,
         };
         let env = self.env(notify.as_ref());
+        let ready_spec = match ready_spec {
+            Some(r) => match probe::expand(&r.probe, &env) {
+                Ok(probe) => Some(crate::config::ReadySpec { probe, ..r }),
+                Err(f) => return End::NotReady(format!("its readiness probe: {f}")),
+            },
+            None => None,
+        };
         if let Err(reason) = self.pre_start(&env).await {
             return End::NotReady(reason);
         }
@@ -702,7 +709,16 @@ impl Unit {
         ctx: &ProbeCtx,
         notify: Option<&NotifySocket>,
     ) -> End {
-        let health = self.spec.health.clone();
+        let health = match self.spec.health.clone() {
+            Some(h) => match probe::expand(&h.probe, &ctx.env) {
+                Ok(probe) => Some(crate::config::HealthSpec { probe, ..h }),
+                Err(f) => {
+                    tracing::error!(process = %self.name(), "its health probe cannot be used: {f}");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut failures = 0u32;
         let mut tick = tokio::time::interval(
             health
