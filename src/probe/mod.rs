@@ -12,7 +12,7 @@
 //!
 //! | kind | how the supervisor uses it |
 //! | --- | --- |
-//! | `http`, `tcp`, `exec` | [`check`] once (health), [`wait_ready`] (gate); both expand `${VAR}`s from [`ProbeCtx::env`] |
+//! | `http`, `tcp`, `exec` | [`expand`] once per instance, then [`check`] (health) or [`wait_ready`] (gate) |
 //! | `log` | a [`LogWatch`] per start: its [`Tap`] goes to the log pump, the gate awaits [`LogWatch::matched`] |
 //! | `notify` | a [`NotifySocket`] per instance: `NOTIFY_SOCKET` in the child's env, the gate awaits [`NotifyMsg::Ready`] from [`NotifySocket::recv`] |
 //! | `alive` | the supervisor's own timer against the child's exit; nothing here |
@@ -68,8 +68,8 @@ impl std::error::Error for ProbeFailure {}
 
 /// Where an `exec` probe runs: the process's working directory and its
 /// complete environment (passed as is to [`crate::spawn::run_oneshot`],
-/// which starts from an empty environment, so include `PATH`). Every
-/// kind's `${VAR}` templates are expanded from `env` (see [`expand`]).
+/// which starts from an empty environment, so include `PATH`). `http` and
+/// `tcp` probes ignore it.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeCtx {
     pub cwd: PathBuf,
@@ -88,10 +88,9 @@ pub fn is_polled(kind: &ProbeKind) -> bool {
 /// Expands the `${VAR}` templates a probe holds (`http = "http://127.0.0.1:${API_PORT:-8000}/health"`,
 /// an `exec` command) against `env`, the instance's complete environment,
 /// the same way its command is expanded. Validation keeps the templates
-/// because `STACKCTL_INSTANCE` differs per instance. [`check`] and
-/// [`wait_ready`] call this themselves with `ctx.env`: give them the probe
-/// as validated, not pre-expanded (a `$$` would be expanded twice). Public
-/// for callers that want to show the probe as it is actually run.
+/// because `STACKCTL_INSTANCE` differs per instance. Call this once per
+/// instance; [`check`] and [`wait_ready`] take the probe as given (they do
+/// not expand again, so a `$$` stays a literal `$`).
 ///
 /// # Errors
 /// A template that does not expand (validation makes this unlikely).
@@ -117,21 +116,12 @@ pub fn expand(kind: &ProbeKind, env: &[(String, String)]) -> Result<ProbeKind, P
     })
 }
 
-/// Runs one polled probe, cut off after `timeout`.
+/// Runs one polled probe (already [`expand`]ed), cut off after `timeout`.
 ///
 /// # Errors
 /// Why it did not pass; for `log`, `notify` and `alive`, that they are not
 /// polled probes.
 pub async fn check(
-    kind: &ProbeKind,
-    ctx: &ProbeCtx,
-    timeout: Duration,
-) -> Result<(), ProbeFailure> {
-    check_expanded(&expand(kind, &ctx.env)?, ctx, timeout).await
-}
-
-/// [`check`] of a probe whose templates are expanded already.
-async fn check_expanded(
     kind: &ProbeKind,
     ctx: &ProbeCtx,
     timeout: Duration,
@@ -162,7 +152,7 @@ async fn check_expanded(
 /// long gate such as the API's 120 s.
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(10);
 
-/// Runs a polled readiness gate: an attempt every `spec.interval` (the next
+/// Runs a polled readiness gate (probe already [`expand`]ed): an attempt every `spec.interval` (the next
 /// one starts `interval` after the previous one started, or at once when an
 /// attempt took longer) until one passes or `spec.timeout` has elapsed.
 /// Every attempt is bounded so that the whole call ends by the deadline.
@@ -174,8 +164,6 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
     if !is_polled(&spec.probe) {
         return check(&spec.probe, ctx, spec.timeout).await;
     }
-    // A template that does not expand never will: fail at once.
-    let probe = expand(&spec.probe, &ctx.env)?;
     let deadline = Instant::now() + spec.timeout;
     let mut attempts: u32 = 0;
     let mut last = ProbeFailure::new("no attempt was made");
@@ -187,7 +175,7 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
         let full = MAX_ATTEMPT.max(spec.interval);
         let bound = (deadline - now).min(full);
         attempts += 1;
-        match check_expanded(&probe, ctx, bound).await {
+        match check(&spec.probe, ctx, bound).await {
             Ok(()) => return Ok(()),
             // An attempt the deadline cut short says less than the full
             // attempt before it ("timed out after 3ms" vs "exited 1: …").
@@ -517,35 +505,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn templates_are_expanded_from_the_ctx_env() {
+    async fn an_expanded_probe_runs_and_templates_are_not_expanded_twice() {
         let s = Server::start(Behaviour::Status(200));
-        let mut c = ctx();
-        c.env.push(("HEALTH_PATH".into(), "/health".into()));
-        let templ = s.url("${HEALTH_PATH}");
-        within(check(
-            &ProbeKind::Http(templ.clone()),
-            &c,
-            Duration::from_secs(5),
-        ))
-        .await
-        .unwrap();
-        within(wait_ready(&ready(ProbeKind::Http(templ), 5000, 50), &c))
+        let env = vec![("HEALTH_PATH".to_string(), "/health".to_string())];
+        let probe = expand(&ProbeKind::Http(s.url("${HEALTH_PATH}")), &env).unwrap();
+        within(wait_ready(&ready(probe, 5000, 50), &ctx()))
             .await
             .unwrap();
-        // One that cannot expand fails at once, not after the gate's timeout.
-        let t0 = std::time::Instant::now();
-        let e = within(wait_ready(
-            &ready(
-                ProbeKind::Tcp("127.0.0.1:${NO_SUCH_PORT}".into()),
-                10_000,
-                50,
-            ),
-            &c,
-        ))
-        .await
-        .unwrap_err();
-        assert!(e.reason.contains("NO_SUCH_PORT"), "{e}");
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        // `$$` is a literal `$` after one expansion; check does not expand
+        // again, so the shell gets `'${HOME}'` in single quotes, verbatim.
+        let probe = expand(
+            &ProbeKind::Exec(CommandSpec::Shell(
+                "printf %s '$${HOME}' | grep -qF '$$'".into(),
+            )),
+            &env,
+        )
+        .unwrap();
+        within(check(&probe, &ctx(), Duration::from_secs(5)))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
