@@ -1,7 +1,8 @@
 """The demo's `tunnel` (stands in for ngrok): a second port that forwards
 every request to the web frontend, and answers its own GET /health (the
 URL the stack's `health` check polls; while it fails, stackctl restarts
-the tunnel).
+the tunnel). POST /_tunnel/break makes /health answer 503 from then on, as
+when ngrok stays up but its public URL is dead: watch stackctl restart it.
 """
 
 import os
@@ -10,17 +11,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from common import forward, log, port, send_json, serve_until_sigterm
 
 WEB_URL = os.environ.get("WEB_URL") or f"http://127.0.0.1:{port('WEB_PORT', 18001)}"
+broken = False
 
 
 class Tunnel(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
-            send_json(self, 200, {"ok": True, "forwarding_to": WEB_URL})
+            send_json(self, 503 if broken else 200, {"ok": not broken, "forwarding_to": WEB_URL})
         else:
             forward(self, WEB_URL, self.path)
 
     def do_POST(self):
-        forward(self, WEB_URL, self.path)
+        global broken
+        if self.path == "/_tunnel/break":
+            broken = True
+            log("broken on request: /health answers 503 from now on")
+            send_json(self, 200, {"broken": True})
+        else:
+            forward(self, WEB_URL, self.path)
 
     def log_message(self, fmt, *args):
         if self.path != "/health":

@@ -12,7 +12,7 @@
 //!
 //! | kind | how the supervisor uses it |
 //! | --- | --- |
-//! | `http`, `tcp`, `exec` | [`expand`] per instance, then [`check`] once (health) or [`wait_ready`] (gate) |
+//! | `http`, `tcp`, `exec` | [`expand`] once per instance, then [`check`] (health) or [`wait_ready`] (gate) |
 //! | `log` | a [`LogWatch`] per start: its [`Tap`] goes to the log pump, the gate awaits [`LogWatch::matched`] |
 //! | `notify` | a [`NotifySocket`] per instance: `NOTIFY_SOCKET` in the child's env, the gate awaits [`NotifyMsg::Ready`] from [`NotifySocket::recv`] |
 //! | `alive` | the supervisor's own timer against the child's exit; nothing here |
@@ -87,9 +87,10 @@ pub fn is_polled(kind: &ProbeKind) -> bool {
 
 /// Expands the `${VAR}` templates a probe holds (`http = "http://127.0.0.1:${API_PORT:-8000}/health"`,
 /// an `exec` command) against `env`, the instance's complete environment,
-/// the same way its command is expanded. Validation kept the templates
-/// because `STACKCTL_INSTANCE` differs per instance; call this once per
-/// instance before [`check`] / [`wait_ready`], which take probes as given.
+/// the same way its command is expanded. Validation keeps the templates
+/// because `STACKCTL_INSTANCE` differs per instance. Call this once per
+/// instance; [`check`] and [`wait_ready`] take the probe as given (they do
+/// not expand again, so a `$$` stays a literal `$`).
 ///
 /// # Errors
 /// A template that does not expand (validation makes this unlikely).
@@ -115,7 +116,7 @@ pub fn expand(kind: &ProbeKind, env: &[(String, String)]) -> Result<ProbeKind, P
     })
 }
 
-/// Runs one polled probe, cut off after `timeout`.
+/// Runs one polled probe (already [`expand`]ed), cut off after `timeout`.
 ///
 /// # Errors
 /// Why it did not pass; for `log`, `notify` and `alive`, that they are not
@@ -151,7 +152,7 @@ pub async fn check(
 /// long gate such as the API's 120 s.
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(10);
 
-/// Runs a polled readiness gate: an attempt every `spec.interval` (the next
+/// Runs a polled readiness gate (probe already [`expand`]ed): an attempt every `spec.interval` (the next
 /// one starts `interval` after the previous one started, or at once when an
 /// attempt took longer) until one passes or `spec.timeout` has elapsed.
 /// Every attempt is bounded so that the whole call ends by the deadline.
@@ -171,10 +172,14 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
         if now >= deadline {
             break;
         }
-        let bound = (deadline - now).min(MAX_ATTEMPT.max(spec.interval));
+        let full = MAX_ATTEMPT.max(spec.interval);
+        let bound = (deadline - now).min(full);
         attempts += 1;
         match check(&spec.probe, ctx, bound).await {
             Ok(()) => return Ok(()),
+            // An attempt the deadline cut short says less than the full
+            // attempt before it ("timed out after 3ms" vs "exited 1: …").
+            Err(e) if bound < full && attempts > 1 && e == timed_out(bound) => {}
             Err(e) => last = e,
         }
         let next = now + spec.interval;
@@ -497,6 +502,45 @@ mod tests {
         .unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
         assert!(e.reason.contains("timed out"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_expanded_probe_runs_and_templates_are_not_expanded_twice() {
+        let s = Server::start(Behaviour::Status(200));
+        let env = vec![("HEALTH_PATH".to_string(), "/health".to_string())];
+        let probe = expand(&ProbeKind::Http(s.url("${HEALTH_PATH}")), &env).unwrap();
+        within(wait_ready(&ready(probe, 5000, 50), &ctx()))
+            .await
+            .unwrap();
+        // `$$` is a literal `$` after one expansion; check does not expand
+        // again, so the shell gets `'${HOME}'` in single quotes, verbatim.
+        let probe = expand(
+            &ProbeKind::Exec(CommandSpec::Shell(
+                "printf %s '$${HOME}' | grep -qF '$$'".into(),
+            )),
+            &env,
+        )
+        .unwrap();
+        within(check(&probe, &ctx(), Duration::from_secs(5)))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_last_attempt_cut_by_the_deadline_keeps_the_better_reason() {
+        // Each attempt takes 300ms and fails; one of them is always cut
+        // short by the deadline, whose "timed out" must not hide "exited 1".
+        let e = within(wait_ready(
+            &ready(
+                ProbeKind::Exec(CommandSpec::Shell("sleep 0.3; echo nope; exit 1".into())),
+                1800,
+                400,
+            ),
+            &ctx(),
+        ))
+        .await
+        .unwrap_err();
+        assert!(e.reason.ends_with("exited 1: nope"), "{e}");
     }
 
     #[tokio::test]
