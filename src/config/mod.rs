@@ -107,6 +107,7 @@ pub fn load_with(
         os_env,
         require_env,
         key_span: &|_| None,
+        blanked: &[],
     };
     parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
         rendered: diag::render(&diags, &src, &shown),
@@ -115,44 +116,172 @@ pub fn load_with(
 }
 
 /// Parses and validates `src`; every problem as a diagnostic.
+///
+/// serde stops at the first type error, so each one is recorded, its
+/// `key = value` is blanked out (bytes replaced by spaces, so every other
+/// span stays put) and the text is parsed again, up to a limit. A syntax
+/// error ends this: nothing after it can be trusted.
 fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
-    let mut unknown: Vec<Vec<Segment>> = Vec::new();
-    let de = toml::Deserializer::new(src);
-    let parsed: Result<raw::RawFile, toml::de::Error> =
-        serde_ignored::deserialize(de, |path| unknown.push(segments(&path)));
+    let Ok(doc) = toml_edit::ImDocument::parse(src) else {
+        // A syntax error: toml's parser locates it.
+        let err = match toml::from_str::<toml::Table>(src) {
+            Err(e) => toml_error(&e, src, None),
+            Ok(_) => Diagnostic::nowhere("invalid TOML"),
+        };
+        return Err(vec![err]);
+    };
     let mut diags: Vec<Diagnostic> = Vec::new();
-    let doc = toml_edit::ImDocument::parse(src).ok();
+    let mut blanked: Vec<Vec<String>> = Vec::new();
+    let mut text = src.to_string();
+    let mut unknown: Vec<Vec<Segment>> = Vec::new();
+    let mut parsed = None;
+    for _ in 0..50 {
+        unknown.clear();
+        let de = toml::Deserializer::new(&text);
+        let attempt: Result<raw::RawFile, toml::de::Error> =
+            serde_ignored::deserialize(de, |path| unknown.push(segments(&path)));
+        match attempt {
+            Ok(raw) => {
+                parsed = Some(raw);
+                break;
+            }
+            Err(e) => {
+                let found = e.span().and_then(|sp| innermost_key_value(&doc, sp.start));
+                diags.push(toml_error(&e, src, found.as_ref().map(|f| f.0.as_slice())));
+                let Some((path, range)) = found else { break };
+                if blanked.contains(&path) {
+                    break;
+                }
+                match blank(&text, range) {
+                    Some(t) if toml_edit::ImDocument::parse(t.as_str()).is_ok() => text = t,
+                    _ => break,
+                }
+                blanked.push(path);
+            }
+        }
+    }
+    for path in &unknown {
+        diags.push(unknown_key(path, Some(&doc)));
+    }
+    let Some(raw) = parsed else {
+        return Err(diags);
+    };
     let locate = |path: &[&str]| {
         let segs: Vec<Segment> = path
             .iter()
             .map(|k| Segment::Key((*k).to_string()))
             .collect();
-        doc.as_ref().and_then(|d| key_span(d, &segs))
+        key_span(&doc, &segs)
     };
     let input = validate::Input {
         key_span: &locate,
+        blanked: &blanked,
         ..*input
     };
-    let input = &input;
-    for path in &unknown {
-        diags.push(unknown_key(path, doc.as_ref()));
-    }
-    match parsed {
-        Ok(raw) => {
-            if !diags.is_empty() {
-                // Still validate the rest, so all problems show at once.
-                if let Err(more) = validate::validate(raw, input) {
-                    diags.extend(more);
-                }
-                return Err(diags);
-            }
-            validate::validate(raw, input)
-        }
-        Err(e) => {
-            diags.push(toml_error(&e, src));
+    match validate::validate(raw, &input) {
+        Ok(stack) if diags.is_empty() => Ok(stack),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
             Err(diags)
         }
     }
+}
+
+/// The innermost `key = value` whose value contains byte `offset`: its key
+/// path and the byte range to blank (key through value, plus one comma when
+/// it sits in an inline table).
+fn innermost_key_value(
+    doc: &toml_edit::ImDocument<&str>,
+    offset: usize,
+) -> Option<(Vec<String>, std::ops::Range<usize>)> {
+    fn visit_table(
+        t: &dyn toml_edit::TableLike,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        for (k, _) in t.iter() {
+            let Some((key, item)) = t.get_key_value(k) else {
+                continue;
+            };
+            path.push(k.to_string());
+            if let (Some(ks), Some(vs)) = (key.span(), item.span()) {
+                if vs.start <= offset && offset < vs.end.max(vs.start + 1) {
+                    let range = ks.start..vs.end;
+                    let better = best.as_ref().map_or(true, |(_, b)| range.len() < b.len());
+                    if better && item.is_value() {
+                        *best = Some((path.clone(), range));
+                    }
+                }
+            }
+            visit_item(item, path, offset, best);
+            path.pop();
+        }
+    }
+    fn visit_value(
+        v: &toml_edit::Value,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        match v {
+            toml_edit::Value::InlineTable(t) => visit_table(t, path, offset, best),
+            toml_edit::Value::Array(a) => {
+                for e in a.iter() {
+                    visit_value(e, path, offset, best);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn visit_item(
+        item: &toml_edit::Item,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        match item {
+            toml_edit::Item::Table(t) => visit_table(t, path, offset, best),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for t in a.iter() {
+                    visit_table(t, path, offset, best);
+                }
+            }
+            toml_edit::Item::Value(v) => visit_value(v, path, offset, best),
+            toml_edit::Item::None => {}
+        }
+    }
+    let mut best = None;
+    visit_table(doc.as_table(), &mut Vec::new(), offset, &mut best);
+    best
+}
+
+/// `text` with `range` replaced by spaces (newlines kept, so every other
+/// span is unchanged), and a comma next to it too when it was one entry of
+/// an inline table.
+fn blank(text: &str, range: std::ops::Range<usize>) -> Option<String> {
+    let mut bytes = text.as_bytes().to_vec();
+    let end = range.end.min(bytes.len());
+    let space = |b: &mut u8| {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    };
+    bytes.get_mut(range.start..end)?.iter_mut().for_each(space);
+    let next = bytes[end..]
+        .iter()
+        .position(|b| !b" \t".contains(b))
+        .map(|i| end + i);
+    let prev = bytes[..range.start]
+        .iter()
+        .rposition(|b| !b" \t".contains(b));
+    match (next, prev) {
+        (Some(n), _) if bytes[n] == b',' => bytes[n] = b' ',
+        (_, Some(p)) if bytes[p] == b',' => bytes[p] = b' ',
+        _ => {}
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// One step of a path in the TOML document.
@@ -260,14 +389,28 @@ fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> D
     }
 }
 
-/// A TOML syntax or type error, located.
-fn toml_error(e: &toml::de::Error, src: &str) -> Diagnostic {
+/// A TOML syntax or type error, located; `key` is the path of the key
+/// whose value has the wrong type, when known.
+fn toml_error(e: &toml::de::Error, src: &str, key: Option<&[String]>) -> Diagnostic {
     let msg = e.message().trim();
     let mut lines = msg.lines();
     let head = lines.next().unwrap_or("invalid TOML").trim().to_string();
     let rest: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
-    let head = lowercase_first(&head);
-    let mut d = Diagnostic::nowhere(head);
+    let mut d = match (type_error(&head), key) {
+        (Some((found, expected)), Some(path)) => {
+            let name = path.last().map_or("", String::as_str);
+            Diagnostic::nowhere(format!("`{name}` must be {expected}, not {found}"))
+        }
+        (Some((found, expected)), None) => {
+            Diagnostic::nowhere(format!("expected {expected}, found {found}"))
+        }
+        (None, Some(path)) => Diagnostic::nowhere(format!(
+            "bad `{}`: {}",
+            path.last().map_or("", String::as_str),
+            lowercase_first(&head)
+        )),
+        (None, None) => Diagnostic::nowhere(lowercase_first(&head)),
+    };
     if !rest.is_empty() {
         d = d.hint(rest.join("; "));
     }
@@ -276,6 +419,33 @@ fn toml_error(e: &toml::de::Error, src: &str) -> Diagnostic {
         start..s.end.max(start).min(src.len())
     });
     d
+}
+
+/// serde's `invalid type: string "x", expected i64` as `("a string", "an integer")`,
+/// without the value.
+fn type_error(msg: &str) -> Option<(String, String)> {
+    let rest = msg.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.split_once(", expected ")?;
+    let found_kind = found.split([' ', '`', '"']).next().unwrap_or(found);
+    let found = match found_kind {
+        "string" => "a string",
+        "integer" => "an integer",
+        "floating" => "a float",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        other => other,
+    }
+    .to_string();
+    let expected = match expected.trim() {
+        "i64" | "u32" | "u64" | "i32" => "a whole number".to_string(),
+        "a boolean" | "bool" => "`true` or `false`".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        e if e.starts_with("struct ") => "a table".to_string(),
+        e => e.to_string(),
+    };
+    Some((found, expected))
 }
 
 fn lowercase_first(s: &str) -> String {

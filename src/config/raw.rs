@@ -161,10 +161,10 @@ pub(crate) struct RawKeeper {
 }
 
 /// `command = "…"` (shell) or `command = ["argv", …]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum RawCommand {
     Shell(String),
-    Argv(Vec<String>),
+    Argv(Vec<Spanned<String>>),
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
@@ -173,14 +173,14 @@ impl<'de> Deserialize<'de> for RawCommand {
         impl<'de> Visitor<'de> for V {
             type Value = RawCommand;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a command: a string, or an array of strings")
+                f.write_str("a string or an array of strings")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawCommand, E> {
                 Ok(RawCommand::Shell(s.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
                 let mut v = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
                     v.push(s);
                 }
                 Ok(RawCommand::Argv(v))
@@ -190,10 +190,14 @@ impl<'de> Deserialize<'de> for RawCommand {
     }
 }
 
-/// `pre_start` / `deploy`: one command string, or an array whose entries are
-/// command strings or argv arrays.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Commands(pub(crate) Vec<RawCommand>);
+/// `pre_start` / `deploy`: one command string, or an array whose entries
+/// are command strings or argv arrays.
+#[derive(Debug)]
+pub(crate) enum Commands {
+    /// A lone string: one shell command (its span is the whole value's).
+    One(String),
+    Many(Vec<Spanned<RawCommand>>),
+}
 
 impl<'de> Deserialize<'de> for Commands {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -206,14 +210,14 @@ impl<'de> Deserialize<'de> for Commands {
                 )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Commands, E> {
-                Ok(Commands(vec![RawCommand::Shell(s.to_string())]))
+                Ok(Commands::One(s.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
                 let mut v = Vec::new();
-                while let Some(c) = seq.next_element::<RawCommand>()? {
+                while let Some(c) = seq.next_element::<Spanned<RawCommand>>()? {
                     v.push(c);
                 }
-                Ok(Commands(v))
+                Ok(Commands::Many(v))
             }
         }
         d.deserialize_any(V)
@@ -240,9 +244,7 @@ impl<'de> Deserialize<'de> for EnvFiles {
                 Ok(EnvFiles(v))
             }
             fn visit_str<E: de::Error>(self, _s: &str) -> Result<EnvFiles, E> {
-                Err(E::custom(
-                    "env_file must be an array, e.g. env_file = [\".env\"]",
-                ))
+                Err(E::custom("expected an array, e.g. env_file = [\".env\"]"))
             }
         }
         d.deserialize_any(V)
