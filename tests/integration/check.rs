@@ -201,12 +201,20 @@ fn no_stack_file_is_a_usage_error() {
 #[test]
 fn secrets_from_env_files_never_appear_in_check_output() {
     const SECRET: &str = "hunter2-very-secret-value";
-    let invalid = format!(
-        "[stack]\nenv_file = [\".env\"]\n[env]\nCOPY = \"${{TOKEN}}\"\nBAD = \"${{TOKEN}}${{NOPE_UNSET_1}}\"\n\
-         [service.api]\ncommand = \"run ${{TOKEN}} ${{NOPE_UNSET_2}}\"\nenv = {{ X = \"${{TOKEN}}\", Y = [1] }}\n\
-         require_env = [\"TOKEN\", \"NOPE_UNSET_3\"]\nstop_signal = \"${{TOKEN}}\"\nredy = 1\n"
-    );
-    let s = Stack::new(&invalid);
+    let invalid = r#"
+[stack]
+env_file = [".env"]
+[env]
+COPY = "${TOKEN}"
+BAD = "${TOKEN}${NOPE_UNSET_1}"
+[service.api]
+command = "run ${TOKEN} ${NOPE_UNSET_2}"
+env = { X = "${TOKEN}", Y = [1] }
+require_env = ["TOKEN", "NOPE_UNSET_3"]
+stop_signal = "${TOKEN}"
+redy = 1
+"#;
+    let s = Stack::new(invalid);
     s.write(
         ".env",
         &format!("TOKEN={SECRET}\nexport OTHER=\"{SECRET}\"\n{SECRET}\n"),
