@@ -104,6 +104,7 @@ pub fn load_with(
     let shown = diag::shown_path(&abs, &cwd);
     let input = validate::Input {
         file: &abs,
+        src: &src,
         os_env,
         require_env,
         key_span: &|_| None,

@@ -39,6 +39,8 @@ pub(crate) struct Input<'a> {
     pub(crate) require_env: bool,
     /// The span of the key at a path of keys, e.g. `["service", "api"]`.
     pub(crate) key_span: &'a dyn Fn(&[&str]) -> Option<Range<usize>>,
+    /// The stack file's text.
+    pub(crate) src: &'a str,
     /// Keys whose values had the wrong TOML type (already reported and
     /// removed): "missing" checks stay quiet about them.
     pub(crate) blanked: &'a [Vec<String>],
@@ -122,6 +124,24 @@ fn unset_hint(e: &ExpandError) -> Option<String> {
 }
 
 impl Ctx<'_> {
+    /// Narrows `span` to where `needle` is written inside it (through the
+    /// closing `}` when `to_brace`), when the source shows it literally.
+    fn narrow(&self, span: Range<usize>, needle: &str, to_brace: bool) -> Range<usize> {
+        let Some(text) = self.input.src.get(span.clone()) else {
+            return span;
+        };
+        let Some(at) = text.find(needle) else {
+            return span;
+        };
+        let start = span.start + at;
+        let end = if to_brace {
+            text[at..].find('}').map_or(span.end, |e| start + e + 1)
+        } else {
+            start + needle.len()
+        };
+        start..end
+    }
+
     /// Whether a key at or under `prefix` was removed for a type error.
     fn was_blanked(&self, prefix: &[&str]) -> bool {
         self.input
@@ -501,6 +521,12 @@ impl Ctx<'_> {
         match expand(template, &lookup) {
             Ok(v) => Some(v),
             Err(err) => {
+                let span = match &err {
+                    ExpandError::Unset(name) => self.narrow(span, &format!("${{{name}"), true),
+                    ExpandError::Unterminated | ExpandError::BadSyntax => {
+                        self.narrow(span, "${", false)
+                    }
+                };
                 self.push(
                     Diagnostic::at(span, format!("in `{what}`: {err}"))
                         .maybe_hint(unset_hint(&err)),
@@ -1126,6 +1152,19 @@ impl Ctx<'_> {
                             format!("`keeper.watch_health` names the task `{n}`"),
                         )
                         .hint("only services have health checks"),
+                    );
+                }
+                Some(p) if p.health.is_none() => {
+                    self.push(
+                        Diagnostic::at(
+                            w.span(),
+                            format!(
+                                "`keeper.watch_health` names `{n}`, which has no `health` check"
+                            ),
+                        )
+                        .hint(format!(
+                            "add health = {{ … }} to [service.{n}], or remove it from watch_health"
+                        )),
                     );
                 }
                 Some(_) => watch_health.push(n.clone()),
