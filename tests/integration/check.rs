@@ -307,3 +307,31 @@ fn repo_stack_files_pass_check() {
         );
     }
 }
+
+/// The complete example in `docs/stack-file.md` passes `check`, and prints
+/// what the doc says it prints.
+#[test]
+fn the_documented_example_checks_as_documented() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/stack-file.md"))
+            .unwrap();
+    let block = |fence: &str| -> String {
+        let start = doc.find(fence).unwrap() + fence.len();
+        let end = start + doc[start..].find("```").unwrap();
+        doc[start..end].to_string()
+    };
+    let example = block("## A complete example\n\n```toml\n");
+    let s = Stack::new(&example);
+    s.write(".env", "# nothing\n");
+    let out = s.cmd(&["check"]).env("JWT_SECRET", "x").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = block("## Checking a stack file\n\n```console\n$ stackctl check\n");
+    let documented = &console[..console.find("\n\n").unwrap() + 1];
+    assert_eq!(stdout, documented);
+}
