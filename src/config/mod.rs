@@ -229,8 +229,10 @@ fn innermost_key_value(
         match v {
             toml_edit::Value::InlineTable(t) => visit_table(t, path, offset, best),
             toml_edit::Value::Array(a) => {
-                for e in a.iter() {
+                for (i, e) in a.iter().enumerate() {
+                    path.push(i.to_string());
                     visit_value(e, path, offset, best);
+                    path.pop();
                 }
             }
             _ => {}
@@ -245,8 +247,10 @@ fn innermost_key_value(
         match item {
             toml_edit::Item::Table(t) => visit_table(t, path, offset, best),
             toml_edit::Item::ArrayOfTables(a) => {
-                for t in a.iter() {
+                for (i, t) in a.iter().enumerate() {
+                    path.push(i.to_string());
                     visit_table(t, path, offset, best);
+                    path.pop();
                 }
             }
             toml_edit::Item::Value(v) => visit_value(v, path, offset, best),
@@ -321,11 +325,24 @@ fn key_span(doc: &toml_edit::ImDocument<&str>, path: &[Segment]) -> Option<std::
     let mut span = None;
     for seg in path {
         let next = match seg {
-            Segment::Key(k) => {
+            // `validate` passes indexes into arrays as keys ("0", "1", …).
+            Segment::Key(k) if item.as_table_like().is_some() => {
                 let t = item.as_table_like()?;
                 let (key, value) = t.get_key_value(k)?;
                 span = key.span();
                 value.clone()
+            }
+            Segment::Key(k) => {
+                let i: usize = k.parse().ok()?;
+                if let Some(a) = item.as_array() {
+                    let v = a.get(i)?;
+                    span = v.span();
+                    toml_edit::Item::Value(v.clone())
+                } else {
+                    let t = item.as_array_of_tables()?.get(i)?;
+                    span = t.span();
+                    toml_edit::Item::Table(t.clone())
+                }
             }
             Segment::Index(i) => {
                 if let Some(a) = item.as_array() {

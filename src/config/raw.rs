@@ -6,7 +6,10 @@
 //! into the model. Unknown keys are not rejected here: `mod.rs` collects all
 //! of them through `serde_ignored`. No `#[serde(untagged)]`: "string or
 //! array" and "string or table" are small visitors, so type errors stay
-//! precise. Must not touch: the model, the environment, the file system.
+//! precise. Tables (`ready`, `health`, `[keeper]`, prereqs) are not
+//! `Spanned`: a table written with dotted keys or a `[header]` has no span
+//! for serde, so `validate` locates their keys through `toml_edit`.
+//! Must not touch: the model, the environment, the file system.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,7 +29,7 @@ pub(crate) struct RawFile {
     pub(crate) env: Option<BTreeMap<Name, Spanned<toml::Value>>>,
     pub(crate) task: Option<BTreeMap<Name, RawProcess>>,
     pub(crate) service: Option<BTreeMap<Name, RawProcess>>,
-    pub(crate) keeper: Option<Spanned<RawKeeper>>,
+    pub(crate) keeper: Option<RawKeeper>,
 }
 
 /// `[stack]`.
@@ -60,8 +63,8 @@ pub(crate) struct RawProcess {
     pub(crate) cwd: Option<Spanned<String>>,
     pub(crate) pre_start: Option<Spanned<Commands>>,
     pub(crate) require_env: Option<Vec<Spanned<String>>>,
-    pub(crate) ready: Option<Spanned<RawProbe>>,
-    pub(crate) health: Option<Spanned<RawProbe>>,
+    pub(crate) ready: Option<RawProbe>,
+    pub(crate) health: Option<RawProbe>,
     pub(crate) restart: Option<Spanned<String>>,
     pub(crate) max_restarts: Option<Spanned<i64>>,
     pub(crate) restart_window: Option<Spanned<String>>,
@@ -154,7 +157,7 @@ pub(crate) struct RawKeeper {
     pub(crate) branch: Option<Spanned<String>>,
     pub(crate) interval: Option<Spanned<String>>,
     pub(crate) deploy: Option<Spanned<Commands>>,
-    pub(crate) prereqs: Option<Vec<Spanned<RawProbe>>>,
+    pub(crate) prereqs: Option<Vec<RawProbe>>,
     pub(crate) watch_health: Option<Vec<Spanned<String>>>,
     pub(crate) retries: Option<Spanned<i64>>,
     pub(crate) escalate: Option<Spanned<RawCommand>>,

@@ -595,13 +595,13 @@ impl Ctx<'_> {
 
     fn probe(
         &mut self,
-        raw: &Spanned<RawProbe>,
+        r: &RawProbe,
         role: Role,
         path: &[&str],
         env: &BTreeMap<String, String>,
     ) -> Option<Probe> {
-        let r = raw.get_ref();
         let key = path.join(".");
+        let at = (self.input.key_span)(path).unwrap_or(0..0);
         let kinds: Vec<(&str, Range<usize>)> = [
             ("http", r.http.as_ref().map(Spanned::span)),
             ("tcp", r.tcp.as_ref().map(Spanned::span)),
@@ -623,7 +623,7 @@ impl Ctx<'_> {
             [] if self.was_blanked(path) => return None,
             [] => {
                 self.push(
-                    Diagnostic::at(raw.span(), format!("`{key}` has no probe kind")).hint(format!(
+                    Diagnostic::at(at, format!("`{key}` has no probe kind")).hint(format!(
                         "give exactly one of {allowed}, e.g. {{ tcp = \"127.0.0.1:8000\" }}"
                     )),
                 );
@@ -844,10 +844,11 @@ impl Ctx<'_> {
                 );
             }
         }
-        let task_only_gate = |cx: &mut Self, probe: &Option<Spanned<RawProbe>>, key: &str| {
-            if let (Kind::Task, Some(p)) = (kind, probe) {
+        let task_only_gate = |cx: &mut Self, probe: &Option<RawProbe>, key: &str| {
+            if let (Kind::Task, Some(_)) = (kind, probe) {
+                let at = (cx.input.key_span)(&["task", &name, key]).unwrap_or(0..0);
                 cx.push(
-                    Diagnostic::at(p.span(), format!("task `{name}` cannot have `{key}`"))
+                    Diagnostic::at(at, format!("task `{name}` cannot have `{key}`"))
                         .hint("a task is done when it exits 0, and whatever depends on it waits for that; make it a [service] to probe it"),
                 );
                 true
@@ -1088,12 +1089,10 @@ impl Ctx<'_> {
 
     fn keeper(
         &mut self,
-        raw: Spanned<RawKeeper>,
+        k: RawKeeper,
         procs: &[ProcessSpec],
         base: &BTreeMap<String, String>,
     ) -> KeeperSpec {
-        let span = raw.span();
-        let k = raw.into_inner();
         let repo = k
             .repo
             .as_ref()
@@ -1110,7 +1109,7 @@ impl Ctx<'_> {
             }
             None if self.was_blanked(&["keeper", "branch"]) => String::new(),
             None => {
-                let at = (self.input.key_span)(&["keeper"]).unwrap_or(span);
+                let at = (self.input.key_span)(&["keeper"]).unwrap_or(0..0);
                 self.push(
                     Diagnostic::at(at, "`[keeper]` has no `branch`")
                         .hint("name the branch to keep deployed, e.g. branch = \"main\""),
@@ -1125,8 +1124,9 @@ impl Ctx<'_> {
             .map(|c| self.commands(c, "keeper.deploy", base))
             .unwrap_or_default();
         let mut prereqs = Vec::new();
-        for p in k.prereqs.iter().flatten() {
-            if let Some(p) = self.probe(p, Role::Prereq, &["keeper", "prereqs"], base) {
+        for (i, p) in k.prereqs.iter().flatten().enumerate() {
+            let index = i.to_string();
+            if let Some(p) = self.probe(p, Role::Prereq, &["keeper", "prereqs", &index], base) {
                 prereqs.push(p.kind);
             }
         }
