@@ -429,7 +429,16 @@ fn toml_error(e: &toml::de::Error, src: &str, key: Option<&[String]>) -> Diagnos
         )),
         (None, None) => Diagnostic::nowhere(lowercase_first(&head)),
     };
-    if !rest.is_empty() {
+    if let Some(dup) = rest.iter().find(|l| l.starts_with("duplicate key")) {
+        // toml says "invalid table header" first; the duplicate is the news.
+        d.message = (*dup).to_string();
+        d = d.hint("each table and key may be defined only once");
+    } else if head == "invalid inline table" {
+        d = d.hint(format!(
+            "{}; an inline table {{ … }} must fit on one line, use a [table] for more",
+            rest.join("; ")
+        ));
+    } else if !rest.is_empty() {
         d = d.hint(rest.join("; "));
     }
     d.span = e.span().map(|s| {

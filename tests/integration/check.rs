@@ -131,6 +131,17 @@ fn json_output() {
 }
 
 #[test]
+fn json_output_when_invalid() {
+    let s = Stack::new("[service.api]\ncommand = \"\"\nredy = 1\n");
+    let r = s.run(&["check", "--json"]);
+    r.expect_code(2);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"], 2);
+    assert!(r.stderr.contains("has 2 problems"), "{}", r.stderr);
+}
+
+#[test]
 fn discovery_finds_the_parent_stack_file() {
     let s = Stack::new("[service.api]\ncommand = \"x\"\n");
     let sub = s.path().join("a/b");
