@@ -657,6 +657,12 @@ watch_health = ["tunnel"]
     }
 
     #[test]
+    fn repeated_dependencies_keep_their_places() {
+        let out = problems("[service.a]\ncommand = \"x\"\ndepends_on = [\"b\", \"b\", \"zz\"]\n[service.b]\ncommand = \"x\"\n");
+        assert!(out.contains("stack.toml:3:26"), "{out}");
+    }
+
+    #[test]
     fn missing_required_env_is_not_a_load_error() {
         let s = ok("[service.api]\ncommand = \"x\"\nrequire_env = [\"NOPE_NOT_SET_X\"]\n");
         assert_eq!(

@@ -62,8 +62,6 @@ enum Role {
     Prereq,
 }
 
-impl Role {}
-
 struct Probe {
     kind: ProbeKind,
     timeout: Option<Duration>,
@@ -294,8 +292,15 @@ impl Ctx<'_> {
                     );
                 }
                 seen.insert(n.clone(), (kind, pname.span()));
-                let dep_spans: Vec<Range<usize>> =
-                    rp.depends_on.iter().flatten().map(Spanned::span).collect();
+                // One span per distinct name, in order: `process` drops repeats the same way.
+                let mut dep_spans: Vec<Range<usize>> = Vec::new();
+                let mut dep_seen: Vec<&str> = Vec::new();
+                for d in rp.depends_on.iter().flatten() {
+                    if !dep_seen.contains(&d.get_ref().as_str()) {
+                        dep_seen.push(d.get_ref());
+                        dep_spans.push(d.span());
+                    }
+                }
                 spans.push((pname.span(), dep_spans));
                 let p = self.process(&pname, kind, rp, &base, stop_timeout, &name);
                 processes.push(p);
