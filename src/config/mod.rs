@@ -659,7 +659,7 @@ watch_health = ["tunnel"]
     #[test]
     fn repeated_dependencies_keep_their_places() {
         let out = problems("[service.a]\ncommand = \"x\"\ndepends_on = [\"b\", \"b\", \"zz\"]\n[service.b]\ncommand = \"x\"\n");
-        assert!(out.contains("stack.toml:3:26"), "{out}");
+        assert!(out.contains("stack.toml:3:25"), "{out}");
     }
 
     #[test]
