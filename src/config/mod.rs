@@ -321,42 +321,53 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
 
 /// The span of the key at `path`, walking the `toml_edit` document.
 fn key_span(doc: &toml_edit::ImDocument<&str>, path: &[Segment]) -> Option<std::ops::Range<usize>> {
-    let mut item: toml_edit::Item = toml_edit::Item::Table(doc.as_table().clone());
+    /// A place in the document, borrowed.
+    #[derive(Clone, Copy)]
+    enum Node<'a> {
+        Item(&'a toml_edit::Item),
+        Value(&'a toml_edit::Value),
+        Table(&'a toml_edit::Table),
+    }
+    impl<'a> Node<'a> {
+        fn table_like(self) -> Option<&'a dyn toml_edit::TableLike> {
+            match self {
+                Node::Item(i) => i.as_table_like(),
+                Node::Value(v) => v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike),
+                Node::Table(t) => Some(t as &dyn toml_edit::TableLike),
+            }
+        }
+        /// Element `i` of an array or array of tables, with its span.
+        fn index(self, i: usize) -> Option<(Node<'a>, Option<std::ops::Range<usize>>)> {
+            let array = match self {
+                Node::Item(item) => item.as_array(),
+                Node::Value(v) => v.as_array(),
+                Node::Table(_) => None,
+            };
+            if let Some(a) = array {
+                let v = a.get(i)?;
+                return Some((Node::Value(v), v.span()));
+            }
+            let Node::Item(item) = self else { return None };
+            let t = item.as_array_of_tables()?.get(i)?;
+            Some((Node::Table(t), t.span()))
+        }
+    }
+    let mut node = Node::Table(doc.as_table());
     let mut span = None;
     for seg in path {
-        let next = match seg {
-            // `validate` passes indexes into arrays as keys ("0", "1", …).
-            Segment::Key(k) if item.as_table_like().is_some() => {
-                let t = item.as_table_like()?;
-                let (key, value) = t.get_key_value(k)?;
-                span = key.span();
-                value.clone()
-            }
-            Segment::Key(k) => {
-                let i: usize = k.parse().ok()?;
-                if let Some(a) = item.as_array() {
-                    let v = a.get(i)?;
-                    span = v.span();
-                    toml_edit::Item::Value(v.clone())
-                } else {
-                    let t = item.as_array_of_tables()?.get(i)?;
-                    span = t.span();
-                    toml_edit::Item::Table(t.clone())
+        let (next, next_span) = match seg {
+            Segment::Key(k) => match node.table_like() {
+                Some(t) => {
+                    let (key, value) = t.get_key_value(k)?;
+                    (Node::Item(value), key.span())
                 }
-            }
-            Segment::Index(i) => {
-                if let Some(a) = item.as_array() {
-                    let v = a.get(*i)?;
-                    span = v.span();
-                    toml_edit::Item::Value(v.clone())
-                } else {
-                    let t = item.as_array_of_tables()?.get(*i)?;
-                    span = t.span();
-                    toml_edit::Item::Table(t.clone())
-                }
-            }
+                // `validate` passes indexes into arrays as keys ("0", "1", …).
+                None => node.index(k.parse().ok()?)?,
+            },
+            Segment::Index(i) => node.index(*i)?,
         };
-        item = next;
+        node = next;
+        span = next_span;
     }
     span
 }
