@@ -658,6 +658,64 @@ watch_health = ["tunnel"]
     }
 
     #[test]
+    fn probe_kinds() {
+        let s = ok(r#"
+[service.a]
+command = "x"
+ready = { exec = ["test", "-f", "/tmp/x"] }
+health = { log = "^ok$" }
+[service.b]
+command = "x"
+ready = { notify = true }
+health = { alive = "2s", interval = "1s" }
+[stack.logs]
+max_size = 1024
+"#);
+        let a = s.process("a").unwrap();
+        assert_eq!(a.ready.as_ref().unwrap().probe.key(), "exec");
+        assert_eq!(
+            a.ready.as_ref().unwrap().interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(a.health.as_ref().unwrap().probe.key(), "log");
+        assert_eq!(a.health.as_ref().unwrap().interval, Duration::from_secs(10));
+        let b = s.process("b").unwrap();
+        assert_eq!(b.ready.as_ref().unwrap().probe.key(), "notify");
+        assert_eq!(b.health.as_ref().unwrap().timeout, Duration::from_secs(1));
+        assert_eq!(s.logs.max_size, 1024);
+    }
+
+    #[test]
+    fn paths_resolve_against_the_stack_folder() {
+        let s = ok("[stack]\nstate_dir = \"../state\"\nlock_file = \"/var/lock/x.json\"\n[service.a]\ncommand = \"x\"\ncwd = \"${STACKCTL_STACK}/app\"\n[keeper]\nbranch = \"main\"\nrepo = \"src\"\n");
+        assert_eq!(s.state_dir, s.root.parent().unwrap().join("state"));
+        assert_eq!(s.lock_file, std::path::PathBuf::from("/var/lock/x.json"));
+        assert_eq!(
+            s.process("a").unwrap().cwd,
+            s.root.join(&s.name).join("app")
+        );
+        assert_eq!(s.keeper.unwrap().repo, s.root.join("src"));
+    }
+
+    #[test]
+    fn templates_keep_their_variables() {
+        let s = ok("[env]\nPORT = \"8000\"\n[service.a]\ncommand = \"serve --port ${PORT} --i ${STACKCTL_INSTANCE}\"\n");
+        let a = s.process("a").unwrap();
+        assert_eq!(
+            a.command,
+            CommandSpec::Shell("serve --port ${PORT} --i ${STACKCTL_INSTANCE}".into())
+        );
+        let lookup = |k: &str| match k {
+            "STACKCTL_INSTANCE" => Some("2".to_string()),
+            _ => a.env.0.get(k).cloned(),
+        };
+        assert_eq!(
+            expand(&a.command.to_string(), &lookup).unwrap(),
+            "serve --port 8000 --i 2"
+        );
+    }
+
+    #[test]
     fn every_unknown_key_at_once() {
         let out = problems("[service.api]\ncommand = \"x\"\nredy = 1\nhelth = 2\n[stak]\n");
         assert!(out.contains("unknown key `redy`"), "{out}");

@@ -1212,3 +1212,35 @@ pub(crate) fn parse_signal(s: &str) -> Option<Signal> {
     };
     Signal::from_str(&full).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("term"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("SIGINT"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("2"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("SIGFOO"), None);
+        assert_eq!(parse_signal("99"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("worker-embeddings_batch2"));
+        assert!(!valid_name("worker.2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(valid_var("JWT_SECRET"));
+        assert!(valid_var("_x1"));
+        assert!(!valid_var("1X"));
+        assert!(!valid_var("A-B"));
+    }
+}
