@@ -1,3 +1,290 @@
 //! The outward-facing forms: the status table, SPEC's `status --json`
-//! records, colour and `NO_COLOR`. Pure rendering to a writer.
+//! records (these serde structs *are* the contract), progress lines, and
+//! colour. Pure rendering to a writer.
 //! Must not touch: exit codes; I/O beyond the writer.
+
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Kind;
+use crate::supervisor::fsm::State;
+
+/// `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusDoc {
+    pub stack: String,
+    pub supervisor: SupervisorInfo,
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// The supervisor part of `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SupervisorInfo {
+    pub pid: Option<i32>,
+    pub running: bool,
+}
+
+/// One process instance in `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub kind: Kind,
+    pub pool: Option<String>,
+    pub instance: Option<u32>,
+    pub pid: Option<i32>,
+    pub state: State,
+    pub ready: bool,
+    pub restarts: u32,
+    pub uptime_s: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub exit_code: Option<i32>,
+    /// Why it is in this state (a failure's reason, a crash loop, a log
+    /// write error) or the `STATUS=` it last sent through `NOTIFY_SOCKET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ProcessStatus {
+    /// Running and ready (or a task that completed).
+    pub fn is_up(&self) -> bool {
+        (self.state == State::Running && self.ready) || self.state == State::Completed
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "task" => Ok(Kind::Task),
+            "service" => Ok(Kind::Service),
+            other => Err(serde::de::Error::custom(format!("unknown kind {other}"))),
+        }
+    }
+}
+
+/// ANSI colours, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+
+    /// A state word, coloured by how good it is.
+    pub fn state(&self, st: State) -> String {
+        match st {
+            State::Running | State::Completed => self.green(st.as_str()),
+            State::Failed => self.red(st.as_str()),
+            State::Starting | State::Backoff | State::Stopping | State::Pending => {
+                self.yellow(st.as_str())
+            }
+            State::Stopped => self.dim(st.as_str()),
+        }
+    }
+}
+
+/// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.
+pub fn short_duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86400, (s % 86400) / 3600)
+    }
+}
+
+/// Writes the status table: NAME, PID, STATE, READY, UPTIME, RESTARTS, RSS (MB).
+///
+/// # Errors
+/// Only the writer's.
+pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Result<()> {
+    let header = [
+        "NAME", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "RSS(MB)",
+    ];
+    let rows: Vec<[String; 7]> = doc
+        .processes
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                p.state.as_str().to_string(),
+                if p.ready { "yes" } else { "no" }.to_string(),
+                p.uptime_s.map(short_duration).unwrap_or_else(|| "-".into()),
+                p.restarts.to_string(),
+                p.rss_mb
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let sup = match (doc.supervisor.running, doc.supervisor.pid) {
+        (true, Some(pid)) => format!("supervisor running (pid {pid})"),
+        _ => style.yellow("no supervisor running: showing what the pid files prove"),
+    };
+    writeln!(w, "stack {}: {}", style.bold(&doc.stack), sup)?;
+    let line = |cells: Vec<String>, raw: &[String]| -> String {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(raw[i].chars().count());
+            out.push_str(c);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out
+    };
+    let head: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    writeln!(
+        w,
+        "{}",
+        line(head.iter().map(|h| style.bold(h)).collect(), &head)
+    )?;
+    for (p, r) in doc.processes.iter().zip(&rows) {
+        let mut cells = r.to_vec();
+        cells[2] = style.state(p.state);
+        let raw = r.to_vec();
+        let mut text = line(cells, &raw);
+        if let Some(m) = &p.message {
+            text.push_str("  ");
+            text.push_str(&style.dim(m));
+        } else if let (Some(code), State::Failed) = (p.exit_code, p.state) {
+            text.push_str(&style.dim(&format!("  exit {code}")));
+        }
+        writeln!(w, "{}", text.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> StatusDoc {
+        StatusDoc {
+            stack: "protea".into(),
+            supervisor: SupervisorInfo {
+                pid: Some(4100),
+                running: true,
+            },
+            processes: vec![
+                ProcessStatus {
+                    name: "api".into(),
+                    kind: Kind::Service,
+                    pool: None,
+                    instance: None,
+                    pid: Some(4242),
+                    state: State::Running,
+                    ready: true,
+                    restarts: 0,
+                    uptime_s: Some(12.3),
+                    rss_mb: Some(45.1),
+                    exit_code: None,
+                    message: None,
+                },
+                ProcessStatus {
+                    name: "migrate".into(),
+                    kind: Kind::Task,
+                    pool: None,
+                    instance: None,
+                    pid: None,
+                    state: State::Completed,
+                    ready: true,
+                    restarts: 0,
+                    uptime_s: None,
+                    rss_mb: None,
+                    exit_code: Some(0),
+                    message: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_has_spec_shape() {
+        let v = serde_json::to_value(doc()).unwrap();
+        assert_eq!(v["supervisor"]["pid"], 4100);
+        let api = &v["processes"][0];
+        for key in [
+            "name",
+            "kind",
+            "pool",
+            "instance",
+            "pid",
+            "state",
+            "ready",
+            "restarts",
+            "uptime_s",
+            "rss_mb",
+            "exit_code",
+        ] {
+            assert!(api.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(api["kind"], "service");
+        assert_eq!(api["state"], "running");
+        assert!(api["pool"].is_null());
+        assert!(api.get("message").is_none());
+        let back: StatusDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc());
+    }
+
+    #[test]
+    fn table_lines_up() {
+        let mut out = Vec::new();
+        status_table(&mut out, &doc(), Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = "\
+stack protea: supervisor running (pid 4100)
+NAME     PID   STATE      READY  UPTIME  RESTARTS  RSS(MB)
+api      4242  running    yes    12s     0         45.1
+migrate  -     completed  yes    -       0         -
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(short_duration(5.0), "5s");
+        assert_eq!(short_duration(125.0), "2m05s");
+        assert_eq!(short_duration(3.0 * 3600.0 + 60.0 * 12.0), "3h12m");
+        assert_eq!(short_duration(2.0 * 86400.0 + 4.0 * 3600.0), "2d04h");
+    }
+}

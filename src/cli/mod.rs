@@ -11,6 +11,7 @@ pub mod keep;
 pub mod lock;
 pub mod logs;
 pub mod scale;
+pub mod session;
 pub mod start;
 pub mod status;
 pub mod stop;

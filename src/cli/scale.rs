@@ -2,8 +2,10 @@
 
 use clap::Args;
 
+use super::session::{connect, load_stack, request};
 use super::Global;
-use crate::error::Result;
+use crate::control::protocol::Request;
+use crate::error::{exit, Error, Result};
 
 /// Grows or shrinks a worker pool live.
 ///
@@ -30,6 +32,25 @@ pub struct ScaleArgs {
 /// # Errors
 /// Unknown pool, a task, out of bounds (2); no supervisor (1).
 pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("scale is not built yet"))
+    let (_, stack) = load_stack(g)?;
+    crate::lock::guard_mutation(&stack, args.force, "scale")?;
+    let Some(mut client) = connect(&stack)? else {
+        return Err(Error::Failed {
+            message: format!("no supervisor is running for stack {}", stack.name),
+            hint: Some(format!(
+                "start the pool with `stackctl start {} --scale {}=N`",
+                args.name, args.name
+            )),
+            detail: None,
+        });
+    };
+    request(
+        &mut client,
+        Request::Scale {
+            name: args.name,
+            count: args.count,
+        },
+        g,
+    )?;
+    Ok(exit::SUCCESS)
 }

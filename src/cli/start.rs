@@ -1,11 +1,14 @@
 //! `stackctl start`, `restart`, `reload`, and the hidden `supervise`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 
+use super::session::{connect, ensure_supervisor, load_stack, request, Launch};
 use super::Global;
-use crate::error::Result;
+use crate::control::protocol::Request;
+use crate::error::{exit, Error, Result};
 
 /// Starts the stack (or NAMEs with their dependencies) and returns when ready.
 ///
@@ -76,13 +79,67 @@ pub struct SuperviseArgs {
     pub foreground: bool,
 }
 
+/// Parses `--scale NAME=N` flags.
+fn parse_scale(flags: &[String]) -> Result<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for f in flags {
+        let Some((name, n)) = f.split_once('=') else {
+            return Err(Error::Usage {
+                message: format!("--scale {f}: expected NAME=N"),
+                hint: Some("e.g. --scale worker=4".into()),
+            });
+        };
+        let n: u32 = n.trim().parse().map_err(|_| Error::Usage {
+            message: format!("--scale {f}: `{n}` is not a number of members"),
+            hint: None,
+        })?;
+        out.insert(name.trim().to_string(), n);
+    }
+    Ok(out)
+}
+
 /// Runs `start`.
 ///
 /// # Errors
 /// Invalid stack file (2), lock held (2), a process failed (1).
 pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("start is not built yet"))
+    let (path, stack) = load_stack(g)?;
+    crate::lock::guard_mutation(&stack, args.force, "start")?;
+    let scale = parse_scale(&args.scale)?;
+    if args.foreground {
+        if connect(&stack)?.is_some() {
+            return Err(Error::Usage {
+                message: format!("a supervisor is already running for stack {}", stack.name),
+                hint: Some("stop it first, or use `stackctl start` without --foreground".into()),
+            });
+        }
+        return crate::supervisor::daemon::run(
+            &path,
+            crate::supervisor::daemon::Options {
+                foreground: true,
+                initial: Some((args.names, scale)),
+                color: g.color,
+            },
+        );
+    }
+    let how = if args.tmux {
+        Launch::Tmux
+    } else {
+        Launch::Detached
+    };
+    let mut client = ensure_supervisor(&path, &stack, how, g)?;
+    request(
+        &mut client,
+        Request::Start {
+            names: args.names,
+            scale,
+        },
+        g,
+    )?;
+    if !g.quiet {
+        println!("stack {} is up", stack.name);
+    }
+    Ok(exit::SUCCESS)
 }
 
 /// Runs `restart`.
@@ -90,8 +147,11 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
 /// # Errors
 /// As `start`.
 pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("restart is not built yet"))
+    let (path, stack) = load_stack(g)?;
+    crate::lock::guard_mutation(&stack, args.force, "restart")?;
+    let mut client = ensure_supervisor(&path, &stack, Launch::Detached, g)?;
+    request(&mut client, Request::Restart { names: args.names }, g)?;
+    Ok(exit::SUCCESS)
 }
 
 /// Runs `reload`.
@@ -99,8 +159,17 @@ pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
 /// # Errors
 /// Invalid stack file (2, nothing changes), no supervisor (1).
 pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("reload is not built yet"))
+    let (_, stack) = load_stack(g)?;
+    crate::lock::guard_mutation(&stack, args.force, "reload")?;
+    let Some(mut client) = connect(&stack)? else {
+        return Err(Error::Failed {
+            message: format!("no supervisor is running for stack {}", stack.name),
+            hint: Some("`stackctl start` reads the stack file afresh".into()),
+            detail: None,
+        });
+    };
+    request(&mut client, Request::Reload, g)?;
+    Ok(exit::SUCCESS)
 }
 
 /// Runs the supervisor.
@@ -108,6 +177,17 @@ pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
 /// # Errors
 /// When it cannot take its lock or bind its socket.
 pub fn run_supervise(args: SuperviseArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("supervise is not built yet"))
+    // Detach from the terminal's session: the launching `stackctl start`
+    // returns, the supervisor stays (and Ctrl-C in that terminal is not ours).
+    if !args.foreground {
+        let _ = nix::unistd::setsid();
+    }
+    crate::supervisor::daemon::run(
+        &args.stack,
+        crate::supervisor::daemon::Options {
+            foreground: args.foreground,
+            initial: None,
+            color: g.color,
+        },
+    )
 }

@@ -1,9 +1,14 @@
 //! `stackctl status`.
 
+use std::io::Write;
+
 use clap::Args;
 
+use super::session::{connect, load_stack, request};
 use super::Global;
-use crate::error::Result;
+use crate::control::protocol::Request;
+use crate::error::{exit, Error, Result};
+use crate::output::{status_table, Style};
 
 /// Shows every process: pid, state, readiness, uptime, restarts, memory.
 ///
@@ -27,6 +32,41 @@ pub struct StatusArgs {
 /// # Errors
 /// Invalid stack file (2); "not ready" is exit 3, not an error.
 pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("status is not built yet"))
+    let (_, stack) = load_stack(g)?;
+    let doc = match connect(&stack)? {
+        Some(mut client) => {
+            let quiet = Global {
+                quiet: true,
+                ..g.clone()
+            };
+            request(
+                &mut client,
+                Request::Status {
+                    names: args.names.clone(),
+                },
+                &quiet,
+            )?
+            .ok_or_else(|| Error::failed("the supervisor sent no status"))?
+        }
+        None => crate::supervisor::offline::status(&stack, &args.names)?,
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer(&mut out, &doc)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        status_table(&mut out, &doc, Style { color: g.color })
+    };
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::failed(format!("cannot write the status: {e}"))),
+    }
+    let all_up = doc.supervisor.running && doc.processes.iter().all(|p| p.is_up());
+    Ok(if all_up {
+        exit::SUCCESS
+    } else {
+        exit::NOT_READY
+    })
 }

@@ -1,9 +1,13 @@
 //! `stackctl stop`.
 
+use std::time::Duration;
+
 use clap::Args;
 
+use super::session::{connect, load_stack, request, wait_supervisor_gone};
 use super::Global;
-use crate::error::Result;
+use crate::control::protocol::Request;
+use crate::error::{exit, Error, Result};
 
 /// Stops NAMEs, or everything and then the supervisor.
 ///
@@ -27,6 +31,45 @@ pub struct StopArgs {
 /// # Errors
 /// Lock held (2), a process could not be stopped (1).
 pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("stop is not built yet"))
+    let (_, stack) = load_stack(g)?;
+    crate::lock::guard_mutation(&stack, args.force, "stop")?;
+    match connect(&stack)? {
+        Some(mut client) => {
+            let all = args.names.is_empty();
+            request(&mut client, Request::Stop { names: args.names }, g)?;
+            if all {
+                if !wait_supervisor_gone(&stack, Duration::from_secs(10)) {
+                    return Err(Error::failed(
+                        "the stack stopped but its supervisor did not exit within 10s",
+                    ));
+                }
+                if !g.quiet {
+                    println!("stack {} stopped", stack.name);
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+        None => {
+            // No supervisor: stop what the pid files prove is still ours.
+            let cleared = crate::supervisor::offline::stop_all(&stack);
+            if !g.quiet {
+                for (name, pid) in &cleared.stopped {
+                    println!("  ok  {name:<24} stopped pid {pid} (it had no supervisor)");
+                }
+                if cleared.stopped.is_empty() && cleared.survivors.is_empty() {
+                    println!("stack {}: nothing is running", stack.name);
+                }
+            }
+            if cleared.survivors.is_empty() {
+                Ok(exit::SUCCESS)
+            } else {
+                let list: Vec<String> = cleared
+                    .survivors
+                    .iter()
+                    .map(|(n, p)| format!("{n} (pid {p})"))
+                    .collect();
+                Err(Error::failed(format!("could not stop {}", list.join(", "))))
+            }
+        }
+    }
 }

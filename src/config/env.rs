@@ -269,7 +269,7 @@ pub(crate) fn missing_with(
     for p in &stack.processes {
         for var in &p.require_env {
             let set = p.env.0.get(var).cloned().or_else(|| os(var));
-            if set.map_or(true, |v| v.is_empty()) {
+            if set.is_none_or(|v| v.is_empty()) {
                 out.push((p.name.clone(), var.clone()));
             }
         }

@@ -1,0 +1,241 @@
+//! Talking to the stack's supervisor from the command line: finding it,
+//! launching it when needed, sending one request and showing its progress.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::Global;
+use crate::config::Stack;
+use crate::control::client::{Client, Connect};
+use crate::control::protocol::{Request, Response, Step};
+use crate::error::{Error, Result};
+use crate::output::{StatusDoc, Style};
+use crate::state::StateDir;
+
+/// The stack file named by `-f`/`STACKCTL_FILE` or found from the cwd, loaded.
+///
+/// # Errors
+/// No stack file, or an invalid one (exit 2).
+pub fn load_stack(g: &Global) -> Result<(PathBuf, Stack)> {
+    let path = crate::config::discover(g.file.as_deref())?;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let stack = crate::config::load(&path)?;
+    Ok((path, stack))
+}
+
+/// Connects to the running supervisor, if any.
+///
+/// # Errors
+/// When the socket exists but cannot be used (e.g. permission denied).
+pub fn connect(stack: &Stack) -> Result<Option<Client>> {
+    let socket = StateDir::new(&stack.state_dir).socket();
+    match Client::connect(&socket) {
+        Ok(Connect::Connected(c)) => Ok(Some(c)),
+        Ok(Connect::NoSupervisor) => Ok(None),
+        Err(e) => Err(Error::Failed {
+            message: format!("cannot reach the supervisor at {}: {e}", socket.display()),
+            hint: Some("only the user who started the stack may control it".into()),
+            detail: None,
+        }),
+    }
+}
+
+/// How to launch a supervisor that is not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// A detached background process (the default).
+    Detached,
+    /// A detached tmux session `stackctl-<stack>` running it in the foreground.
+    Tmux,
+}
+
+/// Connects to the supervisor, launching one first if none runs.
+///
+/// # Errors
+/// When it cannot be launched or does not answer in time (with the tail of
+/// its log).
+pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) -> Result<Client> {
+    if let Some(c) = connect(stack)? {
+        return Ok(c);
+    }
+    let state = StateDir::new(&stack.state_dir);
+    state.ensure().map_err(|e| {
+        Error::failed(format!(
+            "cannot create the state folder {}: {e}",
+            state.root().display()
+        ))
+    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
+    let mut child = match how {
+        Launch::Detached => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(state.own_log())
+                .map_err(|e| {
+                    Error::failed(format!("cannot open {}: {e}", state.own_log().display()))
+                })?;
+            std::process::Command::new(&exe)
+                .arg("supervise")
+                .arg("--stack")
+                .arg(path)
+                .current_dir(&stack.root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .map_err(|e| Error::failed(format!("cannot launch the supervisor: {e}")))?
+        }
+        Launch::Tmux => {
+            let session = format!("stackctl-{}", stack.name);
+            let cmdline = format!(
+                "{} supervise --foreground --stack {}",
+                shell_quote(&exe.display().to_string()),
+                shell_quote(&path.display().to_string())
+            );
+            // A session left from a supervisor that died would block the name.
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &session])
+                .stderr(Stdio::null())
+                .status();
+            let st = std::process::Command::new("tmux")
+                .args(["new-session", "-d", "-s", &session, "-c"])
+                .arg(&stack.root)
+                .arg(&cmdline)
+                .status()
+                .map_err(|e| Error::Failed {
+                    message: format!("cannot run tmux: {e}"),
+                    hint: Some("install tmux, or use `stackctl start` without --tmux".into()),
+                    detail: None,
+                })?;
+            if !st.success() {
+                return Err(Error::failed(format!(
+                    "tmux could not create session {session}"
+                )));
+            }
+            if !g.quiet {
+                println!("supervisor running in tmux session {session} (tmux attach -t {session})");
+            }
+            std::process::Command::new("true")
+                .spawn()
+                .map_err(|e| Error::failed(format!("cannot spawn: {e}")))?
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut step = Duration::from_millis(2);
+    loop {
+        if let Some(c) = connect(stack)? {
+            return Ok(c);
+        }
+        if how == Launch::Detached {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(supervisor_died(
+                    &state,
+                    &format!("the supervisor exited at once ({st})"),
+                ));
+            }
+        } else {
+            let _ = child.try_wait();
+        }
+        if Instant::now() > deadline {
+            return Err(supervisor_died(
+                &state,
+                "the supervisor did not answer within 15s",
+            ));
+        }
+        std::thread::sleep(step);
+        step = (step * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn supervisor_died(state: &StateDir, what: &str) -> Error {
+    let lines = crate::logs::tail(&state.own_log(), 10).unwrap_or_default();
+    Error::Failed {
+        message: what.to_string(),
+        hint: Some(format!("see {}", state.own_log().display())),
+        detail: (!lines.is_empty())
+            .then(|| format!("── last lines of stackctl.log ──\n{}\n──", lines.join("\n"))),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Sends `req` and shows progress until the supervisor is done.
+/// Returns the status document when the answer carried one.
+///
+/// # Errors
+/// The operation's failure, as the supervisor reported it.
+pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<StatusDoc>> {
+    client
+        .send(req)
+        .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    let style = Style { color: g.color };
+    let mut doc = None;
+    loop {
+        let r = client
+            .recv()
+            .map_err(|e| Error::failed(format!("lost the supervisor: {e}")))?;
+        match r {
+            None => {
+                return Err(Error::failed(
+                    "the supervisor closed the connection before answering",
+                ))
+            }
+            Some(Response::Progress(p)) => {
+                if g.quiet {
+                    continue;
+                }
+                let mark = match p.step {
+                    Step::Ready | Step::Completed | Step::Stopped => style.green("ok"),
+                    Step::Failed => style.red("FAIL"),
+                    Step::NotStarted => style.yellow("skip"),
+                    Step::Starting | Step::Stopping => style.dim(".."),
+                    Step::Info => style.dim("--"),
+                };
+                if matches!(p.step, Step::Starting | Step::Stopping) && g.verbose == 0 {
+                    continue;
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{mark:>4}  {:<24} {}", p.process, p.message);
+            }
+            Some(Response::Status(d)) => doc = Some(d),
+            Some(Response::Done { ok: true, .. }) => return Ok(doc),
+            Some(Response::Done { ok: false, error }) => {
+                return Err(error
+                    .map(Error::from)
+                    .unwrap_or_else(|| Error::failed("the supervisor reported a failure")))
+            }
+        }
+    }
+}
+
+/// Waits (up to `limit`) until no supervisor holds the stack's lock.
+pub fn wait_supervisor_gone(stack: &Stack, limit: Duration) -> bool {
+    use fs2::FileExt;
+    let path = StateDir::new(&stack.state_dir).supervisor_lock();
+    let deadline = Instant::now() + limit;
+    loop {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                if f.try_lock_exclusive().is_ok() {
+                    let _ = fs2::FileExt::unlock(&f);
+                    return true;
+                }
+            }
+            Err(_) => return true,
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,309 @@
+//! Who a pid is: start time and boot id from `/proc`, so that a reused pid
+//! is never mistaken for ours; and what it costs (RSS).
+//!
+//! Owns: the pid-file record ([`PidRecord`]) and the `/proc` readings behind
+//! it. Must not touch: signalling, policy.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+///
+/// # Errors
+/// When `/proc` cannot be read.
+pub fn boot_id() -> io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string())
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name.
+fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may itself contain ") ".
+    let rest = s
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat"))?;
+    Ok(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// A process as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// One-letter state (`R`, `S`, `Z`, …).
+    pub state: char,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub session: i32,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat`.
+///
+/// # Errors
+/// When the process does not exist (`NotFound`) or the file is malformed.
+pub fn proc_stat(pid: i32) -> io::Result<ProcStat> {
+    let f = stat_fields(pid)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat");
+    let num =
+        |i: usize| -> io::Result<i64> { f.get(i).and_then(|s| s.parse().ok()).ok_or_else(bad) };
+    // After the name: state(0) ppid(1) pgrp(2) session(3) … starttime(19).
+    Ok(ProcStat {
+        state: f.first().and_then(|s| s.chars().next()).ok_or_else(bad)?,
+        ppid: num(1)? as i32,
+        pgid: num(2)? as i32,
+        session: num(3)? as i32,
+        start_ticks: num(19)? as u64,
+    })
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
+}
+
+fn clock_ticks() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
+fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(p)) if p > 0 => p as u64,
+        _ => 4096,
+    }
+}
+
+/// How long a process that started at `start_ticks` has been running.
+pub fn uptime_of(start_ticks: u64) -> Option<Duration> {
+    let up = std::fs::read_to_string("/proc/uptime").ok()?;
+    let since_boot: f64 = up.split_whitespace().next()?.parse().ok()?;
+    let started = start_ticks as f64 / clock_ticks() as f64;
+    Some(Duration::from_secs_f64((since_boot - started).max(0.0)))
+}
+
+/// Resident memory of `pid` in bytes.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// What a pid file holds: enough to prove that a live pid is still ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidRecord {
+    pub pid: i32,
+    /// The process group (= pid: every process leads its own session).
+    pub pgid: i32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_ticks: u64,
+    pub boot_id: String,
+    /// The instance name (`api`, `worker.2`).
+    pub process: String,
+    /// The supervisor that spawned it.
+    pub supervisor_pid: i32,
+}
+
+impl PidRecord {
+    /// Reads the identity of a live `pid` now.
+    ///
+    /// # Errors
+    /// When `/proc` has no such process.
+    pub fn capture(pid: i32, process: &str, supervisor_pid: i32) -> io::Result<PidRecord> {
+        let st = proc_stat(pid)?;
+        Ok(PidRecord {
+            pid,
+            pgid: st.pgid,
+            start_ticks: st.start_ticks,
+            boot_id: boot_id()?,
+            process: process.to_string(),
+            supervisor_pid,
+        })
+    }
+
+    /// Whether this exact process (same boot, same start time) is still alive.
+    pub fn is_live(&self) -> bool {
+        match (boot_id(), proc_stat(self.pid)) {
+            (Ok(b), Ok(st)) => {
+                b == self.boot_id
+                    && st.start_ticks == self.start_ticks
+                    && st.state != 'Z'
+                    && st.state != 'X'
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes the record atomically to `path`.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
+        text.push('\n');
+        crate::state::write_atomic(path, text.as_bytes(), 0o644)
+    }
+
+    /// Reads the record at `path`; `Ok(None)` when there is no file.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn read(path: &Path) -> io::Result<Option<PidRecord>> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a stackctl pid file: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Every live pid whose environment holds `key=value`, except this process.
+/// Finds descendants that left their group (`setsid`, double fork) but kept
+/// the environment stackctl gave them.
+pub fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{key}={value}");
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Every live process carrying `STACKCTL_STACK_ID=<stack_id>`, with its
+/// `STACKCTL_PROCESS`: the stack's processes wherever their group, as long
+/// as they kept the environment stackctl gave them.
+pub fn stack_members(stack_id: &str) -> Vec<(i32, String)> {
+    let needle = format!("STACKCTL_STACK_ID={stack_id}");
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut ours = false;
+        let mut process = String::new();
+        for kv in env.split(|b| *b == 0) {
+            if kv == needle.as_bytes() {
+                ours = true;
+            } else if let Some(v) = kv.strip_prefix(b"STACKCTL_PROCESS=") {
+                process = String::from_utf8_lossy(v).into_owned();
+            }
+        }
+        if ours && is_alive(pid) {
+            out.push((pid, process));
+        }
+    }
+    out
+}
+
+/// Every live process in process group `pgid`, plus every live descendant
+/// of those (by parent pid), wherever their group.
+pub fn group_and_descendants(pgid: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut all: Vec<(i32, ProcStat)> = Vec::new();
+    for e in rd.flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            if let Ok(st) = proc_stat(pid) {
+                if st.state != 'Z' && st.state != 'X' {
+                    all.push((pid, st));
+                }
+            }
+        }
+    }
+    let mut found: Vec<i32> = all
+        .iter()
+        .filter(|(_, st)| st.pgid == pgid)
+        .map(|(p, _)| *p)
+        .collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for (p, st) in &all {
+            if st.ppid == parent && !found.contains(p) {
+                found.push(*p);
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_identity_is_live_and_a_changed_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let rec = PidRecord::capture(me, "me", me).unwrap();
+        assert!(rec.is_live());
+        let other = PidRecord {
+            start_ticks: rec.start_ticks + 1,
+            ..rec.clone()
+        };
+        assert!(!other.is_live(), "a reused pid must not pass as ours");
+        let other_boot = PidRecord {
+            boot_id: "not-this-boot".into(),
+            ..rec
+        };
+        assert!(!other_boot.is_live());
+    }
+
+    #[test]
+    fn record_round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pid");
+        assert_eq!(PidRecord::read(&p).unwrap(), None);
+        let me = std::process::id() as i32;
+        let rec = PidRecord::capture(me, "x", me).unwrap();
+        rec.write(&p).unwrap();
+        assert_eq!(PidRecord::read(&p).unwrap(), Some(rec));
+        std::fs::write(&p, "garbage").unwrap();
+        assert!(PidRecord::read(&p).is_err());
+    }
+
+    #[test]
+    fn rss_and_uptime_of_self() {
+        let me = std::process::id() as i32;
+        assert!(rss_bytes(me).unwrap() > 0);
+        let st = proc_stat(me).unwrap();
+        assert!(uptime_of(st.start_ticks).is_some());
+    }
+}

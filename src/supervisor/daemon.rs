@@ -1,0 +1,251 @@
+//! Running the supervisor: the single-supervisor flock, the subreaper, its
+//! own log, clearing what a killed predecessor left, the control socket,
+//! and signals.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fs2::FileExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::unit::Echo;
+use super::Supervisor;
+use crate::control::protocol::{Progress, Step};
+use crate::error::Error;
+use crate::spawn::identity::PidRecord;
+use crate::state::StateDir;
+
+/// How the supervisor runs.
+pub struct Options {
+    /// Stream every process's output to stdout, prefixed by its name.
+    pub foreground: bool,
+    /// Start these at once (`start --foreground`): names and pool sizes.
+    pub initial: Option<(Vec<String>, BTreeMap<String, u32>)>,
+    /// Colour the foreground output.
+    pub color: bool,
+}
+
+/// Runs the supervisor for the stack file at `path` until the stack is
+/// stopped.
+///
+/// # Errors
+/// An invalid stack file (2); another supervisor running, the socket or the
+/// state folder unusable (1).
+pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
+    let stack = crate::config::load(path)?;
+    let state = StateDir::new(&stack.state_dir);
+    state.ensure().map_err(|e| {
+        Error::failed(format!(
+            "cannot create the state folder {}: {e}",
+            state.root().display()
+        ))
+    })?;
+    let lock_path = state.supervisor_lock();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::failed(format!("cannot open {}: {e}", lock_path.display())))?;
+    if lock.try_lock_exclusive().is_err() {
+        let holder = PidRecord::read(&state.supervisor_pid())
+            .ok()
+            .flatten()
+            .map(|r| r.pid);
+        return Err(Error::Failed {
+            message: format!(
+                "a supervisor is already running for stack {}{}",
+                stack.name,
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+            hint: Some("use `stackctl status`, or `stackctl stop` first".into()),
+            detail: None,
+        });
+    }
+    let _log_guard = init_own_log(&state, opts.foreground);
+    crate::spawn::Reaper::install_subreaper().map_err(|e| {
+        Error::failed(format!(
+            "cannot become the reaper of the stack's processes: {e}"
+        ))
+    })?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(32)
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
+    let code = rt.block_on(serve(stack, state.clone(), opts));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(state.supervisor_pid());
+    drop(lock);
+    code
+}
+
+async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> Result<u8, Error> {
+    // A killed predecessor's processes: stop them before starting anything,
+    // so there is never a second copy.
+    let cleared = tokio::task::spawn_blocking({
+        let stack = stack.clone();
+        move || super::offline::stop_all(&stack)
+    })
+    .await
+    .unwrap_or_default();
+    for (name, pid) in &cleared.stopped {
+        tracing::warn!(process = %name, "stopped pid {pid}, left running by a previous supervisor");
+    }
+    for (name, pid) in &cleared.survivors {
+        tracing::error!(process = %name, "pid {pid}, left by a previous supervisor, survived SIGKILL");
+    }
+    let me = std::process::id() as i32;
+    if let Ok(rec) = PidRecord::capture(me, "stackctl", me) {
+        if let Err(e) = rec.write(&state.supervisor_pid()) {
+            tracing::error!("cannot write {}: {e}", state.supervisor_pid().display());
+        }
+    }
+    let socket = state.socket();
+    let listener = crate::control::server::bind(&socket)
+        .map_err(|e| Error::failed(format!("cannot listen on {}: {e}", socket.display())))?;
+    let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(opts.color));
+    let sup = Supervisor::new(stack, echo);
+    tracing::info!(stack = %sup.stack().name, "supervisor {me} listening on {}", socket.display());
+
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::failed(format!("signal: {e}")))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::failed(format!("signal: {e}")))?;
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| Error::failed(format!("signal: {e}")))?;
+    let mut shutdown = sup.shutdown_requested();
+    let mut conns = JoinSet::new();
+
+    if let Some((names, scale)) = opts.initial {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let printer = tokio::spawn(print_progress(rx));
+            let r = sup.start(&names, &scale, false, &tx).await;
+            drop(tx);
+            let _ = printer.await;
+            match r {
+                Ok(()) => println!(
+                    "stackctl | stack {} is up (Ctrl-C stops it)",
+                    sup.stack().name
+                ),
+                Err(e) => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = e.render(&mut err);
+                }
+            }
+        });
+    }
+
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { conns.spawn(super::serve_connection(sup.clone(), stream)); }
+                Err(e) => tracing::error!("accept failed: {e}"),
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM"),
+            _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT"),
+            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not built yet"),
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Let the connection that asked for the stop hear that it is done.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("supervisor {me} exiting");
+    Ok(crate::error::exit::SUCCESS)
+}
+
+fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
+    if *stopping {
+        tracing::warn!("{why} again: killing every process now");
+        sup.kill_all_now();
+        return;
+    }
+    *stopping = true;
+    tracing::info!("{why}: stopping the stack");
+    let sup = sup.clone();
+    tokio::spawn(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let printer = tokio::spawn(print_progress(rx));
+        if let Err(e) = sup.shutdown(&tx).await {
+            tracing::error!("{e}");
+        }
+        drop(tx);
+        let _ = printer.await;
+    });
+}
+
+async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>) {
+    while let Some(p) = rx.recv().await {
+        if matches!(p.step, Step::Starting | Step::Stopping) {
+            continue;
+        }
+        println!("stackctl | {:<20} {}", p.process, p.message);
+    }
+}
+
+fn foreground_echo(color: bool) -> Echo {
+    const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+    Arc::new(move |name: &str, line: &[u8]| {
+        let mut out = std::io::stdout().lock();
+        let text = String::from_utf8_lossy(line);
+        let _ = if color {
+            let h = name
+                .bytes()
+                .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+            writeln!(
+                out,
+                "\x1b[{}m{name:<12}|\x1b[0m {text}",
+                COLORS[h % COLORS.len()]
+            )
+        } else {
+            writeln!(out, "{name:<12}| {text}")
+        };
+    })
+}
+
+fn init_own_log(
+    state: &StateDir,
+    foreground: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.own_log())
+        .ok()?;
+    let (nb, guard) = tracing_appender::non_blocking(file);
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(nb)
+        .with_ansi(false);
+    let stderr_layer = foreground.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .with_filter(tracing_subscriber::filter::LevelFilter::WARN)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init();
+    Some(guard)
+}

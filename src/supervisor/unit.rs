@@ -1,0 +1,937 @@
+//! One process instance: the task that owns it.
+//!
+//! Theory of operation. A unit is one tokio task per instance (`api`,
+//! `worker.2`). It alone spawns, signals and records its process: it holds
+//! the exit receiver (fed by the single reaping path in `spawn::reaper`),
+//! the log pipe's pump, the pid file and the notify socket. Commands arrive
+//! as messages carrying a oneshot reply ([`Cmd`]); what it is doing is
+//! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
+//! for `status` and for dependency ordering. Nothing polls: every wait is a
+//! `select!` over the child's exit, the next command, the readiness gate,
+//! the health timer or the notify socket. The one exception is the short
+//! wait for a process *group* to empty during a stop, which has no event.
+//!
+//! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
+//! readiness gate) → `running` (ready; health checks) → on exit the restart
+//! policy decides between `backoff` → `starting` again, `stopped`,
+//! `completed` (a task that exited 0) and `failed` (including a crash loop:
+//! more than `max_restarts` in `restart_window`). A stop request at any
+//! point sends `stop_signal` to the whole group, waits up to `stop_timeout`
+//! for the group to empty, then SIGKILLs the group.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::fsm::{self, Backoff, State};
+use crate::config::{Kind, LogSettings, ProbeKind, ProcessSpec};
+use crate::logs::{self, LogWriter, Pump, Tap};
+use crate::plan::Instance;
+use crate::probe::{self, LogWatch, NotifyMsg, NotifySocket, ProbeCtx};
+use crate::spawn::{self, identity::PidRecord, Exit};
+use crate::state::StateDir;
+
+/// Prints a process's output line in `--foreground` mode.
+pub type Echo = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+
+/// What every unit of one supervisor shares.
+pub struct UnitCtx {
+    pub stack_name: String,
+    /// Marks every process of this stack (`STACKCTL_STACK_ID`), so that
+    /// descendants that left their group can still be found.
+    pub stack_id: String,
+    pub state: StateDir,
+    pub supervisor_pid: i32,
+    /// stackctl's own environment, which every process inherits.
+    pub base_env: Vec<(String, String)>,
+    pub logs: LogSettings,
+    pub echo: Option<Echo>,
+}
+
+/// A request to a unit.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Start if not running (a completed task is left alone); reply once
+    /// ready, completed or failed.
+    Start { reply: oneshot::Sender<StartResult> },
+    /// Stop (if running) and start again; a task runs again.
+    Restart { reply: oneshot::Sender<StartResult> },
+    /// Stop; reply once the whole group is gone.
+    Stop { reply: oneshot::Sender<StopReport> },
+}
+
+/// Why a start did not end ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub reason: String,
+}
+
+/// The answer to a start.
+pub type StartResult = Result<(), StartFailure>;
+
+/// The answer to a stop: pids that survived SIGKILL (empty when all went).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopReport {
+    pub survivors: Vec<i32>,
+}
+
+/// What a unit publishes.
+#[derive(Debug, Clone)]
+pub struct UnitStatus {
+    pub state: State,
+    pub pid: Option<i32>,
+    pub ready: bool,
+    pub restarts: u32,
+    /// When the current process was spawned (monotonic).
+    pub since: Option<Instant>,
+    pub exit: Option<Exit>,
+    pub message: Option<String>,
+}
+
+/// The supervisor's handle on a unit.
+#[derive(Clone)]
+pub struct UnitHandle {
+    pub inst: Instance,
+    pub spec: Arc<ProcessSpec>,
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub status: watch::Receiver<UnitStatus>,
+    pub log_path: PathBuf,
+}
+
+impl UnitHandle {
+    /// Starts the unit's task.
+    pub fn spawn(ctx: Arc<UnitCtx>, spec: Arc<ProcessSpec>, inst: Instance) -> UnitHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(UnitStatus {
+            state: State::Pending,
+            pid: None,
+            ready: false,
+            restarts: 0,
+            since: None,
+            exit: None,
+            message: None,
+        });
+        let log_path = ctx.state.log_file(&inst.name);
+        let unit = Unit {
+            ctx,
+            spec: spec.clone(),
+            inst: inst.clone(),
+            rx,
+            status: status_tx,
+            log: None,
+            waiters: Vec::new(),
+        };
+        tokio::spawn(unit.run());
+        UnitHandle {
+            inst,
+            spec,
+            tx,
+            status,
+            log_path,
+        }
+    }
+
+    /// Starts it and waits until it is ready, completed or failed.
+    pub async fn start(&self) -> StartResult {
+        let (reply, rx) = oneshot::channel();
+        self.request(Cmd::Start { reply }, rx).await
+    }
+
+    /// Restarts it and waits until it is ready, completed or failed.
+    pub async fn restart(&self) -> StartResult {
+        let (reply, rx) = oneshot::channel();
+        self.request(Cmd::Restart { reply }, rx).await
+    }
+
+    async fn request(&self, cmd: Cmd, rx: oneshot::Receiver<StartResult>) -> StartResult {
+        if self.tx.send(cmd).is_err() {
+            return Err(StartFailure {
+                reason: "its supervisor task is gone".into(),
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(StartFailure {
+                reason: "its supervisor task is gone".into(),
+            })
+        })
+    }
+
+    /// Stops it and waits until its group is gone.
+    pub async fn stop(&self) -> StopReport {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop { reply }).is_err() {
+            return StopReport::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The current status.
+    pub fn now(&self) -> UnitStatus {
+        self.status.borrow().clone()
+    }
+}
+
+/// How one attempt (spawn → gate → run) ended.
+enum End {
+    /// Stopped on request; these replies wait for the stop to be reported.
+    Stopped(Vec<oneshot::Sender<StopReport>>, StopReport),
+    /// A task exited 0.
+    Completed,
+    /// Could not start or did not become ready. `ran` says whether it had
+    /// been ready before in this lifecycle (then it counts as a crash).
+    NotReady(String),
+    /// Exited (or was stopped by a failing health check) after being ready.
+    Exited {
+        exit: Exit,
+        ran_for: Duration,
+        why: Option<String>,
+    },
+    /// Restart requested: go again without counting a crash.
+    Restart,
+}
+
+/// The running child of an attempt.
+struct Child {
+    pid: i32,
+    exit_rx: oneshot::Receiver<Exit>,
+    exited: Option<Exit>,
+    _pump: Option<Pump>,
+    spawned: Instant,
+}
+
+impl Child {
+    /// Waits for the leader's exit (cancel safe: the status is kept).
+    async fn wait(&mut self) -> Exit {
+        if let Some(e) = self.exited {
+            return e;
+        }
+        let e = (&mut self.exit_rx).await.unwrap_or(Exit::Signal(9));
+        self.exited = Some(e);
+        e
+    }
+}
+
+struct Unit {
+    ctx: Arc<UnitCtx>,
+    spec: Arc<ProcessSpec>,
+    inst: Instance,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    status: watch::Sender<UnitStatus>,
+    log: Option<Arc<LogWriter>>,
+    /// Start requests waiting for "ready".
+    waiters: Vec<oneshot::Sender<StartResult>>,
+}
+
+impl Unit {
+    async fn run(mut self) {
+        while let Some(cmd) = self.rx.recv().await {
+            match cmd {
+                Cmd::Start { reply } => {
+                    let st = self.status.borrow().state;
+                    if st == State::Completed {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    self.waiters.push(reply);
+                    self.lifecycle().await;
+                }
+                Cmd::Restart { reply } => {
+                    self.waiters.push(reply);
+                    self.lifecycle().await;
+                }
+                Cmd::Stop { reply } => {
+                    self.set(|s| {
+                        if matches!(s.state, State::Pending | State::Backoff) {
+                            s.state = State::Stopped;
+                        }
+                    });
+                    let _ = reply.send(StopReport::default());
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.inst.name
+    }
+
+    fn set(&self, f: impl FnOnce(&mut UnitStatus)) {
+        self.status.send_modify(|s| {
+            let before = s.state;
+            f(s);
+            debug_assert!(
+                fsm::allowed(before, s.state),
+                "illegal transition {before} -> {} for {}",
+                s.state,
+                self.inst.name
+            );
+            if !fsm::allowed(before, s.state) {
+                tracing::error!(process = %self.inst.name, "bug: illegal transition {before} -> {}", s.state);
+            }
+        });
+    }
+
+    fn answer_waiters(&mut self, r: &StartResult) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(r.clone());
+        }
+    }
+
+    /// Runs attempts until the process is down for good.
+    async fn lifecycle(&mut self) {
+        let mut backoff = Backoff::new(self.spec.max_restarts, self.spec.restart_window);
+        let mut been_ready = false;
+        loop {
+            let end = self.attempt(&mut been_ready).await;
+            match end {
+                End::Stopped(replies, report) => {
+                    self.set(|s| {
+                        s.state = State::Stopped;
+                        s.pid = None;
+                        s.ready = false;
+                    });
+                    tracing::info!(process = %self.name(), "stopped");
+                    let r = Err(StartFailure {
+                        reason: "it was stopped before it was ready".into(),
+                    });
+                    self.answer_waiters(&r);
+                    for reply in replies {
+                        let _ = reply.send(report.clone());
+                    }
+                    return;
+                }
+                End::Completed => {
+                    self.set(|s| {
+                        s.state = State::Completed;
+                        s.pid = None;
+                        s.ready = true;
+                        s.exit = Some(Exit::Code(0));
+                        s.message = None;
+                    });
+                    tracing::info!(process = %self.name(), "completed");
+                    self.answer_waiters(&Ok(()));
+                    return;
+                }
+                End::Restart => continue,
+                End::NotReady(reason) if !been_ready => {
+                    tracing::warn!(process = %self.name(), "failed to start: {reason}");
+                    self.set(|s| {
+                        s.state = State::Failed;
+                        s.pid = None;
+                        s.ready = false;
+                        s.message = Some(reason.clone());
+                    });
+                    self.answer_waiters(&Err(StartFailure { reason }));
+                    return;
+                }
+                End::NotReady(reason) => {
+                    // A restart that did not become ready counts as a crash.
+                    if !self.backoff(&mut backoff, Duration::ZERO, &reason).await {
+                        return;
+                    }
+                }
+                End::Exited { exit, ran_for, why } => {
+                    let reason = why.unwrap_or_else(|| exit.to_string());
+                    tracing::info!(process = %self.name(), "{reason}");
+                    let restart = why_restart(&self.spec, exit);
+                    if !restart {
+                        let failed = !exit.success();
+                        self.set(|s| {
+                            s.state = if failed {
+                                State::Failed
+                            } else {
+                                State::Stopped
+                            };
+                            if self.spec.kind == Kind::Task && !failed {
+                                s.state = State::Completed;
+                            }
+                            s.pid = None;
+                            s.ready = s.state == State::Completed;
+                            s.exit = Some(exit);
+                            s.message = failed.then(|| reason.clone());
+                        });
+                        let r = if failed {
+                            Err(StartFailure { reason })
+                        } else {
+                            Ok(())
+                        };
+                        self.answer_waiters(&r);
+                        return;
+                    }
+                    if !self.backoff(&mut backoff, ran_for, &reason).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits out the restart delay. `false`: do not restart (crash loop or
+    /// a stop request).
+    async fn backoff(&mut self, backoff: &mut Backoff, ran_for: Duration, reason: &str) -> bool {
+        let Some(delay) = backoff.next(Instant::now(), ran_for) else {
+            let msg = format!(
+                "crash loop: {} restarts within {}; last: {reason}",
+                backoff.in_window(),
+                humantime::format_duration(self.spec.restart_window)
+            );
+            tracing::error!(process = %self.name(), "{msg}; giving up");
+            self.set(|s| {
+                s.state = State::Failed;
+                s.pid = None;
+                s.ready = false;
+                s.message = Some(msg.clone());
+            });
+            self.answer_waiters(&Err(StartFailure { reason: msg }));
+            return false;
+        };
+        self.set(|s| {
+            s.state = State::Backoff;
+            s.pid = None;
+            s.ready = false;
+            s.restarts += 1;
+            s.message = Some(format!(
+                "restarting in {} after: {reason}",
+                humantime::format_duration(delay)
+            ));
+        });
+        tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                cmd = self.rx.recv() => match cmd {
+                    None => return false,
+                    Some(Cmd::Start { reply }) | Some(Cmd::Restart { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Stop { reply }) => {
+                        self.set(|s| { s.state = State::Stopped; s.message = None; });
+                        self.answer_waiters(&Err(StartFailure { reason: "it was stopped".into() }));
+                        let _ = reply.send(StopReport::default());
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The environment of this instance's processes.
+    fn env(&self, notify: Option<&NotifySocket>) -> Vec<(String, String)> {
+        let mut m: BTreeMap<String, String> = self.ctx.base_env.iter().cloned().collect();
+        for (k, v) in &self.spec.env.0 {
+            m.insert(k.clone(), v.clone());
+        }
+        m.insert("STACKCTL_STACK".into(), self.ctx.stack_name.clone());
+        m.insert("STACKCTL_STACK_ID".into(), self.ctx.stack_id.clone());
+        m.insert("STACKCTL_PROCESS".into(), self.inst.name.clone());
+        match self.inst.index {
+            Some(i) => {
+                m.insert("STACKCTL_INSTANCE".into(), i.to_string());
+            }
+            None => {
+                m.remove("STACKCTL_INSTANCE");
+            }
+        }
+        match notify {
+            Some(n) => {
+                m.insert("NOTIFY_SOCKET".into(), n.path().display().to_string());
+            }
+            None => {
+                m.remove("NOTIFY_SOCKET");
+            }
+        }
+        m.into_iter().collect()
+    }
+
+    fn log_writer(&mut self) -> std::io::Result<Arc<LogWriter>> {
+        if let Some(l) = &self.log {
+            return Ok(l.clone());
+        }
+        let l = LogWriter::open(
+            self.ctx.state.log_file(&self.inst.name),
+            self.ctx.logs.clone(),
+        )?;
+        self.log = Some(l.clone());
+        Ok(l)
+    }
+
+    fn taps(&self, extra: Option<Tap>) -> Vec<Tap> {
+        let mut taps = Vec::new();
+        if let Some(echo) = &self.ctx.echo {
+            let echo = echo.clone();
+            let name = self.inst.name.clone();
+            taps.push(Arc::new(move |line: &[u8]| echo(&name, line)) as Tap);
+        }
+        taps.extend(extra);
+        taps
+    }
+
+    /// Runs the `pre_start` commands; their output goes to the log.
+    async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), String> {
+        let cmds = self.spec.pre_start.clone();
+        for cmd in &cmds {
+            let argv = expand_argv(cmd, env);
+            let log = self
+                .log_writer()
+                .map_err(|e| log_error(&self.ctx.state, self.name(), e))?;
+            let spawned = spawn::spawn(&argv, &self.spec.cwd, env, true)
+                .map_err(|e| format!("pre_start `{cmd}` could not run: {e}"))?;
+            let _pump = match spawned.output {
+                Some(fd) => Some(
+                    logs::spawn_pump(self.name(), fd, log, self.taps(None))
+                        .map_err(|e| format!("pre_start `{cmd}`: {e}"))?,
+                ),
+                None => None,
+            };
+            let pgid = spawned.pid;
+            let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
+            let exit = tokio::time::timeout(limit, spawned.exit).await;
+            let _ = spawn::signal_group(pgid, Signal::SIGKILL);
+            match exit {
+                Ok(Ok(e)) if e.success() => {}
+                Ok(Ok(e)) => return Err(format!("pre_start `{cmd}` {e}")),
+                Ok(Err(_)) => return Err(format!("pre_start `{cmd}`: exit status lost")),
+                Err(_) => {
+                    return Err(format!(
+                        "pre_start `{cmd}` did not finish within {}",
+                        humantime::format_duration(limit)
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt: spawn, gate, run, until it ends.
+    async fn attempt(&mut self, been_ready: &mut bool) -> End {
+        self.set(|s| {
+            s.state = State::Starting;
+            s.pid = None;
+            s.ready = false;
+            s.exit = None;
+            s.message = None;
+        });
+        let ready_spec = self.spec.ready.clone();
+        let notify = match ready_spec.as_ref().map(|r| &r.probe) {
+            Some(ProbeKind::Notify) => {
+                let dir = self.ctx.state.root().join("notify");
+                let _ = std::fs::create_dir_all(&dir);
+                match NotifySocket::bind(&dir.join(format!("{}.sock", self.inst.name))) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        return End::NotReady(format!("could not create its NOTIFY_SOCKET: {e}"))
+                    }
+                }
+            }
+            _ => None,
+        };
+        let env = self.env(notify.as_ref());
+        let ready_spec = match ready_spec {
+            Some(r) => match probe::expand(&r.probe, &env) {
+                Ok(probe) => Some(crate::config::ReadySpec { probe, ..r }),
+                Err(f) => return End::NotReady(format!("its readiness probe: {f}")),
+            },
+            None => None,
+        };
+        if let Err(reason) = self.pre_start(&env).await {
+            return End::NotReady(reason);
+        }
+        let log = match self.log_writer() {
+            Ok(l) => l,
+            Err(e) => return End::NotReady(log_error(&self.ctx.state, self.name(), e)),
+        };
+        let (watch, log_tap) = match ready_spec.as_ref().map(|r| &r.probe) {
+            Some(ProbeKind::Log(re)) => {
+                let (w, t) = LogWatch::new(re.clone());
+                (Some(w), Some(t))
+            }
+            _ => (None, None),
+        };
+        let argv = expand_argv(&self.spec.command, &env);
+        let spawned = match spawn::spawn(&argv, &self.spec.cwd, &env, true) {
+            Ok(s) => s,
+            Err(e) => {
+                return End::NotReady(format!(
+                    "could not run `{}` in {}: {e}",
+                    self.spec.command,
+                    self.spec.cwd.display()
+                ))
+            }
+        };
+        let pump = match spawned.output {
+            Some(fd) => match logs::spawn_pump(self.name(), fd, log, self.taps(log_tap)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(process = %self.name(), "could not start the log pump: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut child = Child {
+            pid: spawned.pid,
+            exit_rx: spawned.exit,
+            exited: None,
+            _pump: pump,
+            spawned: Instant::now(),
+        };
+        let pid_path = self.ctx.state.pid_file(&self.inst.name);
+        match PidRecord::capture(child.pid, &self.inst.name, self.ctx.supervisor_pid) {
+            Ok(rec) => {
+                if let Err(e) = rec.write(&pid_path) {
+                    tracing::error!(process = %self.name(), "could not write {}: {e}", pid_path.display());
+                }
+            }
+            // Gone already: its exit is on the way.
+            Err(e) => {
+                tracing::debug!(process = %self.name(), "no identity for pid {}: {e}", child.pid)
+            }
+        }
+        let pid = child.pid;
+        tracing::info!(process = %self.name(), "spawned pid {pid}: {}", self.spec.command);
+        self.set(|s| {
+            s.pid = Some(pid);
+            s.since = Some(Instant::now());
+        });
+
+        // The gate.
+        let ctx = ProbeCtx {
+            cwd: self.spec.cwd.clone(),
+            env: env.clone(),
+        };
+        if self.spec.kind == Kind::Task {
+            return self.run_task(child, &pid_path).await;
+        }
+        let gate = gate(
+            ready_spec.as_ref().map(|r| (r.probe.clone(), r.timeout)),
+            ready_spec.clone(),
+            &ctx,
+            watch.as_ref(),
+            notify.as_ref(),
+        );
+        tokio::pin!(gate);
+        let gate_result = loop {
+            tokio::select! {
+                exit = child.wait() => {
+                    self.cleanup_after_exit(&child, &pid_path);
+                    return End::NotReady(format!("{exit} before it was ready"));
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Restart { reply }) => {
+                        self.waiters.push(reply);
+                        let _ = self.stop_child(&mut child, &pid_path).await;
+                        return End::Restart;
+                    }
+                    Some(Cmd::Stop { reply }) => {
+                        let report = self.stop_child(&mut child, &pid_path).await;
+                        return End::Stopped(vec![reply], report);
+                    }
+                    None => {
+                        let report = self.stop_child(&mut child, &pid_path).await;
+                        return End::Stopped(vec![], report);
+                    }
+                },
+                r = &mut gate => break r,
+            }
+        };
+        if let Err(reason) = gate_result {
+            let _ = self.stop_child(&mut child, &pid_path).await;
+            return End::NotReady(reason);
+        }
+
+        // Ready.
+        *been_ready = true;
+        let took = child.spawned.elapsed();
+        tracing::info!(process = %self.name(), "ready in {:.3}s", took.as_secs_f64());
+        self.set(|s| {
+            s.state = State::Running;
+            s.ready = true;
+        });
+        self.answer_waiters(&Ok(()));
+        self.run_service(child, &pid_path, &ctx, notify.as_ref())
+            .await
+    }
+
+    async fn run_task(&mut self, mut child: Child, pid_path: &std::path::Path) -> End {
+        let limit = self.spec.timeout;
+        let deadline = async {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                exit = child.wait() => {
+                    self.cleanup_after_exit(&child, pid_path);
+                    let ran_for = child.spawned.elapsed();
+                    return if exit.success() {
+                        End::Completed
+                    } else {
+                        End::Exited { exit, ran_for, why: None }
+                    };
+                }
+                () = &mut deadline => {
+                    let _ = self.stop_child(&mut child, pid_path).await;
+                    let d = limit.unwrap_or_default();
+                    return End::NotReady(format!("did not finish within its timeout of {}", humantime::format_duration(d)));
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Restart { reply }) => {
+                        self.waiters.push(reply);
+                        let _ = self.stop_child(&mut child, pid_path).await;
+                        return End::Restart;
+                    }
+                    Some(Cmd::Stop { reply }) => {
+                        let report = self.stop_child(&mut child, pid_path).await;
+                        return End::Stopped(vec![reply], report);
+                    }
+                    None => {
+                        let report = self.stop_child(&mut child, pid_path).await;
+                        return End::Stopped(vec![], report);
+                    }
+                },
+            }
+        }
+    }
+
+    async fn run_service(
+        &mut self,
+        mut child: Child,
+        pid_path: &std::path::Path,
+        ctx: &ProbeCtx,
+        notify: Option<&NotifySocket>,
+    ) -> End {
+        let health = match self.spec.health.clone() {
+            Some(h) => match probe::expand(&h.probe, &ctx.env) {
+                Ok(probe) => Some(crate::config::HealthSpec { probe, ..h }),
+                Err(f) => {
+                    tracing::error!(process = %self.name(), "its health probe cannot be used: {f}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut failures = 0u32;
+        let mut tick = tokio::time::interval(
+            health
+                .as_ref()
+                .map(|h| h.interval)
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        loop {
+            tokio::select! {
+                exit = child.wait() => {
+                    self.cleanup_after_exit(&child, pid_path);
+                    return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(Cmd::Start { reply }) => { let _ = reply.send(Ok(())); }
+                    Some(Cmd::Restart { reply }) => {
+                        self.waiters.push(reply);
+                        tracing::info!(process = %self.name(), "restarting on request");
+                        let _ = self.stop_child(&mut child, pid_path).await;
+                        return End::Restart;
+                    }
+                    Some(Cmd::Stop { reply }) => {
+                        let report = self.stop_child(&mut child, pid_path).await;
+                        return End::Stopped(vec![reply], report);
+                    }
+                    None => {
+                        let report = self.stop_child(&mut child, pid_path).await;
+                        return End::Stopped(vec![], report);
+                    }
+                },
+                _ = tick.tick(), if health.is_some() => {
+                    let Some(h) = &health else { continue };
+                    match probe::check(&h.probe, ctx, h.timeout).await {
+                        Ok(()) => {
+                            if failures > 0 {
+                                tracing::info!(process = %self.name(), "health check passes again");
+                            }
+                            failures = 0;
+                        }
+                        Err(f) => {
+                            failures += 1;
+                            tracing::warn!(process = %self.name(), "health check failed ({failures}/{}): {f}", h.failures);
+                            if failures >= h.failures {
+                                let why = format!("health check failed {failures} times in a row: {f}");
+                                let _ = self.stop_child(&mut child, pid_path).await;
+                                let exit = child.exited.unwrap_or(Exit::Signal(15));
+                                return End::Exited { exit, ran_for: child.spawned.elapsed(), why: Some(why) };
+                            }
+                        }
+                    }
+                }
+                msgs = recv_notify(notify) => {
+                    for m in msgs {
+                        match m {
+                            NotifyMsg::Status(s) => self.set(|st| st.message = Some(s.clone())),
+                            NotifyMsg::Stopping => self.set(|st| st.message = Some("stopping (said the process)".into())),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the leader exited on its own: nothing it left in its group may
+    /// linger (it would be a second copy after the restart), so the rest of
+    /// the group is killed at once; the pid file goes.
+    fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
+        if spawn::group_exists(child.pid) {
+            tracing::info!(process = %self.name(), "killing what pid {} left in its group", child.pid);
+            let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(pid_path);
+    }
+
+    /// Stops the child: stop_signal to the group, up to stop_timeout for the
+    /// group to empty, then SIGKILL to the group.
+    async fn stop_child(&mut self, child: &mut Child, pid_path: &std::path::Path) -> StopReport {
+        self.set(|s| s.state = State::Stopping);
+        let pgid = child.pid;
+        let sig = self.spec.stop_signal;
+        let grace = self.spec.stop_timeout;
+        tracing::info!(process = %self.name(), "stopping pid {pgid} with {} (grace {})", sig.as_str(), humantime::format_duration(grace));
+        let survivors = stop_group(child, pgid, sig, grace).await;
+        if !survivors.is_empty() {
+            tracing::error!(process = %self.name(), "still alive after SIGKILL: {survivors:?}");
+        }
+        let _ = std::fs::remove_file(pid_path);
+        StopReport { survivors }
+    }
+}
+
+/// Whether an exit restarts the process.
+fn why_restart(spec: &ProcessSpec, exit: Exit) -> bool {
+    fsm::wants_restart(spec.restart, exit)
+}
+
+/// Signals group `pgid`, waits for the leader and the group, escalates.
+/// Returns the pids still alive at the end.
+async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) -> Vec<i32> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = spawn::signal_group(pgid, sig);
+    // The leader's exit is an event; the rest of the group is not, so it is
+    // checked on a short timer, only while stopping.
+    let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+    wait_group_empty(pgid, deadline).await;
+    if child.exited.is_none() || spawn::group_exists(pgid) {
+        let _ = spawn::signal_group(pgid, Signal::SIGKILL);
+        let hard = tokio::time::Instant::now() + Duration::from_secs(5);
+        let _ = tokio::time::timeout_at(hard, child.wait()).await;
+        wait_group_empty(pgid, hard).await;
+    }
+    if spawn::group_exists(pgid) {
+        spawn::identity::group_and_descendants(pgid)
+    } else {
+        Vec::new()
+    }
+}
+
+async fn wait_group_empty(pgid: i32, deadline: tokio::time::Instant) {
+    let mut step = Duration::from_millis(2);
+    while spawn::group_exists(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The readiness gate for a service.
+async fn gate(
+    probe: Option<(ProbeKind, Duration)>,
+    spec: Option<crate::config::ReadySpec>,
+    ctx: &ProbeCtx,
+    watch: Option<&LogWatch>,
+    notify: Option<&NotifySocket>,
+) -> Result<(), String> {
+    let (Some((kind, timeout)), Some(spec)) = (probe, spec) else {
+        return Ok(());
+    };
+    let what = format!("readiness gate `{kind}`");
+    match kind {
+        ProbeKind::Alive(d) => {
+            tokio::time::sleep(d).await;
+            Ok(())
+        }
+        ProbeKind::Log(_) => match watch {
+            Some(w) => tokio::time::timeout(timeout, w.matched())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "{what} timed out after {}: no matching line",
+                        humantime::format_duration(timeout)
+                    )
+                }),
+            None => Err(format!("{what}: no log watch")),
+        },
+        ProbeKind::Notify => {
+            let Some(n) = notify else {
+                return Err(format!("{what}: no notify socket"));
+            };
+            let wait = async {
+                loop {
+                    match n.recv().await {
+                        Ok(msgs) if msgs.contains(&NotifyMsg::Ready) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("{what}: {e}")),
+                    }
+                }
+            };
+            tokio::time::timeout(timeout, wait)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "{what} timed out after {}: no READY=1 on NOTIFY_SOCKET",
+                        humantime::format_duration(timeout)
+                    ))
+                })
+        }
+        ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) => {
+            probe::wait_ready(&spec, ctx)
+                .await
+                .map_err(|f| format!("{what} failed: {f}"))
+        }
+    }
+}
+
+async fn recv_notify(n: Option<&NotifySocket>) -> Vec<NotifyMsg> {
+    match n {
+        Some(n) => n.recv().await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
+}
+
+/// A command's argv with `${VAR}` templates expanded from `env`.
+pub fn expand_argv(cmd: &crate::config::CommandSpec, env: &[(String, String)]) -> Vec<String> {
+    let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let expanded = match cmd {
+        crate::config::CommandSpec::Shell(s) => crate::config::CommandSpec::Shell(
+            crate::config::env::expand(s, &lookup).unwrap_or_else(|_| s.clone()),
+        ),
+        crate::config::CommandSpec::Argv(v) => crate::config::CommandSpec::Argv(
+            v.iter()
+                .map(|s| crate::config::env::expand(s, &lookup).unwrap_or_else(|_| s.clone()))
+                .collect(),
+        ),
+    };
+    spawn::argv(&expanded)
+}
+
+fn log_error(state: &StateDir, name: &str, e: std::io::Error) -> String {
+    format!(
+        "could not open its log {}: {e}",
+        state.log_file(name).display()
+    )
+}
