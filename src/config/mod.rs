@@ -210,7 +210,7 @@ fn innermost_key_value(
             if let (Some(ks), Some(vs)) = (key.span(), item.span()) {
                 if vs.start <= offset && offset < vs.end.max(vs.start + 1) {
                     let range = ks.start..vs.end;
-                    let better = best.as_ref().map_or(true, |(_, b)| range.len() < b.len());
+                    let better = best.as_ref().is_none_or(|(_, b)| range.len() < b.len());
                     if better && item.is_value() {
                         *best = Some((path.clone(), range));
                     }
