@@ -33,7 +33,21 @@ pub struct CheckArgs {
 /// An invalid or missing stack file (exit 2).
 pub fn run(args: CheckArgs, g: &Global) -> Result<u8> {
     let path = config::discover(g.file.as_deref())?;
-    let stack = config::load_checked(&path)?;
+    let stack = match config::load_checked(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            if args.json {
+                // The diagnostics go to stderr as usual; stdout stays JSON.
+                let problems = match &e {
+                    config::ConfigError::Invalid { count, .. } => *count,
+                    _ => 1,
+                };
+                let v = serde_json::json!({ "ok": false, "file": path, "problems": problems });
+                let _ = writeln!(std::io::stdout().lock(), "{v}");
+            }
+            return Err(e.into());
+        }
+    };
     let order = config::start_order(&stack);
     let mut out = std::io::stdout().lock();
     let written = if args.json {

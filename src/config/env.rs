@@ -114,23 +114,6 @@ fn expand_one(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     Err(ExpandError::BadSyntax)
 }
 
-/// Every variable name a template refers to (`${NAME…}`), defaults included.
-pub fn references(template: &str) -> Vec<String> {
-    let names = std::cell::RefCell::new(Vec::new());
-    let record = |n: &str| {
-        names.borrow_mut().push(n.to_string());
-        None
-    };
-    // Expansion stops at the first unset name, so walk with a lookup that
-    // records and pretends every name is set-but-empty, which also visits
-    // `:-` defaults.
-    let _ = expand(template, &|n| {
-        let _: Option<String> = record(n);
-        Some(String::new())
-    });
-    names.into_inner()
-}
-
 /// One `KEY=VALUE` of an env file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DotenvEntry {
@@ -340,14 +323,6 @@ mod tests {
         assert_eq!(
             expand("${X:-${NOPE}}", &l),
             Err(ExpandError::Unset("NOPE".into()))
-        );
-    }
-
-    #[test]
-    fn finds_references() {
-        assert_eq!(
-            references("${A} $B ${C:-${D}} $$ ${E-x}"),
-            vec!["A", "C", "D", "E"]
         );
     }
 

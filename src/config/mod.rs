@@ -104,9 +104,11 @@ pub fn load_with(
     let shown = diag::shown_path(&abs, &cwd);
     let input = validate::Input {
         file: &abs,
+        src: &src,
         os_env,
         require_env,
         key_span: &|_| None,
+        blanked: &[],
     };
     parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
         rendered: diag::render(&diags, &src, &shown),
@@ -115,44 +117,176 @@ pub fn load_with(
 }
 
 /// Parses and validates `src`; every problem as a diagnostic.
+///
+/// serde stops at the first type error, so each one is recorded, its
+/// `key = value` is blanked out (bytes replaced by spaces, so every other
+/// span stays put) and the text is parsed again, up to a limit. A syntax
+/// error ends this: nothing after it can be trusted.
 fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
-    let mut unknown: Vec<Vec<Segment>> = Vec::new();
-    let de = toml::Deserializer::new(src);
-    let parsed: Result<raw::RawFile, toml::de::Error> =
-        serde_ignored::deserialize(de, |path| unknown.push(segments(&path)));
+    let Ok(doc) = toml_edit::ImDocument::parse(src) else {
+        // A syntax error: toml's parser locates it.
+        let err = match toml::from_str::<toml::Table>(src) {
+            Err(e) => toml_error(&e, src, None),
+            Ok(_) => Diagnostic::nowhere("invalid TOML"),
+        };
+        return Err(vec![err]);
+    };
     let mut diags: Vec<Diagnostic> = Vec::new();
-    let doc = toml_edit::ImDocument::parse(src).ok();
+    let mut blanked: Vec<Vec<String>> = Vec::new();
+    let mut text = src.to_string();
+    let mut unknown: Vec<Vec<Segment>> = Vec::new();
+    let mut parsed = None;
+    for _ in 0..50 {
+        unknown.clear();
+        let de = toml::Deserializer::new(&text);
+        let attempt: Result<raw::RawFile, toml::de::Error> =
+            serde_ignored::deserialize(de, |path| unknown.push(segments(&path)));
+        match attempt {
+            Ok(raw) => {
+                parsed = Some(raw);
+                break;
+            }
+            Err(e) => {
+                let found = e.span().and_then(|sp| innermost_key_value(&doc, sp.start));
+                diags.push(toml_error(&e, src, found.as_ref().map(|f| f.0.as_slice())));
+                let Some((path, range)) = found else { break };
+                if blanked.contains(&path) {
+                    break;
+                }
+                match blank(&text, range) {
+                    Some(t) if toml_edit::ImDocument::parse(t.as_str()).is_ok() => text = t,
+                    _ => break,
+                }
+                blanked.push(path);
+            }
+        }
+    }
+    for path in &unknown {
+        diags.push(unknown_key(path, Some(&doc)));
+    }
+    let Some(raw) = parsed else {
+        return Err(diags);
+    };
     let locate = |path: &[&str]| {
         let segs: Vec<Segment> = path
             .iter()
             .map(|k| Segment::Key((*k).to_string()))
             .collect();
-        doc.as_ref().and_then(|d| key_span(d, &segs))
+        key_span(&doc, &segs)
     };
     let input = validate::Input {
         key_span: &locate,
+        blanked: &blanked,
         ..*input
     };
-    let input = &input;
-    for path in &unknown {
-        diags.push(unknown_key(path, doc.as_ref()));
-    }
-    match parsed {
-        Ok(raw) => {
-            if !diags.is_empty() {
-                // Still validate the rest, so all problems show at once.
-                if let Err(more) = validate::validate(raw, input) {
-                    diags.extend(more);
-                }
-                return Err(diags);
-            }
-            validate::validate(raw, input)
-        }
-        Err(e) => {
-            diags.push(toml_error(&e, src));
+    match validate::validate(raw, &input) {
+        Ok(stack) if diags.is_empty() => Ok(stack),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
             Err(diags)
         }
     }
+}
+
+/// The innermost `key = value` whose value contains byte `offset`: its key
+/// path and the byte range to blank (key through value, plus one comma when
+/// it sits in an inline table).
+fn innermost_key_value(
+    doc: &toml_edit::ImDocument<&str>,
+    offset: usize,
+) -> Option<(Vec<String>, std::ops::Range<usize>)> {
+    fn visit_table(
+        t: &dyn toml_edit::TableLike,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        for (k, _) in t.iter() {
+            let Some((key, item)) = t.get_key_value(k) else {
+                continue;
+            };
+            path.push(k.to_string());
+            if let (Some(ks), Some(vs)) = (key.span(), item.span()) {
+                if vs.start <= offset && offset < vs.end.max(vs.start + 1) {
+                    let range = ks.start..vs.end;
+                    let better = best.as_ref().is_none_or(|(_, b)| range.len() < b.len());
+                    if better && item.is_value() {
+                        *best = Some((path.clone(), range));
+                    }
+                }
+            }
+            visit_item(item, path, offset, best);
+            path.pop();
+        }
+    }
+    fn visit_value(
+        v: &toml_edit::Value,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        match v {
+            toml_edit::Value::InlineTable(t) => visit_table(t, path, offset, best),
+            toml_edit::Value::Array(a) => {
+                for (i, e) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    visit_value(e, path, offset, best);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    fn visit_item(
+        item: &toml_edit::Item,
+        path: &mut Vec<String>,
+        offset: usize,
+        best: &mut Option<(Vec<String>, std::ops::Range<usize>)>,
+    ) {
+        match item {
+            toml_edit::Item::Table(t) => visit_table(t, path, offset, best),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    visit_table(t, path, offset, best);
+                    path.pop();
+                }
+            }
+            toml_edit::Item::Value(v) => visit_value(v, path, offset, best),
+            toml_edit::Item::None => {}
+        }
+    }
+    let mut best = None;
+    visit_table(doc.as_table(), &mut Vec::new(), offset, &mut best);
+    best
+}
+
+/// `text` with `range` replaced by spaces (newlines kept, so every other
+/// span is unchanged), and a comma next to it too when it was one entry of
+/// an inline table.
+fn blank(text: &str, range: std::ops::Range<usize>) -> Option<String> {
+    let mut bytes = text.as_bytes().to_vec();
+    let end = range.end.min(bytes.len());
+    let space = |b: &mut u8| {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    };
+    bytes.get_mut(range.start..end)?.iter_mut().for_each(space);
+    let next = bytes[end..]
+        .iter()
+        .position(|b| !b" \t".contains(b))
+        .map(|i| end + i);
+    let prev = bytes[..range.start]
+        .iter()
+        .rposition(|b| !b" \t".contains(b));
+    match (next, prev) {
+        (Some(n), _) if bytes[n] == b',' => bytes[n] = b' ',
+        (_, Some(p)) if bytes[p] == b',' => bytes[p] = b' ',
+        _ => {}
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// One step of a path in the TOML document.
@@ -187,29 +321,53 @@ fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
 
 /// The span of the key at `path`, walking the `toml_edit` document.
 fn key_span(doc: &toml_edit::ImDocument<&str>, path: &[Segment]) -> Option<std::ops::Range<usize>> {
-    let mut item: toml_edit::Item = toml_edit::Item::Table(doc.as_table().clone());
+    /// A place in the document, borrowed.
+    #[derive(Clone, Copy)]
+    enum Node<'a> {
+        Item(&'a toml_edit::Item),
+        Value(&'a toml_edit::Value),
+        Table(&'a toml_edit::Table),
+    }
+    impl<'a> Node<'a> {
+        fn table_like(self) -> Option<&'a dyn toml_edit::TableLike> {
+            match self {
+                Node::Item(i) => i.as_table_like(),
+                Node::Value(v) => v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike),
+                Node::Table(t) => Some(t as &dyn toml_edit::TableLike),
+            }
+        }
+        /// Element `i` of an array or array of tables, with its span.
+        fn index(self, i: usize) -> Option<(Node<'a>, Option<std::ops::Range<usize>>)> {
+            let array = match self {
+                Node::Item(item) => item.as_array(),
+                Node::Value(v) => v.as_array(),
+                Node::Table(_) => None,
+            };
+            if let Some(a) = array {
+                let v = a.get(i)?;
+                return Some((Node::Value(v), v.span()));
+            }
+            let Node::Item(item) = self else { return None };
+            let t = item.as_array_of_tables()?.get(i)?;
+            Some((Node::Table(t), t.span()))
+        }
+    }
+    let mut node = Node::Table(doc.as_table());
     let mut span = None;
     for seg in path {
-        let next = match seg {
-            Segment::Key(k) => {
-                let t = item.as_table_like()?;
-                let (key, value) = t.get_key_value(k)?;
-                span = key.span();
-                value.clone()
-            }
-            Segment::Index(i) => {
-                if let Some(a) = item.as_array() {
-                    let v = a.get(*i)?;
-                    span = v.span();
-                    toml_edit::Item::Value(v.clone())
-                } else {
-                    let t = item.as_array_of_tables()?.get(*i)?;
-                    span = t.span();
-                    toml_edit::Item::Table(t.clone())
+        let (next, next_span) = match seg {
+            Segment::Key(k) => match node.table_like() {
+                Some(t) => {
+                    let (key, value) = t.get_key_value(k)?;
+                    (Node::Item(value), key.span())
                 }
-            }
+                // `validate` passes indexes into arrays as keys ("0", "1", …).
+                None => node.index(k.parse().ok()?)?,
+            },
+            Segment::Index(i) => node.index(*i)?,
         };
-        item = next;
+        node = next;
+        span = next_span;
     }
     span
 }
@@ -260,15 +418,38 @@ fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> D
     }
 }
 
-/// A TOML syntax or type error, located.
-fn toml_error(e: &toml::de::Error, src: &str) -> Diagnostic {
+/// A TOML syntax or type error, located; `key` is the path of the key
+/// whose value has the wrong type, when known.
+fn toml_error(e: &toml::de::Error, src: &str, key: Option<&[String]>) -> Diagnostic {
     let msg = e.message().trim();
     let mut lines = msg.lines();
     let head = lines.next().unwrap_or("invalid TOML").trim().to_string();
     let rest: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
-    let head = lowercase_first(&head);
-    let mut d = Diagnostic::nowhere(head);
-    if !rest.is_empty() {
+    let mut d = match (type_error(&head), key) {
+        (Some((found, expected)), Some(path)) => {
+            let name = path.last().map_or("", String::as_str);
+            Diagnostic::nowhere(format!("`{name}` must be {expected}, not {found}"))
+        }
+        (Some((found, expected)), None) => {
+            Diagnostic::nowhere(format!("expected {expected}, found {found}"))
+        }
+        (None, Some(path)) => Diagnostic::nowhere(format!(
+            "bad `{}`: {}",
+            path.last().map_or("", String::as_str),
+            lowercase_first(&head)
+        )),
+        (None, None) => Diagnostic::nowhere(lowercase_first(&head)),
+    };
+    if let Some(dup) = rest.iter().find(|l| l.starts_with("duplicate key")) {
+        // toml says "invalid table header" first; the duplicate is the news.
+        d.message = (*dup).to_string();
+        d = d.hint("each table and key may be defined only once");
+    } else if head == "invalid inline table" {
+        d = d.hint(format!(
+            "{}; an inline table {{ … }} must fit on one line, use a [table] for more",
+            rest.join("; ")
+        ));
+    } else if !rest.is_empty() {
         d = d.hint(rest.join("; "));
     }
     d.span = e.span().map(|s| {
@@ -276,6 +457,33 @@ fn toml_error(e: &toml::de::Error, src: &str) -> Diagnostic {
         start..s.end.max(start).min(src.len())
     });
     d
+}
+
+/// serde's `invalid type: string "x", expected i64` as `("a string", "an integer")`,
+/// without the value.
+fn type_error(msg: &str) -> Option<(String, String)> {
+    let rest = msg.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.split_once(", expected ")?;
+    let found_kind = found.split([' ', '`', '"']).next().unwrap_or(found);
+    let found = match found_kind {
+        "string" => "a string",
+        "integer" => "an integer",
+        "floating" => "a float",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        other => other,
+    }
+    .to_string();
+    let expected = match expected.trim() {
+        "i64" | "u32" | "u64" | "i32" => "a whole number".to_string(),
+        "a boolean" | "bool" => "`true` or `false`".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        e if e.starts_with("struct ") => "a table".to_string(),
+        e => e.to_string(),
+    };
+    Some((found, expected))
 }
 
 fn lowercase_first(s: &str) -> String {
@@ -450,6 +658,64 @@ watch_health = ["tunnel"]
     }
 
     #[test]
+    fn probe_kinds() {
+        let s = ok(r#"
+[service.a]
+command = "x"
+ready = { exec = ["test", "-f", "/tmp/x"] }
+health = { log = "^ok$" }
+[service.b]
+command = "x"
+ready = { notify = true }
+health = { alive = "2s", interval = "1s" }
+[stack.logs]
+max_size = 1024
+"#);
+        let a = s.process("a").unwrap();
+        assert_eq!(a.ready.as_ref().unwrap().probe.key(), "exec");
+        assert_eq!(
+            a.ready.as_ref().unwrap().interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(a.health.as_ref().unwrap().probe.key(), "log");
+        assert_eq!(a.health.as_ref().unwrap().interval, Duration::from_secs(10));
+        let b = s.process("b").unwrap();
+        assert_eq!(b.ready.as_ref().unwrap().probe.key(), "notify");
+        assert_eq!(b.health.as_ref().unwrap().timeout, Duration::from_secs(1));
+        assert_eq!(s.logs.max_size, 1024);
+    }
+
+    #[test]
+    fn paths_resolve_against_the_stack_folder() {
+        let s = ok("[stack]\nstate_dir = \"../state\"\nlock_file = \"/var/lock/x.json\"\n[service.a]\ncommand = \"x\"\ncwd = \"${STACKCTL_STACK}/app\"\n[keeper]\nbranch = \"main\"\nrepo = \"src\"\n");
+        assert_eq!(s.state_dir, s.root.parent().unwrap().join("state"));
+        assert_eq!(s.lock_file, std::path::PathBuf::from("/var/lock/x.json"));
+        assert_eq!(
+            s.process("a").unwrap().cwd,
+            s.root.join(&s.name).join("app")
+        );
+        assert_eq!(s.keeper.unwrap().repo, s.root.join("src"));
+    }
+
+    #[test]
+    fn templates_keep_their_variables() {
+        let s = ok("[env]\nPORT = \"8000\"\n[service.a]\ncommand = \"serve --port ${PORT} --i ${STACKCTL_INSTANCE}\"\n");
+        let a = s.process("a").unwrap();
+        assert_eq!(
+            a.command,
+            CommandSpec::Shell("serve --port ${PORT} --i ${STACKCTL_INSTANCE}".into())
+        );
+        let lookup = |k: &str| match k {
+            "STACKCTL_INSTANCE" => Some("2".to_string()),
+            _ => a.env.0.get(k).cloned(),
+        };
+        assert_eq!(
+            expand(&a.command.to_string(), &lookup).unwrap(),
+            "serve --port 8000 --i 2"
+        );
+    }
+
+    #[test]
     fn every_unknown_key_at_once() {
         let out = problems("[service.api]\ncommand = \"x\"\nredy = 1\nhelth = 2\n[stak]\n");
         assert!(out.contains("unknown key `redy`"), "{out}");
@@ -457,6 +723,12 @@ watch_health = ["tunnel"]
         assert!(out.contains("unknown key `helth`"), "{out}");
         assert!(out.contains("unknown key `stak`"), "{out}");
         assert!(out.contains("has 3 problems"), "{out}");
+    }
+
+    #[test]
+    fn repeated_dependencies_keep_their_places() {
+        let out = problems("[service.a]\ncommand = \"x\"\ndepends_on = [\"b\", \"b\", \"zz\"]\n[service.b]\ncommand = \"x\"\n");
+        assert!(out.contains("stack.toml:3:25"), "{out}");
     }
 
     #[test]

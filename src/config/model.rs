@@ -200,6 +200,8 @@ pub struct ProcessSpec {
     /// `STACKCTL_*` are added at spawn time.
     pub env: Env,
     /// Absolute working directory (default: the stack file's folder).
+    /// Unlike commands, `${VAR}` in `cwd` is expanded at load (it may not use
+    /// `STACKCTL_PROCESS`/`STACKCTL_INSTANCE`), so this is final.
     pub cwd: PathBuf,
     /// Run before every start, in order; a failure fails that start.
     pub pre_start: Vec<CommandSpec>,

@@ -6,7 +6,10 @@
 //! into the model. Unknown keys are not rejected here: `mod.rs` collects all
 //! of them through `serde_ignored`. No `#[serde(untagged)]`: "string or
 //! array" and "string or table" are small visitors, so type errors stay
-//! precise. Must not touch: the model, the environment, the file system.
+//! precise. Tables (`ready`, `health`, `[keeper]`, prereqs) are not
+//! `Spanned`: a table written with dotted keys or a `[header]` has no span
+//! for serde, so `validate` locates their keys through `toml_edit`.
+//! Must not touch: the model, the environment, the file system.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,7 +29,7 @@ pub(crate) struct RawFile {
     pub(crate) env: Option<BTreeMap<Name, Spanned<toml::Value>>>,
     pub(crate) task: Option<BTreeMap<Name, RawProcess>>,
     pub(crate) service: Option<BTreeMap<Name, RawProcess>>,
-    pub(crate) keeper: Option<Spanned<RawKeeper>>,
+    pub(crate) keeper: Option<RawKeeper>,
 }
 
 /// `[stack]`.
@@ -60,8 +63,8 @@ pub(crate) struct RawProcess {
     pub(crate) cwd: Option<Spanned<String>>,
     pub(crate) pre_start: Option<Spanned<Commands>>,
     pub(crate) require_env: Option<Vec<Spanned<String>>>,
-    pub(crate) ready: Option<Spanned<RawProbe>>,
-    pub(crate) health: Option<Spanned<RawProbe>>,
+    pub(crate) ready: Option<RawProbe>,
+    pub(crate) health: Option<RawProbe>,
     pub(crate) restart: Option<Spanned<String>>,
     pub(crate) max_restarts: Option<Spanned<i64>>,
     pub(crate) restart_window: Option<Spanned<String>>,
@@ -154,17 +157,17 @@ pub(crate) struct RawKeeper {
     pub(crate) branch: Option<Spanned<String>>,
     pub(crate) interval: Option<Spanned<String>>,
     pub(crate) deploy: Option<Spanned<Commands>>,
-    pub(crate) prereqs: Option<Vec<Spanned<RawProbe>>>,
+    pub(crate) prereqs: Option<Vec<RawProbe>>,
     pub(crate) watch_health: Option<Vec<Spanned<String>>>,
     pub(crate) retries: Option<Spanned<i64>>,
     pub(crate) escalate: Option<Spanned<RawCommand>>,
 }
 
 /// `command = "…"` (shell) or `command = ["argv", …]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum RawCommand {
     Shell(String),
-    Argv(Vec<String>),
+    Argv(Vec<Spanned<String>>),
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
@@ -173,14 +176,14 @@ impl<'de> Deserialize<'de> for RawCommand {
         impl<'de> Visitor<'de> for V {
             type Value = RawCommand;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a command: a string, or an array of strings")
+                f.write_str("a string or an array of strings")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawCommand, E> {
                 Ok(RawCommand::Shell(s.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
                 let mut v = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
                     v.push(s);
                 }
                 Ok(RawCommand::Argv(v))
@@ -190,10 +193,14 @@ impl<'de> Deserialize<'de> for RawCommand {
     }
 }
 
-/// `pre_start` / `deploy`: one command string, or an array whose entries are
-/// command strings or argv arrays.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Commands(pub(crate) Vec<RawCommand>);
+/// `pre_start` / `deploy`: one command string, or an array whose entries
+/// are command strings or argv arrays.
+#[derive(Debug)]
+pub(crate) enum Commands {
+    /// A lone string: one shell command (its span is the whole value's).
+    One(String),
+    Many(Vec<Spanned<RawCommand>>),
+}
 
 impl<'de> Deserialize<'de> for Commands {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -206,14 +213,14 @@ impl<'de> Deserialize<'de> for Commands {
                 )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Commands, E> {
-                Ok(Commands(vec![RawCommand::Shell(s.to_string())]))
+                Ok(Commands::One(s.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
                 let mut v = Vec::new();
-                while let Some(c) = seq.next_element::<RawCommand>()? {
+                while let Some(c) = seq.next_element::<Spanned<RawCommand>>()? {
                     v.push(c);
                 }
-                Ok(Commands(v))
+                Ok(Commands::Many(v))
             }
         }
         d.deserialize_any(V)
@@ -240,9 +247,7 @@ impl<'de> Deserialize<'de> for EnvFiles {
                 Ok(EnvFiles(v))
             }
             fn visit_str<E: de::Error>(self, _s: &str) -> Result<EnvFiles, E> {
-                Err(E::custom(
-                    "env_file must be an array, e.g. env_file = [\".env\"]",
-                ))
+                Err(E::custom("expected an array, e.g. env_file = [\".env\"]"))
             }
         }
         d.deserialize_any(V)

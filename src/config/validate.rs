@@ -39,6 +39,11 @@ pub(crate) struct Input<'a> {
     pub(crate) require_env: bool,
     /// The span of the key at a path of keys, e.g. `["service", "api"]`.
     pub(crate) key_span: &'a dyn Fn(&[&str]) -> Option<Range<usize>>,
+    /// The stack file's text.
+    pub(crate) src: &'a str,
+    /// Keys whose values had the wrong TOML type (already reported and
+    /// removed): "missing" checks stay quiet about them.
+    pub(crate) blanked: &'a [Vec<String>],
 }
 
 struct Ctx<'a> {
@@ -55,16 +60,6 @@ enum Role {
     Ready,
     Health,
     Prereq,
-}
-
-impl Role {
-    fn key(self) -> &'static str {
-        match self {
-            Role::Ready => "ready",
-            Role::Health => "health",
-            Role::Prereq => "prereq",
-        }
-    }
 }
 
 struct Probe {
@@ -127,6 +122,32 @@ fn unset_hint(e: &ExpandError) -> Option<String> {
 }
 
 impl Ctx<'_> {
+    /// Narrows `span` to where `needle` is written inside it (through the
+    /// closing `}` when `to_brace`), when the source shows it literally.
+    fn narrow(&self, span: Range<usize>, needle: &str, to_brace: bool) -> Range<usize> {
+        let Some(text) = self.input.src.get(span.clone()) else {
+            return span;
+        };
+        let Some(at) = text.find(needle) else {
+            return span;
+        };
+        let start = span.start + at;
+        let end = if to_brace {
+            text[at..].find('}').map_or(span.end, |e| start + e + 1)
+        } else {
+            start + needle.len()
+        };
+        start..end
+    }
+
+    /// Whether a key at or under `prefix` was removed for a type error.
+    fn was_blanked(&self, prefix: &[&str]) -> bool {
+        self.input
+            .blanked
+            .iter()
+            .any(|p| p.len() >= prefix.len() && p.iter().zip(prefix).all(|(a, b)| a == b))
+    }
+
     /// The entries of a table keyed by names, each with its key's place, in file order.
     fn by_place<V>(
         &self,
@@ -230,8 +251,11 @@ impl Ctx<'_> {
             Some(s) => self.resolve(s.get_ref()),
             None => state_dir.join("stack-owner.json"),
         };
-        let stop_timeout =
-            self.opt_duration(&rs.stop_timeout, "stop_timeout", Duration::from_secs(10));
+        let stop_timeout = self.opt_duration(
+            &rs.stop_timeout,
+            "stack.stop_timeout",
+            Duration::from_secs(10),
+        );
         let logs = self.logs(rs.logs);
 
         // Environment layers shared by every process: stack env files, then [env].
@@ -245,7 +269,7 @@ impl Ctx<'_> {
         let mut spans: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
         let tasks = self.by_place(raw.task, &["task"]);
         let services = self.by_place(raw.service, &["service"]);
-        let mut seen: BTreeMap<String, Kind> = BTreeMap::new();
+        let mut seen: BTreeMap<String, (Kind, Range<usize>)> = BTreeMap::new();
         for (kind, list) in [(Kind::Task, tasks), (Kind::Service, services)] {
             for (pname, rp) in list {
                 let n = pname.get_ref().clone();
@@ -255,18 +279,28 @@ impl Ctx<'_> {
                             .hint("names use letters, digits, `_` and `-` (a `.` is reserved for pool instances like `worker.2`)"),
                     );
                 }
-                if let Some(other) = seen.get(&n) {
+                if let Some((other, first)) = seen.get(&n) {
+                    // Point at whichever comes later in the file.
+                    let span = if first.start > pname.span().start {
+                        first.clone()
+                    } else {
+                        pname.span()
+                    };
                     self.push(
-                        Diagnostic::at(
-                            pname.span(),
-                            format!("`{n}` is both a {other} and a {kind}"),
-                        )
-                        .hint("task and service names share one namespace; rename one of them"),
+                        Diagnostic::at(span, format!("`{n}` is both a {other} and a {kind}"))
+                            .hint("task and service names share one namespace; rename one of them"),
                     );
                 }
-                seen.insert(n.clone(), kind);
-                let dep_spans: Vec<Range<usize>> =
-                    rp.depends_on.iter().flatten().map(Spanned::span).collect();
+                seen.insert(n.clone(), (kind, pname.span()));
+                // One span per distinct name, in order: `process` drops repeats the same way.
+                let mut dep_spans: Vec<Range<usize>> = Vec::new();
+                let mut dep_seen: Vec<&str> = Vec::new();
+                for d in rp.depends_on.iter().flatten() {
+                    if !dep_seen.contains(&d.get_ref().as_str()) {
+                        dep_seen.push(d.get_ref());
+                        dep_spans.push(d.span());
+                    }
+                }
                 spans.push((pname.span(), dep_spans));
                 let p = self.process(&pname, kind, rp, &base, stop_timeout, &name);
                 processes.push(p);
@@ -341,7 +375,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(k) = &raw.keep {
-            if let Some(k) = self.count(k, "keep", 0) {
+            if let Some(k) = self.count(k, "stack.logs.keep", 0) {
                 out.keep = k;
             }
         }
@@ -395,10 +429,13 @@ impl Ctx<'_> {
             let entries = match parse_dotenv(&text) {
                 Ok(v) => v,
                 Err(err) => {
-                    self.push(Diagnostic::at(
-                        span,
-                        format!("env file `{}` line {}: {}", e.path, err.line, err.message),
-                    ));
+                    self.push(
+                        Diagnostic::at(
+                            span,
+                            format!("env file `{}` line {}: {}", e.path, err.line, err.message),
+                        )
+                        .hint("env files hold KEY=VALUE lines, `#` comments and blank lines (the line is not shown: it may hold a secret)"),
+                    );
                     continue;
                 }
             };
@@ -434,6 +471,7 @@ impl Ctx<'_> {
     ) {
         for (k, v) in self.by_place(table, at) {
             let key = k.get_ref().clone();
+            let label = format!("{}.{key}", at.join("."));
             if !valid_var(&key) {
                 self.push(
                     Diagnostic::at(k.span(), format!("bad variable name `{key}`"))
@@ -447,7 +485,7 @@ impl Ctx<'_> {
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => {
                     self.push(
-                        Diagnostic::at(v.span(), format!("`{key}` must be a string"))
+                        Diagnostic::at(v.span(), format!("`{label}` must be a string"))
                             .hint("environment values are strings, e.g. KEY = \"value\"")
                             .secret(),
                     );
@@ -463,7 +501,7 @@ impl Ctx<'_> {
                     layer.insert(key, val);
                 }
                 Err(err) => self.push(
-                    Diagnostic::at(v.span(), format!("in `{key}`: {err}"))
+                    Diagnostic::at(v.span(), format!("in `{label}`: {err}"))
                         .maybe_hint(unset_hint(&err))
                         .secret(),
                 ),
@@ -488,6 +526,12 @@ impl Ctx<'_> {
         match expand(template, &lookup) {
             Ok(v) => Some(v),
             Err(err) => {
+                let span = match &err {
+                    ExpandError::Unset(name) => self.narrow(span, &format!("${{{name}"), true),
+                    ExpandError::Unterminated | ExpandError::BadSyntax => {
+                        self.narrow(span, "${", false)
+                    }
+                };
                 self.push(
                     Diagnostic::at(span, format!("in `{what}`: {err}"))
                         .maybe_hint(unset_hint(&err)),
@@ -517,17 +561,18 @@ impl Ctx<'_> {
                 Some(CommandSpec::Shell(s.clone()))
             }
             RawCommand::Argv(v) => {
-                if v.is_empty() || v[0].trim().is_empty() {
-                    self.push(Diagnostic::at(span, format!("empty `{what}`")).hint(
+                if v.is_empty() || v[0].get_ref().trim().is_empty() {
+                    let at = v.first().map_or(span, Spanned::span);
+                    self.push(Diagnostic::at(at, format!("empty `{what}`")).hint(
                         "an array command starts with the program, e.g. [\"uvicorn\", \"app:app\"]",
                     ));
                     return None;
                 }
                 let mut ok = true;
                 for a in v {
-                    ok &= self.template(a, span.clone(), what, env).is_some();
+                    ok &= self.template(a.get_ref(), a.span(), what, env).is_some();
                 }
-                ok.then(|| CommandSpec::Argv(v.clone()))
+                ok.then(|| CommandSpec::Argv(v.iter().map(|a| a.get_ref().clone()).collect()))
             }
         }
     }
@@ -539,11 +584,15 @@ impl Ctx<'_> {
         env: &BTreeMap<String, String>,
     ) -> Vec<CommandSpec> {
         let mut out = Vec::new();
-        for rc in &c.get_ref().0 {
-            // Entries carry no span of their own: point at the whole value.
-            let sp = Spanned::new(c.span(), rc.clone());
-            if let Some(cmd) = self.command(&sp, what, env) {
-                out.push(cmd);
+        match c.get_ref() {
+            Commands::One(s) => {
+                let one = Spanned::new(c.span(), RawCommand::Shell(s.clone()));
+                out.extend(self.command(&one, what, env));
+            }
+            Commands::Many(v) => {
+                for rc in v {
+                    out.extend(self.command(rc, what, env));
+                }
             }
         }
         out
@@ -551,12 +600,13 @@ impl Ctx<'_> {
 
     fn probe(
         &mut self,
-        raw: &Spanned<RawProbe>,
+        r: &RawProbe,
         role: Role,
+        path: &[&str],
         env: &BTreeMap<String, String>,
     ) -> Option<Probe> {
-        let r = raw.get_ref();
-        let key = role.key();
+        let key = path.join(".");
+        let at = (self.input.key_span)(path).unwrap_or(0..0);
         let kinds: Vec<(&str, Range<usize>)> = [
             ("http", r.http.as_ref().map(Spanned::span)),
             ("tcp", r.tcp.as_ref().map(Spanned::span)),
@@ -575,9 +625,10 @@ impl Ctx<'_> {
         };
         let before = self.diags.len();
         match kinds.as_slice() {
+            [] if self.was_blanked(path) => return None,
             [] => {
                 self.push(
-                    Diagnostic::at(raw.span(), format!("`{key}` has no probe kind")).hint(format!(
+                    Diagnostic::at(at, format!("`{key}` has no probe kind")).hint(format!(
                         "give exactly one of {allowed}, e.g. {{ tcp = \"127.0.0.1:8000\" }}"
                     )),
                 );
@@ -741,13 +792,15 @@ impl Ctx<'_> {
     ) -> ProcessSpec {
         let name = pname.get_ref().clone();
         let table = format!("{kind}.{name}");
+        let at = |k: &str| format!("{table}.{k}");
         let mut env = base.clone();
         if let Some(files) = &rp.env_file {
             self.env_files(files, &mut env, stack);
         }
         self.env_table(rp.env, &[kind_key(kind), &name, "env"], &mut env, stack);
         let command = match &rp.command {
-            Some(c) => self.command(c, "command", &env),
+            Some(c) => self.command(c, &at("command"), &env),
+            None if self.was_blanked(&[kind_key(kind), &name, "command"]) => None,
             None => {
                 self.push(
                     Diagnostic::at(pname.span(), format!("`[{table}]` has no `command`"))
@@ -766,7 +819,7 @@ impl Ctx<'_> {
                     Ok(v) => self.resolve(&v),
                     Err(err) => {
                         self.push(
-                            Diagnostic::at(c.span(), format!("in `cwd`: {err}"))
+                            Diagnostic::at(c.span(), format!("in `{}`: {err}", at("cwd")))
                                 .maybe_hint(unset_hint(&err)),
                         );
                         self.root.clone()
@@ -778,7 +831,7 @@ impl Ctx<'_> {
         let pre_start = rp
             .pre_start
             .as_ref()
-            .map(|c| self.commands(c, "pre_start", &env))
+            .map(|c| self.commands(c, &at("pre_start"), &env))
             .unwrap_or_default();
         let mut require_env = Vec::new();
         for v in rp.require_env.iter().flatten() {
@@ -796,10 +849,11 @@ impl Ctx<'_> {
                 );
             }
         }
-        let task_only_gate = |cx: &mut Self, probe: &Option<Spanned<RawProbe>>, key: &str| {
-            if let (Kind::Task, Some(p)) = (kind, probe) {
+        let task_only_gate = |cx: &mut Self, probe: &Option<RawProbe>, key: &str| {
+            if let (Kind::Task, Some(_)) = (kind, probe) {
+                let at = (cx.input.key_span)(&["task", &name, key]).unwrap_or(0..0);
                 cx.push(
-                    Diagnostic::at(p.span(), format!("a task cannot have `{key}`"))
+                    Diagnostic::at(at, format!("task `{name}` cannot have `{key}`"))
                         .hint("a task is done when it exits 0, and whatever depends on it waits for that; make it a [service] to probe it"),
                 );
                 true
@@ -812,7 +866,7 @@ impl Ctx<'_> {
         } else {
             rp.ready
                 .as_ref()
-                .and_then(|p| self.probe(p, Role::Ready, &env))
+                .and_then(|p| self.probe(p, Role::Ready, &[kind_key(kind), &name, "ready"], &env))
                 .map(|p| ReadySpec {
                     probe: p.kind,
                     timeout: p.timeout.unwrap_or(Duration::from_secs(60)),
@@ -824,7 +878,7 @@ impl Ctx<'_> {
         } else {
             rp.health
                 .as_ref()
-                .and_then(|p| self.probe(p, Role::Health, &env))
+                .and_then(|p| self.probe(p, Role::Health, &[kind_key(kind), &name, "health"], &env))
                 .map(|p| {
                     let interval = p.interval.unwrap_or(Duration::from_secs(10));
                     HealthSpec {
@@ -863,18 +917,19 @@ impl Ctx<'_> {
         let max_restarts = rp
             .max_restarts
             .as_ref()
-            .and_then(|v| self.count(v, "max_restarts", 0))
+            .and_then(|v| self.count(v, &at("max_restarts"), 0))
             .unwrap_or(5);
         let restart_window = self.opt_duration(
             &rp.restart_window,
-            "restart_window",
+            &at("restart_window"),
             Duration::from_secs(60),
         );
         let stop_signal = match &rp.stop_signal {
             None => Signal::SIGTERM,
             Some(v) => self.signal(v).unwrap_or(Signal::SIGTERM),
         };
-        let stop_timeout = self.opt_duration(&rp.stop_timeout, "stop_timeout", stack_stop_timeout);
+        let stop_timeout =
+            self.opt_duration(&rp.stop_timeout, &at("stop_timeout"), stack_stop_timeout);
         let mut replicas = None;
         let mut max_replicas = None;
         if kind == Kind::Task {
@@ -893,11 +948,11 @@ impl Ctx<'_> {
             replicas = rp
                 .replicas
                 .as_ref()
-                .and_then(|v| self.count(v, "replicas", 0));
+                .and_then(|v| self.count(v, &at("replicas"), 0));
             max_replicas = rp
                 .max_replicas
                 .as_ref()
-                .and_then(|v| self.count(v, "max_replicas", 1));
+                .and_then(|v| self.count(v, &at("max_replicas"), 1));
             if let (Some(r), Some(m), Some(span)) = (
                 replicas,
                 max_replicas,
@@ -921,7 +976,7 @@ impl Ctx<'_> {
             }
         }
         let timeout = match (&rp.timeout, kind) {
-            (Some(t), Kind::Task) => self.duration(t, "timeout"),
+            (Some(t), Kind::Task) => self.duration(t, &at("timeout")),
             (Some(t), Kind::Service) => {
                 self.push(Diagnostic::at(t.span(), "a service cannot have `timeout`").hint("for how long a service may take to become ready, use `ready = { …, timeout = \"2m\" }`"));
                 None
@@ -1039,12 +1094,10 @@ impl Ctx<'_> {
 
     fn keeper(
         &mut self,
-        raw: Spanned<RawKeeper>,
+        k: RawKeeper,
         procs: &[ProcessSpec],
         base: &BTreeMap<String, String>,
     ) -> KeeperSpec {
-        let span = raw.span();
-        let k = raw.into_inner();
         let repo = k
             .repo
             .as_ref()
@@ -1059,9 +1112,11 @@ impl Ctx<'_> {
                 self.push(Diagnostic::at(b.span(), "`keeper.branch` cannot be empty"));
                 String::new()
             }
+            None if self.was_blanked(&["keeper", "branch"]) => String::new(),
             None => {
+                let at = (self.input.key_span)(&["keeper"]).unwrap_or(0..0);
                 self.push(
-                    Diagnostic::at(span.start..span.start, "`[keeper]` has no `branch`")
+                    Diagnostic::at(at, "`[keeper]` has no `branch`")
                         .hint("name the branch to keep deployed, e.g. branch = \"main\""),
                 );
                 String::new()
@@ -1074,8 +1129,9 @@ impl Ctx<'_> {
             .map(|c| self.commands(c, "keeper.deploy", base))
             .unwrap_or_default();
         let mut prereqs = Vec::new();
-        for p in k.prereqs.iter().flatten() {
-            if let Some(p) = self.probe(p, Role::Prereq, base) {
+        for (i, p) in k.prereqs.iter().flatten().enumerate() {
+            let index = i.to_string();
+            if let Some(p) = self.probe(p, Role::Prereq, &["keeper", "prereqs", &index], base) {
                 prereqs.push(p.kind);
             }
         }
@@ -1101,6 +1157,19 @@ impl Ctx<'_> {
                             format!("`keeper.watch_health` names the task `{n}`"),
                         )
                         .hint("only services have health checks"),
+                    );
+                }
+                Some(p) if p.health.is_none() => {
+                    self.push(
+                        Diagnostic::at(
+                            w.span(),
+                            format!(
+                                "`keeper.watch_health` names `{n}`, which has no `health` check"
+                            ),
+                        )
+                        .hint(format!(
+                            "add health = {{ … }} to [service.{n}], or remove it from watch_health"
+                        )),
                     );
                 }
                 Some(_) => watch_health.push(n.clone()),
@@ -1142,4 +1211,36 @@ pub(crate) fn parse_signal(s: &str) -> Option<Signal> {
         format!("SIG{upper}")
     };
     Signal::from_str(&full).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("term"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("SIGINT"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("2"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("SIGFOO"), None);
+        assert_eq!(parse_signal("99"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("worker-embeddings_batch2"));
+        assert!(!valid_name("worker.2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(valid_var("JWT_SECRET"));
+        assert!(valid_var("_x1"));
+        assert!(!valid_var("1X"));
+        assert!(!valid_var("A-B"));
+    }
 }
