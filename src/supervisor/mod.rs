@@ -647,7 +647,13 @@ impl Supervisor {
                     continue;
                 }
                 processes.push(match units.get(&inst.name) {
-                    Some(h) => unit_status(spec, &inst, &h.now(), &h.log_path),
+                    Some(h) => {
+                        let mut st = unit_status(spec, &inst, &h.now());
+                        if let Some(err) = h.log.get().and_then(|l| l.last_error()) {
+                            st.message = Some(format!("log: {err}"));
+                        }
+                        st
+                    }
                     None => ProcessStatus {
                         name: inst.name.clone(),
                         kind: spec.kind,
@@ -862,19 +868,13 @@ fn check_pool_size(spec: &ProcessSpec, n: u32) -> Result<(), Error> {
     Ok(())
 }
 
-fn unit_status(
-    spec: &ProcessSpec,
-    inst: &Instance,
-    s: &unit::UnitStatus,
-    log: &Path,
-) -> ProcessStatus {
+fn unit_status(spec: &ProcessSpec, inst: &Instance, s: &unit::UnitStatus) -> ProcessStatus {
     let live = s.state.has_process();
     let rss = if live {
         s.pid.and_then(crate::spawn::identity::rss_bytes)
     } else {
         None
     };
-    let _ = log;
     ProcessStatus {
         name: inst.name.clone(),
         kind: spec.kind,

@@ -100,7 +100,13 @@ pub struct UnitHandle {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub status: watch::Receiver<UnitStatus>,
     pub log_path: PathBuf,
+    /// The log writer, once the first spawn opened it.
+    pub log: SharedLog,
 }
+
+/// A unit's log writer, shared with its handle so `status` can report a
+/// failing log (a full disk) without asking the unit.
+pub type SharedLog = Arc<std::sync::OnceLock<Arc<LogWriter>>>;
 
 impl UnitHandle {
     /// Starts the unit's task.
@@ -116,13 +122,14 @@ impl UnitHandle {
             message: None,
         });
         let log_path = ctx.state.log_file(&inst.name);
+        let log: SharedLog = Arc::new(std::sync::OnceLock::new());
         let unit = Unit {
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
             rx,
             status: status_tx,
-            log: None,
+            log: log.clone(),
             waiters: Vec::new(),
         };
         tokio::spawn(unit.run());
@@ -132,6 +139,7 @@ impl UnitHandle {
             tx,
             status,
             log_path,
+            log,
         }
     }
 
@@ -221,7 +229,7 @@ struct Unit {
     inst: Instance,
     rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<UnitStatus>,
-    log: Option<Arc<LogWriter>>,
+    log: SharedLog,
     /// Start requests waiting for "ready".
     waiters: Vec<oneshot::Sender<StartResult>>,
 }
@@ -448,14 +456,14 @@ impl Unit {
     }
 
     fn log_writer(&mut self) -> std::io::Result<Arc<LogWriter>> {
-        if let Some(l) = &self.log {
+        if let Some(l) = self.log.get() {
             return Ok(l.clone());
         }
         let l = LogWriter::open(
             self.ctx.state.log_file(&self.inst.name),
             self.ctx.logs.clone(),
         )?;
-        self.log = Some(l.clone());
+        let _ = self.log.set(l.clone());
         Ok(l)
     }
 
