@@ -68,7 +68,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
             detail: None,
         });
     }
-    let _log_guard = init_own_log(&state, opts.foreground);
+    let _log_guard = init_own_log(&state, opts.foreground, opts.color);
     crate::spawn::Reaper::install_subreaper().map_err(|e| {
         Error::failed(format!(
             "cannot become the reaper of the stack's processes: {e}"
@@ -241,6 +241,7 @@ fn foreground_echo(color: bool) -> Echo {
 fn init_own_log(
     state: &StateDir,
     foreground: bool,
+    color: bool,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -257,9 +258,10 @@ fn init_own_log(
     let stderr_layer = foreground.then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(color)
             .with_target(false)
             .without_time()
-            .with_filter(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
     let _ = tracing_subscriber::registry()
         .with(stderr_layer)

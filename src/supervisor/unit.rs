@@ -387,7 +387,12 @@ impl Unit {
                 backoff.in_window(),
                 humantime::format_duration(self.spec.restart_window)
             );
-            tracing::error!(process = %self.name(), "{msg}; giving up");
+            let tail = logs::tail(&self.ctx.state.log_file(&self.inst.name), 5).unwrap_or_default();
+            tracing::error!(
+                process = %self.name(),
+                "{msg}; giving up. Last lines of its log: {}",
+                if tail.is_empty() { "(none)".to_string() } else { tail.join(" | ") }
+            );
             self.set(|s| {
                 s.state = State::Failed;
                 s.pid = None;
