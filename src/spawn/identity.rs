@@ -169,32 +169,6 @@ impl PidRecord {
     }
 }
 
-/// Every live pid whose environment holds `key=value`, except this process.
-/// Finds descendants that left their group (`setsid`, double fork) but kept
-/// the environment stackctl gave them.
-pub fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{key}={value}");
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 /// Every live process carrying `STACKCTL_STACK_ID=<stack_id>`, with its
 /// `STACKCTL_PROCESS`: the stack's processes wherever their group, as long
 /// as they kept the environment stackctl gave them.

@@ -633,22 +633,11 @@ impl Unit {
                     self.cleanup_after_exit(&child, &pid_path);
                     return End::NotReady(format!("{exit} before it was ready"));
                 }
-                cmd = self.rx.recv() => match cmd {
-                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
-                    Some(Cmd::Restart { reply }) => {
-                        self.waiters.push(reply);
-                        let _ = self.stop_child(&mut child, &pid_path).await;
-                        return End::Restart;
+                cmd = self.rx.recv() => {
+                    if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
+                        return end;
                     }
-                    Some(Cmd::Stop { reply }) => {
-                        let report = self.stop_child(&mut child, &pid_path).await;
-                        return End::Stopped(vec![reply], report);
-                    }
-                    None => {
-                        let report = self.stop_child(&mut child, &pid_path).await;
-                        return End::Stopped(vec![], report);
-                    }
-                },
+                }
                 r = &mut gate => break r,
             }
         };
@@ -695,22 +684,11 @@ impl Unit {
                     let d = limit.unwrap_or_default();
                     return End::NotReady(format!("did not finish within its timeout of {}", humantime::format_duration(d)));
                 }
-                cmd = self.rx.recv() => match cmd {
-                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
-                    Some(Cmd::Restart { reply }) => {
-                        self.waiters.push(reply);
-                        let _ = self.stop_child(&mut child, pid_path).await;
-                        return End::Restart;
+                cmd = self.rx.recv() => {
+                    if let Some(end) = self.on_command(cmd, &mut child, pid_path, false).await {
+                        return end;
                     }
-                    Some(Cmd::Stop { reply }) => {
-                        let report = self.stop_child(&mut child, pid_path).await;
-                        return End::Stopped(vec![reply], report);
-                    }
-                    None => {
-                        let report = self.stop_child(&mut child, pid_path).await;
-                        return End::Stopped(vec![], report);
-                    }
-                },
+                }
             }
         }
     }
@@ -747,23 +725,11 @@ impl Unit {
                     self.cleanup_after_exit(&child, pid_path);
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
-                cmd = self.rx.recv() => match cmd {
-                    Some(Cmd::Start { reply }) => { let _ = reply.send(Ok(())); }
-                    Some(Cmd::Restart { reply }) => {
-                        self.waiters.push(reply);
-                        tracing::info!(process = %self.name(), "restarting on request");
-                        let _ = self.stop_child(&mut child, pid_path).await;
-                        return End::Restart;
+                cmd = self.rx.recv() => {
+                    if let Some(end) = self.on_command(cmd, &mut child, pid_path, true).await {
+                        return end;
                     }
-                    Some(Cmd::Stop { reply }) => {
-                        let report = self.stop_child(&mut child, pid_path).await;
-                        return End::Stopped(vec![reply], report);
-                    }
-                    None => {
-                        let report = self.stop_child(&mut child, pid_path).await;
-                        return End::Stopped(vec![], report);
-                    }
-                },
+                }
                 _ = tick.tick(), if health.is_some() => {
                     let Some(h) = &health else { continue };
                     match probe::check(&h.probe, ctx, h.timeout).await {
@@ -794,6 +760,42 @@ impl Unit {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Handles a command that arrives while the child runs; `Some` ends
+    /// the attempt. `ready`: a start request is answered at once.
+    async fn on_command(
+        &mut self,
+        cmd: Option<Cmd>,
+        child: &mut Child,
+        pid_path: &std::path::Path,
+        ready: bool,
+    ) -> Option<End> {
+        match cmd {
+            Some(Cmd::Start { reply }) if ready => {
+                let _ = reply.send(Ok(()));
+                None
+            }
+            Some(Cmd::Start { reply }) => {
+                self.waiters.push(reply);
+                None
+            }
+            Some(Cmd::Restart { reply }) => {
+                self.waiters.push(reply);
+                tracing::info!(process = %self.name(), "restarting on request");
+                let _ = self.stop_child(child, pid_path).await;
+                Some(End::Restart)
+            }
+            Some(Cmd::Stop { reply }) => {
+                let report = self.stop_child(child, pid_path).await;
+                Some(End::Stopped(vec![reply], report))
+            }
+            // The supervisor is going away: leave nothing behind.
+            None => {
+                let report = self.stop_child(child, pid_path).await;
+                Some(End::Stopped(vec![], report))
             }
         }
     }
