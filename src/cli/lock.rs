@@ -3,7 +3,8 @@
 use clap::{Args, Subcommand};
 
 use super::Global;
-use crate::error::Result;
+use crate::error::{exit, Result};
+use crate::lock::{LockRecord, Owner, StackLock};
 
 /// Reads and changes the stack-owner lock (free / deploy / export).
 ///
@@ -45,8 +46,61 @@ pub enum LockAction {
 /// Runs `lock`.
 ///
 /// # Errors
-/// Per SPEC: 2 held by another owner, 3 not the holder, 4 timeout.
+/// Per SPEC: 2 held by another owner, 3 not the holder, 4 timeout; 1 for a
+/// corrupt or unreadable lock file (left as it is).
 pub fn run(args: LockArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("lock is not built yet"))
+    let (_, stack) = super::session::load_stack(g)?;
+    let lock = StackLock::of(&stack);
+    match args.action {
+        LockAction::Acquire {
+            owner,
+            task_id,
+            reason,
+        } => {
+            let owner: Owner = owner.parse()?;
+            let record = lock.acquire(owner, &task_id, reason.as_deref())?;
+            if !g.quiet {
+                println!("{}", record.describe());
+            }
+        }
+        LockAction::Release { task_id } => {
+            let was = lock.release(&task_id)?;
+            if !g.quiet {
+                println!("released {}; the stack is free", was.describe());
+            }
+        }
+        LockAction::Current => {
+            println!("{}", lock.read()?.owner);
+        }
+        LockAction::Status { json } => {
+            let record = lock.read()?;
+            if json {
+                println!("{}", record.to_json());
+            } else {
+                print_status(&record, lock.path());
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn print_status(r: &LockRecord, path: &std::path::Path) {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let since = r
+        .acquired_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(&t.replace("+00:00", "Z")).ok())
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| {
+            format!(
+                " ({} ago)",
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    println!("owner:        {}", r.owner);
+    println!("task:         {}", dash(&r.task_id));
+    println!("acquired at:  {}{since}", dash(&r.acquired_at));
+    println!("reason:       {}", dash(&r.reason));
+    println!("file:         {}", path.display());
 }
