@@ -15,8 +15,14 @@
 //! | `rotate` | the rename chain `x.log` → `x.log.1` → … |
 //! | `pump` | [`spawn_pump`], [`Pump`]: the thread per pipe, taps |
 //! | `read` | [`RevLines`], [`RevLog`], [`tail`]: lines from the end |
+//! | `follow` | `logs -f`: one inotify watch on the folder, files by inode across rotations |
+//! | `query` | `logs`: last lines through `--grep`/`--since`, interleaving by time |
+//! | `own` | `stackctl.log`: tracing-appender over a rotating [`Sink`] |
 
+pub mod follow;
+pub mod own;
 mod pump;
+pub mod query;
 mod read;
 mod rotate;
 mod sink;
