@@ -823,6 +823,60 @@ replicas = 2
 }
 
 #[test]
+fn secret_in_a_failing_probe_never_appears_in_messages() {
+    let port = free_port();
+    let s = Stack::new(&format!(
+        r#"
+[stack]
+env_file = [".env"]
+
+[service.api]
+command = "exec sleep 1000"
+ready = {{ exec = "echo checking with ${{SECRET_TOKEN}}; test -f never-${{SECRET_TOKEN}}", timeout = "1s", interval = "200ms" }}
+
+[service.web]
+command = "exec sleep 1000"
+ready = {{ http = "http://127.0.0.1:{port}/health?token=${{SECRET_TOKEN}}", timeout = "1s", interval = "200ms" }}
+
+[service.watched]
+command = "exec sleep 1000"
+restart = "never"
+health = {{ http = "http://127.0.0.1:{port}/live?token=${{SECRET_TOKEN}}", interval = "200ms", failures = 2 }}
+"#
+    ));
+    s.write(".env", &format!("SECRET_TOKEN={SECRET}\n"));
+    let r = run_code(&s, &["start"], 1);
+    let start_out = output(&r);
+    assert!(
+        start_out.contains("api") && start_out.contains("web"),
+        "{start_out}"
+    );
+    wait_for("the failing health check to stop `watched`", 60, || {
+        state_of(&s, "watched") != "running"
+    });
+    let outputs = [
+        ("start", start_out),
+        ("status", output(&s.run(&["status"]))),
+        ("status --json", output(&s.run(&["status", "--json"]))),
+        ("check", output(&s.run(&["check"]))),
+        ("stackctl.log", s.read("logs/stackctl.log")),
+    ];
+    for (what, text) in &outputs {
+        assert!(
+            !text.contains(SECRET),
+            "the secret appears in {what}:\n{text}"
+        );
+    }
+    // The failures are still explained.
+    let status = &outputs[1].1;
+    assert!(
+        status.contains("exec") && status.contains("http"),
+        "{status}"
+    );
+    assert!(status.contains("health"), "{status}");
+}
+
+#[test]
 fn missing_require_env_exits_2_naming_it_and_starts_nothing() {
     let s = Stack::new(
         r#"
