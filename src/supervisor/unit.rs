@@ -643,6 +643,10 @@ impl Unit {
         };
         if let Err(reason) = gate_result {
             let _ = self.stop_child(&mut child, &pid_path).await;
+            let reason = match &self.spec.ready {
+                Some(r) => redact(&reason, &r.probe, &env),
+                None => reason,
+            };
             return End::NotReady(reason);
         }
 
@@ -741,6 +745,10 @@ impl Unit {
                         }
                         Err(f) => {
                             failures += 1;
+                            let f = match &self.spec.health {
+                                Some(t) => redact(&f.to_string(), &t.probe, &ctx.env),
+                                None => f.to_string(),
+                            };
                             tracing::warn!(process = %self.name(), "health check failed ({failures}/{}): {f}", h.failures);
                             if failures >= h.failures {
                                 let why = format!("health check failed {failures} times in a row: {f}");
@@ -868,6 +876,53 @@ async fn wait_group_empty(pgid: i32, deadline: tokio::time::Instant) {
     }
 }
 
+/// `text` (a probe's failure) with the value of every variable the probe's
+/// `template` names put back as `${NAME}`. The expanded probe is used, never
+/// shown: its URL or command may carry a token from an env file, and
+/// environment values never appear in a message, a status or the log
+/// (SPEC; STYLE habit 5). Values shorter than 3 bytes are left alone: they
+/// are no secret, and replacing them would garble the text.
+fn redact(text: &str, template: &ProbeKind, env: &[(String, String)]) -> String {
+    let texts: Vec<&str> = match template {
+        ProbeKind::Http(t) | ProbeKind::Tcp(t) => vec![t.as_str()],
+        ProbeKind::Exec(crate::config::CommandSpec::Shell(t)) => vec![t.as_str()],
+        ProbeKind::Exec(crate::config::CommandSpec::Argv(v)) => {
+            v.iter().map(String::as_str).collect()
+        }
+        ProbeKind::Log(_) | ProbeKind::Notify | ProbeKind::Alive(_) => Vec::new(),
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for t in texts {
+        let mut rest = t;
+        while let Some(i) = rest.find("${") {
+            rest = &rest[i + 2..];
+            let len = rest
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(rest.len());
+            if len > 0 && !names.contains(&&rest[..len]) {
+                names.push(&rest[..len]);
+            }
+        }
+    }
+    let mut values: Vec<(&str, &str)> = names
+        .iter()
+        .filter_map(|n| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+        .filter(|(_, v)| v.len() >= 3)
+        .collect();
+    // Longest first, so a value that holds another is replaced whole.
+    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for (k, v) in values {
+        out = out.replace(v, &format!("${{{k}}}"));
+    }
+    out
+}
+
 /// The readiness gate for a service.
 async fn gate(
     probe: Option<(ProbeKind, Duration)>,
@@ -954,4 +1009,28 @@ fn log_error(state: &StateDir, name: &str, e: std::io::Error) -> String {
         "could not open its log {}: {e}",
         state.log_file(name).display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_puts_back_the_names_of_the_probes_variables() {
+        let env = vec![
+            ("PORT".to_string(), "18000".to_string()),
+            ("TOKEN".to_string(), "s3cr3t".to_string()),
+            ("OTHER".to_string(), "unrelated".to_string()),
+            ("SHORT".to_string(), "1".to_string()),
+        ];
+        let t = ProbeKind::Http("http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=${SHORT:-x}".into());
+        assert_eq!(
+            redact(
+                "HTTP 500 from http://127.0.0.1:18000/h?t=s3cr3t&s=1 (unrelated)",
+                &t,
+                &env
+            ),
+            "HTTP 500 from http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=1 (unrelated)"
+        );
+    }
 }
