@@ -116,8 +116,9 @@ command = "echo db-begin >> order.log; sleep 1; echo db-ready >> order.log; echo
 ready = { log = "accepting connections", timeout = "60s" }
 
 [service.api]
-command = "echo api-begin >> order.log; exec sleep 1000"
+command = "echo api-begin >> order.log; echo 'api up'; exec sleep 1000"
 depends_on = ["migrate", "db"]
+ready = { log = "api up", timeout = "60s" }
 
 [service.web]
 command = "echo web-begin >> order.log; exec sleep 1000"
@@ -125,6 +126,10 @@ depends_on = ["api"]
 "#,
     );
     start_ok(&s, &[]);
+    // `web` has no gate: ready once spawned, perhaps before it wrote.
+    wait_for("`web` to write its line", 30, || {
+        s.read("order.log").contains("web-begin")
+    });
     let l = lines(&s, "order.log");
     let api = index_of(&l, "api-begin");
     assert!(
@@ -165,9 +170,13 @@ depends_on = ["one", "two", "three"]
     );
     s.write(
         "par.sh",
-        "#!/bin/sh\necho \"$STACKCTL_PROCESS begin $(date +%s.%N)\" >> par.log\nsleep 2\necho \"$STACKCTL_PROCESS end $(date +%s.%N)\" >> par.log\n",
+        "#!/bin/sh\necho \"$STACKCTL_PROCESS begin $(date +%s.%N)\" >> par.log\nsleep 3\necho \"$STACKCTL_PROCESS end $(date +%s.%N)\" >> par.log\n",
     );
     let (_, took) = timed_start(&s);
+    // `after` has no gate: ready once spawned, perhaps before it wrote.
+    wait_for("`after` to write its line", 30, || {
+        s.read("par.log").contains("after begin")
+    });
     let l = lines(&s, "par.log");
     let begins: Vec<usize> = ["one", "two", "three"]
         .iter()
@@ -183,11 +192,42 @@ depends_on = ["one", "two", "three"]
         "the independent processes did not run side by side: {l:?}"
     );
     assert!(index_of(&l, "after begin") > first_end, "{l:?}");
-    // Three 2 s stand-ins one after the other would take 6 s.
+    // Three 3 s stand-ins one after the other would take 9 s.
     assert!(
-        took < Duration::from_secs(6),
+        took < Duration::from_secs(9),
         "start took {took:?}: not parallel"
     );
+}
+
+#[test]
+fn dependents_wait_for_every_member_of_a_pool() {
+    let s = Stack::new(
+        r#"
+[service.w]
+command = "./member.sh"
+replicas = 3
+ready = { log = "member ready", timeout = "60s" }
+
+[service.api]
+command = "echo api-begin >> order.log; exec sleep 1000"
+depends_on = ["w"]
+"#,
+    );
+    // Member 2 is the slow one.
+    s.write(
+        "member.sh",
+        "#!/bin/sh\n[ \"$STACKCTL_INSTANCE\" = 2 ] && sleep 1.5\necho \"$STACKCTL_PROCESS-ready\" >> order.log\necho member ready\nexec sleep 1000\n",
+    );
+    start_ok(&s, &[]);
+    wait_for("`api` to write its line", 30, || {
+        s.read("order.log").contains("api-begin")
+    });
+    let l = lines(&s, "order.log");
+    let api = index_of(&l, "api-begin");
+    for m in ["w.1", "w.2", "w.3"] {
+        assert!(api > index_of(&l, &format!("{m}-ready")), "{l:?}");
+        running_pid(&s, m);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -447,6 +487,29 @@ depends_on = ["api"]
     run_code(&s, &["status"], 3);
 }
 
+#[test]
+fn failed_task_log_tail_ends_with_its_last_line_even_after_much_output() {
+    // The failure is reported only once everything the task wrote is in
+    // its log: the last lines are the ones that explain it.
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "seq 1 200000; echo 'MIGRATE-LAST-WORDS: disk full'; exit 3"
+
+[service.api]
+command = "exec sleep 1000"
+depends_on = ["migrate"]
+"#,
+    );
+    let r = run_code(&s, &["start"], 1);
+    let out = output(&r);
+    assert!(
+        out.contains("MIGRATE-LAST-WORDS: disk full"),
+        "the log tail misses the task's last line:\n{out}"
+    );
+    assert!(out.contains("199999"), "{out}");
+}
+
 // ---------------------------------------------------------------------------
 // 5. Stopping whole groups
 
@@ -562,6 +625,66 @@ ready = {{ log = "ignoring SIGTERM", timeout = "60s" }}
     );
 }
 
+#[test]
+fn stop_waits_for_the_whole_group_not_just_its_leader() {
+    // The shell leader dies at SIGTERM; its child ignores it and must still
+    // be killed once stop_timeout has passed.
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = "\"{py}\" stubborn.py & wait"
+stop_timeout = "1s"
+ready = {{ log = "ignoring SIGTERM", timeout = "60s" }}
+"#,
+        py = python()
+    ));
+    s.write(
+        "stubborn.py",
+        "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nopen('stubborn.pid', 'w').write(str(os.getpid()))\nprint('ignoring SIGTERM', flush=True)\ntime.sleep(1000)\n",
+    );
+    start_ok(&s, &[]);
+    let leader = running_pid(&s, "svc");
+    let child = s.wait_pid_file("stubborn.pid", 30);
+    assert_ne!(leader, child);
+    let t = Instant::now();
+    run_code(&s, &["stop"], 0);
+    let took = t.elapsed();
+    assert!(!alive(leader), "the leader survived");
+    assert!(
+        !alive(child),
+        "the leader's child survived: stop only waited for the leader"
+    );
+    assert!(took >= Duration::from_secs(1), "stop took {took:?}");
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+}
+
+#[test]
+fn sigterm_to_the_supervisor_stops_the_stack() {
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "exec sleep 1000"
+
+[service.b]
+command = "exec sleep 1000"
+depends_on = ["a"]
+"#,
+    );
+    start_ok(&s, &[]);
+    let pids = [running_pid(&s, "a"), running_pid(&s, "b")];
+    let sup = s.supervisor_pid().expect("supervisor pid");
+    harness::kill(sup, 15);
+    wait_for("the supervisor to exit after SIGTERM", 60, || !alive(sup));
+    for p in pids {
+        assert!(!alive(p), "pid {p} survived SIGTERM to the supervisor");
+    }
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+    assert!(
+        !s.state("stackctl.sock").exists(),
+        "the socket was left behind"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 7. Status truth
 
@@ -605,7 +728,7 @@ depends_on = ["a"]
     let old: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
     let sup = s.supervisor_pid().expect("supervisor pid");
     harness::kill(sup, 9);
-    wait_for("the supervisor to die", 30, || !alive(sup));
+    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
 
     let r = run_code(&s, &["status", "--json"], 3);
     let doc: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
@@ -852,7 +975,7 @@ health = {{ http = "http://127.0.0.1:{port}/live?token=${{SECRET_TOKEN}}", inter
         "{start_out}"
     );
     wait_for("the failing health check to stop `watched`", 60, || {
-        state_of(&s, "watched") != "running"
+        state_of(&s, "watched") == "failed"
     });
     let outputs = [
         ("start", start_out),
@@ -1092,7 +1215,7 @@ command = "exec sleep 1000"
     let old = running_pid(&s, "svc");
     let sup = s.supervisor_pid().expect("supervisor pid");
     harness::kill(sup, 9);
-    wait_for("the supervisor to die", 30, || !alive(sup));
+    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
     {
         use std::os::unix::fs::FileTypeExt;
         let md = std::fs::symlink_metadata(s.state("stackctl.sock")).expect("socket left behind");

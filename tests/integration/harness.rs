@@ -389,3 +389,24 @@ impl Stack {
         s["supervisor"]["pid"].as_i64().map(|p| p as i32)
     }
 }
+
+/// Whether every thread of `pid` has exited (it may remain a zombie). A
+/// SIGKILLed multi-threaded process shows its leader as a zombie while
+/// other threads are still tearing down, its sockets still open; this waits
+/// for the last one.
+pub fn fully_dead(pid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    rd.flatten()
+        .all(|t| match std::fs::read_to_string(t.path().join("stat")) {
+            Ok(s) => {
+                let state = s
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                matches!(state, Some("Z") | Some("X") | None)
+            }
+            Err(_) => true,
+        })
+}
