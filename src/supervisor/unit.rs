@@ -8,8 +8,10 @@
 //! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
 //! for `status` and for dependency ordering. Nothing polls: every wait is a
 //! `select!` over the child's exit, the next command, the readiness gate,
-//! the health timer or the notify socket. The one exception is the short
-//! wait for a process *group* to empty during a stop, which has no event.
+//! the health timer or the notify socket. The exceptions are two short,
+//! bounded waits that have no event: for a process *group* to empty during
+//! a stop, and for the log pump to drain the pipe after an exit (so that a
+//! failure's log tail ends with the process's last line).
 //!
 //! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
 //! readiness gate) → `running` (ready; health checks) → on exit the restart
@@ -207,7 +209,7 @@ struct Child {
     pid: i32,
     exit_rx: oneshot::Receiver<Exit>,
     exited: Option<Exit>,
-    _pump: Option<Pump>,
+    pump: Option<Pump>,
     spawned: Instant,
 }
 
@@ -493,7 +495,7 @@ impl Unit {
                 .map_err(|e| log_error(&self.ctx.state, self.name(), e))?;
             let spawned = spawn::spawn(&argv, &self.spec.cwd, env, true)
                 .map_err(|e| format!("pre_start `{cmd}` could not run: {e}"))?;
-            let _pump = match spawned.output {
+            let pump = match spawned.output {
                 Some(fd) => Some(
                     logs::spawn_pump(self.name(), fd, log, self.taps(None))
                         .map_err(|e| format!("pre_start `{cmd}`: {e}"))?,
@@ -504,6 +506,7 @@ impl Unit {
             let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
             let exit = tokio::time::timeout(limit, spawned.exit).await;
             let _ = spawn::signal_group(pgid, Signal::SIGKILL);
+            drain(pump.as_ref()).await;
             match exit {
                 Ok(Ok(e)) if e.success() => {}
                 Ok(Ok(e)) => return Err(format!("pre_start `{cmd}` {e}")),
@@ -589,7 +592,7 @@ impl Unit {
             pid: spawned.pid,
             exit_rx: spawned.exit,
             exited: None,
-            _pump: pump,
+            pump,
             spawned: Instant::now(),
         };
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
@@ -630,7 +633,7 @@ impl Unit {
         let gate_result = loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, &pid_path);
+                    self.cleanup_after_exit(&child, &pid_path).await;
                     return End::NotReady(format!("{exit} before it was ready"));
                 }
                 cmd = self.rx.recv() => {
@@ -675,7 +678,7 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path);
+                    self.cleanup_after_exit(&child, pid_path).await;
                     let ran_for = child.spawned.elapsed();
                     return if exit.success() {
                         End::Completed
@@ -726,7 +729,7 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path);
+                    self.cleanup_after_exit(&child, pid_path).await;
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
                 cmd = self.rx.recv() => {
@@ -810,13 +813,16 @@ impl Unit {
 
     /// After the leader exited on its own: nothing it left in its group may
     /// linger (it would be a second copy after the restart), so the rest of
-    /// the group is killed at once; the pid file goes.
-    fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
+    /// the group is killed at once; the pid file goes; and what it wrote
+    /// is drained into its log before the exit is acted on, so a failure's
+    /// log tail ends with its last line.
+    async fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
         if spawn::group_exists(child.pid) {
             tracing::info!(process = %self.name(), "killing what pid {} left in its group", child.pid);
             let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
         }
         let _ = std::fs::remove_file(pid_path);
+        drain(child.pump.as_ref()).await;
     }
 
     /// Stops the child: stop_signal to the group, up to stop_timeout for the
@@ -865,6 +871,21 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
         spawn::identity::group_and_descendants(pgid)
     } else {
         Vec::new()
+    }
+}
+
+/// Waits until the log pump has read its pipe to the end (every writer
+/// closed it), so that everything the process wrote is in its log.
+/// Bounded: a descendant that left the group may hold the pipe open. The
+/// pump's end is not an event here, so it is checked on a short timer, and
+/// only after an exit.
+async fn drain(pump: Option<&Pump>) {
+    let Some(p) = pump else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut step = Duration::from_millis(1);
+    while !p.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(20));
     }
 }
 
