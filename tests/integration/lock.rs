@@ -150,7 +150,7 @@ fn flock_timeout_exits_4_after_5s() {
     assert!(!s.state("stack-owner.json").exists());
 
     // Released: works at once.
-    sidecar.unlock().unwrap();
+    FileExt::unlock(&sidecar).unwrap();
     s.run(&["lock", "acquire", "export", "t1"]).success();
 }
 
@@ -170,7 +170,7 @@ fn waiter_gets_the_flock_when_it_is_released_in_time() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none());
     // …and gets it once we let go.
-    sidecar.unlock().unwrap();
+    FileExt::unlock(&sidecar).unwrap();
     let mut status = None;
     wait_for("the waiting acquire to finish", 10, || {
         status = child.try_wait().unwrap();
