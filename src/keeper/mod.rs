@@ -655,7 +655,10 @@ impl Keeper {
             .await
             .map_err(|e| Failure::new("verify", &seen, e))?;
         if code != Some(0) {
-            let not_ready = not_ready(&doc, None);
+            let not_ready: Vec<String> = not_ready(&doc, None)
+                .into_iter()
+                .map(|(name, state)| format!("{name} ({state})"))
+                .collect();
             return Err(Failure::new(
                 "verify",
                 &seen,
@@ -732,7 +735,7 @@ impl Keeper {
         let (_, doc) = self.status().await?;
         Ok(not_ready(&doc, Some(&self.spec.watch_health))
             .into_iter()
-            .map(|s| format!("{s} not ready"))
+            .map(|(name, state)| format!("{name} not ready ({state})"))
             .collect())
     }
 
@@ -881,7 +884,7 @@ async fn forward_lines(r: impl AsyncRead + Unpin, tx: mpsc::UnboundedSender<Stri
 
 /// Processes (of `only`, or all) that are not running and ready, as
 /// "name (state)"; a watched name missing from the document counts too.
-fn not_ready(doc: &serde_json::Value, only: Option<&[String]>) -> Vec<String> {
+fn not_ready(doc: &serde_json::Value, only: Option<&[String]>) -> Vec<(String, String)> {
     let procs = doc["processes"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     let mut seen = Vec::new();
@@ -903,13 +906,13 @@ fn not_ready(doc: &serde_json::Value, only: Option<&[String]>) -> Vec<String> {
             state == "running" && ready
         };
         if !fine {
-            out.push(format!("{name} ({state})"));
+            out.push((name.to_string(), state.to_string()));
         }
     }
     if let Some(only) = only {
         for w in only {
             if !seen.iter().any(|s| s == w) {
-                out.push(format!("{w} (not listed)"));
+                out.push((w.clone(), "not listed".to_string()));
             }
         }
     }
@@ -1028,8 +1031,12 @@ mod tests {
             {"name": "w.1", "kind": "service", "pool": "w", "state": "running", "ready": true},
             {"name": "migrate", "kind": "task", "pool": null, "state": "completed", "ready": true},
         ]});
-        assert_eq!(not_ready(&doc, None), vec!["tunnel (failed)"]);
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(not_ready(&doc, None), vec![pair("tunnel", "failed")]);
         let only = vec!["api".to_string(), "w".into(), "ghost".into()];
-        assert_eq!(not_ready(&doc, Some(&only)), vec!["ghost (not listed)"]);
+        assert_eq!(
+            not_ready(&doc, Some(&only)),
+            vec![pair("ghost", "not listed")]
+        );
     }
 }

@@ -53,6 +53,8 @@ stop_timeout = "2s"
 [service.app]
 command = "echo \"$(cat VERSION)\" >> logs/started.txt; echo up; exec sleep 300"
 ready = {{ log = "^up$", timeout = "20s" }}
+restart = "never"
+health = {{ exec = "true", interval = "1h" }}
 
 [keeper]
 branch = "develop"
@@ -457,4 +459,61 @@ fn one_keeper_per_stack_and_keep_needs_a_keeper_section() {
     let r = s.run(&["keep"]);
     r.expect_code(2);
     assert!(r.stderr.contains("[keeper]"), "{r:?}");
+}
+
+#[test]
+fn an_unhealthy_watched_service_triggers_a_redeploy() {
+    let mut f = Fixture::new("interval = \"300ms\"\nwatch_health = [\"app\"]");
+    f.stack.run(&["start"]).success();
+    let pid = f.stack.pid_of("app").unwrap();
+    f.start_keeper();
+    let line = f.wait_tick("nothing to do", 30);
+    assert!(line.contains("watched services ready"), "{line}");
+
+    kill(pid, 9);
+    let line = f.wait_tick("app not ready", 30);
+    assert!(line.contains("deployed in"), "{line}");
+    let new = f.stack.pid_of("app");
+    assert!(new.is_some() && new != Some(pid), "{new:?}");
+    assert_eq!(f.started(), ["v1", "v1"]);
+    f.stack.run(&["status"]).success();
+}
+
+#[test]
+fn keep_tmux_runs_the_keeper_in_a_detached_session() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("tmux is not installed; skipping");
+        return;
+    }
+    let name = format!("kt{}", std::process::id());
+    let f = Fixture::new(r#"interval = "1h""#);
+    let toml = f
+        .stack
+        .read("stack.toml")
+        .replace("name = \"kt\"", &format!("name = \"{name}\""));
+    std::fs::write(f.stack.path().join("stack.toml"), toml).unwrap();
+    let session = format!("stackctl-keeper-{name}");
+    struct KillSession(String);
+    impl Drop for KillSession {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _guard = KillSession(session.clone());
+    let r = f.stack.run(&["keep", "--tmux"]);
+    r.success();
+    assert!(r.stdout.contains(&session), "{r:?}");
+    f.wait_tick("nothing to do", 30);
+    let has = Command::new("tmux")
+        .args(["has-session", "-t", &session])
+        .status()
+        .unwrap();
+    assert!(has.success());
+    // A second one is refused while the first runs.
+    f.stack.run(&["keep", "--tmux"]).expect_code(1);
+    f.stack.run(&["keep", "--trigger"]).success();
+    f.wait_tick("manual trigger", 60);
 }
