@@ -1,4 +1,9 @@
 //! `stackctl keep`: the deploy keeper.
+//!
+//! Owns: the three ways to call it: the foreground loop (handed to
+//! `crate::keeper::run`), `--trigger` (touch the trigger file and return) and
+//! `--tmux` (a detached session `stackctl-keeper-<stack>` running the loop).
+//! Must not touch: the tick itself, the lock file, stack processes.
 
 use clap::Args;
 
