@@ -3,10 +3,6 @@
 //! Owns: turning `lock acquire|release|current|status` into calls on
 //! [`crate::lock::StackLock`] and printing the result. Must not touch: the
 //! lock file itself (only through `lock`), the supervisor.
-//!
-//! Owns: parsing `lock acquire|release|current|status` and printing the
-//! answers. Must not touch: the lock file itself (all of that is in
-//! `crate::lock`, which also decides the exit codes 2/3/4).
 
 use clap::{Args, Subcommand};
 
