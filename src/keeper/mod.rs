@@ -238,6 +238,9 @@ impl Failure {
 /// A deploy decided by an attempt, kept across its retries.
 #[derive(Debug, Clone)]
 struct Plan {
+    /// The worktree's commit when the deploy was decided (a retry may find
+    /// the worktree already updated; the log still shows where it came from).
+    from: String,
     /// The commit to deploy.
     to: String,
     /// Why besides a new commit ("manual trigger", "tunnel not ready (failed)").
@@ -370,8 +373,17 @@ impl Keeper {
         .map_err(|e| Error::failed(format!("cannot watch for keeper triggers: {e}")))?;
         let mut dirs = vec![self.stack.state_dir.clone()];
         if let Some(d) = self.lock.path().parent() {
-            if d != self.stack.state_dir && d.is_dir() {
-                dirs.push(d.to_path_buf());
+            if d != self.stack.state_dir {
+                if !d.exists() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    let _ = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(d);
+                }
+                if d.is_dir() {
+                    dirs.push(d.to_path_buf());
+                }
             }
         }
         for d in dirs {
@@ -525,10 +537,11 @@ impl Keeper {
             .await
             .map_err(|e| Failure::new("fetch", "", e))?;
         let head = git.head().await.map_err(|e| Failure::new("fetch", "", e))?;
-        let seen = if head == remote {
+        let from = plan.as_ref().map_or(head.as_str(), |p| p.from.as_str());
+        let seen = if from == remote {
             format!("{name} at {}", short(&remote))
         } else {
-            format!("{name} {}→{}", short(&head), short(&remote))
+            format!("{name} {}→{}", short(from), short(&remote))
         };
         if self.stopping() {
             return Ok(Outcome::Stopped(format!(
@@ -568,6 +581,7 @@ impl Keeper {
                     )));
                 }
                 *plan = Some(Plan {
+                    from: head.clone(),
                     to: remote.clone(),
                     why: why.clone(),
                 });
@@ -636,17 +650,34 @@ impl Keeper {
                 ));
             }
         }
-        let restart = self.stackctl(&stack, &["restart"]);
-        let ended = self
-            .run_logged("restart", &restart, &stack.root, &env, None)
+        // Through the supervisor, never by spawning stack processes here. A
+        // running supervisor holds the stack file it read when it started, and
+        // `restart` does not re-read it; so `reload` first (it applies the new
+        // file: a no-op when nothing changed), then `restart` (tasks re-run).
+        // With no supervisor, `start` launches one on the new file.
+        let (_, before) = self
+            .status()
             .await
             .map_err(|e| Failure::new("restart", &seen, e))?;
-        if ended != "exited 0" {
-            return Err(Failure::new(
-                "restart",
-                &seen,
-                format!("`stackctl restart` {ended} (see its output above in the keeper log)"),
-            ));
+        let supervised = before["supervisor"]["running"].as_bool().unwrap_or(false);
+        let steps: &[&str] = if supervised {
+            &["reload", "restart"]
+        } else {
+            &["start"]
+        };
+        for cmd in steps {
+            let argv = self.stackctl(&stack, &[cmd]);
+            let ended = self
+                .run_logged(cmd, &argv, &stack.root, &env, None)
+                .await
+                .map_err(|e| Failure::new("restart", &seen, e))?;
+            if ended != "exited 0" {
+                return Err(Failure::new(
+                    "restart",
+                    &seen,
+                    format!("`stackctl {cmd}` {ended} (see its output above in the keeper log)"),
+                ));
+            }
         }
         self.stack = stack;
         self.spec = spec;
@@ -883,7 +914,7 @@ async fn forward_lines(r: impl AsyncRead + Unpin, tx: mpsc::UnboundedSender<Stri
 }
 
 /// Processes (of `only`, or all) that are not running and ready, as
-/// "name (state)"; a watched name missing from the document counts too.
+/// (name, state); a watched name missing from the document counts too.
 fn not_ready(doc: &serde_json::Value, only: Option<&[String]>) -> Vec<(String, String)> {
     let procs = doc["processes"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();

@@ -374,7 +374,7 @@ escalate = "printf '%s|%s|%s' \"$STACKCTL_KEEPER_STEP\" \"$STACKCTL_KEEPER_ATTEM
     // v2's stack file has a deploy step that fails.
     let broken =
         stack_toml("v2", extra).replace("deploy = [", "deploy = [\"echo boom-from-v2; exit 7\", ");
-    f.commit("v2", &broken);
+    let v2 = f.commit("v2", &broken);
     f.start_keeper();
     wait_for("escalate to write its file", 60, || {
         !f.stack.read("logs/escalated.txt").is_empty()
@@ -393,6 +393,10 @@ escalate = "printf '%s|%s|%s' \"$STACKCTL_KEEPER_STEP\" \"$STACKCTL_KEEPER_ATTEM
         "{:?}",
         f.ticks()
     );
+    for l in f.ticks().iter().filter(|l| l.contains("deploy failed")) {
+        // The retry still says where it came from, though the worktree moved.
+        assert!(l.contains(&format!("→{}", &v2[..7])), "{l}");
+    }
     assert!(f.stack.read("logs/keeper.log").contains("boom-from-v2"));
     // Nothing was restarted; the lock is free again.
     assert_eq!(f.stack.pid_of("app"), Some(pid));
@@ -516,4 +520,70 @@ fn keep_tmux_runs_the_keeper_in_a_detached_session() {
     f.stack.run(&["keep", "--tmux"]).expect_code(1);
     f.stack.run(&["keep", "--trigger"]).success();
     f.wait_tick("manual trigger", 60);
+}
+
+#[test]
+fn a_retry_redoes_the_deploy_after_the_worktree_moved() {
+    let extra = "interval = \"1h\"\nretries = 2";
+    let mut f = Fixture::new(extra);
+    f.stack.run(&["start"]).success();
+    // Fails the first time only.
+    let flaky = stack_toml("v2", extra).replace(
+        "deploy = [",
+        "deploy = [\"test -f logs/once || {{ touch logs/once; exit 1; }}\", ",
+    );
+    let v2 = f.commit("v2", &flaky.replace("{{", "{").replace("}}", "}"));
+    f.start_keeper();
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&format!("→{}", &v2[..7])), "{line}");
+    let ticks = f.ticks();
+    assert!(
+        ticks.iter().any(|l| l.contains("attempt 1/3, retrying")),
+        "{ticks:?}"
+    );
+    assert_eq!(f.started(), ["v1", "v2"]);
+    assert_eq!(
+        f.stack.read("logs/built.txt").trim(),
+        "built v2 by the v2 stack file"
+    );
+    assert_eq!(f.lock_owner(), "free");
+}
+
+#[test]
+fn a_changed_stack_file_is_what_the_restarted_stack_runs() {
+    // The running supervisor read v1's stack file; v2 changes the app's
+    // command. After the deploy the app must run v2's command, not v1's.
+    let mut f = Fixture::new(r#"interval = "1h""#);
+    f.stack.run(&["start"]).success();
+    f.start_keeper();
+    f.wait_tick("nothing to do", 30);
+    let v2 = stack_toml("v2", r#"interval = "1h""#).replace(
+        r#"echo \"$(cat VERSION)\" >> logs/started.txt"#,
+        r#"echo \"$(cat VERSION) new-command\" >> logs/started.txt"#,
+    );
+    assert!(v2.contains("new-command"));
+    let sha = f.commit("v2", &v2);
+    f.stack.run(&["keep", "--trigger"]).success();
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&sha[..7]), "{line}");
+    assert_eq!(f.started().last().map(String::as_str), Some("v2 new-command"));
+    f.stack.run(&["status"]).success();
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+#[test]
+fn with_no_supervisor_running_the_keeper_starts_the_stack() {
+    let mut f = Fixture::new(r#"interval = "1h""#);
+    let v2 = f.push_v2();
+    f.start_keeper();
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&v2[..7]), "{line}");
+    assert_eq!(f.started(), ["v2"]);
+    assert!(
+        f.stack.read("logs/keeper.log").contains("  start| "),
+        "{}",
+        f.stack.read("logs/keeper.log")
+    );
+    f.stack.run(&["status"]).success();
+    assert_eq!(f.stop_keeper(), Some(0));
 }
