@@ -566,7 +566,10 @@ fn a_changed_stack_file_is_what_the_restarted_stack_runs() {
     f.stack.run(&["keep", "--trigger"]).success();
     let line = f.wait_tick("deployed in", 60);
     assert!(line.contains(&sha[..7]), "{line}");
-    assert_eq!(f.started().last().map(String::as_str), Some("v2 new-command"));
+    assert_eq!(
+        f.started().last().map(String::as_str),
+        Some("v2 new-command")
+    );
     f.stack.run(&["status"]).success();
     assert_eq!(f.stop_keeper(), Some(0));
 }
