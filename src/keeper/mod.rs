@@ -566,6 +566,15 @@ impl Keeper {
                     why.push("manual trigger".to_string());
                 }
                 why.extend(unhealthy.iter().cloned());
+                // First: a commit whose deploy failed and was escalated. The
+                // worktree may already be at it (the failure came after the
+                // update), so "at the remote head" does not mean "deployed".
+                if why.is_empty() && self.failed_at.as_deref() == Some(remote.as_str()) {
+                    return Ok(Outcome::Idle(format!(
+                        "{seen}; its deploy failed and was escalated; waiting for a new \
+                         commit or `stackctl keep --trigger`"
+                    )));
+                }
                 if why.is_empty() && head == remote {
                     let healthy = if self.spec.watch_health.is_empty() {
                         ""
@@ -573,12 +582,6 @@ impl Keeper {
                         "; watched services ready"
                     };
                     return Ok(Outcome::Idle(format!("{seen}{healthy}; nothing to do")));
-                }
-                if why.is_empty() && self.failed_at.as_deref() == Some(remote.as_str()) {
-                    return Ok(Outcome::Idle(format!(
-                        "{seen}; its deploy failed and was escalated; waiting for a new \
-                         commit or `stackctl keep --trigger`"
-                    )));
                 }
                 *plan = Some(Plan {
                     from: head.clone(),

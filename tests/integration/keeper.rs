@@ -590,3 +590,31 @@ fn with_no_supervisor_running_the_keeper_starts_the_stack() {
     f.stack.run(&["status"]).success();
     assert_eq!(f.stop_keeper(), Some(0));
 }
+
+#[test]
+fn after_a_failed_restart_the_next_ticks_do_not_claim_nothing_to_do() {
+    // v2 updates the worktree, then its app dies at once: the restart fails
+    // after the update. The worktree is at the remote head, yet the deploy
+    // is not done, and later ticks must say so.
+    let extra = "interval = \"300ms\"\nretries = 0";
+    let mut f = Fixture::new(extra);
+    f.stack.run(&["start"]).success();
+    let broken = stack_toml("v2", extra).replace("exec sleep 300", "exit 3");
+    let v2 = f.commit("v2", &broken);
+    f.start_keeper();
+    let line = f.wait_tick("giving up", 60);
+    assert!(line.contains("restart failed"), "{line}");
+    assert_eq!(f.head(), v2);
+    let line = f.wait_tick("failed and was escalated", 30);
+    assert!(line.contains(&v2[..7]), "{line}");
+    let ticks = f.ticks();
+    let gave_up = ticks.iter().position(|l| l.contains("giving up")).unwrap();
+    assert!(
+        ticks[gave_up..]
+            .iter()
+            .all(|l| !l.contains("nothing to do")),
+        "{ticks:#?}"
+    );
+    assert_eq!(f.lock_owner(), "free");
+    assert_eq!(f.stop_keeper(), Some(0));
+}
