@@ -342,8 +342,17 @@ impl Keeper {
                 End::Stopped => break,
             }
         }
+        // Every attempt releases the lock; this catches a release that failed.
+        let lock_state = match self.lock.read() {
+            Ok(r) if r.held_by(&self.task_id) => match self.lock.release(&self.task_id) {
+                Ok(_) => "released the lock it still held".to_string(),
+                Err(e) => format!("could not release the lock: {e}"),
+            },
+            Ok(_) => "it does not hold the lock".to_string(),
+            Err(e) => format!("could not check the lock: {e}"),
+        };
         self.log
-            .note("keeper stopped by a signal; the lock is not held by it");
+            .note(&format!("keeper stopped by a signal; {lock_state}"));
         Ok(exit::SUCCESS)
     }
 

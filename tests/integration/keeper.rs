@@ -618,3 +618,33 @@ fn after_a_failed_restart_the_next_ticks_do_not_claim_nothing_to_do() {
     assert_eq!(f.lock_owner(), "free");
     assert_eq!(f.stop_keeper(), Some(0));
 }
+
+#[test]
+fn a_lock_left_by_a_killed_keeper_is_taken_back() {
+    let mut f = Fixture::new(r#"interval = "1h""#);
+    // What a keeper killed with SIGKILL mid-deploy leaves behind.
+    f.stack
+        .run(&[
+            "lock",
+            "acquire",
+            "deploy",
+            "keeper-kt",
+            "deploy keeper tick",
+        ])
+        .success();
+    f.start_keeper();
+    f.wait_tick("nothing to do", 30);
+    assert_eq!(f.lock_owner(), "free");
+    // Another deploy task (a person deploying by hand) is waited for.
+    f.stack
+        .run(&["lock", "acquire", "deploy", "by-hand", "hotfix"])
+        .success();
+    f.stack.run(&["keep", "--trigger"]).success();
+    let line = f.wait_tick("heartbeat", 30);
+    assert!(line.contains("by-hand"), "{line}");
+    assert_eq!(f.stop_keeper(), Some(0));
+    assert!(f
+        .stack
+        .read("logs/keeper.log")
+        .contains("keeper stopped by a signal; it does not hold the lock"));
+}
