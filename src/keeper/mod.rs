@@ -102,6 +102,7 @@ pub fn run(stack_file: &Path, stack: Stack, quiet: bool) -> Result<u8, Error> {
             exe,
             stop,
             failed_at: None,
+            prereq_backoff: None,
         };
         keeper.run().await
     });
@@ -259,6 +260,8 @@ struct Keeper {
     /// The commit whose deploy failed and was escalated: not retried until
     /// the remote moves on, a trigger arrives or a watched service fails.
     failed_at: Option<String>,
+    /// The wait before the next prereq check while one is down.
+    prereq_backoff: Option<Duration>,
 }
 
 impl Keeper {
@@ -286,7 +289,6 @@ impl Keeper {
         ));
         let mut trigger = trigger_path.exists();
         let mut deferred = false;
-        let mut prereq_backoff: Option<Duration> = None;
         let mut next = Instant::now();
         let mut stop = self.stop.clone();
         let mut watching = true;
@@ -325,18 +327,17 @@ impl Keeper {
                 End::Done => {
                     trigger = false;
                     deferred = false;
-                    prereq_backoff = None;
+                    self.prereq_backoff = None;
                     next = Instant::now() + self.spec.interval;
                 }
                 End::Deferred => {
                     deferred = true;
-                    prereq_backoff = None;
+                    self.prereq_backoff = None;
                     next = Instant::now() + self.spec.interval;
                 }
                 End::PrereqDown => {
                     deferred = false;
-                    let d = backoff_after(prereq_backoff, self.spec.interval);
-                    prereq_backoff = Some(d);
+                    let d = self.prereq_backoff.unwrap_or(Duration::from_secs(1));
                     next = Instant::now() + d;
                 }
                 End::Stopped => break,
@@ -507,11 +508,11 @@ impl Keeper {
         self.lock = StackLock::of(&self.stack);
         match (result, released) {
             (r, Ok(_)) => r,
-            (Ok(Outcome::Deployed(s)), Err(e)) => Err(Failure::new(
-                "lock release",
-                &s,
-                format!("deployed, but could not release the lock: {e}"),
-            )),
+            // Not a reason to deploy again: say it; the next attempt (an
+            // idempotent acquire) or the keeper's exit frees it.
+            (Ok(Outcome::Deployed(s)), Err(e)) => Ok(Outcome::Deployed(format!(
+                "{s}; but the lock could not be released: {e}"
+            ))),
             (Ok(_), Err(e)) => Err(Failure::new("lock release", "", e.to_string())),
             (Err(f), Err(_)) => Err(f),
         }
@@ -528,8 +529,11 @@ impl Keeper {
         };
         for p in &self.spec.prereqs {
             if let Err(f) = crate::probe::check(p, &ctx, PREREQ_TIMEOUT).await {
+                let d = backoff_after(self.prereq_backoff, self.spec.interval);
+                self.prereq_backoff = Some(d);
                 return Ok(Outcome::PrereqDown(format!(
-                    "prereq {p} is down ({f}); nothing restarted; backing off"
+                    "prereq {p} is down ({f}); nothing restarted; checking again in {}",
+                    humantime::format_duration(d)
                 )));
             }
             if self.stopping() {
