@@ -102,6 +102,7 @@ pub fn run(stack_file: &Path, stack: Stack, quiet: bool) -> Result<u8, Error> {
             exe,
             stop,
             failed_at: None,
+            escalated: None,
             prereq_backoff: None,
         };
         keeper.run().await
@@ -260,6 +261,10 @@ struct Keeper {
     /// The commit whose deploy failed and was escalated: not retried until
     /// the remote moves on, a trigger arrives or a watched service fails.
     failed_at: Option<String>,
+    /// The last failure that was escalated without a commit to pin it to
+    /// (fetch, lock, status…) and when: the same failure again is logged,
+    /// not escalated again every interval, until a tick succeeds.
+    escalated: Option<(String, String)>,
     /// The wait before the next prereq check while one is down.
     prereq_backoff: Option<Duration>,
 }
@@ -413,11 +418,13 @@ impl Keeper {
         loop {
             match self.attempt(trigger, &mut plan).await {
                 Ok(Outcome::Idle(s)) => {
+                    self.escalated = None;
                     self.log.tick(&s);
                     return End::Done;
                 }
                 Ok(Outcome::Deployed(s)) => {
                     self.failed_at = None;
+                    self.escalated = None;
                     self.log.tick(&s);
                     return End::Done;
                 }
@@ -440,7 +447,19 @@ impl Keeper {
                         format!("{}; ", f.seen)
                     };
                     if attempt >= total {
-                        let escalated = self.escalate(&f, attempt, plan.as_ref()).await;
+                        let key = format!("{}: {}", f.step, f.error);
+                        let escalated = match &self.escalated {
+                            Some((k, at)) if plan.is_none() && *k == key => {
+                                format!("the same failure was escalated at {at}; not escalating again until a tick succeeds")
+                            }
+                            _ => {
+                                let e = self.escalate(&f, attempt, plan.as_ref()).await;
+                                if plan.is_none() {
+                                    self.escalated = Some((key, timestamp(SystemTime::now())));
+                                }
+                                e
+                            }
+                        };
                         self.failed_at = plan.as_ref().map(|p| p.to.clone());
                         self.log.tick(&format!(
                             "{seen}{} failed: {}; attempt {attempt}/{total}, giving up; {escalated}",
