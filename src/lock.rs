@@ -235,9 +235,11 @@ impl StackLock {
             Ok(Err(e)) => Err(io_failure("flock", &sidecar, &e)),
             Err(_) => Err(Error::LockTimeout {
                 message: format!(
-                    "could not lock {} within {}s: another stackctl (or script) holds its flock",
+                    "could not lock {} within {}s: another stackctl (or script) holds its flock \
+                     (`fuser -v {}` shows which process; try again once it is done)",
                     sidecar.display(),
-                    self.timeout.as_secs_f32()
+                    self.timeout.as_secs_f32(),
+                    sidecar.display()
                 ),
             }),
         }

@@ -1,9 +1,14 @@
 //! `stackctl keep`: the deploy keeper.
+//!
+//! Owns: the three ways to call it: the foreground loop (handed to
+//! `crate::keeper::run`), `--trigger` (touch the trigger file and return) and
+//! `--tmux` (a detached session `stackctl-keeper-<stack>` running the loop).
+//! Must not touch: the tick itself, the lock file, stack processes.
 
 use clap::Args;
 
 use super::Global;
-use crate::error::Result;
+use crate::error::{exit, Error, Result};
 
 /// Runs the deploy keeper loop in the foreground.
 ///
@@ -26,8 +31,80 @@ pub struct KeepArgs {
 /// Runs `keep`.
 ///
 /// # Errors
-/// An invalid stack file, or no `[keeper]` section.
+/// An invalid stack file, or no `[keeper]` section (2); another keeper
+/// already runs for this stack, or tmux cannot start it (1).
 pub fn run(args: KeepArgs, g: &Global) -> Result<u8> {
-    let _ = (args, g);
-    Err(crate::error::Error::failed("keep is not built yet"))
+    let (path, stack) = super::session::load_stack(g)?;
+    if stack.keeper.is_none() {
+        return Err(Error::Usage {
+            message: format!("{} has no [keeper] section", path.display()),
+            hint: Some("add `[keeper]` with at least `branch = \"main\"`".into()),
+        });
+    }
+    if args.trigger {
+        let file = crate::keeper::trigger(&stack)?;
+        if !g.quiet {
+            if crate::keeper::is_running(&stack) {
+                println!(
+                    "triggered the keeper of stack {} ({})",
+                    stack.name,
+                    file.display()
+                );
+            } else {
+                println!(
+                    "no keeper runs for stack {}; the trigger ({}) waits for the next `stackctl keep`",
+                    stack.name,
+                    file.display()
+                );
+            }
+        }
+        return Ok(exit::SUCCESS);
+    }
+    if args.tmux {
+        return run_in_tmux(&path, &stack, g);
+    }
+    crate::keeper::run(&path, stack, g.quiet)
+}
+
+fn run_in_tmux(path: &std::path::Path, stack: &crate::config::Stack, g: &Global) -> Result<u8> {
+    let session = format!("stackctl-keeper-{}", stack.name);
+    if crate::keeper::is_running(stack) {
+        return Err(Error::Failed {
+            message: format!("a keeper already runs for stack {}", stack.name),
+            hint: Some(format!("`tmux attach -t {session}` if it runs there")),
+            detail: None,
+        });
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let cmdline = format!(
+        "{} -f {} keep",
+        quote(&exe.display().to_string()),
+        quote(&path.display().to_string())
+    );
+    // A session left from a keeper that died would block the name.
+    let _ = std::process::Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let st = std::process::Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-c"])
+        .arg(&stack.root)
+        .arg(&cmdline)
+        .status()
+        .map_err(|e| Error::Failed {
+            message: format!("cannot run tmux: {e}"),
+            hint: Some("install tmux, or run `stackctl keep` under systemd".into()),
+            detail: None,
+        })?;
+    if !st.success() {
+        return Err(Error::failed(format!(
+            "tmux could not create session {session}"
+        )));
+    }
+    if !g.quiet {
+        println!("keeper running in tmux session {session} (tmux attach -t {session})");
+    }
+    Ok(exit::SUCCESS)
 }

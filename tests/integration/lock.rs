@@ -150,7 +150,7 @@ fn flock_timeout_exits_4_after_5s() {
     assert!(!s.state("stack-owner.json").exists());
 
     // Released: works at once.
-    sidecar.unlock().unwrap();
+    FileExt::unlock(&sidecar).unwrap();
     s.run(&["lock", "acquire", "export", "t1"]).success();
 }
 
@@ -170,7 +170,7 @@ fn waiter_gets_the_flock_when_it_is_released_in_time() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none());
     // …and gets it once we let go.
-    sidecar.unlock().unwrap();
+    FileExt::unlock(&sidecar).unwrap();
     let mut status = None;
     wait_for("the waiting acquire to finish", 10, || {
         status = child.try_wait().unwrap();
@@ -225,8 +225,13 @@ fn start_and_stop_refuse_while_an_export_holds_it() {
 
     s.run(&["start", "--force"]).success();
     let pid = s.pid_of("idle").expect("idle runs");
-    for cmd in ["stop", "restart"] {
-        let r = s.run(&[cmd]);
+    for args in [
+        &["stop"][..],
+        &["restart"],
+        &["scale", "idle", "2"],
+        &["reload"],
+    ] {
+        let r = s.run(args);
         r.expect_code(2);
         assert!(r.stderr.contains("farm-exp-13"), "{r:?}");
     }
@@ -238,4 +243,33 @@ fn start_and_stop_refuse_while_an_export_holds_it() {
     s.run(&["restart"]).success();
     s.run(&["lock", "release", "keeper-t"]).success();
     s.run(&["stop"]).success();
+}
+
+#[test]
+fn a_broken_stack_file_does_not_block_the_lock() {
+    // The lock lives where `[stack] lock_file` says, even when the rest of
+    // the stack file does not validate (an unknown key, a bad duration).
+    let s = Stack::new(
+        r#"
+[stack]
+lock_file = "run/owner.json"
+stop_timeout = "ten seconds"
+
+[service.idle]
+command = "sleep 300"
+bogus = 1
+"#,
+    );
+    s.run(&["check"]).expect_code(2);
+    s.run(&["lock", "acquire", "export", "t1", "sweep"])
+        .success();
+    assert_eq!(
+        s.run(&["lock", "current"]).success().stdout.trim(),
+        "export"
+    );
+    let on_disk: serde_json::Value = serde_json::from_str(&s.read("run/owner.json")).unwrap();
+    assert_eq!(on_disk["task_id"], "t1");
+    assert!(s.path().join("run/owner.json.lock").exists());
+    s.run(&["lock", "release", "t1"]).success();
+    assert_eq!(s.run(&["lock", "current"]).success().stdout.trim(), "free");
 }
