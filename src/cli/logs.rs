@@ -89,9 +89,18 @@ pub fn run(args: LogsArgs, g: &Global) -> Result<u8> {
 
 fn filter(args: &LogsArgs) -> Result<Filter> {
     let grep = match &args.grep {
-        Some(re) => Some(regex::bytes::Regex::new(re).map_err(|e| Error::Usage {
-            message: format!("--grep {re:?} is not a valid regular expression"),
-            hint: Some(e.to_string().lines().last().unwrap_or("").trim().to_string()),
+        Some(re) => Some(regex::bytes::Regex::new(re).map_err(|e| {
+            Error::Usage {
+                message: format!("--grep {re:?} is not a valid regular expression"),
+                hint: Some(
+                    e.to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                ),
+            }
         })?),
         None => None,
     };
@@ -101,7 +110,11 @@ fn filter(args: &LogsArgs) -> Result<Filter> {
                 message: format!("--since {d:?} is not a duration: {e}"),
                 hint: Some("write it like 30s, 10m, 2h or 1d".into()),
             })?;
-            Some(SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
+            Some(
+                SystemTime::now()
+                    .checked_sub(d)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            )
         }
         None => None,
     };
@@ -231,9 +244,8 @@ fn resolve(stack: &Stack, dir: &Path, names: &[String], follow: bool) -> Result<
     }
     // A prefix whenever more than one log is shown, or may be (a pool, or
     // every log while following: new ones join).
-    sel.prefix = labels.len() > 1
-        || !sel.pools.is_empty()
-        || (sel.all && (labels.len() != 1 || follow));
+    sel.prefix =
+        labels.len() > 1 || !sel.pools.is_empty() || (sel.all && (labels.len() != 1 || follow));
     sel.targets = labels
         .into_iter()
         .map(|l| Target {
@@ -339,12 +351,12 @@ fn show(
         if name.is_empty() {
             return None;
         }
-        let wanted = (all && name != OWN && name != KEEPER)
-            || pools.iter().any(|p| is_member(name, p));
+        let wanted =
+            (all && name != OWN && name != KEEPER) || pools.iter().any(|p| is_member(name, p));
         wanted.then(|| name.to_string())
     });
-    let mut follower = Follower::new(dir, followed, accept)
-        .map_err(|e| Failure::Read(dir.to_path_buf(), e))?;
+    let mut follower =
+        Follower::new(dir, followed, accept).map_err(|e| Failure::Read(dir.to_path_buf(), e))?;
     follower.run(out).map_err(Failure::Output)
 }
 

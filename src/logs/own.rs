@@ -141,7 +141,8 @@ mod tests {
             timestamps: true,
         };
         let mut log = OwnLog::open(&p, &settings).unwrap();
-        log.write_all(b"2026-05-20T14:00:00.000Z  INFO first\n").unwrap();
+        log.write_all(b"2026-05-20T14:00:00.000Z  INFO first\n")
+            .unwrap();
         log.write_all(b"2026-05-20T14:00:01.000Z ERROR two\nlines\n")
             .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
