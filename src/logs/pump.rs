@@ -144,6 +144,11 @@ fn run(name: &str, mut pipe: File, writer: &LogWriter, taps: Vec<Tap>) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A non-blocking pipe from some other spawner: wait for data.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                readable_within(&pipe, u16::MAX);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(process = %name, "reading its output failed: {e}");
                 break;

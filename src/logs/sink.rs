@@ -39,6 +39,8 @@ pub struct Sink {
     /// (dev, ino) of `file`.
     identity: (u64, u64),
     size: u64,
+    /// A regular file (a symlink to `/dev/null` or a FIFO is never rotated).
+    regular: bool,
     /// The file ends with a newline (or is empty): a rotation may happen and
     /// a timestamp goes before the next byte.
     at_line_start: bool,
@@ -79,6 +81,7 @@ impl Sink {
             file: None,
             identity: (0, 0),
             size: 0,
+            regular: true,
             at_line_start: true,
             failure: None,
             rotate_after: None,
@@ -188,6 +191,7 @@ impl Sink {
             let room = max.saturating_sub(self.size);
             let first_line = memchr::memchr(b'\n', out).map_or(out.len(), |i| i + 1);
             if self.at_line_start
+                && self.regular
                 && self.size > 0
                 && first_line as u64 > room
                 && self.rotate_after.is_none_or(|t| now >= t)
@@ -341,6 +345,7 @@ impl Sink {
         }
         self.identity = (meta.dev(), meta.ino());
         self.size = if meta.is_file() { size } else { 0 };
+        self.regular = meta.is_file();
         self.at_line_start = last[0] == b'\n';
         self.file = Some(file);
         Ok(())
@@ -543,6 +548,23 @@ mod tests {
             "1970-01-01T00:00:00.000Z a\n1970-01-01T00:00:00.000Z bc\n\
              1970-01-01T00:00:00.000Z \n1970-01-01T00:00:00.000Z d\n"
         );
+    }
+
+    #[test]
+    fn a_link_to_dev_null_is_never_rotated() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::os::unix::fs::symlink("/dev/null", &p).unwrap();
+        let mut s = Sink::open(p.clone(), settings(10, 3, false)).unwrap();
+        for _ in 0..10 {
+            s.write(b"0123456789\n");
+        }
+        assert!(s.error().is_none());
+        assert!(std::fs::symlink_metadata(&p)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!rotate::rotated_path(&p, 1).exists());
     }
 
     #[test]
