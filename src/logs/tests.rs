@@ -416,3 +416,76 @@ fn tail_reads_the_end_of_a_pumped_log() {
     assert_eq!(last[0], "20001");
     assert_eq!(last[9_999], "30000");
 }
+
+#[test]
+fn rotation_with_timestamps_keeps_lines_whole_and_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tsrot.log");
+    let max = 4_000;
+    let w = LogWriter::open(p.clone(), settings(max, 500, true)).unwrap();
+    run_to_end("seq 1 20000", &w, Vec::new());
+    let all = String::from_utf8(all_of(&p)).unwrap();
+    let mut n = 0u32;
+    for line in all.lines() {
+        n += 1;
+        assert!(read::line_time(line.as_bytes()).is_some(), "{line:?}");
+        assert_eq!(line.split_once(' ').unwrap().1, n.to_string());
+    }
+    assert_eq!(n, 20000);
+    for f in rotated_files(&p).iter().chain([&p]) {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            bytes.len() as u64 <= max,
+            "{} is {} bytes",
+            f.display(),
+            bytes.len()
+        );
+        assert!(
+            read::line_time(&bytes).is_some(),
+            "{} starts mid-line",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn a_pump_left_running_by_a_grandchild_and_a_new_pump_share_the_writer() {
+    // A restart while something the old child spawned still holds the old
+    // pipe: both pumps write whole lines into the one log.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("share.log");
+    let w = LogWriter::open(p.clone(), settings(1 << 30, 5, false)).unwrap();
+    let (mut a, pa) = run(
+        "for i in $(seq 1 3000); do echo \"old $i\"; done",
+        &w,
+        Vec::new(),
+    );
+    let (mut b, pb) = run(
+        "for i in $(seq 1 3000); do echo \"new $i\"; done",
+        &w,
+        Vec::new(),
+    );
+    a.wait().unwrap();
+    b.wait().unwrap();
+    assert!(pa.wait(Duration::from_secs(10)) && pb.wait(Duration::from_secs(10)));
+    let text = read(&p);
+    let (mut old, mut new) = (0, 0);
+    for l in text.lines() {
+        let (who, n) = l
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("split line {l:?}"));
+        let n: u32 = n.parse().unwrap_or_else(|_| panic!("split line {l:?}"));
+        match who {
+            "old" => {
+                old += 1;
+                assert_eq!(n, old);
+            }
+            "new" => {
+                new += 1;
+                assert_eq!(n, new);
+            }
+            _ => panic!("split line {l:?}"),
+        }
+    }
+    assert_eq!((old, new), (3000, 3000));
+}
