@@ -37,6 +37,7 @@ const STACK_SIZE: usize = 128 * 1024;
 pub struct Pump {
     thread: Option<JoinHandle<()>>,
     done: Arc<(Mutex<bool>, Condvar)>,
+    done_rx: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Pump {
@@ -70,6 +71,20 @@ impl Pump {
         true
     }
 
+    /// Resolves when the pump is finished (as [`Pump::is_finished`]): an
+    /// event for async callers, instead of checking on a timer. Wrap it in
+    /// a timeout (see [`Pump::wait`] for why).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the future only watches; dropping it changes nothing.
+    pub fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.done_rx.clone();
+        async move {
+            // An error means the thread is gone: finished too.
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
     /// Waits until the pipe reaches end of file.
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
@@ -96,6 +111,7 @@ pub fn spawn_pump(
     );
     let done = Arc::new((Mutex::new(false), Condvar::new()));
     let done2 = done.clone();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let name = name.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("log:{name}"))
@@ -107,10 +123,12 @@ pub fn spawn_pump(
                 *d = true;
             }
             cv.notify_all();
+            let _ = done_tx.send(true);
         })?;
     Ok(Pump {
         thread: Some(thread),
         done,
+        done_rx,
     })
 }
 

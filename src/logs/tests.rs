@@ -489,3 +489,31 @@ fn a_pump_left_running_by_a_grandchild_and_a_new_pump_share_the_writer() {
     }
     assert_eq!((old, new), (3000, 3000));
 }
+
+#[test]
+fn finished_is_an_event_for_async_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("fin.log");
+    let w = LogWriter::open(p.clone(), settings(1 << 30, 5, false)).unwrap();
+    let (mut child, pump) = run("echo bye", &w, Vec::new());
+    child.wait().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let done =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), pump.finished()).await });
+    assert!(done.is_ok());
+    assert!(pump.is_finished());
+    assert_eq!(read(&p), "bye\n");
+    // A pipe still held open: not finished, and the timeout says so.
+    let (mut child, pump) = run("echo held; exec sleep 30", &w, Vec::new());
+    let done = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), pump.finished()).await
+    });
+    assert!(done.is_err());
+    assert!(!pump.wait(Duration::from_millis(10)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(pump.wait(Duration::from_secs(10)));
+}
