@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::LogSettings;
@@ -445,7 +445,12 @@ impl LogWriter {
     /// output is then counted and dropped so the process keeps running —
     /// or rotation failing). Cleared by the first write that succeeds again.
     pub fn last_error(&self) -> Option<String> {
-        self.error.lock().map(|e| e.1.clone()).unwrap_or(None)
+        // A poisoned lock still holds the last value written.
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
     }
 
     /// Writes `data` (see [`Sink::write`]). Blocks while the disk does.
@@ -459,17 +464,16 @@ impl LogWriter {
     }
 
     fn with_sink(&self, f: impl FnOnce(&mut Sink)) {
-        let Ok(mut sink) = self.sink.lock() else {
-            return;
-        };
+        // A panic elsewhere while holding the lock leaves a usable sink:
+        // keep logging rather than dropping output.
+        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
         let before = sink.generation();
         f(&mut sink);
         let changed = sink.generation() != before;
         if changed || sink.failure.is_some() {
             // While failing, the count of lost bytes moves on.
-            if let Ok(mut slot) = self.error.lock() {
-                *slot = (sink.generation(), sink.error());
-            }
+            *self.error.lock().unwrap_or_else(PoisonError::into_inner) =
+                (sink.generation(), sink.error());
         }
         if changed {
             let err = sink.error();
