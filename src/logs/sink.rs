@@ -267,19 +267,23 @@ impl Sink {
         self.file = None;
         let retry_at = Instant::now() + RETRY_EVERY;
         match self.failure.as_mut() {
+            // A retry that failed the same way is not news (no log line
+            // every RETRY_EVERY); the lost count moves on regardless.
+            Some(f) if f.message == message => f.retry_at = retry_at,
             Some(f) => {
                 f.message = message;
                 f.retry_at = retry_at;
+                self.generation += 1;
             }
             None => {
                 self.failure = Some(Failure {
                     message,
                     lost: 0,
                     retry_at,
-                })
+                });
+                self.generation += 1;
             }
         }
-        self.generation += 1;
     }
 
     /// While failing: reopens the file (at most every [`RETRY_EVERY`]) and
@@ -293,12 +297,11 @@ impl Sink {
         }
         f.retry_at = now + RETRY_EVERY;
         if let Err(e) = self.reopen() {
-            if let Some(f) = self.failure.as_mut() {
-                f.message = e.to_string();
-            }
+            self.fail(e.to_string());
             return false;
         }
-        let Some(f) = self.failure.take() else {
+        let Some((lost, message)) = self.failure.as_ref().map(|f| (f.lost, f.message.clone()))
+        else {
             return true;
         };
         let mut marker = Vec::with_capacity(160);
@@ -306,22 +309,18 @@ impl Sink {
             marker.push(b'\n');
         }
         let text = format!(
-            "[stackctl] {} bytes of output were lost while this log could not be written ({})\n",
-            f.lost, f.message
+            "[stackctl] {lost} bytes of output were lost while this log could not be written ({message})\n"
         );
         if self.settings.timestamps {
             stamp(&mut marker, text.as_bytes(), true, SystemTime::now());
         } else {
             marker.extend_from_slice(text.as_bytes());
         }
-        let written = self.write_raw(&marker);
-        if written < marker.len() {
-            // Still failing: keep counting from where we were.
-            if let Some(nf) = self.failure.as_mut() {
-                nf.lost += f.lost;
-            }
+        // Still failing (the failure stays, with its count): try later.
+        if self.write_raw(&marker) < marker.len() {
             return false;
         }
+        self.failure = None;
         self.generation += 1;
         true
     }
@@ -569,6 +568,42 @@ mod tests {
             .file_type()
             .is_symlink());
         assert!(!rotate::rotated_path(&p, 1).exists());
+    }
+
+    #[test]
+    fn a_lasting_failure_is_news_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::os::unix::fs::symlink("/dev/full", &p).unwrap();
+        let mut s = Sink::open(p.clone(), settings(1000, 3, false)).unwrap();
+        s.write(b"one\n");
+        let g = s.generation();
+        assert!(s.error().unwrap().contains("4 bytes lost"));
+        for _ in 0..3 {
+            if let Some(f) = s.failure.as_mut() {
+                f.retry_at = Instant::now();
+            }
+            s.write(b"two\n");
+        }
+        assert_eq!(s.generation(), g, "retries failing the same way");
+        assert!(
+            s.error().unwrap().contains("16 bytes lost"),
+            "{:?}",
+            s.error()
+        );
+        std::fs::remove_file(&p).unwrap();
+        if let Some(f) = s.failure.as_mut() {
+            f.retry_at = Instant::now();
+        }
+        s.write(b"three\n");
+        assert!(s.error().is_none());
+        assert_ne!(s.generation(), g);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.starts_with("[stackctl] 16 bytes of output were lost"),
+            "{text}"
+        );
+        assert!(text.ends_with(")\nthree\n"), "{text}");
     }
 
     #[test]
