@@ -11,7 +11,7 @@
 //! in one `write(2)` when no rotation falls inside them; a trailing partial
 //! line waits at most 25 ms for its end (so rotation can see the whole
 //! line) and is then written anyway, so a prompt without a newline reaches
-//! the file promptly. A burst costs one `read` and one `write` per chunk (the pipe is enlarged to 1 MiB where the kernel allows,
+//! the file promptly. A burst costs one `read` and one `write` per chunk (the pipe is enlarged to 256 KiB where the kernel allows,
 //! so chunks are big when the child is fast).
 
 use std::fs::File;
@@ -26,7 +26,11 @@ use super::{LogWriter, Tap};
 /// What a tap is given of one line at most; the file gets all of it.
 pub const TAP_LINE_MAX: usize = 64 * 1024;
 const READ_BUF: usize = 128 * 1024;
-const PIPE_SIZE: i32 = 1024 * 1024;
+/// The pipe's capacity: 4x Linux's default, for bigger chunks and fewer
+/// wake-ups in a burst. Not the 1 MiB maximum: pipe pages count against the
+/// user's `pipe-user-pages-soft` (64 MiB), past which the kernel gives every
+/// new pipe of that user a single page; a stack of dozens stays well under.
+const PIPE_SIZE: i32 = 256 * 1024;
 /// Small: the thread only moves bytes (and runs taps: a regex match, an echo).
 const STACK_SIZE: usize = 128 * 1024;
 
