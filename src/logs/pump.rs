@@ -11,8 +11,12 @@
 //! in one `write(2)` when no rotation falls inside them; a trailing partial
 //! line waits at most 25 ms for its end (so rotation can see the whole
 //! line) and is then written anyway, so a prompt without a newline reaches
-//! the file promptly. A burst costs one `read` and one `write` per chunk (the pipe is enlarged to 256 KiB where the kernel allows,
-//! so chunks are big when the child is fast).
+//! the file promptly. A burst costs one `read`, one `poll` (when the chunk
+//! ends mid-line) and one `write` per chunk; the pipe is enlarged to 256 KiB
+//! where the kernel allows, so chunks are big when the child is fast.
+//!
+//! The thread ends at end of file: when every holder of the write end (the
+//! child, and anything it spawned that kept stdout) has closed it.
 
 use std::fs::File;
 use std::io::{self, Read};
