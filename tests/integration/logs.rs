@@ -165,6 +165,23 @@ fn last_n_lines_of_one_and_of_several_logs() {
 }
 
 #[test]
+fn logs_are_readable_with_a_broken_stack_file() {
+    let toml = format!("[service.api]\n{}", printer("api", 3));
+    let s = Stack::new(&toml);
+    run_code(&s, &["start"], 0);
+    wait_for("api's lines", 20, || {
+        s.read("logs/api.log").lines().count() == 3
+    });
+    // An edit in progress: an unknown key. The logs are still files.
+    s.write("stack.toml", &format!("{toml}bogus = 1\n"));
+    let r = run_code(&s, &["logs", "api", "-n", "1"], 0);
+    assert_eq!(r.stdout, "api 3\n");
+    let r = run_code(&s, &["logs", "-n", "1"], 0);
+    assert_eq!(r.stdout, "api 3\n");
+    s.write("stack.toml", &toml);
+}
+
+#[test]
 fn unknown_names_exit_2_with_a_suggestion() {
     let s = Stack::new(&format!("[service.api]\n{}", printer("api", 1)));
     // Before anything ran: nothing, and a note saying why.
