@@ -236,13 +236,18 @@ depends_on = ["w"]
 const HTTP_STANDIN: &str = r#"
 import http.server, os, sys, time
 port, delay = int(sys.argv[1]), float(sys.argv[2])
+redirect = len(sys.argv) > 3 and sys.argv[3] == "redirect"
 t0 = time.monotonic()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if time.monotonic() - t0 < delay:
             self.send_response(503); self.end_headers(); return
+        if self.path == "/broken":
+            self.send_response(503); self.end_headers(); return
         if not os.path.exists("gate-open"):
             open("gate-open", "w").close()
+        if redirect:
+            self.send_response(302); self.send_header("Location", "/broken"); self.end_headers(); return
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a):
         pass
@@ -297,6 +302,50 @@ ready = {{ http = "http://127.0.0.1:{port}/health", timeout = "60s", interval = 
         py = python()
     ));
     s.write("http_standin.py", HTTP_STANDIN);
+    assert_gated_start(&s, Duration::from_millis(1500));
+}
+
+#[test]
+fn gate_http_passes_on_a_3xx_without_following_it() {
+    // After the delay the server redirects to a page that answers 503: a
+    // redirect means the server answers, and is not followed.
+    let port = free_port();
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = ["{py}", "http_standin.py", "{port}", "1.5", "redirect"]
+ready = {{ http = "http://127.0.0.1:{port}/health", timeout = "60s", interval = "100ms" }}
+"#,
+        py = python()
+    ));
+    s.write("http_standin.py", HTTP_STANDIN);
+    assert_gated_start(&s, Duration::from_millis(1500));
+}
+
+const NOTIFY_STANDIN: &str = r#"
+import os, socket, time
+time.sleep(1.5)
+open("gate-open", "w").close()
+addr = os.environ["NOTIFY_SOCKET"]
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=warming up", addr)
+s.sendto(b"READY=1", addr)
+time.sleep(1000)
+"#;
+
+#[test]
+fn gate_notify_waits_for_ready_1() {
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = ["{py}", "notify.py"]
+ready = {{ notify = true, timeout = "60s" }}
+"#,
+        py = python()
+    ));
+    s.write("notify.py", NOTIFY_STANDIN);
     assert_gated_start(&s, Duration::from_millis(1500));
 }
 
@@ -745,6 +794,14 @@ depends_on = ["a"]
     }
     run_code(&s, &["status"], 3);
 
+    // One dies while nobody supervises it: status says so.
+    harness::kill(old[2], 9);
+    wait_for("w.2 to die", 30, || !alive(old[2]));
+    let w2 = status_of(&s, "w.2");
+    assert!(w2["pid"].is_null(), "{w2}");
+    assert_ne!(w2["state"], "running", "{w2}");
+    assert_eq!(status_of(&s, "w.1")["pid"], old[1]);
+
     start_ok(&s, &[]);
     for (n, pid) in names.iter().zip(&old) {
         assert!(!alive(*pid), "{n}: the old pid {pid} is still alive");
@@ -1152,6 +1209,10 @@ fn stop_name_stops_only_that_process() {
     run_code(&s, &["stop", "extra"], 0);
     assert!(!alive(extra), "extra is still alive");
     assert_eq!(state_of(&s, "extra"), "stopped");
+    // status: 3 while a named process is down, 0 for the ones that are up.
+    run_code(&s, &["status"], 3);
+    run_code(&s, &["status", "extra"], 3);
+    run_code(&s, &["status", "api", "web", "migrate"], 0);
     assert_eq!(running_pid(&s, "api"), api);
     assert_eq!(running_pid(&s, "web"), web);
     run_code(&s, &["stop", "web"], 0);
@@ -1182,6 +1243,7 @@ fn start_when_running_leaves_pids_unchanged() {
     let r = start_ok(&s, &[]);
     let after: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
     assert_eq!(before, after, "{r:?}");
+    run_code(&s, &["status"], 0);
     assert_eq!(lines(&s, "migrate-runs.txt").len(), 1, "migrate re-ran");
     assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
 }
