@@ -640,6 +640,46 @@ env = {{ PY = "{py}" }}
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
 }
 
+#[test]
+fn stop_during_a_pending_gate_fails_that_start_and_leaves_nothing() {
+    let s = Stack::new(
+        r#"
+[service.slow]
+command = "echo $$$$ > slow.pid; echo waiting; exec sleep 1000"
+ready = { log = "never printed", timeout = "120s" }
+
+[service.dep]
+command = "touch dep-started; exec sleep 1000"
+depends_on = ["slow"]
+"#,
+    );
+    let start = s
+        .cmd(&["start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start");
+    let slow = s.wait_pid_file("slow.pid", 60);
+    wait_for("slow to be starting", 60, || {
+        s.process_status("slow")
+            .is_some_and(|p| p["state"] == "starting")
+    });
+    let t = Instant::now();
+    run_code(&s, &["stop"], 0);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let out = start.wait_with_output().expect("wait start");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("slow") && text.contains("dep"), "{text}");
+    assert!(!alive(slow));
+    assert!(!s.path().join("dep-started").exists());
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
 // ---------------------------------------------------------------------------
 // 6. SIGKILL escalation
 
@@ -1398,6 +1438,56 @@ command = "echo other-line-1; exec sleep 1000"
         );
     }
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn foreground_second_sigint_kills_at_once() {
+    // SIGTERM is ignored and the grace is long: only the second Ctrl-C
+    // ends it quickly.
+    let s = Stack::new(
+        r#"
+[service.stubborn]
+command = "trap '' TERM; echo $$$$ > stubborn.pid; echo up; while true; do sleep 0.2; done"
+stop_timeout = "120s"
+ready = { log = "up", timeout = "60s" }
+"#,
+    );
+    let mut child = s
+        .cmd(&["start", "--foreground"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn stackctl --foreground");
+    let pid = child.id() as i32;
+    let stubborn = s.wait_pid_file("stubborn.pid", 60);
+    wait_for("stubborn to be running", 60, || {
+        s.process_status("stubborn")
+            .is_some_and(|p| p["state"] == "running")
+    });
+    harness::kill(pid, 2);
+    wait_for("stubborn to be stopping", 60, || {
+        s.process_status("stubborn")
+            .is_some_and(|p| p["state"] == "stopping")
+    });
+    assert!(alive(stubborn), "SIGTERM is ignored: it should still run");
+    let t = Instant::now();
+    harness::kill(pid, 2);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            harness::kill(pid, 9);
+            panic!("the second SIGINT did not end the foreground supervisor");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        !alive(stubborn),
+        "the second SIGINT did not kill the process"
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+    assert_eq!(status.code(), Some(0));
 }
 
 fn have_tmux() -> bool {
