@@ -810,9 +810,16 @@ command = "echo a up; exec sleep 1000"
 command = "echo w up; exec sleep 1000"
 replicas = 2
 depends_on = ["a"]
+
+[service.g]
+command = "exec ./g.sh"
+ready = { log = "g up", timeout = "60s" }
 "#,
     );
+    s.write("g.sh", G_SH);
     start_ok(&s, &[]);
+    let old_kids = kids(&s);
+    assert_eq!(old_kids.len(), 2);
     let names = ["a", "w.1", "w.2"];
     let old: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
     let sup = s.supervisor_pid().expect("supervisor pid");
@@ -849,9 +856,87 @@ depends_on = ["a"]
         assert_eq!(copies.len(), 1, "{n}: copies {copies:?}");
         assert_eq!(copies[0], running_pid(&s, n));
     }
-    assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
+    // No orphan of the old run: g's old children, in its group or not.
+    for k in &old_kids {
+        assert!(!alive(*k), "the old run's child {k} is still alive");
+    }
+    let new_kids: Vec<i32> = kids(&s).into_iter().skip(2).collect();
+    assert_eq!(new_kids.len(), 2);
+    let mut g_pids = s.pids_of_process("g");
+    g_pids.sort();
+    let mut want = vec![running_pid(&s, "g"), new_kids[0], new_kids[1]];
+    want.sort();
+    let show: Vec<String> = g_pids
+        .iter()
+        .map(|p| {
+            format!(
+                "{p}: {:?} sid {:?}",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+                session_of(*p)
+            )
+        })
+        .collect();
+    assert_eq!(
+        g_pids,
+        want,
+        "g: one shell and its two children: {show:?} kids file {:?}",
+        s.read("g-kids.txt")
+    );
+    assert_eq!(
+        s.stack_pids().len(),
+        names.len() + 3,
+        "{:?}",
+        s.stack_pids()
+    );
     run_code(&s, &["stop"], 0);
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+/// A service with a child in its group and one that left it (`setsid`);
+/// it appends their pids to `g-kids.txt` before it says it is up.
+const G_SH: &str = "#!/bin/sh\nsleep 1000 & echo $! >> g-kids.txt\nsetsid sleep 1000 & echo $! >> g-kids.txt\necho g up\nwait\n";
+
+fn kids(s: &Stack) -> Vec<i32> {
+    s.read("g-kids.txt")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn stop_without_a_supervisor_stops_everything_the_killed_one_left() {
+    let s = Stack::new(
+        r#"
+[service.g]
+command = "exec ./g.sh"
+ready = { log = "g up", timeout = "60s" }
+
+[service.h]
+command = "exec sleep 1000"
+depends_on = ["g"]
+"#,
+    );
+    s.write("g.sh", G_SH);
+    start_ok(&s, &[]);
+    let mut pids = kids(&s);
+    pids.push(running_pid(&s, "g"));
+    pids.push(running_pid(&s, "h"));
+    let sup = s.supervisor_pid().expect("supervisor pid");
+    harness::kill(sup, 9);
+    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
+    for p in &pids {
+        assert!(alive(*p), "{p} died with the supervisor");
+    }
+    let r = run_code(&s, &["stop"], 0);
+    for p in &pids {
+        assert!(!alive(*p), "{p} survived stop without a supervisor: {r:?}");
+    }
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+    // And the pid files are gone: status shows nothing running.
+    let doc = s.status_json();
+    for p in doc["processes"].as_array().unwrap() {
+        assert!(p["pid"].is_null(), "{p}");
+    }
 }
 
 // ---------------------------------------------------------------------------
