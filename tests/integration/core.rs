@@ -459,7 +459,7 @@ depends_on = ["web"]
     ));
     s.write(
         "slow.sh",
-        "#!/bin/sh\necho $$ > slow.pid\necho SLOW-BOOT-LINE-1\necho SLOW-BOOT-LINE-2\necho SLOW-STILL-WAITING-3\nexec sleep 1000\n",
+        "#!/bin/sh\necho $$ > slow.pid\nsetsid sleep 1000 & echo $! > slow-escaped.pid\necho SLOW-BOOT-LINE-1\necho SLOW-BOOT-LINE-2\necho SLOW-STILL-WAITING-3\nexec sleep 1000\n",
     );
     let r = run_code(&s, &["start"], 1);
     let out = output(&r);
@@ -482,6 +482,11 @@ depends_on = ["web"]
     );
     let pid = s.wait_pid_file("slow.pid", 10);
     assert!(!alive(pid), "the timed-out process {pid} was left running");
+    let escaped = s.wait_pid_file("slow-escaped.pid", 10);
+    assert!(
+        !alive(escaped),
+        "the timed-out process's child {escaped} (it left the group) was left running"
+    );
     assert!(s.pids_of_process("slow").is_empty());
     assert!(s.pids_of_process("web").is_empty());
     assert!(s.pids_of_process("edge").is_empty());
@@ -678,6 +683,34 @@ depends_on = ["slow"]
     assert!(!alive(slow));
     assert!(!s.path().join("dep-started").exists());
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn a_crashed_service_leaves_no_escaped_child_behind_before_its_restart() {
+    // Each attempt starts a child that leaves the group, then crashes. The
+    // restart must not run next to the crashed attempt's leftovers.
+    let s = Stack::new(
+        r#"
+[service.crashy]
+command = "setsid sleep 1000 & echo $! >> crashy-kids.txt; echo up; sleep 0.3; exit 1"
+restart = "on-failure"
+max_restarts = 2
+ready = { log = "up", timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    let kids = || -> Vec<i32> {
+        s.read("crashy-kids.txt")
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    wait_for("a second attempt", 60, || kids().len() >= 2);
+    let first = kids()[0];
+    assert!(
+        !alive(first),
+        "the first attempt's escaped child {first} still runs next to the restart"
+    );
 }
 
 // ---------------------------------------------------------------------------
