@@ -1373,6 +1373,9 @@ fn stop_name_stops_only_that_process() {
     run_code(&s, &["status", "api", "web", "migrate"], 0);
     assert_eq!(running_pid(&s, "api"), api);
     assert_eq!(running_pid(&s, "web"), web);
+    let r = run_code(&s, &["stop", "wbe"], 2);
+    assert!(r.stderr.contains("wbe"), "{r:?}");
+    assert_eq!(running_pid(&s, "web"), web);
     run_code(&s, &["stop", "web"], 0);
     assert!(!alive(web));
     assert_eq!(running_pid(&s, "api"), api);
@@ -1383,6 +1386,12 @@ fn stop_name_stops_only_that_process() {
 #[test]
 fn start_name_starts_only_it_and_its_dependencies() {
     let s = Stack::new(THREE_TIER);
+    let r = run_code(&s, &["start", "apj"], 2);
+    assert!(
+        r.stderr.contains("apj") && r.stderr.contains("api"),
+        "an unknown name is named, with a suggestion: {r:?}"
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
     start_ok(&s, &["api"]);
     assert_eq!(state_of(&s, "migrate"), "completed");
     running_pid(&s, "api");
@@ -1479,7 +1488,7 @@ fn foreground_streams_prefixed_output_and_sigint_stops_gracefully() {
     let s = Stack::new(
         r#"
 [service.talker]
-command = "echo HELLO-FROM-TALKER; exec sleep 1000"
+command = "trap 'echo TERM > graceful.txt; exit 0' TERM; echo HELLO-FROM-TALKER; while true; do sleep 0.1; done"
 
 [service.other]
 command = "echo other-line-1; exec sleep 1000"
@@ -1555,6 +1564,11 @@ command = "echo other-line-1; exec sleep 1000"
             "pid {p} survived SIGINT to the foreground supervisor"
         );
     }
+    assert_eq!(
+        s.read("graceful.txt").trim(),
+        "TERM",
+        "talker was not stopped with its stop signal"
+    );
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
 }
 
