@@ -8,8 +8,10 @@
 //! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
 //! for `status` and for dependency ordering. Nothing polls: every wait is a
 //! `select!` over the child's exit, the next command, the readiness gate,
-//! the health timer or the notify socket. The one exception is the short
-//! wait for a process *group* to empty during a stop, which has no event.
+//! the health timer or the notify socket. The exceptions are two short,
+//! bounded waits that have no event: for a process *group* to empty during
+//! a stop, and for the log pump to drain the pipe after an exit (so that a
+//! failure's log tail ends with the process's last line).
 //!
 //! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
 //! readiness gate) → `running` (ready; health checks) → on exit the restart
@@ -207,7 +209,7 @@ struct Child {
     pid: i32,
     exit_rx: oneshot::Receiver<Exit>,
     exited: Option<Exit>,
-    _pump: Option<Pump>,
+    pump: Option<Pump>,
     spawned: Instant,
 }
 
@@ -493,7 +495,7 @@ impl Unit {
                 .map_err(|e| log_error(&self.ctx.state, self.name(), e))?;
             let spawned = spawn::spawn(&argv, &self.spec.cwd, env, true)
                 .map_err(|e| format!("pre_start `{cmd}` could not run: {e}"))?;
-            let _pump = match spawned.output {
+            let pump = match spawned.output {
                 Some(fd) => Some(
                     logs::spawn_pump(self.name(), fd, log, self.taps(None))
                         .map_err(|e| format!("pre_start `{cmd}`: {e}"))?,
@@ -504,6 +506,7 @@ impl Unit {
             let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
             let exit = tokio::time::timeout(limit, spawned.exit).await;
             let _ = spawn::signal_group(pgid, Signal::SIGKILL);
+            drain(pump.as_ref()).await;
             match exit {
                 Ok(Ok(e)) if e.success() => {}
                 Ok(Ok(e)) => return Err(format!("pre_start `{cmd}` {e}")),
@@ -589,7 +592,7 @@ impl Unit {
             pid: spawned.pid,
             exit_rx: spawned.exit,
             exited: None,
-            _pump: pump,
+            pump,
             spawned: Instant::now(),
         };
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
@@ -630,7 +633,7 @@ impl Unit {
         let gate_result = loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, &pid_path);
+                    self.cleanup_after_exit(&child, &pid_path).await;
                     return End::NotReady(format!("{exit} before it was ready"));
                 }
                 cmd = self.rx.recv() => {
@@ -643,6 +646,10 @@ impl Unit {
         };
         if let Err(reason) = gate_result {
             let _ = self.stop_child(&mut child, &pid_path).await;
+            let reason = match &self.spec.ready {
+                Some(r) => redact(&reason, &r.probe, &env),
+                None => reason,
+            };
             return End::NotReady(reason);
         }
 
@@ -671,7 +678,7 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path);
+                    self.cleanup_after_exit(&child, pid_path).await;
                     let ran_for = child.spawned.elapsed();
                     return if exit.success() {
                         End::Completed
@@ -722,7 +729,7 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path);
+                    self.cleanup_after_exit(&child, pid_path).await;
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
                 cmd = self.rx.recv() => {
@@ -741,6 +748,10 @@ impl Unit {
                         }
                         Err(f) => {
                             failures += 1;
+                            let f = match &self.spec.health {
+                                Some(t) => redact(&f.to_string(), &t.probe, &ctx.env),
+                                None => f.to_string(),
+                            };
                             tracing::warn!(process = %self.name(), "health check failed ({failures}/{}): {f}", h.failures);
                             if failures >= h.failures {
                                 let why = format!("health check failed {failures} times in a row: {f}");
@@ -802,13 +813,16 @@ impl Unit {
 
     /// After the leader exited on its own: nothing it left in its group may
     /// linger (it would be a second copy after the restart), so the rest of
-    /// the group is killed at once; the pid file goes.
-    fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
+    /// the group is killed at once; the pid file goes; and what it wrote
+    /// is drained into its log before the exit is acted on, so a failure's
+    /// log tail ends with its last line.
+    async fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
         if spawn::group_exists(child.pid) {
             tracing::info!(process = %self.name(), "killing what pid {} left in its group", child.pid);
             let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
         }
         let _ = std::fs::remove_file(pid_path);
+        drain(child.pump.as_ref()).await;
     }
 
     /// Stops the child: stop_signal to the group, up to stop_timeout for the
@@ -860,12 +874,74 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
     }
 }
 
+/// Waits until the log pump has read its pipe to the end (every writer
+/// closed it), so that everything the process wrote is in its log.
+/// Bounded: a descendant that left the group may hold the pipe open. The
+/// pump's end is not an event here, so it is checked on a short timer, and
+/// only after an exit.
+async fn drain(pump: Option<&Pump>) {
+    let Some(p) = pump else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut step = Duration::from_millis(1);
+    while !p.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(20));
+    }
+}
+
 async fn wait_group_empty(pgid: i32, deadline: tokio::time::Instant) {
     let mut step = Duration::from_millis(2);
     while spawn::group_exists(pgid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(step).await;
         step = (step * 2).min(Duration::from_millis(50));
     }
+}
+
+/// `text` (a probe's failure) with the value of every variable the probe's
+/// `template` names put back as `${NAME}`. The expanded probe is used, never
+/// shown: its URL or command may carry a token from an env file, and
+/// environment values never appear in a message, a status or the log
+/// (SPEC; STYLE habit 5). Values shorter than 3 bytes are left alone: they
+/// are no secret, and replacing them would garble the text.
+fn redact(text: &str, template: &ProbeKind, env: &[(String, String)]) -> String {
+    let texts: Vec<&str> = match template {
+        ProbeKind::Http(t) | ProbeKind::Tcp(t) => vec![t.as_str()],
+        ProbeKind::Exec(crate::config::CommandSpec::Shell(t)) => vec![t.as_str()],
+        ProbeKind::Exec(crate::config::CommandSpec::Argv(v)) => {
+            v.iter().map(String::as_str).collect()
+        }
+        ProbeKind::Log(_) | ProbeKind::Notify | ProbeKind::Alive(_) => Vec::new(),
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for t in texts {
+        let mut rest = t;
+        while let Some(i) = rest.find("${") {
+            rest = &rest[i + 2..];
+            let len = rest
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(rest.len());
+            if len > 0 && !names.contains(&&rest[..len]) {
+                names.push(&rest[..len]);
+            }
+        }
+    }
+    let mut values: Vec<(&str, &str)> = names
+        .iter()
+        .filter_map(|n| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+        .filter(|(_, v)| v.len() >= 3)
+        .collect();
+    // Longest first, so a value that holds another is replaced whole.
+    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for (k, v) in values {
+        out = out.replace(v, &format!("${{{k}}}"));
+    }
+    out
 }
 
 /// The readiness gate for a service.
@@ -954,4 +1030,28 @@ fn log_error(state: &StateDir, name: &str, e: std::io::Error) -> String {
         "could not open its log {}: {e}",
         state.log_file(name).display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_puts_back_the_names_of_the_probes_variables() {
+        let env = vec![
+            ("PORT".to_string(), "18000".to_string()),
+            ("TOKEN".to_string(), "s3cr3t".to_string()),
+            ("OTHER".to_string(), "unrelated".to_string()),
+            ("SHORT".to_string(), "1".to_string()),
+        ];
+        let t = ProbeKind::Http("http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=${SHORT:-x}".into());
+        assert_eq!(
+            redact(
+                "HTTP 500 from http://127.0.0.1:18000/h?t=s3cr3t&s=1 (unrelated)",
+                &t,
+                &env
+            ),
+            "HTTP 500 from http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=1 (unrelated)"
+        );
+    }
 }

@@ -282,3 +282,131 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+// ---------------------------------------------------------------------------
+// Additions for the core tests (additive only).
+
+/// The real python3 executable (not a pyenv shim), resolved once, so stand-ins
+/// start fast and carry the environment they were given.
+pub fn python() -> String {
+    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 must be installed for the integration tests");
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if p.is_empty() {
+            "python3".to_string()
+        } else {
+            p
+        }
+    })
+    .clone()
+}
+
+/// The value of `key` in a live process's environment.
+pub fn env_of(pid: i32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The session id of a live process.
+pub fn session_of(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+impl Stack {
+    /// Runs `stackctl args…` like [`Stack::run`], with extra environment
+    /// variables (`None` removes one).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+        let mut cmd = self.cmd(args);
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stackctl");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("wait stackctl");
+        Run::from(args, out)
+    }
+
+    /// Live marked pids whose `STACKCTL_PROCESS` is `process` (e.g. `api`,
+    /// `worker.2`): every live copy of that process, whatever its group.
+    pub fn pids_of_process(&self, process: &str) -> Vec<i32> {
+        self.marked_pids()
+            .into_iter()
+            .filter(|p| env_of(*p, "STACKCTL_PROCESS").as_deref() == Some(process))
+            .collect()
+    }
+
+    /// Live marked pids that belong to the stack's processes (they carry a
+    /// `STACKCTL_PROCESS`): everything but the supervisor and the CLI.
+    pub fn stack_pids(&self) -> Vec<i32> {
+        self.marked_pids()
+            .into_iter()
+            .filter(|p| env_of(*p, "STACKCTL_PROCESS").is_some())
+            .collect()
+    }
+
+    /// Waits (up to `secs`) for a stand-in to write a pid into `rel`, and
+    /// returns it.
+    #[track_caller]
+    pub fn wait_pid_file(&self, rel: &str, secs: u64) -> i32 {
+        let mut pid = None;
+        wait_for(&format!("a pid in {rel}"), secs, || {
+            pid = self.read(rel).trim().parse::<i32>().ok();
+            pid.is_some()
+        });
+        pid.unwrap_or_default()
+    }
+
+    /// The supervisor's pid from `status --json` (when one answers).
+    pub fn supervisor_pid(&self) -> Option<i32> {
+        let s = self.status_json();
+        s["supervisor"]["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
+/// Whether every thread of `pid` has exited (it may remain a zombie). A
+/// SIGKILLed multi-threaded process shows its leader as a zombie while
+/// other threads are still tearing down, its sockets still open; this waits
+/// for the last one.
+pub fn fully_dead(pid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    rd.flatten()
+        .all(|t| match std::fs::read_to_string(t.path().join("stat")) {
+            Ok(s) => {
+                let state = s
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                matches!(state, Some("Z") | Some("X") | None)
+            }
+            Err(_) => true,
+        })
+}
