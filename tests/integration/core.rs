@@ -972,6 +972,53 @@ depends_on = ["g"]
     }
 }
 
+#[test]
+fn concurrent_starts_share_one_supervisor() {
+    // Several `start`s at once with no supervisor running (an operator and
+    // the keeper, say): each launches one, one wins; the others must use it.
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "exec sleep 1000"
+
+[service.b]
+command = "exec sleep 1000"
+depends_on = ["a"]
+"#,
+    );
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            s.cmd(&["start"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn start")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait start");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a concurrent start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let supervisors: Vec<i32> = s
+        .marked_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"supervise"))
+        })
+        .collect();
+    assert_eq!(supervisors.len(), 1, "supervisors: {supervisors:?}");
+    for n in ["a", "b"] {
+        assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. Pid reuse
 
