@@ -1019,6 +1019,70 @@ depends_on = ["a"]
     }
 }
 
+#[test]
+fn start_during_a_full_stop_leaves_no_unsupervised_process() {
+    // `a` takes its whole 2 s grace to stop. A `start` that arrives during
+    // the stop must not report the stack up and then leave processes
+    // running without a supervisor.
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "trap '' TERM; echo up; while true; do sleep 0.1; done"
+stop_timeout = "2s"
+ready = { log = "up", timeout = "60s" }
+
+[service.b]
+command = "exec sleep 1000"
+"#,
+    );
+    start_ok(&s, &[]);
+    let stop = s
+        .cmd(&["stop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stop");
+    wait_for("a to be stopping", 60, || {
+        s.process_status("a")
+            .is_some_and(|p| p["state"] == "stopping")
+    });
+    let during = s.run(&["start"]);
+    let stop = stop.wait_with_output().expect("wait stop");
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    if during.code == Some(0) {
+        // Accepted: then the stack is up under a supervisor, once each.
+        let doc = s.status_json();
+        assert_eq!(
+            doc["supervisor"]["running"],
+            true,
+            "start during stop exited 0, but no supervisor runs; left: {:?}\n{during:?}",
+            s.stack_pids()
+        );
+        for n in ["a", "b"] {
+            running_pid(&s, n);
+            assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
+        }
+        return;
+    }
+    // Refused: it says why, and the stop leaves nothing.
+    assert!(
+        output(&during).contains("stop"),
+        "a refused start says why: {during:?}"
+    );
+    wait_for("the supervisor to exit", 60, || {
+        s.status_json()["supervisor"]["running"] == false
+    });
+    let left = s.stack_pids();
+    assert!(
+        left.is_empty(),
+        "left running without a supervisor: {left:?}"
+    );
+    // Once the stop is done, start works again.
+    start_ok(&s, &[]);
+    running_pid(&s, "a");
+    running_pid(&s, "b");
+}
+
 // ---------------------------------------------------------------------------
 // 8. Pid reuse
 
