@@ -55,6 +55,22 @@ pub struct UnitCtx {
     pub base_env: Vec<(String, String)>,
     pub logs: LogSettings,
     pub echo: Option<Echo>,
+    /// Set when the whole stack is being stopped and the supervisor will
+    /// exit: a unit then refuses to start or restart its process.
+    pub closing: std::sync::atomic::AtomicBool,
+}
+
+impl UnitCtx {
+    fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a start or restart once the stack is being stopped.
+fn closing_failure() -> StartFailure {
+    StartFailure {
+        reason: "the stack is being stopped".into(),
+    }
 }
 
 /// A request to a unit.
@@ -243,6 +259,9 @@ impl Unit {
     async fn run(mut self) {
         while let Some(cmd) = self.rx.recv().await {
             match cmd {
+                Cmd::Start { reply } | Cmd::Restart { reply } if self.ctx.closing() => {
+                    let _ = reply.send(Err(closing_failure()));
+                }
                 Cmd::Start { reply } => {
                     let st = self.status.borrow().state;
                     if st == State::Completed {
@@ -794,6 +813,10 @@ impl Unit {
             }
             Some(Cmd::Start { reply }) => {
                 self.waiters.push(reply);
+                None
+            }
+            Some(Cmd::Restart { reply }) if self.ctx.closing() => {
+                let _ = reply.send(Err(closing_failure()));
                 None
             }
             Some(Cmd::Restart { reply }) => {
