@@ -828,6 +828,7 @@ restart = "never"
     let st = status_of(&s, "victim");
     assert!(st["pid"].is_null(), "{st}");
     assert_eq!(st["ready"], false, "{st}");
+    assert_eq!(st["exit_code"], 128 + 9, "killed by SIGKILL: {st}");
     run_code(&s, &["status"], 3);
     run_code(&s, &["status", "--json"], 3);
 }
@@ -1387,7 +1388,7 @@ fn pre_start_runs_before_the_process_and_a_failing_one_fails_that_start() {
         r#"
 [service.good]
 command = "test -f prepared.txt && touch good-saw-prepared; exec sleep 1000"
-pre_start = ["echo prepared > prepared.txt"]
+pre_start = ["echo prepared >> prepared.txt"]
 
 [service.bad]
 command = "touch bad-started; exec sleep 1000"
@@ -1408,8 +1409,17 @@ depends_on = ["bad"]
     wait_for("good to see its pre_start's file", 30, || {
         s.path().join("good-saw-prepared").exists()
     });
-    running_pid(&s, "good");
+    let good = running_pid(&s, "good");
     assert_ne!(state_of(&s, "bad"), "running");
+    // pre_start runs before every start.
+    assert_eq!(lines(&s, "prepared.txt").len(), 1);
+    run_code(&s, &["restart", "good"], 0);
+    assert_ne!(running_pid(&s, "good"), good);
+    assert_eq!(
+        lines(&s, "prepared.txt").len(),
+        2,
+        "pre_start did not run again"
+    );
 }
 
 const THREE_TIER: &str = r#"
