@@ -61,7 +61,7 @@ pub struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more (repeat for more still).
+    /// Print more: also the "starting" and "stopping" step of every process.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Never colour the output (also: the NO_COLOR environment variable).
