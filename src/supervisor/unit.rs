@@ -8,10 +8,10 @@
 //! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
 //! for `status` and for dependency ordering. Nothing polls: every wait is a
 //! `select!` over the child's exit, the next command, the readiness gate,
-//! the health timer or the notify socket. The exceptions are two short,
-//! bounded waits that have no event: for a process *group* to empty during
-//! a stop, and for the log pump to drain the pipe after an exit (so that a
-//! failure's log tail ends with the process's last line).
+//! the health timer or the notify socket. The one exception is the short
+//! wait for a process *group* to empty during a stop, which has no event.
+//! After an exit, the unit waits (bounded) for the log pump to drain the
+//! pipe, so that a failure's log tail ends with the process's last line.
 //!
 //! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
 //! readiness gate) → `running` (ready; health checks) → on exit the restart
@@ -926,17 +926,12 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
 }
 
 /// Waits until the log pump has read its pipe to the end (every writer
-/// closed it), so that everything the process wrote is in its log.
-/// Bounded: a descendant that left the group may hold the pipe open. The
-/// pump's end is not an event here, so it is checked on a short timer, and
-/// only after an exit.
+/// closed it) and written it all, so that everything the process wrote is
+/// in its log. Bounded: a descendant that left the group may hold the
+/// pipe open.
 async fn drain(pump: Option<&Pump>) {
-    let Some(p) = pump else { return };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut step = Duration::from_millis(1);
-    while !p.is_finished() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(step).await;
-        step = (step * 2).min(Duration::from_millis(20));
+    if let Some(p) = pump {
+        let _ = tokio::time::timeout(Duration::from_secs(2), p.finished()).await;
     }
 }
 
