@@ -1536,6 +1536,47 @@ fn start_when_running_leaves_pids_unchanged() {
     assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
 }
 
+#[test]
+fn logs_n_shows_the_last_lines_of_each_process() {
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "seq 1 50 | sed 's/^/a-line-/'; echo a-done; exec sleep 1000"
+ready = { log = "a-done", timeout = "60s" }
+
+[service.b]
+command = "seq 1 30 | sed 's/^/b-line-/'; echo b-done; exec sleep 1000"
+ready = { log = "b-done", timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    let r = run_code(&s, &["logs", "a", "-n", "3"], 0);
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        ["a-line-49", "a-line-50", "a-done"],
+        "{r:?}"
+    );
+    let r = run_code(&s, &["logs", "-n", "2"], 0);
+    let mut got: Vec<(String, String)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(n, t)| (n.trim().to_string(), t.trim().to_string()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("a", "a-done"),
+        ("a", "a-line-50"),
+        ("b", "b-done"),
+        ("b", "b-line-30"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(got, want, "{r:?}");
+    run_code(&s, &["logs", "nope", "-n", "2"], 2);
+}
+
 // ---------------------------------------------------------------------------
 // 11. The control socket
 
