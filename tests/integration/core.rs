@@ -564,6 +564,32 @@ depends_on = ["migrate"]
     assert!(out.contains("199999"), "{out}");
 }
 
+#[test]
+fn task_over_its_timeout_is_killed_and_fails_the_start() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "echo $$$$ > migrate.pid; echo MIGRATE-STUCK; sleep 1000 & wait"
+timeout = "1s"
+
+[service.api]
+command = "touch api-started; exec sleep 1000"
+depends_on = ["migrate"]
+"#,
+    );
+    let r = run_code(&s, &["start"], 1);
+    let out = output(&r);
+    assert!(
+        out.contains("migrate") && out.contains("timeout") && out.contains("MIGRATE-STUCK"),
+        "{out}"
+    );
+    let pid = s.wait_pid_file("migrate.pid", 10);
+    assert!(!alive(pid), "the timed-out task {pid} was left running");
+    assert!(s.pids_of_process("migrate").is_empty());
+    assert!(!s.path().join("api-started").exists());
+    assert_eq!(state_of(&s, "migrate"), "failed");
+}
+
 // ---------------------------------------------------------------------------
 // 5. Stopping whole groups
 
@@ -831,6 +857,32 @@ restart = "never"
     assert_eq!(st["exit_code"], 128 + 9, "killed by SIGKILL: {st}");
     run_code(&s, &["status"], 3);
     run_code(&s, &["status", "--json"], 3);
+}
+
+#[test]
+fn status_shows_the_new_pid_after_a_killed_child_is_restarted() {
+    let s = Stack::new(
+        r#"
+[service.phoenix]
+command = "exec sleep 1000"
+restart = "on-failure"
+"#,
+    );
+    start_ok(&s, &[]);
+    let pid = running_pid(&s, "phoenix");
+    harness::kill(pid, 9);
+    wait_for("phoenix to run again with a new pid", 60, || {
+        s.process_status("phoenix").is_some_and(|p| {
+            p["state"] == "running" && p["pid"].as_i64().is_some_and(|n| n as i32 != pid)
+        })
+    });
+    let st = status_of(&s, "phoenix");
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(
+        s.pids_of_process("phoenix"),
+        vec![running_pid(&s, "phoenix")]
+    );
+    run_code(&s, &["status"], 0);
 }
 
 #[test]
