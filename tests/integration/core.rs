@@ -1672,6 +1672,30 @@ command = "exec sleep 1000"
 }
 
 #[test]
+fn a_state_dir_deeper_than_a_socket_address_still_works() {
+    // sun_path holds 108 bytes; checkouts on CI and in home folders are
+    // often deeper than that.
+    let deep = format!("{}/state", "a-rather-long-folder-name".repeat(5));
+    let s = Stack::new(&format!(
+        r#"
+[stack]
+state_dir = "{deep}"
+
+[service.svc]
+command = "exec sleep 1000"
+"#
+    ));
+    let sock = s.path().join(&deep).join("stackctl.sock");
+    assert!(sock.as_os_str().len() > 108, "{}", sock.display());
+    start_ok(&s, &[]);
+    assert!(sock.exists());
+    let pid = running_pid(&s, "svc");
+    run_code(&s, &["status"], 0);
+    run_code(&s, &["stop"], 0);
+    assert!(!alive(pid));
+}
+
+#[test]
 fn regular_file_at_the_socket_path_is_refused_and_kept() {
     let s = Stack::new(
         r#"
