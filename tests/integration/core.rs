@@ -1683,13 +1683,20 @@ state_dir = "{deep}"
 
 [service.svc]
 command = "exec sleep 1000"
-"#
+
+[service.notifier]
+command = ["{py}", "notify.py"]
+ready = {{ notify = true, timeout = "60s" }}
+"#,
+        py = python()
     ));
+    s.write("notify.py", NOTIFY_STANDIN);
     let sock = s.path().join(&deep).join("stackctl.sock");
     assert!(sock.as_os_str().len() > 108, "{}", sock.display());
     start_ok(&s, &[]);
     assert!(sock.exists());
     let pid = running_pid(&s, "svc");
+    running_pid(&s, "notifier");
     run_code(&s, &["status"], 0);
     run_code(&s, &["stop"], 0);
     assert!(!alive(pid));
