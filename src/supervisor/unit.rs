@@ -635,19 +635,26 @@ impl Unit {
             said_tx,
         );
         tokio::pin!(gate);
-        let gate_result = loop {
-            tokio::select! {
-                Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
-                exit = child.wait() => {
-                    self.cleanup_after_exit(&child, &pid_path).await;
-                    return End::NotReady(format!("{exit} before it was ready"));
-                }
-                cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
-                        return end;
+        // No gate: ready as soon as spawned (SPEC). Not raced against the
+        // exit below: a process that exits at once would otherwise be
+        // "failed before it was ready" at random, skipping its restart policy.
+        let gate_result = if ready_spec.is_none() {
+            Ok(())
+        } else {
+            loop {
+                tokio::select! {
+                    Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                    exit = child.wait() => {
+                        self.cleanup_after_exit(&child, &pid_path).await;
+                        return End::NotReady(format!("{exit} before it was ready"));
                     }
+                    cmd = self.rx.recv() => {
+                        if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
+                            return end;
+                        }
+                    }
+                    r = &mut gate => break r,
                 }
-                r = &mut gate => break r,
             }
         };
         while let Ok(said) = said_rx.try_recv() {
