@@ -570,6 +570,37 @@ restart_window = "60s"
 }
 
 #[test]
+fn gateless_services_exiting_at_once_all_follow_their_restart_policy() {
+    // No `ready`: ready as soon as spawned, so an immediate exit is a crash
+    // that the restart policy handles — for every one of them, every time
+    // (not "failed before it was ready" when the exit wins a race).
+    let n = 20;
+    let mut toml = String::new();
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[service.c{i}]\ncommand = \"echo spawn >> c{i}.runs; exit 1\"\nmax_restarts = 1\n\n"
+        ));
+    }
+    let s = Stack::new(&toml);
+    ok(&s, &["start"]);
+    for i in 0..n {
+        let name = format!("c{i}");
+        wait_for(&format!("{name} failed"), 30, || {
+            state_of(&s, &name) == "failed"
+        });
+        let st = status_of(&s, &name);
+        assert!(
+            st["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("crash loop"),
+            "{name}: {st}"
+        );
+        assert_eq!(line_count(&s, &format!("{name}.runs")), 2, "{name}: {st}");
+    }
+}
+
+#[test]
 fn backoff_delays_grow_between_later_restarts() {
     // Five quick crashes: the gaps between spawns follow 0, 100, 200, 400 ms.
     let s = Stack::new(
