@@ -35,7 +35,13 @@ impl StateDir {
         }
         let pids = self.pids_dir();
         if !pids.exists() {
-            fs::DirBuilder::new().mode(0o700).create(&pids)?;
+            // Two `start`s at once may both get here: the loser's EEXIST is
+            // success.
+            match fs::DirBuilder::new().mode(0o700).create(&pids) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && pids.is_dir() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

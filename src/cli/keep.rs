@@ -16,9 +16,15 @@ use crate::error::{exit, Error, Result};
 ///
 /// Keeps the worktree at the head of the configured branch, redeploying and
 /// restarting the stack when it moves, when a watched service is unhealthy,
-/// or on a manual trigger; defers to an export that holds the lock.
+/// or on a manual trigger; defers to an export that holds the lock. Needs a
+/// `[keeper]` section. One line per tick in `state_dir/keeper.log`.
 ///
-/// $ stackctl keep             # run the loop (tmux, systemd)
+/// Examples:
+///
+/// $ stackctl keep             # run the loop here (tmux, systemd)
+///
+/// $ stackctl keep --tmux      # ... in tmux session stackctl-keeper-<stack>
+///
 /// $ stackctl keep --trigger   # ask the running keeper for a tick now
 #[derive(Debug, Args)]
 pub struct KeepArgs {

@@ -243,29 +243,12 @@ fn init_own_log(
     foreground: bool,
     color: bool,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state.own_log())
-        .ok()?;
-    let (nb, guard) = tracing_appender::non_blocking(file);
-    let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(nb)
-        .with_ansi(false);
-    let stderr_layer = foreground.then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(color)
-            .with_target(false)
-            .without_time()
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
-    let _ = tracing_subscriber::registry()
-        .with(stderr_layer)
-        .with(file_layer)
-        .try_init();
-    Some(guard)
+    // The stack's `[stack.logs]` max_size/keep are not passed in here yet;
+    // until they are, stackctl.log rotates at the defaults (50 MB, keep 5).
+    crate::logs::own::init(
+        state,
+        &crate::config::LogSettings::default(),
+        foreground,
+        color,
+    )
 }

@@ -19,7 +19,10 @@
 //! `completed` (a task that exited 0) and `failed` (including a crash loop:
 //! more than `max_restarts` in `restart_window`). A stop request at any
 //! point sends `stop_signal` to the whole group, waits up to `stop_timeout`
-//! for the group to empty, then SIGKILLs the group.
+//! for the group to empty, then SIGKILLs the group. After a stop, and after
+//! a service's leader exits on its own, whatever the process started that
+//! left its group (`setsid`, a double fork) but kept the stack's mark is
+//! swept too, before any next attempt.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -838,7 +841,31 @@ impl Unit {
             let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
         }
         let _ = std::fs::remove_file(pid_path);
+        // A task may leave a daemon behind on purpose (`pg_ctl start`); it
+        // is stopped with the stack. A service's leftovers are strays.
+        if self.spec.kind == Kind::Service {
+            let _ = self.sweep_escaped().await;
+        }
         drain(child.pump.as_ref()).await;
+    }
+
+    /// Stops what this instance's process left outside its group (`setsid`,
+    /// a double fork), found by the stack id and instance name it
+    /// inherited. Runs once the group is gone and before any next attempt,
+    /// so that no attempt runs next to a previous one's leftovers. Returns
+    /// the pids that survived SIGKILL.
+    async fn sweep_escaped(&self) -> Vec<i32> {
+        let grace = self.spec.stop_timeout.min(Duration::from_secs(10));
+        let swept = super::sweep(
+            &self.ctx.stack_id,
+            std::slice::from_ref(&self.inst.name),
+            grace,
+        )
+        .await;
+        for (_, pid) in &swept.stopped {
+            tracing::info!(process = %self.name(), "stopped pid {pid}, which had left its process group");
+        }
+        swept.survivors.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Stops the child: stop_signal to the group, up to stop_timeout for the
@@ -849,7 +876,8 @@ impl Unit {
         let sig = self.spec.stop_signal;
         let grace = self.spec.stop_timeout;
         tracing::info!(process = %self.name(), "stopping pid {pgid} with {} (grace {})", sig.as_str(), humantime::format_duration(grace));
-        let survivors = stop_group(child, pgid, sig, grace).await;
+        let mut survivors = stop_group(child, pgid, sig, grace).await;
+        survivors.extend(self.sweep_escaped().await);
         if !survivors.is_empty() {
             tracing::error!(process = %self.name(), "still alive after SIGKILL: {survivors:?}");
         }
