@@ -1003,11 +1003,11 @@ fn sighup_with_a_broken_file_changes_nothing_and_keeps_the_supervisor() {
     let sup = s.supervisor_pid().unwrap();
     s.write("stack.toml", "[service.a]\ncommand = \n");
     harness::kill(sup, 1);
-    wait_for("the reload attempt in stackctl.log", 30, || {
-        s.read("logs/stackctl.log")
-            .to_lowercase()
-            .contains("reload")
+    wait_for("`reload refused` in stackctl.log", 30, || {
+        s.read("logs/stackctl.log").contains("reload refused")
     });
+    let log = s.read("logs/stackctl.log");
+    assert!(log.contains("stack.toml:"), "no file:line:col in {log}");
     assert!(alive(sup));
     // status still answers (leniently) from the supervisor.
     let doc = s.status_json();
