@@ -644,28 +644,44 @@ impl Unit {
         if self.spec.kind == Kind::Task {
             return self.run_task(child, &pid_path).await;
         }
+        // `STATUS=` sent while the gate waits for `READY=1` is shown at once
+        // (as systemd does), through this channel: the gate cannot touch
+        // the status itself while the unit is borrowed by the select below.
+        let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
         let gate = gate(
             ready_spec.as_ref().map(|r| (r.probe.clone(), r.timeout)),
             ready_spec.clone(),
             &ctx,
             watch.as_ref(),
             notify.as_ref(),
+            said_tx,
         );
         tokio::pin!(gate);
-        let gate_result = loop {
-            tokio::select! {
-                exit = child.wait() => {
-                    self.cleanup_after_exit(&child, &pid_path).await;
-                    return End::NotReady(format!("{exit} before it was ready"));
-                }
-                cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
-                        return end;
+        // No gate: ready as soon as spawned (SPEC). Not raced against the
+        // exit below: a process that exits at once would otherwise be
+        // "failed before it was ready" at random, skipping its restart policy.
+        let gate_result = if ready_spec.is_none() {
+            Ok(())
+        } else {
+            loop {
+                tokio::select! {
+                    Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                    exit = child.wait() => {
+                        self.cleanup_after_exit(&child, &pid_path).await;
+                        return End::NotReady(format!("{exit} before it was ready"));
                     }
+                    cmd = self.rx.recv() => {
+                        if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
+                            return end;
+                        }
+                    }
+                    r = &mut gate => break r,
                 }
-                r = &mut gate => break r,
             }
         };
+        while let Ok(said) = said_rx.try_recv() {
+            self.set(|s| s.message = Some(said));
+        }
         if let Err(reason) = gate_result {
             let _ = self.stop_child(&mut child, &pid_path).await;
             let reason = match &self.spec.ready {
@@ -997,6 +1013,7 @@ async fn gate(
     ctx: &ProbeCtx,
     watch: Option<&LogWatch>,
     notify: Option<&NotifySocket>,
+    said: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
     let (Some((kind, timeout)), Some(spec)) = (probe, spec) else {
         return Ok(());
@@ -1025,8 +1042,16 @@ async fn gate(
             let wait = async {
                 loop {
                     match n.recv().await {
-                        Ok(msgs) if msgs.contains(&NotifyMsg::Ready) => return Ok(()),
-                        Ok(_) => {}
+                        Ok(msgs) => {
+                            for m in &msgs {
+                                if let NotifyMsg::Status(text) = m {
+                                    let _ = said.send(text.clone());
+                                }
+                            }
+                            if msgs.contains(&NotifyMsg::Ready) {
+                                return Ok(());
+                            }
+                        }
                         Err(e) => return Err(format!("{what}: {e}")),
                     }
                 }
