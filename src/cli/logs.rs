@@ -328,8 +328,15 @@ fn show(
     }
     out.out.flush().map_err(Failure::Output)?;
     if !args.follow {
-        if sel.targets.is_empty() && !sel.all {
-            let _ = writeln!(io::stderr(), "no logs yet in {}", dir.display());
+        // Say why nothing was shown, on stderr (stdout stays the logs).
+        let mut err = io::stderr().lock();
+        if sel.targets.is_empty() {
+            let _ = writeln!(err, "no process logs yet in {}", dir.display());
+        }
+        for (t, (f, _)) in sel.targets.iter().zip(&opened) {
+            if f.is_none() && crate::logs::rotated_files(&t.path).is_empty() {
+                let _ = writeln!(err, "{}: no log yet ({})", t.label, t.path.display());
+            }
         }
         return Ok(());
     }
