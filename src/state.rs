@@ -35,7 +35,13 @@ impl StateDir {
         }
         let pids = self.pids_dir();
         if !pids.exists() {
-            fs::DirBuilder::new().mode(0o700).create(&pids)?;
+            // Two `start`s at once may both get here: the loser's EEXIST is
+            // success.
+            match fs::DirBuilder::new().mode(0o700).create(&pids) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && pids.is_dir() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -95,6 +101,20 @@ impl StateDir {
 /// # Errors
 /// Any I/O error; the temp file is removed on failure.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, contents, mode, true)
+}
+
+/// Like [`write_atomic`] without the fsyncs: readers still never see half a
+/// file, but a power cut may lose it. For pid files, which a reboot makes
+/// meaningless anyway (they carry the boot id), and which every spawn writes.
+///
+/// # Errors
+/// Any I/O error; the temp file is removed on failure.
+pub fn write_atomic_volatile(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, contents, mode, false)
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -109,8 +129,16 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        // The rename itself must reach the disk too, or a power cut can
+        // bring back the old file.
+        if durable {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -16,13 +16,17 @@ use crate::error::{exit, Error, Result};
 /// Validates the stack file without running anything.
 ///
 /// Reports every problem at once, each with file:line:column and a hint,
-/// and exits 2; otherwise prints the start order.
+/// and exits 2; otherwise prints the start order. `require_env` variables
+/// are checked against this shell's environment.
+///
+/// Examples:
 ///
 /// $ stackctl check
-/// $ stackctl -f examples/protea.toml check
+///
+/// $ stackctl -f examples/minimal.toml check --json
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Print the result as JSON.
+    /// Print the result as JSON on stdout (`ok`, `file`, and `order` or `problems`).
     #[arg(long)]
     pub json: bool,
 }

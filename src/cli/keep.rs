@@ -5,6 +5,8 @@
 //! `--tmux` (a detached session `stackctl-keeper-<stack>` running the loop).
 //! Must not touch: the tick itself, the lock file, stack processes.
 
+use std::io::Write;
+
 use clap::Args;
 
 use super::Global;
@@ -14,9 +16,15 @@ use crate::error::{exit, Error, Result};
 ///
 /// Keeps the worktree at the head of the configured branch, redeploying and
 /// restarting the stack when it moves, when a watched service is unhealthy,
-/// or on a manual trigger; defers to an export that holds the lock.
+/// or on a manual trigger; defers to an export that holds the lock. Needs a
+/// `[keeper]` section. One line per tick in `state_dir/keeper.log`.
 ///
-/// $ stackctl keep             # run the loop (tmux, systemd)
+/// Examples:
+///
+/// $ stackctl keep             # run the loop here (tmux, systemd)
+///
+/// $ stackctl keep --tmux      # ... in tmux session stackctl-keeper-<stack>
+///
 /// $ stackctl keep --trigger   # ask the running keeper for a tick now
 #[derive(Debug, Args)]
 pub struct KeepArgs {
@@ -34,8 +42,21 @@ pub struct KeepArgs {
 /// An invalid stack file, or no `[keeper]` section (2); another keeper
 /// already runs for this stack, or tmux cannot start it (1).
 pub fn run(args: KeepArgs, g: &Global) -> Result<u8> {
-    let (path, stack) = super::session::load_stack(g)?;
-    if stack.keeper.is_none() {
+    // `--trigger` only touches a file under state_dir: a stack file broken
+    // by a bad commit must not stop an operator from asking the running
+    // keeper to deploy the fix.
+    let (path, stack, invalid) = super::session::load_stack_lenient(g)?;
+    if let Some(e) = invalid {
+        if !args.trigger {
+            return Err(e);
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "warning: the stack file does not validate; triggering the running keeper anyway:"
+        );
+        let _ = e.render(&mut err);
+    } else if stack.keeper.is_none() {
         return Err(Error::Usage {
             message: format!("{} has no [keeper] section", path.display()),
             hint: Some("add `[keeper]` with at least `branch = \"main\"`".into()),

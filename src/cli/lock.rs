@@ -12,8 +12,20 @@ use crate::lock::{LockRecord, Owner, StackLock};
 
 /// Reads and changes the stack-owner lock (free / deploy / export).
 ///
+/// The lock is `stack-owner.json` in the state folder (or `[stack]
+/// lock_file`), read and written under a flock on `<lock_file>.lock`. While
+/// `export` holds it, `start`, `stop`, `restart`, `scale` and `reload`
+/// refuse (exit 2) unless given `--force`, and the keeper does not deploy.
+///
+/// Exit codes: 2 another owner holds it, 3 release by a task that does not
+/// hold it, 4 the lock file stayed busy for 5 s, 1 a corrupt lock file.
+///
+/// Examples:
+///
 /// $ stackctl lock acquire export farm-exp-13 "24-cell sweep"
+///
 /// $ stackctl lock current
+///
 /// $ stackctl lock release farm-exp-13
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -24,8 +36,10 @@ pub struct LockArgs {
 #[derive(Debug, Subcommand)]
 pub enum LockAction {
     /// Takes the lock for OWNER (idempotent for the same owner and task id).
+    ///
+    /// Exits 2, naming the holder, while another owner or task holds it.
     Acquire {
-        /// free, deploy or export.
+        /// `deploy` or `export` (to free it, release it).
         owner: String,
         /// The task that holds it.
         task_id: String,
@@ -33,13 +47,15 @@ pub enum LockAction {
         reason: Option<String>,
     },
     /// Gives the lock back (only the task that holds it may).
+    ///
+    /// Exits 3 when TASK_ID does not hold it (also when it is already free).
     Release {
         /// The task that holds it.
         task_id: String,
     },
-    /// Prints the current owner.
+    /// Prints the current owner: free, deploy or export.
     Current,
-    /// Prints the whole lock record.
+    /// Prints the whole lock record: owner, task, since when, why.
     Status {
         /// Print the record as JSON.
         #[arg(long)]

@@ -32,9 +32,18 @@ use crate::logs::query::{self, Filter};
 /// the supervisor's own log. `-f` keeps following across restarts and
 /// rotations, and picks up new pool members.
 ///
+/// Exits 2 for a name that is neither in the stack file nor has a log, or a
+/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
+///
+/// Examples:
+///
 /// $ stackctl logs api -n 50
-/// $ stackctl logs -f worker
+///
+/// $ stackctl logs -f worker        # -f after `logs` is --follow
+///
 /// $ stackctl logs --since 10m --grep 'ERROR|Traceback'
+///
+/// $ stackctl logs stackctl         # the supervisor's own log
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Processes or pools (default: all).

@@ -27,12 +27,24 @@ use crate::error::Result;
 /// stackctl reads one `stack.toml`, starts tasks and services in dependency
 /// order behind readiness gates, tracks every pid and log, scales worker
 /// pools, restarts what dies, keeps the stack-owner lock and runs the deploy
-/// keeper.
+/// keeper. The stack file is `./stack.toml` or the nearest one in a parent
+/// folder, unless `-f PATH` (given before the command) or `STACKCTL_FILE`
+/// names another.
 ///
-/// $ stackctl start            # bring everything up, return when ready
-/// $ stackctl status           # what runs, since when, how big
-/// $ stackctl logs -f api      # follow one process's log
-/// $ stackctl stop             # stop everything, leave nothing behind
+/// Exit codes: 0 success; 1 the operation failed; 2 usage error or invalid
+/// stack file; `status`: 3 when a named process is not running and ready;
+/// `lock`: 2 held by another owner, 3 not the holder, 4 the lock file stayed
+/// busy for 5 s.
+///
+/// Examples:
+///
+/// $ stackctl start                    # bring everything up, return when ready
+///
+/// $ stackctl status                   # what runs, since when, how big
+///
+/// $ stackctl logs -f api              # follow one process's log
+///
+/// $ stackctl -f other/stack.toml stop # stop everything, leave nothing behind
 #[derive(Debug, Parser)]
 #[command(
     name = "stackctl",
@@ -49,7 +61,7 @@ pub struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more (repeat for more still).
+    /// Print more: also the "starting" and "stopping" step of every process.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Never colour the output (also: the NO_COLOR environment variable).

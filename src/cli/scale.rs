@@ -10,16 +10,23 @@ use crate::error::{exit, Error, Result};
 /// Grows or shrinks a worker pool live.
 ///
 /// Shrinking stops the highest-numbered instances gracefully, each with its
-/// full stop_timeout to drain; growing never touches running members.
+/// full stop_timeout to drain; growing never touches running members. The
+/// size must stay within `max_replicas`. Needs a running supervisor; the
+/// new size lasts until the supervisor exits (the next `start` uses
+/// `replicas` again).
+///
+/// Examples:
 ///
 /// $ stackctl scale worker 4
+///
 /// $ stackctl scale worker +1
-/// $ stackctl scale worker -- -1
+///
+/// $ stackctl scale worker -1
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
-    /// The pool.
+    /// The pool (a service with `replicas`).
     pub name: String,
-    /// N, +K or -K.
+    /// The new size N, or +K / -K relative to the current size.
     #[arg(allow_hyphen_values = true)]
     pub count: String,
     /// Scale even while the stack-owner lock is held by an export.

@@ -104,7 +104,8 @@ pub fn connect(stack: &Stack) -> Result<Option<Client>> {
         Ok(Connect::NoSupervisor) => Ok(None),
         Err(e) => Err(Error::Failed {
             message: format!("cannot reach the supervisor at {}: {e}", socket.display()),
-            hint: Some("only the user who started the stack may control it".into()),
+            hint: (e.kind() == std::io::ErrorKind::PermissionDenied)
+                .then(|| "only the user who started the stack may control it".into()),
             detail: None,
         }),
     }
@@ -199,11 +200,16 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             return Ok(c);
         }
         if how == Launch::Detached {
+            // Ours exits at once when another `start` launched one first
+            // (it lost the single-supervisor flock): wait for that one's
+            // socket instead, as long as it holds the lock.
             if let Ok(Some(st)) = child.try_wait() {
-                return Err(supervisor_died(
-                    &state,
-                    &format!("the supervisor exited at once ({st})"),
-                ));
+                if !supervisor_lock_held(&state) {
+                    return Err(supervisor_died(
+                        &state,
+                        &format!("the supervisor exited at once ({st})"),
+                    ));
+                }
             }
         } else {
             let _ = child.try_wait();
@@ -279,6 +285,25 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
                     .unwrap_or_else(|| Error::failed("the supervisor reported a failure")))
             }
         }
+    }
+}
+
+/// Whether a supervisor holds the stack's single-supervisor flock now.
+fn supervisor_lock_held(state: &StateDir) -> bool {
+    use fs2::FileExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(state.supervisor_lock())
+    {
+        Ok(f) => match f.try_lock_exclusive() {
+            Ok(()) => {
+                let _ = fs2::FileExt::unlock(&f);
+                false
+            }
+            Err(_) => true,
+        },
+        Err(_) => false,
     }
 }
 

@@ -16,11 +16,25 @@ use crate::error::{exit, Error, Result};
 /// processes up in dependency order: tasks run to completion, services pass
 /// their readiness gates. Already-running processes are left alone. Exits 0
 /// when all are ready, 1 when something failed (naming it and showing the
-/// last lines of its log).
+/// last lines of its log), 2 for an invalid stack file, an unknown name, or
+/// while an export holds the stack-owner lock.
+///
+/// A running supervisor keeps the stack file and the environment it was
+/// launched with: after editing stack.toml or an env file, run `stackctl
+/// reload`; variables given to a later `start` do not reach it (stop the
+/// stack first to change them).
+///
+/// Examples:
 ///
 /// $ stackctl start
-/// $ stackctl start api --scale worker=4
-/// $ stackctl start --foreground     # supervise in this terminal
+///
+/// $ stackctl start api                   # api and what it depends on
+///
+/// $ stackctl start --scale worker=4       # everything, with 4 workers
+///
+/// $ stackctl start --foreground           # supervise in this terminal
+///
+/// $ stackctl start --tmux                 # ... in tmux session stackctl-<stack>
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Processes or pools to start (default: everything).
@@ -41,10 +55,19 @@ pub struct StartArgs {
 
 /// Stops then starts NAMEs (default: the whole stack, tasks re-run).
 ///
-/// A pool restarts one member at a time, each ready before the next.
+/// With no NAME every process is stopped (reverse dependency order) and the
+/// whole stack started again, tasks included. A pool named whole restarts
+/// one member at a time, each ready before the next, so it never drops to
+/// zero. Launches the supervisor if none runs. The stack file is not
+/// re-read: use `stackctl reload` for that.
+///
+/// Examples:
 ///
 /// $ stackctl restart api
-/// $ stackctl restart
+///
+/// $ stackctl restart worker   # rolling, member by member
+///
+/// $ stackctl restart          # everything; tasks run again
 #[derive(Debug, Args)]
 pub struct RestartArgs {
     /// Processes or pools (default: everything).
@@ -58,7 +81,11 @@ pub struct RestartArgs {
 ///
 /// Starts what is new, stops what was removed, restarts what changed and
 /// resizes pools; untouched processes keep running. A broken file is
-/// rejected with the `check` diagnostics and nothing changes.
+/// rejected with the `check` diagnostics (exit 2) and nothing changes.
+/// Needs a running supervisor (exit 1 otherwise). `kill -HUP` of the
+/// supervisor does the same.
+///
+/// Examples:
 ///
 /// $ stackctl reload
 #[derive(Debug, Args)]

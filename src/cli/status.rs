@@ -12,17 +12,27 @@ use crate::output::{status_table, Style};
 
 /// Shows every process: pid, state, readiness, uptime, restarts, memory.
 ///
-/// Tells the truth with no supervisor running too, from the pid files,
-/// checking that each pid is still the same process. Exits 0 when every
-/// named process is running and ready, 3 otherwise.
+/// A table of NAME, PID, STATE, READY, UPTIME, RESTARTS and RSS(MB), one
+/// row per process instance. Tells the truth with no supervisor running
+/// too, from the pid files, checking that each pid is still the same
+/// process (start time and boot id). Exits 0 when every named process is
+/// running and ready and a supervisor runs, 3 otherwise.
+///
+/// States: pending, starting, running, backoff, stopping, stopped,
+/// completed, failed.
+///
+/// Examples:
 ///
 /// $ stackctl status
+///
 /// $ stackctl status api --json
+///
+/// $ stackctl -q status worker && echo "all workers up"
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Processes or pools (default: all).
     pub names: Vec<String>,
-    /// Print SPEC's JSON document instead of the table.
+    /// Print one JSON document instead of the table (the shape is in the README).
     #[arg(long)]
     pub json: bool,
 }

@@ -12,11 +12,20 @@ use crate::error::{exit, Error, Result};
 /// Stops NAMEs, or everything and then the supervisor.
 ///
 /// Reverse dependency order, parallel within a level: stop_signal to the
-/// whole process group, SIGKILL after stop_timeout. Returns when they are
-/// gone; exits 1 naming any process that survived.
+/// whole process group, SIGKILL after stop_timeout; then anything of the
+/// stack that left its group (setsid, double fork) is stopped too. Returns
+/// when they are gone; exits 1 naming any process that survived. With no
+/// supervisor running (it was killed), stops what the pid files prove is
+/// still ours. A running supervisor is reached even when stack.toml no
+/// longer validates.
+///
+/// Examples:
 ///
 /// $ stackctl stop
-/// $ stackctl stop worker
+///
+/// $ stackctl stop worker      # every member of the pool
+///
+/// $ stackctl stop worker.2    # one member
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Processes or pools (default: everything, then the supervisor exits).

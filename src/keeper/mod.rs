@@ -51,6 +51,8 @@ use crate::error::{exit, Error};
 use crate::lock::{Owner, StackLock};
 use crate::state::StateDir;
 
+/// The shortest wait between two ticks, whatever `interval` says.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// One prereq check is cut off after this long.
 const PREREQ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `escalate` is killed (with its group) after this long.
@@ -274,6 +276,12 @@ impl Keeper {
         *self.stop.borrow()
     }
 
+    /// The wait between ticks. `interval = "0s"` validates, but would run
+    /// fetch after fetch back to back; a floor keeps it a loop with rests.
+    fn interval(&self) -> Duration {
+        self.spec.interval.max(MIN_INTERVAL)
+    }
+
     fn branch_name(&self) -> String {
         format!("{}/{}", self.spec.remote, self.spec.branch)
     }
@@ -333,12 +341,12 @@ impl Keeper {
                     trigger = false;
                     deferred = false;
                     self.prereq_backoff = None;
-                    next = Instant::now() + self.spec.interval;
+                    next = Instant::now() + self.interval();
                 }
                 End::Deferred => {
                     deferred = true;
                     self.prereq_backoff = None;
-                    next = Instant::now() + self.spec.interval;
+                    next = Instant::now() + self.interval();
                 }
                 End::PrereqDown => {
                     deferred = false;

@@ -148,7 +148,7 @@ impl PidRecord {
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
         text.push('\n');
-        crate::state::write_atomic(path, text.as_bytes(), 0o644)
+        crate::state::write_atomic_volatile(path, text.as_bytes(), 0o644)
     }
 
     /// Reads the record at `path`; `Ok(None)` when there is no file.

@@ -8,10 +8,10 @@
 //! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
 //! for `status` and for dependency ordering. Nothing polls: every wait is a
 //! `select!` over the child's exit, the next command, the readiness gate,
-//! the health timer or the notify socket. The exceptions are two short,
-//! bounded waits that have no event: for a process *group* to empty during
-//! a stop, and for the log pump to drain the pipe after an exit (so that a
-//! failure's log tail ends with the process's last line).
+//! the health timer or the notify socket. The one exception is the short
+//! wait for a process *group* to empty during a stop, which has no event.
+//! After an exit, the unit waits (bounded) for the log pump to drain the
+//! pipe, so that a failure's log tail ends with the process's last line.
 //!
 //! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
 //! readiness gate) → `running` (ready; health checks) → on exit the restart
@@ -19,7 +19,10 @@
 //! `completed` (a task that exited 0) and `failed` (including a crash loop:
 //! more than `max_restarts` in `restart_window`). A stop request at any
 //! point sends `stop_signal` to the whole group, waits up to `stop_timeout`
-//! for the group to empty, then SIGKILLs the group.
+//! for the group to empty, then SIGKILLs the group. After a stop, and after
+//! a service's leader exits on its own, whatever the process started that
+//! left its group (`setsid`, a double fork) but kept the stack's mark is
+//! swept too, before any next attempt.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +55,22 @@ pub struct UnitCtx {
     pub base_env: Vec<(String, String)>,
     pub logs: LogSettings,
     pub echo: Option<Echo>,
+    /// Set when the whole stack is being stopped and the supervisor will
+    /// exit: a unit then refuses to start or restart its process.
+    pub closing: std::sync::atomic::AtomicBool,
+}
+
+impl UnitCtx {
+    fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a start or restart once the stack is being stopped.
+fn closing_failure() -> StartFailure {
+    StartFailure {
+        reason: "the stack is being stopped".into(),
+    }
 }
 
 /// A request to a unit.
@@ -240,6 +259,9 @@ impl Unit {
     async fn run(mut self) {
         while let Some(cmd) = self.rx.recv().await {
             match cmd {
+                Cmd::Start { reply } | Cmd::Restart { reply } if self.ctx.closing() => {
+                    let _ = reply.send(Err(closing_failure()));
+                }
                 Cmd::Start { reply } => {
                     let st = self.status.borrow().state;
                     if st == State::Completed {
@@ -622,28 +644,44 @@ impl Unit {
         if self.spec.kind == Kind::Task {
             return self.run_task(child, &pid_path).await;
         }
+        // `STATUS=` sent while the gate waits for `READY=1` is shown at once
+        // (as systemd does), through this channel: the gate cannot touch
+        // the status itself while the unit is borrowed by the select below.
+        let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
         let gate = gate(
             ready_spec.as_ref().map(|r| (r.probe.clone(), r.timeout)),
             ready_spec.clone(),
             &ctx,
             watch.as_ref(),
             notify.as_ref(),
+            said_tx,
         );
         tokio::pin!(gate);
-        let gate_result = loop {
-            tokio::select! {
-                exit = child.wait() => {
-                    self.cleanup_after_exit(&child, &pid_path).await;
-                    return End::NotReady(format!("{exit} before it was ready"));
-                }
-                cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
-                        return end;
+        // No gate: ready as soon as spawned (SPEC). Not raced against the
+        // exit below: a process that exits at once would otherwise be
+        // "failed before it was ready" at random, skipping its restart policy.
+        let gate_result = if ready_spec.is_none() {
+            Ok(())
+        } else {
+            loop {
+                tokio::select! {
+                    Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                    exit = child.wait() => {
+                        self.cleanup_after_exit(&child, &pid_path).await;
+                        return End::NotReady(format!("{exit} before it was ready"));
                     }
+                    cmd = self.rx.recv() => {
+                        if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
+                            return end;
+                        }
+                    }
+                    r = &mut gate => break r,
                 }
-                r = &mut gate => break r,
             }
         };
+        while let Ok(said) = said_rx.try_recv() {
+            self.set(|s| s.message = Some(said));
+        }
         if let Err(reason) = gate_result {
             let _ = self.stop_child(&mut child, &pid_path).await;
             let reason = match &self.spec.ready {
@@ -793,6 +831,10 @@ impl Unit {
                 self.waiters.push(reply);
                 None
             }
+            Some(Cmd::Restart { reply }) if self.ctx.closing() => {
+                let _ = reply.send(Err(closing_failure()));
+                None
+            }
             Some(Cmd::Restart { reply }) => {
                 self.waiters.push(reply);
                 tracing::info!(process = %self.name(), "restarting on request");
@@ -822,7 +864,31 @@ impl Unit {
             let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
         }
         let _ = std::fs::remove_file(pid_path);
+        // A task may leave a daemon behind on purpose (`pg_ctl start`); it
+        // is stopped with the stack. A service's leftovers are strays.
+        if self.spec.kind == Kind::Service {
+            let _ = self.sweep_escaped().await;
+        }
         drain(child.pump.as_ref()).await;
+    }
+
+    /// Stops what this instance's process left outside its group (`setsid`,
+    /// a double fork), found by the stack id and instance name it
+    /// inherited. Runs once the group is gone and before any next attempt,
+    /// so that no attempt runs next to a previous one's leftovers. Returns
+    /// the pids that survived SIGKILL.
+    async fn sweep_escaped(&self) -> Vec<i32> {
+        let grace = self.spec.stop_timeout.min(Duration::from_secs(10));
+        let swept = super::sweep(
+            &self.ctx.stack_id,
+            std::slice::from_ref(&self.inst.name),
+            grace,
+        )
+        .await;
+        for (_, pid) in &swept.stopped {
+            tracing::info!(process = %self.name(), "stopped pid {pid}, which had left its process group");
+        }
+        swept.survivors.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Stops the child: stop_signal to the group, up to stop_timeout for the
@@ -833,7 +899,8 @@ impl Unit {
         let sig = self.spec.stop_signal;
         let grace = self.spec.stop_timeout;
         tracing::info!(process = %self.name(), "stopping pid {pgid} with {} (grace {})", sig.as_str(), humantime::format_duration(grace));
-        let survivors = stop_group(child, pgid, sig, grace).await;
+        let mut survivors = stop_group(child, pgid, sig, grace).await;
+        survivors.extend(self.sweep_escaped().await);
         if !survivors.is_empty() {
             tracing::error!(process = %self.name(), "still alive after SIGKILL: {survivors:?}");
         }
@@ -875,17 +942,12 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
 }
 
 /// Waits until the log pump has read its pipe to the end (every writer
-/// closed it), so that everything the process wrote is in its log.
-/// Bounded: a descendant that left the group may hold the pipe open. The
-/// pump's end is not an event here, so it is checked on a short timer, and
-/// only after an exit.
+/// closed it) and written it all, so that everything the process wrote is
+/// in its log. Bounded: a descendant that left the group may hold the
+/// pipe open.
 async fn drain(pump: Option<&Pump>) {
-    let Some(p) = pump else { return };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut step = Duration::from_millis(1);
-    while !p.is_finished() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(step).await;
-        step = (step * 2).min(Duration::from_millis(20));
+    if let Some(p) = pump {
+        let _ = tokio::time::timeout(Duration::from_secs(2), p.finished()).await;
     }
 }
 
@@ -951,6 +1013,7 @@ async fn gate(
     ctx: &ProbeCtx,
     watch: Option<&LogWatch>,
     notify: Option<&NotifySocket>,
+    said: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
     let (Some((kind, timeout)), Some(spec)) = (probe, spec) else {
         return Ok(());
@@ -979,8 +1042,16 @@ async fn gate(
             let wait = async {
                 loop {
                     match n.recv().await {
-                        Ok(msgs) if msgs.contains(&NotifyMsg::Ready) => return Ok(()),
-                        Ok(_) => {}
+                        Ok(msgs) => {
+                            for m in &msgs {
+                                if let NotifyMsg::Status(text) = m {
+                                    let _ = said.send(text.clone());
+                                }
+                            }
+                            if msgs.contains(&NotifyMsg::Ready) {
+                                return Ok(());
+                            }
+                        }
                         Err(e) => return Err(format!("{what}: {e}")),
                     }
                 }

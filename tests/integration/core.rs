@@ -236,13 +236,18 @@ depends_on = ["w"]
 const HTTP_STANDIN: &str = r#"
 import http.server, os, sys, time
 port, delay = int(sys.argv[1]), float(sys.argv[2])
+redirect = len(sys.argv) > 3 and sys.argv[3] == "redirect"
 t0 = time.monotonic()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if time.monotonic() - t0 < delay:
             self.send_response(503); self.end_headers(); return
+        if self.path == "/broken":
+            self.send_response(503); self.end_headers(); return
         if not os.path.exists("gate-open"):
             open("gate-open", "w").close()
+        if redirect:
+            self.send_response(302); self.send_header("Location", "/broken"); self.end_headers(); return
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a):
         pass
@@ -297,6 +302,50 @@ ready = {{ http = "http://127.0.0.1:{port}/health", timeout = "60s", interval = 
         py = python()
     ));
     s.write("http_standin.py", HTTP_STANDIN);
+    assert_gated_start(&s, Duration::from_millis(1500));
+}
+
+#[test]
+fn gate_http_passes_on_a_3xx_without_following_it() {
+    // After the delay the server redirects to a page that answers 503: a
+    // redirect means the server answers, and is not followed.
+    let port = free_port();
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = ["{py}", "http_standin.py", "{port}", "1.5", "redirect"]
+ready = {{ http = "http://127.0.0.1:{port}/health", timeout = "60s", interval = "100ms" }}
+"#,
+        py = python()
+    ));
+    s.write("http_standin.py", HTTP_STANDIN);
+    assert_gated_start(&s, Duration::from_millis(1500));
+}
+
+const NOTIFY_STANDIN: &str = r#"
+import os, socket, time
+time.sleep(1.5)
+open("gate-open", "w").close()
+addr = os.environ["NOTIFY_SOCKET"]
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=warming up", addr)
+s.sendto(b"READY=1", addr)
+time.sleep(1000)
+"#;
+
+#[test]
+fn gate_notify_waits_for_ready_1() {
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = ["{py}", "notify.py"]
+ready = {{ notify = true, timeout = "60s" }}
+"#,
+        py = python()
+    ));
+    s.write("notify.py", NOTIFY_STANDIN);
     assert_gated_start(&s, Duration::from_millis(1500));
 }
 
@@ -410,7 +459,7 @@ depends_on = ["web"]
     ));
     s.write(
         "slow.sh",
-        "#!/bin/sh\necho $$ > slow.pid\necho SLOW-BOOT-LINE-1\necho SLOW-BOOT-LINE-2\necho SLOW-STILL-WAITING-3\nexec sleep 1000\n",
+        "#!/bin/sh\necho $$ > slow.pid\nsetsid sleep 1000 & echo $! > slow-escaped.pid\necho SLOW-BOOT-LINE-1\necho SLOW-BOOT-LINE-2\necho SLOW-STILL-WAITING-3\nexec sleep 1000\n",
     );
     let r = run_code(&s, &["start"], 1);
     let out = output(&r);
@@ -433,6 +482,11 @@ depends_on = ["web"]
     );
     let pid = s.wait_pid_file("slow.pid", 10);
     assert!(!alive(pid), "the timed-out process {pid} was left running");
+    let escaped = s.wait_pid_file("slow-escaped.pid", 10);
+    assert!(
+        !alive(escaped),
+        "the timed-out process's child {escaped} (it left the group) was left running"
+    );
     assert!(s.pids_of_process("slow").is_empty());
     assert!(s.pids_of_process("web").is_empty());
     assert!(s.pids_of_process("edge").is_empty());
@@ -508,6 +562,32 @@ depends_on = ["migrate"]
         "the log tail misses the task's last line:\n{out}"
     );
     assert!(out.contains("199999"), "{out}");
+}
+
+#[test]
+fn task_over_its_timeout_is_killed_and_fails_the_start() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "echo $$$$ > migrate.pid; echo MIGRATE-STUCK; sleep 1000 & wait"
+timeout = "1s"
+
+[service.api]
+command = "touch api-started; exec sleep 1000"
+depends_on = ["migrate"]
+"#,
+    );
+    let r = run_code(&s, &["start"], 1);
+    let out = output(&r);
+    assert!(
+        out.contains("migrate") && out.contains("timeout") && out.contains("MIGRATE-STUCK"),
+        "{out}"
+    );
+    let pid = s.wait_pid_file("migrate.pid", 10);
+    assert!(!alive(pid), "the timed-out task {pid} was left running");
+    assert!(s.pids_of_process("migrate").is_empty());
+    assert!(!s.path().join("api-started").exists());
+    assert_eq!(state_of(&s, "migrate"), "failed");
 }
 
 // ---------------------------------------------------------------------------
@@ -589,6 +669,74 @@ env = {{ PY = "{py}" }}
         assert!(!alive(p), "pid {p} survived stop");
     }
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn stop_during_a_pending_gate_fails_that_start_and_leaves_nothing() {
+    let s = Stack::new(
+        r#"
+[service.slow]
+command = "echo $$$$ > slow.pid; echo waiting; exec sleep 1000"
+ready = { log = "never printed", timeout = "120s" }
+
+[service.dep]
+command = "touch dep-started; exec sleep 1000"
+depends_on = ["slow"]
+"#,
+    );
+    let start = s
+        .cmd(&["start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start");
+    let slow = s.wait_pid_file("slow.pid", 60);
+    wait_for("slow to be starting", 60, || {
+        s.process_status("slow")
+            .is_some_and(|p| p["state"] == "starting")
+    });
+    let t = Instant::now();
+    run_code(&s, &["stop"], 0);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let out = start.wait_with_output().expect("wait start");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("slow") && text.contains("dep"), "{text}");
+    assert!(!alive(slow));
+    assert!(!s.path().join("dep-started").exists());
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn a_crashed_service_leaves_no_escaped_child_behind_before_its_restart() {
+    // Each attempt starts a child that leaves the group, then crashes. The
+    // restart must not run next to the crashed attempt's leftovers.
+    let s = Stack::new(
+        r#"
+[service.crashy]
+command = "setsid sleep 1000 & echo $! >> crashy-kids.txt; echo up; sleep 0.3; exit 1"
+restart = "on-failure"
+max_restarts = 2
+ready = { log = "up", timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    let kids = || -> Vec<i32> {
+        s.read("crashy-kids.txt")
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    wait_for("a second attempt", 60, || kids().len() >= 2);
+    let first = kids()[0];
+    assert!(
+        !alive(first),
+        "the first attempt's escaped child {first} still runs next to the restart"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -706,8 +854,35 @@ restart = "never"
     let st = status_of(&s, "victim");
     assert!(st["pid"].is_null(), "{st}");
     assert_eq!(st["ready"], false, "{st}");
+    assert_eq!(st["exit_code"], 128 + 9, "killed by SIGKILL: {st}");
     run_code(&s, &["status"], 3);
     run_code(&s, &["status", "--json"], 3);
+}
+
+#[test]
+fn status_shows_the_new_pid_after_a_killed_child_is_restarted() {
+    let s = Stack::new(
+        r#"
+[service.phoenix]
+command = "exec sleep 1000"
+restart = "on-failure"
+"#,
+    );
+    start_ok(&s, &[]);
+    let pid = running_pid(&s, "phoenix");
+    harness::kill(pid, 9);
+    wait_for("phoenix to run again with a new pid", 60, || {
+        s.process_status("phoenix").is_some_and(|p| {
+            p["state"] == "running" && p["pid"].as_i64().is_some_and(|n| n as i32 != pid)
+        })
+    });
+    let st = status_of(&s, "phoenix");
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(
+        s.pids_of_process("phoenix"),
+        vec![running_pid(&s, "phoenix")]
+    );
+    run_code(&s, &["status"], 0);
 }
 
 #[test]
@@ -721,9 +896,16 @@ command = "echo a up; exec sleep 1000"
 command = "echo w up; exec sleep 1000"
 replicas = 2
 depends_on = ["a"]
+
+[service.g]
+command = "exec ./g.sh"
+ready = { log = "g up", timeout = "60s" }
 "#,
     );
+    s.write("g.sh", G_SH);
     start_ok(&s, &[]);
+    let old_kids = kids(&s);
+    assert_eq!(old_kids.len(), 2);
     let names = ["a", "w.1", "w.2"];
     let old: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
     let sup = s.supervisor_pid().expect("supervisor pid");
@@ -745,6 +927,14 @@ depends_on = ["a"]
     }
     run_code(&s, &["status"], 3);
 
+    // One dies while nobody supervises it: status says so.
+    harness::kill(old[2], 9);
+    wait_for("w.2 to die", 30, || !alive(old[2]));
+    let w2 = status_of(&s, "w.2");
+    assert!(w2["pid"].is_null(), "{w2}");
+    assert_ne!(w2["state"], "running", "{w2}");
+    assert_eq!(status_of(&s, "w.1")["pid"], old[1]);
+
     start_ok(&s, &[]);
     for (n, pid) in names.iter().zip(&old) {
         assert!(!alive(*pid), "{n}: the old pid {pid} is still alive");
@@ -752,9 +942,202 @@ depends_on = ["a"]
         assert_eq!(copies.len(), 1, "{n}: copies {copies:?}");
         assert_eq!(copies[0], running_pid(&s, n));
     }
-    assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
+    // No orphan of the old run: g's old children, in its group or not.
+    for k in &old_kids {
+        assert!(!alive(*k), "the old run's child {k} is still alive");
+    }
+    let new_kids: Vec<i32> = kids(&s).into_iter().skip(2).collect();
+    assert_eq!(new_kids.len(), 2);
+    let mut g_pids = s.pids_of_process("g");
+    g_pids.sort();
+    let mut want = vec![running_pid(&s, "g"), new_kids[0], new_kids[1]];
+    want.sort();
+    let show: Vec<String> = g_pids
+        .iter()
+        .map(|p| {
+            format!(
+                "{p}: {:?} sid {:?}",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+                session_of(*p)
+            )
+        })
+        .collect();
+    assert_eq!(
+        g_pids,
+        want,
+        "g: one shell and its two children: {show:?} kids file {:?}",
+        s.read("g-kids.txt")
+    );
+    assert_eq!(
+        s.stack_pids().len(),
+        names.len() + 3,
+        "{:?}",
+        s.stack_pids()
+    );
     run_code(&s, &["stop"], 0);
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+/// A service with a child in its group and one that left it (`setsid`);
+/// it appends their pids to `g-kids.txt` before it says it is up.
+const G_SH: &str = "#!/bin/sh\nsleep 1000 & echo $! >> g-kids.txt\nsetsid sleep 1000 & echo $! >> g-kids.txt\necho g up\nwait\n";
+
+fn kids(s: &Stack) -> Vec<i32> {
+    s.read("g-kids.txt")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn stop_without_a_supervisor_stops_everything_the_killed_one_left() {
+    let s = Stack::new(
+        r#"
+[service.g]
+command = "exec ./g.sh"
+ready = { log = "g up", timeout = "60s" }
+
+[service.h]
+command = "exec sleep 1000"
+depends_on = ["g"]
+"#,
+    );
+    s.write("g.sh", G_SH);
+    start_ok(&s, &[]);
+    let mut pids = kids(&s);
+    pids.push(running_pid(&s, "g"));
+    pids.push(running_pid(&s, "h"));
+    let sup = s.supervisor_pid().expect("supervisor pid");
+    harness::kill(sup, 9);
+    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
+    for p in &pids {
+        assert!(alive(*p), "{p} died with the supervisor");
+    }
+    let r = run_code(&s, &["stop"], 0);
+    for p in &pids {
+        assert!(!alive(*p), "{p} survived stop without a supervisor: {r:?}");
+    }
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+    // And the pid files are gone: status shows nothing running.
+    let doc = s.status_json();
+    for p in doc["processes"].as_array().unwrap() {
+        assert!(p["pid"].is_null(), "{p}");
+    }
+}
+
+#[test]
+fn concurrent_starts_share_one_supervisor() {
+    // Several `start`s at once with no supervisor running (an operator and
+    // the keeper, say): each launches one, one wins; the others must use it.
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "exec sleep 1000"
+
+[service.b]
+command = "exec sleep 1000"
+depends_on = ["a"]
+"#,
+    );
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            s.cmd(&["start"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn start")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait start");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a concurrent start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A launched supervisor that lost the flock exits on its own, perhaps
+    // after its `start` already used the winner.
+    let supervisors = || -> Vec<i32> {
+        s.marked_pids()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"supervise"))
+            })
+            .collect()
+    };
+    wait_for("one supervisor left", 60, || supervisors().len() == 1);
+    assert_eq!(s.status_json()["supervisor"]["running"], true);
+    for n in ["a", "b"] {
+        assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
+    }
+}
+
+#[test]
+fn start_during_a_full_stop_leaves_no_unsupervised_process() {
+    // `a` takes its whole 2 s grace to stop. A `start` that arrives during
+    // the stop must not report the stack up and then leave processes
+    // running without a supervisor.
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "trap '' TERM; echo up; while true; do sleep 0.1; done"
+stop_timeout = "2s"
+ready = { log = "up", timeout = "60s" }
+
+[service.b]
+command = "exec sleep 1000"
+"#,
+    );
+    start_ok(&s, &[]);
+    let stop = s
+        .cmd(&["stop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stop");
+    wait_for("a to be stopping", 60, || {
+        s.process_status("a")
+            .is_some_and(|p| p["state"] == "stopping")
+    });
+    let during = s.run(&["start"]);
+    let stop = stop.wait_with_output().expect("wait stop");
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    if during.code == Some(0) {
+        // Accepted: then the stack is up under a supervisor, once each.
+        let doc = s.status_json();
+        assert_eq!(
+            doc["supervisor"]["running"],
+            true,
+            "start during stop exited 0, but no supervisor runs; left: {:?}\n{during:?}",
+            s.stack_pids()
+        );
+        for n in ["a", "b"] {
+            running_pid(&s, n);
+            assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
+        }
+        return;
+    }
+    // Refused: it says why, and the stop leaves nothing.
+    assert!(
+        output(&during).contains("stop"),
+        "a refused start says why: {during:?}"
+    );
+    wait_for("the supervisor to exit", 60, || {
+        s.status_json()["supervisor"]["running"] == false
+    });
+    let left = s.stack_pids();
+    assert!(
+        left.is_empty(),
+        "left running without a supervisor: {left:?}"
+    );
+    // Once the stop is done, start works again.
+    start_ok(&s, &[]);
+    running_pid(&s, "a");
+    running_pid(&s, "b");
 }
 
 // ---------------------------------------------------------------------------
@@ -1061,7 +1444,7 @@ fn pre_start_runs_before_the_process_and_a_failing_one_fails_that_start() {
         r#"
 [service.good]
 command = "test -f prepared.txt && touch good-saw-prepared; exec sleep 1000"
-pre_start = ["echo prepared > prepared.txt"]
+pre_start = ["echo prepared >> prepared.txt"]
 
 [service.bad]
 command = "touch bad-started; exec sleep 1000"
@@ -1082,8 +1465,17 @@ depends_on = ["bad"]
     wait_for("good to see its pre_start's file", 30, || {
         s.path().join("good-saw-prepared").exists()
     });
-    running_pid(&s, "good");
+    let good = running_pid(&s, "good");
     assert_ne!(state_of(&s, "bad"), "running");
+    // pre_start runs before every start.
+    assert_eq!(lines(&s, "prepared.txt").len(), 1);
+    run_code(&s, &["restart", "good"], 0);
+    assert_ne!(running_pid(&s, "good"), good);
+    assert_eq!(
+        lines(&s, "prepared.txt").len(),
+        2,
+        "pre_start did not run again"
+    );
 }
 
 const THREE_TIER: &str = r#"
@@ -1152,7 +1544,14 @@ fn stop_name_stops_only_that_process() {
     run_code(&s, &["stop", "extra"], 0);
     assert!(!alive(extra), "extra is still alive");
     assert_eq!(state_of(&s, "extra"), "stopped");
+    // status: 3 while a named process is down, 0 for the ones that are up.
+    run_code(&s, &["status"], 3);
+    run_code(&s, &["status", "extra"], 3);
+    run_code(&s, &["status", "api", "web", "migrate"], 0);
     assert_eq!(running_pid(&s, "api"), api);
+    assert_eq!(running_pid(&s, "web"), web);
+    let r = run_code(&s, &["stop", "wbe"], 2);
+    assert!(r.stderr.contains("wbe"), "{r:?}");
     assert_eq!(running_pid(&s, "web"), web);
     run_code(&s, &["stop", "web"], 0);
     assert!(!alive(web));
@@ -1164,6 +1563,12 @@ fn stop_name_stops_only_that_process() {
 #[test]
 fn start_name_starts_only_it_and_its_dependencies() {
     let s = Stack::new(THREE_TIER);
+    let r = run_code(&s, &["start", "apj"], 2);
+    assert!(
+        r.stderr.contains("apj") && r.stderr.contains("api"),
+        "an unknown name is named, with a suggestion: {r:?}"
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
     start_ok(&s, &["api"]);
     assert_eq!(state_of(&s, "migrate"), "completed");
     running_pid(&s, "api");
@@ -1182,8 +1587,50 @@ fn start_when_running_leaves_pids_unchanged() {
     let r = start_ok(&s, &[]);
     let after: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
     assert_eq!(before, after, "{r:?}");
+    run_code(&s, &["status"], 0);
     assert_eq!(lines(&s, "migrate-runs.txt").len(), 1, "migrate re-ran");
     assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn logs_n_shows_the_last_lines_of_each_process() {
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "seq 1 50 | sed 's/^/a-line-/'; echo a-done; exec sleep 1000"
+ready = { log = "a-done", timeout = "60s" }
+
+[service.b]
+command = "seq 1 30 | sed 's/^/b-line-/'; echo b-done; exec sleep 1000"
+ready = { log = "b-done", timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    let r = run_code(&s, &["logs", "a", "-n", "3"], 0);
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        ["a-line-49", "a-line-50", "a-done"],
+        "{r:?}"
+    );
+    let r = run_code(&s, &["logs", "-n", "2"], 0);
+    let mut got: Vec<(String, String)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(n, t)| (n.trim().to_string(), t.trim().to_string()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("a", "a-done"),
+        ("a", "a-line-50"),
+        ("b", "b-done"),
+        ("b", "b-line-30"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(got, want, "{r:?}");
+    run_code(&s, &["logs", "nope", "-n", "2"], 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -1229,6 +1676,37 @@ command = "exec sleep 1000"
 }
 
 #[test]
+fn a_state_dir_deeper_than_a_socket_address_still_works() {
+    // sun_path holds 108 bytes; checkouts on CI and in home folders are
+    // often deeper than that.
+    let deep = format!("{}/state", "a-rather-long-folder-name".repeat(5));
+    let s = Stack::new(&format!(
+        r#"
+[stack]
+state_dir = "{deep}"
+
+[service.svc]
+command = "exec sleep 1000"
+
+[service.notifier]
+command = ["{py}", "notify.py"]
+ready = {{ notify = true, timeout = "60s" }}
+"#,
+        py = python()
+    ));
+    s.write("notify.py", NOTIFY_STANDIN);
+    let sock = s.path().join(&deep).join("stackctl.sock");
+    assert!(sock.as_os_str().len() > 108, "{}", sock.display());
+    start_ok(&s, &[]);
+    assert!(sock.exists());
+    let pid = running_pid(&s, "svc");
+    running_pid(&s, "notifier");
+    run_code(&s, &["status"], 0);
+    run_code(&s, &["stop"], 0);
+    assert!(!alive(pid));
+}
+
+#[test]
 fn regular_file_at_the_socket_path_is_refused_and_kept() {
     let s = Stack::new(
         r#"
@@ -1259,7 +1737,7 @@ fn foreground_streams_prefixed_output_and_sigint_stops_gracefully() {
     let s = Stack::new(
         r#"
 [service.talker]
-command = "echo HELLO-FROM-TALKER; exec sleep 1000"
+command = "trap 'echo TERM > graceful.txt; exit 0' TERM; echo HELLO-FROM-TALKER; while true; do sleep 0.1; done"
 
 [service.other]
 command = "echo other-line-1; exec sleep 1000"
@@ -1335,7 +1813,62 @@ command = "echo other-line-1; exec sleep 1000"
             "pid {p} survived SIGINT to the foreground supervisor"
         );
     }
+    assert_eq!(
+        s.read("graceful.txt").trim(),
+        "TERM",
+        "talker was not stopped with its stop signal"
+    );
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn foreground_second_sigint_kills_at_once() {
+    // SIGTERM is ignored and the grace is long: only the second Ctrl-C
+    // ends it quickly.
+    let s = Stack::new(
+        r#"
+[service.stubborn]
+command = "trap '' TERM; echo $$$$ > stubborn.pid; echo up; while true; do sleep 0.2; done"
+stop_timeout = "120s"
+ready = { log = "up", timeout = "60s" }
+"#,
+    );
+    let mut child = s
+        .cmd(&["start", "--foreground"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn stackctl --foreground");
+    let pid = child.id() as i32;
+    let stubborn = s.wait_pid_file("stubborn.pid", 60);
+    wait_for("stubborn to be running", 60, || {
+        s.process_status("stubborn")
+            .is_some_and(|p| p["state"] == "running")
+    });
+    harness::kill(pid, 2);
+    wait_for("stubborn to be stopping", 60, || {
+        s.process_status("stubborn")
+            .is_some_and(|p| p["state"] == "stopping")
+    });
+    assert!(alive(stubborn), "SIGTERM is ignored: it should still run");
+    let t = Instant::now();
+    harness::kill(pid, 2);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            harness::kill(pid, 9);
+            panic!("the second SIGINT did not end the foreground supervisor");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        !alive(stubborn),
+        "the second SIGINT did not kill the process"
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+    assert_eq!(status.code(), Some(0));
 }
 
 fn have_tmux() -> bool {

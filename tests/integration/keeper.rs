@@ -685,3 +685,20 @@ escalate = "echo \"$STACKCTL_KEEPER_STEP\" >> logs/escalations.txt""#;
     });
     assert_eq!(f.stop_keeper(), Some(0));
 }
+
+#[test]
+fn keep_trigger_works_even_when_the_local_stack_file_is_broken() {
+    let f = Fixture::new(r#"interval = "1h""#);
+    let good = f.stack.read("stack.toml");
+    std::fs::write(
+        f.stack.path().join("stack.toml"),
+        good.replace("[keeper]", "[keeper]\nbogus_key = 1"),
+    )
+    .unwrap();
+    let r = f.stack.run(&["keep", "--trigger"]);
+    r.success();
+    assert!(r.stderr.contains("does not validate"), "{r:?}");
+    assert!(f.stack.state("keeper.trigger").exists());
+    // The loop itself refuses a broken stack file (exit 2).
+    f.stack.run(&["keep"]).expect_code(2);
+}

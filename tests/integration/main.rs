@@ -7,6 +7,7 @@ mod harness;
 
 mod check;
 mod core;
+mod docs;
 mod keeper;
 mod lock;
 mod logs;

@@ -1,0 +1,172 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_stackctl_global_optspecs
+    string join \n f/file= q/quiet v/verbose no-color h/help V/version
+end
+
+function __fish_stackctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_stackctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_stackctl_using_subcommand
+    set -l cmd (__fish_stackctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c stackctl -n "__fish_stackctl_needs_command" -s f -l file -d 'The stack file (default: ./stack.toml or the nearest in a parent folder). Give it before the command (`stackctl -f x.toml status`); after `logs`, `-f` means `--follow`' -r -F
+complete -c stackctl -n "__fish_stackctl_needs_command" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_needs_command" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_needs_command" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_needs_command" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "start" -d 'Starts the stack (or NAMEs with their dependencies) and returns when ready'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "stop" -d 'Stops NAMEs, or everything and then the supervisor'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "restart" -d 'Stops then starts NAMEs (default: the whole stack, tasks re-run)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "status" -d 'Shows every process: pid, state, readiness, uptime, restarts, memory'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "scale" -d 'Grows or shrinks a worker pool live'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "logs" -d 'Shows the last lines of process logs, or follows them'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "check" -d 'Validates the stack file without running anything'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "reload" -d 'Re-reads the stack file and applies only the difference'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "lock" -d 'Reads and changes the stack-owner lock (free / deploy / export)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "keep" -d 'Runs the deploy keeper loop in the foreground'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "supervise" -d 'Runs the supervisor (started by `start`; not for direct use)'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "generate" -d 'Writes the man pages and shell completions'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l scale -d 'Start pool NAME with N instances (repeatable)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l foreground -d 'Run the supervisor in this terminal, streaming every process\'s output'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l tmux -d 'Run the supervisor in a detached tmux session `stackctl-<stack>`'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l force -d 'Start even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand start" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l force -d 'Stop even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand stop" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l force -d 'Restart even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand restart" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l json -d 'Print one JSON document instead of the table (the shape is in the README)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -l force -d 'Scale even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand scale" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s n -l lines -d 'How many lines from the end of each log' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l since -d 'Only lines written within this long (e.g. 10m); needs timestamps or file times' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l grep -d 'Only lines matching this regular expression' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s f -l follow -d 'Keep following'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand logs" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l json -d 'Print the result as JSON on stdout (`ok`, `file`, and `order` or `problems`)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l force -d 'Reload even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -f -a "acquire" -d 'Takes the lock for OWNER (idempotent for the same owner and task id)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -f -a "release" -d 'Gives the lock back (only the task that holds it may)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -f -a "current" -d 'Prints the current owner: free, deploy or export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -f -a "status" -d 'Prints the whole lock record: owner, task, since when, why'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and not __fish_seen_subcommand_from acquire release current status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from acquire" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from acquire" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from acquire" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from acquire" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from acquire" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from release" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from release" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from release" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from release" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from release" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from current" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from current" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from current" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from current" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from current" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -l json -d 'Print the record as JSON'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from help" -f -a "acquire" -d 'Takes the lock for OWNER (idempotent for the same owner and task id)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from help" -f -a "release" -d 'Gives the lock back (only the task that holds it may)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from help" -f -a "current" -d 'Prints the current owner: free, deploy or export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from help" -f -a "status" -d 'Prints the whole lock record: owner, task, since when, why'
+complete -c stackctl -n "__fish_stackctl_using_subcommand lock; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -l trigger -d 'Ask a running keeper to deploy now, and return'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -l tmux -d 'Run the keeper in a detached tmux session'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l stack -d 'The stack file (absolute)' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l foreground -d 'Stream every process\'s output to this terminal, prefixed by name'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -l out -d 'Where to write it' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "start" -d 'Starts the stack (or NAMEs with their dependencies) and returns when ready'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "stop" -d 'Stops NAMEs, or everything and then the supervisor'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "restart" -d 'Stops then starts NAMEs (default: the whole stack, tasks re-run)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "status" -d 'Shows every process: pid, state, readiness, uptime, restarts, memory'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "scale" -d 'Grows or shrinks a worker pool live'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "logs" -d 'Shows the last lines of process logs, or follows them'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "check" -d 'Validates the stack file without running anything'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "reload" -d 'Re-reads the stack file and applies only the difference'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "lock" -d 'Reads and changes the stack-owner lock (free / deploy / export)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "keep" -d 'Runs the deploy keeper loop in the foreground'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "supervise" -d 'Runs the supervisor (started by `start`; not for direct use)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "generate" -d 'Writes the man pages and shell completions'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "acquire" -d 'Takes the lock for OWNER (idempotent for the same owner and task id)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "release" -d 'Gives the lock back (only the task that holds it may)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "current" -d 'Prints the current owner: free, deploy or export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "status" -d 'Prints the whole lock record: owner, task, since when, why'
