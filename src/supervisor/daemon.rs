@@ -68,7 +68,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
             detail: None,
         });
     }
-    let _log_guard = init_own_log(&state, opts.foreground, opts.color);
+    let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
     crate::spawn::Reaper::install_subreaper().map_err(|e| {
         Error::failed(format!(
             "cannot become the reaper of the stack's processes: {e}"
@@ -236,19 +236,4 @@ fn foreground_echo(color: bool) -> Echo {
             writeln!(out, "{name:<12}| {text}")
         };
     })
-}
-
-fn init_own_log(
-    state: &StateDir,
-    foreground: bool,
-    color: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    // The stack's `[stack.logs]` max_size/keep are not passed in here yet;
-    // until they are, stackctl.log rotates at the defaults (50 MB, keep 5).
-    crate::logs::own::init(
-        state,
-        &crate::config::LogSettings::default(),
-        foreground,
-        color,
-    )
 }

@@ -726,6 +726,7 @@ impl Supervisor {
         }
         if removed.is_empty() && changed.is_empty() && resized.is_empty() && added.is_empty() {
             progress(tx, "stack", Step::Info, "no change");
+            tracing::info!("reload: no change");
             return Ok(());
         }
         // Stop what was removed or changed (remembering what was active).
