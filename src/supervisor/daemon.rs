@@ -113,6 +113,9 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     let socket = state.socket();
     let listener = crate::control::server::bind(&socket)
         .map_err(|e| Error::failed(format!("cannot listen on {}: {e}", socket.display())))?;
+    if !opts.foreground {
+        announce_ready();
+    }
     let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(opts.color));
     let sup = Supervisor::new(stack, echo);
     tracing::info!(stack = %sup.stack().name, "supervisor {me} listening on {}", socket.display());
@@ -187,6 +190,20 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     let _ = std::fs::remove_file(&socket);
     tracing::info!("supervisor {me} exiting");
     Ok(crate::error::exit::SUCCESS)
+}
+
+/// Tells the `stackctl start` that launched this supervisor that it
+/// listens (a line on stdout, which is that command's pipe), then points
+/// stdout at /dev/null so nothing later can block on or break that pipe.
+fn announce_ready() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    drop(out);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
 }
 
 fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
