@@ -32,9 +32,18 @@ use crate::logs::query::{self, Filter};
 /// the supervisor's own log. `-f` keeps following across restarts and
 /// rotations, and picks up new pool members.
 ///
+/// Exits 2 for a name that is neither in the stack file nor has a log, or a
+/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
+///
+/// Examples:
+///
 /// $ stackctl logs api -n 50
-/// $ stackctl logs -f worker
+///
+/// $ stackctl logs -f worker        # -f after `logs` is --follow
+///
 /// $ stackctl logs --since 10m --grep 'ERROR|Traceback'
+///
+/// $ stackctl logs stackctl         # the supervisor's own log
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Processes or pools (default: all).
@@ -328,8 +337,15 @@ fn show(
     }
     out.out.flush().map_err(Failure::Output)?;
     if !args.follow {
-        if sel.targets.is_empty() && !sel.all {
-            let _ = writeln!(io::stderr(), "no logs yet in {}", dir.display());
+        // Say why nothing was shown, on stderr (stdout stays the logs).
+        let mut err = io::stderr().lock();
+        if sel.targets.is_empty() {
+            let _ = writeln!(err, "no process logs yet in {}", dir.display());
+        }
+        for (t, (f, _)) in sel.targets.iter().zip(&opened) {
+            if f.is_none() && crate::logs::rotated_files(&t.path).is_empty() {
+                let _ = writeln!(err, "{}: no log yet ({})", t.label, t.path.display());
+            }
         }
         return Ok(());
     }

@@ -104,7 +104,8 @@ pub fn connect(stack: &Stack) -> Result<Option<Client>> {
         Ok(Connect::NoSupervisor) => Ok(None),
         Err(e) => Err(Error::Failed {
             message: format!("cannot reach the supervisor at {}: {e}", socket.display()),
-            hint: Some("only the user who started the stack may control it".into()),
+            hint: (e.kind() == std::io::ErrorKind::PermissionDenied)
+                .then(|| "only the user who started the stack may control it".into()),
             detail: None,
         }),
     }

@@ -19,9 +19,10 @@ use crate::error::{exit, Error, Result};
 /// last lines of its log), 2 for an invalid stack file, an unknown name, or
 /// while an export holds the stack-owner lock.
 ///
-/// The supervisor keeps the environment of the `start` that launched it:
-/// variables given to a later `start` do not reach it (stop it first, or
-/// put them in an env file and `stackctl reload`).
+/// A running supervisor keeps the stack file and the environment it was
+/// launched with: after editing stack.toml or an env file, run `stackctl
+/// reload`; variables given to a later `start` do not reach it (stop the
+/// stack first to change them).
 ///
 /// Examples:
 ///

@@ -25,7 +25,14 @@ impl Client {
     /// # Errors
     /// Failures other than "nobody is listening" (e.g. permission denied).
     pub fn connect(path: &Path) -> io::Result<Connect> {
-        match UnixStream::connect(path) {
+        let (addr, dir) = match super::socket_address(path) {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Connect::NoSupervisor),
+            Err(e) => return Err(e),
+        };
+        let connected = UnixStream::connect(&addr);
+        drop(dir);
+        match connected {
             Ok(s) => {
                 let w = s.try_clone()?;
                 Ok(Connect::Connected(Client {

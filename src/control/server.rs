@@ -18,7 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(md) if md.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            let (addr, _dir) = super::socket_address(path)?;
+            if std::os::unix::net::UnixStream::connect(&addr).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("another supervisor answers on {}", path.display()),
@@ -41,7 +42,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     // Bind with a umask that never lets the socket be reachable by others,
     // then set the mode explicitly.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let l = UnixListener::bind(path);
+    let l = super::socket_address(path).and_then(|(addr, _dir)| UnixListener::bind(addr));
     nix::sys::stat::umask(old);
     let l = l?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;

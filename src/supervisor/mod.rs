@@ -109,6 +109,7 @@ impl Supervisor {
             base_env,
             logs: stack.logs.clone(),
             echo,
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         let pools = stack
             .processes
@@ -212,6 +213,7 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
+        self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut wanted: Vec<String> = sel.processes.clone();
@@ -514,6 +516,7 @@ impl Supervisor {
     /// # Errors
     /// As [`Supervisor::start`].
     pub async fn restart(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
+        self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         if names.is_empty() {
@@ -572,6 +575,7 @@ impl Supervisor {
     /// Unknown name, a task or not a pool, a size out of bounds (2); a new
     /// member that failed to start, a member that could not be stopped (1).
     pub async fn scale(&self, name: &str, count: &str, tx: &ProgressTx) -> Result<u32, Error> {
+        self.refuse_if_stopping()?;
         let stack = self.stack();
         let Some(spec) = stack.process(name) else {
             let sel = self.select(&stack, &[name.to_string()]);
@@ -689,6 +693,7 @@ impl Supervisor {
     /// # Errors
     /// The file's diagnostics (2); a process that failed to start (1).
     pub async fn reload(&self, tx: &ProgressTx) -> Result<(), Error> {
+        self.refuse_if_stopping()?;
         let _serial = self.reloading.lock().await;
         let old = self.stack();
         let new = crate::config::load(&old.file)?;
@@ -790,9 +795,51 @@ impl Supervisor {
     /// # Errors
     /// As [`Supervisor::stop`].
     pub async fn shutdown(&self, tx: &ProgressTx) -> Result<(), Error> {
-        let r = self.stop(&[], tx).await;
+        // From here on no unit starts anything: the supervisor exits when
+        // the stop is done.
+        self.ctx
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut r = self.stop(&[], tx).await;
+        // A start that was already under way when the stop began may have
+        // brought a unit back up; stop again until none is active, so that
+        // nothing outlives the supervisor unsupervised.
+        for _ in 0..5 {
+            let active: Vec<UnitHandle> = self
+                .units()
+                .values()
+                .filter(|h| {
+                    !matches!(
+                        h.now().state,
+                        State::Stopped | State::Completed | State::Failed
+                    )
+                })
+                .cloned()
+                .collect();
+            if active.is_empty() {
+                break;
+            }
+            let again = self.bring_down(&self.stack(), active, tx).await;
+            r = r.and(again);
+        }
         let _ = self.shutdown.send(true);
         r
+    }
+
+    /// Refuses an operation that would start something once a full stop
+    /// has begun.
+    fn refuse_if_stopping(&self) -> Result<(), Error> {
+        if self.ctx.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Failed {
+                message: format!(
+                    "stack {} is being stopped; nothing was started",
+                    self.stack().name
+                ),
+                hint: Some("run the command again once `stackctl stop` has returned".into()),
+                detail: None,
+            });
+        }
+        Ok(())
     }
 
     /// SIGKILLs every process group at once (a second Ctrl-C).

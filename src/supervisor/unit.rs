@@ -8,10 +8,10 @@
 //! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
 //! for `status` and for dependency ordering. Nothing polls: every wait is a
 //! `select!` over the child's exit, the next command, the readiness gate,
-//! the health timer or the notify socket. The exceptions are two short,
-//! bounded waits that have no event: for a process *group* to empty during
-//! a stop, and for the log pump to drain the pipe after an exit (so that a
-//! failure's log tail ends with the process's last line).
+//! the health timer or the notify socket. The one exception is the short
+//! wait for a process *group* to empty during a stop, which has no event.
+//! After an exit, the unit waits (bounded) for the log pump to drain the
+//! pipe, so that a failure's log tail ends with the process's last line.
 //!
 //! Life of an attempt: `starting` (pre_start commands, spawn, pid file, the
 //! readiness gate) → `running` (ready; health checks) → on exit the restart
@@ -55,6 +55,22 @@ pub struct UnitCtx {
     pub base_env: Vec<(String, String)>,
     pub logs: LogSettings,
     pub echo: Option<Echo>,
+    /// Set when the whole stack is being stopped and the supervisor will
+    /// exit: a unit then refuses to start or restart its process.
+    pub closing: std::sync::atomic::AtomicBool,
+}
+
+impl UnitCtx {
+    fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a start or restart once the stack is being stopped.
+fn closing_failure() -> StartFailure {
+    StartFailure {
+        reason: "the stack is being stopped".into(),
+    }
 }
 
 /// A request to a unit.
@@ -243,6 +259,9 @@ impl Unit {
     async fn run(mut self) {
         while let Some(cmd) = self.rx.recv().await {
             match cmd {
+                Cmd::Start { reply } | Cmd::Restart { reply } if self.ctx.closing() => {
+                    let _ = reply.send(Err(closing_failure()));
+                }
                 Cmd::Start { reply } => {
                     let st = self.status.borrow().state;
                     if st == State::Completed {
@@ -812,6 +831,10 @@ impl Unit {
                 self.waiters.push(reply);
                 None
             }
+            Some(Cmd::Restart { reply }) if self.ctx.closing() => {
+                let _ = reply.send(Err(closing_failure()));
+                None
+            }
             Some(Cmd::Restart { reply }) => {
                 self.waiters.push(reply);
                 tracing::info!(process = %self.name(), "restarting on request");
@@ -919,17 +942,12 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
 }
 
 /// Waits until the log pump has read its pipe to the end (every writer
-/// closed it), so that everything the process wrote is in its log.
-/// Bounded: a descendant that left the group may hold the pipe open. The
-/// pump's end is not an event here, so it is checked on a short timer, and
-/// only after an exit.
+/// closed it) and written it all, so that everything the process wrote is
+/// in its log. Bounded: a descendant that left the group may hold the
+/// pipe open.
 async fn drain(pump: Option<&Pump>) {
-    let Some(p) = pump else { return };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut step = Duration::from_millis(1);
-    while !p.is_finished() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(step).await;
-        step = (step * 2).min(Duration::from_millis(20));
+    if let Some(p) = pump {
+        let _ = tokio::time::timeout(Duration::from_secs(2), p.finished()).await;
     }
 }
 

@@ -564,6 +564,32 @@ depends_on = ["migrate"]
     assert!(out.contains("199999"), "{out}");
 }
 
+#[test]
+fn task_over_its_timeout_is_killed_and_fails_the_start() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "echo $$$$ > migrate.pid; echo MIGRATE-STUCK; sleep 1000 & wait"
+timeout = "1s"
+
+[service.api]
+command = "touch api-started; exec sleep 1000"
+depends_on = ["migrate"]
+"#,
+    );
+    let r = run_code(&s, &["start"], 1);
+    let out = output(&r);
+    assert!(
+        out.contains("migrate") && out.contains("timeout") && out.contains("MIGRATE-STUCK"),
+        "{out}"
+    );
+    let pid = s.wait_pid_file("migrate.pid", 10);
+    assert!(!alive(pid), "the timed-out task {pid} was left running");
+    assert!(s.pids_of_process("migrate").is_empty());
+    assert!(!s.path().join("api-started").exists());
+    assert_eq!(state_of(&s, "migrate"), "failed");
+}
+
 // ---------------------------------------------------------------------------
 // 5. Stopping whole groups
 
@@ -828,8 +854,35 @@ restart = "never"
     let st = status_of(&s, "victim");
     assert!(st["pid"].is_null(), "{st}");
     assert_eq!(st["ready"], false, "{st}");
+    assert_eq!(st["exit_code"], 128 + 9, "killed by SIGKILL: {st}");
     run_code(&s, &["status"], 3);
     run_code(&s, &["status", "--json"], 3);
+}
+
+#[test]
+fn status_shows_the_new_pid_after_a_killed_child_is_restarted() {
+    let s = Stack::new(
+        r#"
+[service.phoenix]
+command = "exec sleep 1000"
+restart = "on-failure"
+"#,
+    );
+    start_ok(&s, &[]);
+    let pid = running_pid(&s, "phoenix");
+    harness::kill(pid, 9);
+    wait_for("phoenix to run again with a new pid", 60, || {
+        s.process_status("phoenix").is_some_and(|p| {
+            p["state"] == "running" && p["pid"].as_i64().is_some_and(|n| n as i32 != pid)
+        })
+    });
+    let st = status_of(&s, "phoenix");
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert_eq!(
+        s.pids_of_process("phoenix"),
+        vec![running_pid(&s, "phoenix")]
+    );
+    run_code(&s, &["status"], 0);
 }
 
 #[test]
@@ -1005,18 +1058,86 @@ depends_on = ["a"]
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let supervisors: Vec<i32> = s
-        .marked_pids()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"supervise"))
-        })
-        .collect();
-    assert_eq!(supervisors.len(), 1, "supervisors: {supervisors:?}");
+    // A launched supervisor that lost the flock exits on its own, perhaps
+    // after its `start` already used the winner.
+    let supervisors = || -> Vec<i32> {
+        s.marked_pids()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"supervise"))
+            })
+            .collect()
+    };
+    wait_for("one supervisor left", 60, || supervisors().len() == 1);
+    assert_eq!(s.status_json()["supervisor"]["running"], true);
     for n in ["a", "b"] {
         assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
     }
+}
+
+#[test]
+fn start_during_a_full_stop_leaves_no_unsupervised_process() {
+    // `a` takes its whole 2 s grace to stop. A `start` that arrives during
+    // the stop must not report the stack up and then leave processes
+    // running without a supervisor.
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "trap '' TERM; echo up; while true; do sleep 0.1; done"
+stop_timeout = "2s"
+ready = { log = "up", timeout = "60s" }
+
+[service.b]
+command = "exec sleep 1000"
+"#,
+    );
+    start_ok(&s, &[]);
+    let stop = s
+        .cmd(&["stop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stop");
+    wait_for("a to be stopping", 60, || {
+        s.process_status("a")
+            .is_some_and(|p| p["state"] == "stopping")
+    });
+    let during = s.run(&["start"]);
+    let stop = stop.wait_with_output().expect("wait stop");
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    if during.code == Some(0) {
+        // Accepted: then the stack is up under a supervisor, once each.
+        let doc = s.status_json();
+        assert_eq!(
+            doc["supervisor"]["running"],
+            true,
+            "start during stop exited 0, but no supervisor runs; left: {:?}\n{during:?}",
+            s.stack_pids()
+        );
+        for n in ["a", "b"] {
+            running_pid(&s, n);
+            assert_eq!(s.pids_of_process(n).len(), 1, "{n}");
+        }
+        return;
+    }
+    // Refused: it says why, and the stop leaves nothing.
+    assert!(
+        output(&during).contains("stop"),
+        "a refused start says why: {during:?}"
+    );
+    wait_for("the supervisor to exit", 60, || {
+        s.status_json()["supervisor"]["running"] == false
+    });
+    let left = s.stack_pids();
+    assert!(
+        left.is_empty(),
+        "left running without a supervisor: {left:?}"
+    );
+    // Once the stop is done, start works again.
+    start_ok(&s, &[]);
+    running_pid(&s, "a");
+    running_pid(&s, "b");
 }
 
 // ---------------------------------------------------------------------------
@@ -1323,7 +1444,7 @@ fn pre_start_runs_before_the_process_and_a_failing_one_fails_that_start() {
         r#"
 [service.good]
 command = "test -f prepared.txt && touch good-saw-prepared; exec sleep 1000"
-pre_start = ["echo prepared > prepared.txt"]
+pre_start = ["echo prepared >> prepared.txt"]
 
 [service.bad]
 command = "touch bad-started; exec sleep 1000"
@@ -1344,8 +1465,17 @@ depends_on = ["bad"]
     wait_for("good to see its pre_start's file", 30, || {
         s.path().join("good-saw-prepared").exists()
     });
-    running_pid(&s, "good");
+    let good = running_pid(&s, "good");
     assert_ne!(state_of(&s, "bad"), "running");
+    // pre_start runs before every start.
+    assert_eq!(lines(&s, "prepared.txt").len(), 1);
+    run_code(&s, &["restart", "good"], 0);
+    assert_ne!(running_pid(&s, "good"), good);
+    assert_eq!(
+        lines(&s, "prepared.txt").len(),
+        2,
+        "pre_start did not run again"
+    );
 }
 
 const THREE_TIER: &str = r#"
@@ -1462,6 +1592,47 @@ fn start_when_running_leaves_pids_unchanged() {
     assert_eq!(s.stack_pids().len(), names.len(), "{:?}", s.stack_pids());
 }
 
+#[test]
+fn logs_n_shows_the_last_lines_of_each_process() {
+    let s = Stack::new(
+        r#"
+[service.a]
+command = "seq 1 50 | sed 's/^/a-line-/'; echo a-done; exec sleep 1000"
+ready = { log = "a-done", timeout = "60s" }
+
+[service.b]
+command = "seq 1 30 | sed 's/^/b-line-/'; echo b-done; exec sleep 1000"
+ready = { log = "b-done", timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    let r = run_code(&s, &["logs", "a", "-n", "3"], 0);
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        ["a-line-49", "a-line-50", "a-done"],
+        "{r:?}"
+    );
+    let r = run_code(&s, &["logs", "-n", "2"], 0);
+    let mut got: Vec<(String, String)> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(n, t)| (n.trim().to_string(), t.trim().to_string()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("a", "a-done"),
+        ("a", "a-line-50"),
+        ("b", "b-done"),
+        ("b", "b-line-30"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(got, want, "{r:?}");
+    run_code(&s, &["logs", "nope", "-n", "2"], 2);
+}
+
 // ---------------------------------------------------------------------------
 // 11. The control socket
 
@@ -1502,6 +1673,37 @@ command = "exec sleep 1000"
     assert_ne!(new, old);
     assert!(!alive(old));
     assert_eq!(s.status_json()["supervisor"]["running"], true);
+}
+
+#[test]
+fn a_state_dir_deeper_than_a_socket_address_still_works() {
+    // sun_path holds 108 bytes; checkouts on CI and in home folders are
+    // often deeper than that.
+    let deep = format!("{}/state", "a-rather-long-folder-name".repeat(5));
+    let s = Stack::new(&format!(
+        r#"
+[stack]
+state_dir = "{deep}"
+
+[service.svc]
+command = "exec sleep 1000"
+
+[service.notifier]
+command = ["{py}", "notify.py"]
+ready = {{ notify = true, timeout = "60s" }}
+"#,
+        py = python()
+    ));
+    s.write("notify.py", NOTIFY_STANDIN);
+    let sock = s.path().join(&deep).join("stackctl.sock");
+    assert!(sock.as_os_str().len() > 108, "{}", sock.display());
+    start_ok(&s, &[]);
+    assert!(sock.exists());
+    let pid = running_pid(&s, "svc");
+    running_pid(&s, "notifier");
+    run_code(&s, &["status"], 0);
+    run_code(&s, &["stop"], 0);
+    assert!(!alive(pid));
 }
 
 #[test]

@@ -167,6 +167,10 @@ fn last_n_lines_of_one_and_of_several_logs() {
 #[test]
 fn unknown_names_exit_2_with_a_suggestion() {
     let s = Stack::new(&format!("[service.api]\n{}", printer("api", 1)));
+    // Before anything ran: nothing, and a note saying why.
+    let r = run_code(&s, &["logs", "api"], 0);
+    assert_eq!(r.stdout, "");
+    assert!(r.stderr.contains("api: no log yet"), "{}", r.stderr);
     let r = run_code(&s, &["logs", "apu"], 2);
     assert!(r.stderr.contains("`apu`"), "{}", r.stderr);
     assert!(r.stderr.contains("did you mean `api`?"), "{}", r.stderr);
