@@ -725,6 +725,9 @@ impl Supervisor {
             }
         }
         if removed.is_empty() && changed.is_empty() && resized.is_empty() && added.is_empty() {
+            // Nothing to start or stop, but settings outside the
+            // fingerprint (`max_replicas`) may have changed: keep the new file.
+            *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
             progress(tx, "stack", Step::Info, "no change");
             return Ok(());
         }
