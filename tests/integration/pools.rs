@@ -1072,6 +1072,36 @@ fn reload_with_a_changed_pool_command_restarts_every_member_and_only_them() {
 }
 
 #[test]
+fn reload_of_max_replicas_alone_takes_effect_without_touching_anything() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 2
+max_replicas = 2
+"#
+    ));
+    ok(&s, &["start"]);
+    let w = pool_pids(&s, "worker", 2);
+    run_code(&s, &["scale", "worker", "4"], 2);
+    s.write(
+        "stack.toml",
+        &s.read("stack.toml")
+            .replace("max_replicas = 2", "max_replicas = 4"),
+    );
+    ok(&s, &["reload"]);
+    assert_eq!(
+        pool_pids(&s, "worker", 2),
+        w,
+        "raising max_replicas touched members"
+    );
+    ok(&s, &["scale", "worker", "4"]);
+    let w4 = pool_pids(&s, "worker", 4);
+    assert_eq!(w4["worker.1"], w["worker.1"]);
+    run_code(&s, &["scale", "worker", "5"], 2);
+}
+
+#[test]
 fn sighup_with_a_broken_file_changes_nothing_and_keeps_the_supervisor() {
     let s = Stack::new(&reload_stack("exec sleep 1000", 2, ""));
     ok(&s, &["start"]);
