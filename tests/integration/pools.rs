@@ -336,6 +336,41 @@ replicas = 2
     assert!(s.stack_pids().is_empty());
 }
 
+#[test]
+fn start_scale_resizes_a_running_pool_and_scale_0_leaves_no_member() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 3
+"#
+    ));
+    ok(&s, &["start"]);
+    let w3 = pool_pids(&s, "worker", 3);
+    // Up: running members are left alone.
+    ok(&s, &["start", "--scale", "worker=4"]);
+    let w4 = pool_pids(&s, "worker", 4);
+    for (n, pid) in &w3 {
+        assert_eq!(w4[n], *pid, "{n} was touched");
+    }
+    // Down: the pool is 1, not 1 plus members left running outside it.
+    ok(&s, &["start", "--scale", "worker=1"]);
+    let w1 = pool_pids(&s, "worker", 1);
+    assert_eq!(w1["worker.1"], w3["worker.1"]);
+    for n in ["worker.2", "worker.3", "worker.4"] {
+        assert!(!alive(w4[n]), "{n} (pid {}) still runs", w4[n]);
+    }
+    ok(&s, &["scale", "worker", "+1"]);
+    pool_pids(&s, "worker", 2);
+    ok(&s, &["scale", "worker", "0"]);
+    assert!(
+        members(&s, "worker").is_empty(),
+        "{:?}",
+        members(&s, "worker")
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
 // ---------------------------------------------------------------------------
 // 3. Graceful drain on shrink
 
