@@ -17,6 +17,8 @@ LINES=${1:-1000000}
 RUNS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACKCTL=${STACKCTL:-$ROOT/target/release/stackctl}
+# Optional: the pump alone, no supervisor (cargo build --release --example logs_pump).
+PUMP=${PUMP:-$ROOT/target/release/examples/logs_pump}
 SUPERVISORD=${SUPERVISORD:-$(command -v supervisord || true)}
 WORK=$(mktemp -d /tmp/stackctl-bench.XXXXXX)
 trap 'cleanup' EXIT
@@ -57,7 +59,7 @@ cc -O2 -o "$WORK/writer" "$ROOT/bench/logs-writer.c"
 WRITER=$WORK/writer
 
 echo "stackctl logs benchmark: $LINES lines x 100 bytes = $MB MB, $RUNS rounds"
-echo "host: $(nproc) cpus, $(uname -sr)"
+echo "host: $(nproc) cpus, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$WORK/st" "$WORK/sv"
 cat > "$WORK/st/stack.toml" <<TOML
@@ -71,6 +73,10 @@ keep = 5
 command = ["$WRITER", "$LINES"]
 timeout = "10m"
 TOML
+# The same stack with a task that writes nothing: what `start` costs anyway
+# (launching the supervisor, the socket, the reply).
+mkdir -p "$WORK/st0"
+sed "s|^command = .*|command = [\"true\"]|" "$WORK/st/stack.toml" > "$WORK/st0/stack.toml"
 cat > "$WORK/sv/supervisord.conf" <<CONF
 [supervisord]
 nodaemon = true
@@ -104,6 +110,18 @@ run_pipe() {
     verify "$WORK/pipe.log"
     rm -f "$WORK/pipe.log"
     elapsed "$t0" "$t1"
+}
+
+# The pump alone (the library, in one process, no supervisor): "wall cpu".
+run_pump() {
+    rm -f "$WORK"/pump.log*
+    local out files
+    out=$("$PUMP" "$WORK/pump.log" --max-size 50000000 --keep 5 -- "$WRITER" "$LINES")
+    mapfile -t files < <(in_order "$WORK/pump.log")
+    verify "${files[@]}"
+    rm -f "$WORK"/pump.log*
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { printf "%.3f %.3f\n", v["wall_s"], v["cpu_s"] }' <<<"$out"
 }
 
 # Prints "wall cpu rotations".
@@ -143,17 +161,36 @@ run_supervisord() {
     elapsed "$t0" "$t1"
 }
 
+run_start_only() {
+    (cd "$WORK/st0" && "$STACKCTL" stop >/dev/null 2>&1) || true
+    rm -rf "$WORK/st0/logs"
+    local t0 t1
+    t0=$(now)
+    (cd "$WORK/st0" && "$STACKCTL" start -q >/dev/null)
+    t1=$(now)
+    (cd "$WORK/st0" && "$STACKCTL" stop >/dev/null 2>&1) || true
+    elapsed "$t0" "$t1"
+}
+
 # Rounds interleave the contenders, so a busy neighbour slows all alike;
 # each ratio is taken within its round, and the median is reported.
-floor=(); pipe=(); st=(); cpu=(); sv=(); r_st=(); r_sv=(); r_pipe=()
+fixed=(); r_net=(); floor=(); pipe=(); st=(); cpu=(); sv=(); r_st=(); r_sv=(); r_pipe=(); pump=(); r_pump=(); pcpu=()
 for round in $(seq "$RUNS"); do
     f=$(run_floor)
     p=$(run_pipe)
     read -r s c ROT < <(run_stackctl)
-    floor+=("$f"); pipe+=("$p"); st+=("$s"); cpu+=("$c")
+    z=$(run_start_only)
+    floor+=("$f"); pipe+=("$p"); st+=("$s"); cpu+=("$c"); fixed+=("$z")
+    r_net+=("$(awk -v a="$s" -v z="$z" -v b="$f" 'BEGIN { printf "%.3f", (a - z) / b }')")
     r_pipe+=("$(awk -v a="$p" -v b="$f" 'BEGIN { printf "%.3f", a / b }')")
     r_st+=("$(awk -v a="$s" -v b="$f" 'BEGIN { printf "%.3f", a / b }')")
-    line="round $round: floor ${f}s, pipe ${p}s, stackctl ${s}s (cpu ${c}s)"
+    line="round $round: floor ${f}s, pipe ${p}s, stackctl ${s}s (cpu ${c}s, start alone ${z}s)"
+    if [[ -x $PUMP ]]; then
+        read -r pw pc < <(run_pump)
+        pump+=("$pw"); pcpu+=("$pc")
+        r_pump+=("$(awk -v a="$pw" -v b="$f" 'BEGIN { printf "%.3f", a / b }')")
+        line+=", pump alone ${pw}s (cpu ${pc}s)"
+    fi
     if [[ -n $SUPERVISORD && -x $SUPERVISORD ]]; then
         v=$(run_supervisord)
         sv+=("$v")
@@ -169,7 +206,12 @@ echo
 printf '%-36s %9s %9s %14s\n' "" "best (s)" "median" "median ratio"
 printf '%-36s %9s %9s %14s\n' "(a) redirect to a file (floor)" "$FLOOR" "$(median "${floor[@]}")" "1.00x"
 printf '%-36s %9s %9s %14s\n' "    for reference: writer | cat > f" "$(min "${pipe[@]}")" "$(median "${pipe[@]}")" "$(median "${r_pipe[@]}")x"
+if ((${#pump[@]})); then
+    printf '%-36s %9s %9s %14s\n' "    the pump alone (logs_pump)" "$(min "${pump[@]}")" "$(median "${pump[@]}")" "$(median "${r_pump[@]}")x"
+fi
 printf '%-36s %9s %9s %14s\n' "(b) stackctl start (task)" "$(min "${st[@]}")" "$(median "${st[@]}")" "$(median "${r_st[@]}")x"
+printf '%-36s %9s %9s %14s\n' "    start with a task writing nothing" "$(min "${fixed[@]}")" "$(median "${fixed[@]}")" ""
+printf '%-36s %9s %9s %14s\n' "    (b) less that fixed cost" "" "" "$(median "${r_net[@]}")x"
 if ((${#sv[@]})); then
     printf '%-36s %9s %9s %14s\n' "(c) supervisord stdout_logfile" "$(min "${sv[@]}")" "$(median "${sv[@]}")" "$(median "${r_sv[@]}")x"
 else
@@ -178,4 +220,7 @@ fi
 CPU=$(median "${cpu[@]}")
 echo
 echo "stackctl CPU (whole supervisor, user+sys, median): ${CPU}s = $(awk -v c="$CPU" -v mb="$MB" 'BEGIN { printf "%.2f", c * 1000 / mb }') ms per MB logged; $ROT rotations per run"
+if ((${#pcpu[@]})); then
+    echo "pump alone CPU (median): $(median "${pcpu[@]}")s = $(awk -v c="$(median "${pcpu[@]}")" -v mb="$MB" 'BEGIN { printf "%.2f", c * 1000 / mb }') ms per MB"
+fi
 echo "every run verified: $LINES lines, in order, each exactly once, none split"

@@ -153,7 +153,8 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
                 .arg(path)
                 .current_dir(&stack.root)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                // It says `ready` here once it listens (see daemon::announce_ready).
+                .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
                 .spawn()
                 .map_err(|e| Error::failed(format!("cannot launch the supervisor: {e}")))?
@@ -194,6 +195,17 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
         }
     };
     let deadline = Instant::now() + Duration::from_secs(15);
+    if let Some(out) = child.stdout.take() {
+        // An event, not a poll: the supervisor's `ready` line, or end of
+        // file when it exits (then the loop below tells why).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            let _ = tx.send(line);
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(15));
+    }
     let mut step = Duration::from_millis(2);
     loop {
         if let Some(c) = connect(stack)? {
@@ -221,7 +233,7 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             ));
         }
         std::thread::sleep(step);
-        step = (step * 2).min(Duration::from_millis(50));
+        step = (step * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -227,12 +227,17 @@ impl Follower {
     }
 
     fn maybe_add(&mut self, p: &Path) {
-        if self.files.iter().any(|f| f.path == p) {
-            return;
-        }
+        // By name: one folder is watched, however its path was spelled.
         let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
             return;
         };
+        if self
+            .files
+            .iter()
+            .any(|f| f.path.file_name().is_some_and(|n| n == name))
+        {
+            return;
+        }
         if let Some(label) = (self.accept)(name) {
             self.files
                 .push(Followed::new(label, p.to_path_buf(), None, 0));

@@ -68,7 +68,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
             detail: None,
         });
     }
-    let _log_guard = init_own_log(&state, opts.foreground, opts.color);
+    let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
     crate::spawn::Reaper::install_subreaper().map_err(|e| {
         Error::failed(format!(
             "cannot become the reaper of the stack's processes: {e}"
@@ -113,6 +113,9 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     let socket = state.socket();
     let listener = crate::control::server::bind(&socket)
         .map_err(|e| Error::failed(format!("cannot listen on {}: {e}", socket.display())))?;
+    if !opts.foreground {
+        announce_ready();
+    }
     let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(opts.color));
     let sup = Supervisor::new(stack, echo);
     tracing::info!(stack = %sup.stack().name, "supervisor {me} listening on {}", socket.display());
@@ -189,6 +192,20 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     Ok(crate::error::exit::SUCCESS)
 }
 
+/// Tells the `stackctl start` that launched this supervisor that it
+/// listens (a line on stdout, which is that command's pipe), then points
+/// stdout at /dev/null so nothing later can block on or break that pipe.
+fn announce_ready() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    drop(out);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
 fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
     if *stopping {
         tracing::warn!("{why} again: killing every process now");
@@ -236,19 +253,4 @@ fn foreground_echo(color: bool) -> Echo {
             writeln!(out, "{name:<12}| {text}")
         };
     })
-}
-
-fn init_own_log(
-    state: &StateDir,
-    foreground: bool,
-    color: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    // The stack's `[stack.logs]` max_size/keep are not passed in here yet;
-    // until they are, stackctl.log rotates at the defaults (50 MB, keep 5).
-    crate::logs::own::init(
-        state,
-        &crate::config::LogSettings::default(),
-        foreground,
-        color,
-    )
 }

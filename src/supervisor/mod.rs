@@ -754,6 +754,7 @@ impl Supervisor {
             // fingerprint (`max_replicas`) may have changed: keep the new file.
             *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
             progress(tx, "stack", Step::Info, "no change");
+            tracing::info!("reload: no change");
             return Ok(());
         }
         // Stop what was removed or changed (remembering what was active).

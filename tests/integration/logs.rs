@@ -165,6 +165,23 @@ fn last_n_lines_of_one_and_of_several_logs() {
 }
 
 #[test]
+fn logs_are_readable_with_a_broken_stack_file() {
+    let toml = format!("[service.api]\n{}", printer("api", 3));
+    let s = Stack::new(&toml);
+    run_code(&s, &["start"], 0);
+    wait_for("api's lines", 20, || {
+        s.read("logs/api.log").lines().count() == 3
+    });
+    // An edit in progress: an unknown key. The logs are still files.
+    s.write("stack.toml", &format!("{toml}bogus = 1\n"));
+    let r = run_code(&s, &["logs", "api", "-n", "1"], 0);
+    assert_eq!(r.stdout, "api 3\n");
+    let r = run_code(&s, &["logs", "-n", "1"], 0);
+    assert_eq!(r.stdout, "api 3\n");
+    s.write("stack.toml", &toml);
+}
+
+#[test]
 fn unknown_names_exit_2_with_a_suggestion() {
     let s = Stack::new(&format!("[service.api]\n{}", printer("api", 1)));
     // Before anything ran: nothing, and a note saying why.
@@ -454,4 +471,32 @@ fn an_unwritable_log_shows_in_status_and_the_process_runs_on() {
         .collect();
     assert!(after.iter().all(|l| l.starts_with("noisy ")), "{text}");
     assert_consecutive(&numbers(&after, "noisy"));
+}
+
+#[test]
+fn a_log_path_that_cannot_be_opened_does_not_stop_the_process() {
+    let toml = format!("[service.blocked]\n{}", ticker("blocked", 20));
+    let s = Stack::new(&toml);
+    // A directory where the log file should be: opening it fails.
+    std::fs::create_dir_all(s.state("blocked.log")).unwrap();
+    run_code(&s, &["start"], 0);
+    wait_for("status to report the log error", 20, || {
+        s.process_status("blocked").is_some_and(|st| {
+            st["state"] == "running"
+                && st["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("blocked.log"))
+        })
+    });
+    let pid = s.pid_of("blocked").unwrap();
+    std::fs::remove_dir(s.state("blocked.log")).unwrap();
+    wait_for("logging to resume", 20, || {
+        let text = s.read("logs/blocked.log");
+        text.starts_with("[stackctl] ") && text.lines().count() >= 4
+    });
+    assert_eq!(s.pid_of("blocked"), Some(pid), "the process was restarted");
+    let text = s.read("logs/blocked.log");
+    let after: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
+    assert!(after.iter().all(|l| l.starts_with("blocked ")), "{text}");
+    assert_consecutive(&numbers(&after, "blocked"));
 }
