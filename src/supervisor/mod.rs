@@ -302,13 +302,22 @@ impl Supervisor {
                         .map(|v| *v == Some(true))
                         .unwrap_or(false);
                     if !ok {
+                        // One line for a whole pool, not one per member.
+                        let who = match handles.as_slice() {
+                            [one] => one.inst.name.clone(),
+                            many => format!("{pname} ({} members)", many.len()),
+                        };
+                        progress(
+                            &tx,
+                            &who,
+                            Step::NotStarted,
+                            format!("not started: {dep} did not come up"),
+                        );
+                        // Not waiting any more: `stopped`, not `pending`.
                         for h in &handles {
-                            progress(
-                                &tx,
-                                &h.inst.name,
-                                Step::NotStarted,
-                                format!("not started: {dep} did not come up"),
-                            );
+                            if h.now().state == State::Pending {
+                                let _ = h.stop().await;
+                            }
                         }
                         let _ = my_tx.send(Some(false));
                         return Outcome::NotStarted(pname);
