@@ -85,6 +85,9 @@ impl FormatTime for Rfc3339Millis {
     }
 }
 
+/// How many events may wait for the log thread before loggers wait.
+const OWN_LOG_QUEUE: usize = 1024;
+
 /// Installs the supervisor's subscriber: `stackctl.log` in `state`, and
 /// with `foreground` a stderr layer (INFO and up, no time: the terminal is
 /// live). Returns the guard that flushes the file at exit; `None` when the
@@ -104,6 +107,10 @@ pub fn init(
     let file = OwnLog::open(&state.own_log(), settings).ok()?;
     let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The default (128 000 lines) preallocates a 4 MB channel, a
+        // quarter of the supervisor's RSS target; 1024 queued events is
+        // ample (starting 100 services logs ~300), and a full queue waits.
+        .buffered_lines_limit(OWN_LOG_QUEUE)
         .thread_name("stackctl-log")
         .finish(file);
     let file_layer = tracing_subscriber::fmt::layer()

@@ -240,7 +240,12 @@ impl Supervisor {
                 )));
             };
             check_pool_size(spec, *n)?;
+        }
+        // `--scale` sets the pool's size: members above it are stopped
+        // (gracefully, as `scale` does), not left running outside the pool.
+        for (name, n) in scale {
             self.pools().insert(name.clone(), *n);
+            self.shrink_to(&stack, name, *n, tx).await?;
         }
         self.bring_up(&stack, &closure, &sel, rerun, tx).await
     }
@@ -297,13 +302,22 @@ impl Supervisor {
                         .map(|v| *v == Some(true))
                         .unwrap_or(false);
                     if !ok {
+                        // One line for a whole pool, not one per member.
+                        let who = match handles.as_slice() {
+                            [one] => one.inst.name.clone(),
+                            many => format!("{pname} ({} members)", many.len()),
+                        };
+                        progress(
+                            &tx,
+                            &who,
+                            Step::NotStarted,
+                            format!("not started: {dep} did not come up"),
+                        );
+                        // Not waiting any more: `stopped`, not `pending`.
                         for h in &handles {
-                            progress(
-                                &tx,
-                                &h.inst.name,
-                                Step::NotStarted,
-                                format!("not started: {dep} did not come up"),
-                            );
+                            if h.now().state == State::Pending {
+                                let _ = h.stop().await;
+                            }
                         }
                         let _ = my_tx.send(Some(false));
                         return Outcome::NotStarted(pname);
@@ -609,23 +623,43 @@ impl Supervisor {
             };
             let closure = plan::closure(&stack, &[name.to_string()]);
             self.bring_up(&stack, &closure, &sel, false, tx).await?;
-        } else if target < current {
-            let doomed: Vec<UnitHandle> = (target + 1..=current)
-                .rev()
-                .filter_map(|i| self.units().get(&format!("{name}.{i}")).cloned())
-                .collect();
+        } else {
             self.pools().insert(name.to_string(), target);
-            let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
-            let r = self.bring_down(&stack, doomed, tx).await;
-            let mut units = self.units();
-            for n in names {
-                units.remove(&n);
-            }
-            drop(units);
-            r?;
+            self.shrink_to(&stack, name, target, tx).await?;
         }
         tracing::info!(process = %name, "scaled from {current} to {target}");
         Ok(target)
+    }
+
+    /// Stops every member of pool `name` numbered above `target` and
+    /// forgets it. Every member, not just those up to the recorded size:
+    /// members above it may still run (a `start --scale` that lowered the
+    /// size used to leave them), and `scale 0` must leave none.
+    async fn shrink_to(
+        &self,
+        stack: &Stack,
+        name: &str,
+        target: u32,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let mut doomed: Vec<UnitHandle> = self
+            .units()
+            .values()
+            .filter(|h| h.inst.process == name && h.inst.index.is_some_and(|i| i > target))
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        doomed.sort_by_key(|h| std::cmp::Reverse(h.inst.index));
+        let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
+        let r = self.bring_down(stack, doomed, tx).await;
+        let mut units = self.units();
+        for n in names {
+            units.remove(&n);
+        }
+        drop(units);
+        r
     }
 
     /// The status document for `names` (default: all).
@@ -725,6 +759,9 @@ impl Supervisor {
             }
         }
         if removed.is_empty() && changed.is_empty() && resized.is_empty() && added.is_empty() {
+            // Nothing to start or stop, but settings outside the
+            // fingerprint (`max_replicas`) may have changed: keep the new file.
+            *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
             progress(tx, "stack", Step::Info, "no change");
             tracing::info!("reload: no change");
             return Ok(());

@@ -348,7 +348,12 @@ impl Unit {
                     self.answer_waiters(&Ok(()));
                     return;
                 }
-                End::Restart => continue,
+                // A restart the operator asked for begins a fresh life:
+                // its crashes before it no longer count.
+                End::Restart => {
+                    backoff = Backoff::new(self.spec.max_restarts, self.spec.restart_window);
+                    continue;
+                }
                 End::NotReady(reason) if !been_ready => {
                     tracing::warn!(process = %self.name(), "failed to start: {reason}");
                     self.set(|s| {

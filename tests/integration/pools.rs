@@ -289,6 +289,88 @@ max_replicas = 8
     }
 }
 
+#[test]
+fn a_crashed_member_comes_back_alone_with_its_instance_number() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 3
+restart = "on-failure"
+"#
+    ));
+    ok(&s, &["start"]);
+    let before = pool_pids(&s, "worker", 3);
+    harness::kill(before["worker.2"], 9);
+    wait_for("worker.2 restarted", 30, || {
+        s.process_status("worker.2").is_some_and(|p| {
+            p["state"] == "running" && p["pid"].as_i64() != Some(i64::from(before["worker.2"]))
+        })
+    });
+    let after = pool_pids(&s, "worker", 3);
+    assert_eq!(after["worker.1"], before["worker.1"]);
+    assert_eq!(after["worker.3"], before["worker.3"]);
+    assert_eq!(restarts_of(&s, "worker.2"), 1);
+    assert_eq!(restarts_of(&s, "worker.1"), 0);
+    assert_eq!(
+        env_of(after["worker.2"], "STACKCTL_INSTANCE").as_deref(),
+        Some("2")
+    );
+    let rec: serde_json::Value = serde_json::from_str(&s.read("logs/pids/worker.2.pid")).unwrap();
+    assert_eq!(rec["pid"], after["worker.2"]);
+}
+
+#[test]
+fn scale_without_a_supervisor_exits_1_and_says_how_to_start() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 2
+"#
+    ));
+    let r = run_code(&s, &["scale", "worker", "3"], 1);
+    let out = output(&r);
+    assert!(out.contains("no supervisor"), "{out}");
+    assert!(out.contains("--scale worker="), "{out}");
+    assert!(s.stack_pids().is_empty());
+}
+
+#[test]
+fn start_scale_resizes_a_running_pool_and_scale_0_leaves_no_member() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 3
+"#
+    ));
+    ok(&s, &["start"]);
+    let w3 = pool_pids(&s, "worker", 3);
+    // Up: running members are left alone.
+    ok(&s, &["start", "--scale", "worker=4"]);
+    let w4 = pool_pids(&s, "worker", 4);
+    for (n, pid) in &w3 {
+        assert_eq!(w4[n], *pid, "{n} was touched");
+    }
+    // Down: the pool is 1, not 1 plus members left running outside it.
+    ok(&s, &["start", "--scale", "worker=1"]);
+    let w1 = pool_pids(&s, "worker", 1);
+    assert_eq!(w1["worker.1"], w3["worker.1"]);
+    for n in ["worker.2", "worker.3", "worker.4"] {
+        assert!(!alive(w4[n]), "{n} (pid {}) still runs", w4[n]);
+    }
+    ok(&s, &["scale", "worker", "+1"]);
+    pool_pids(&s, "worker", 2);
+    ok(&s, &["scale", "worker", "0"]);
+    assert!(
+        members(&s, "worker").is_empty(),
+        "{:?}",
+        members(&s, "worker")
+    );
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
 // ---------------------------------------------------------------------------
 // 3. Graceful drain on shrink
 
@@ -388,6 +470,9 @@ max_replicas = 4
     assert!(output(&r).contains("max_replicas"), "{}", output(&r));
     let r = run_code(&s, &["scale", "worker", "+3"], 2);
     assert!(output(&r).contains("max_replicas"), "{}", output(&r));
+
+    let r = run_code(&s, &["scale", "worker.2", "3"], 2);
+    assert!(output(&r).contains("worker.2"), "{}", output(&r));
 
     let r = run_code(&s, &["scale", "worker", "lots"], 2);
     assert!(output(&r).contains("not a pool size"), "{}", output(&r));
@@ -992,6 +1077,63 @@ fn reload_applies_only_the_difference() {
     assert_eq!(running_pid(&s, "b"), b2);
     assert_eq!(running_pid(&s, "d"), d);
     assert_eq!(s.supervisor_pid(), Some(sup), "SIGHUP ended the supervisor");
+}
+
+#[test]
+fn reload_with_a_changed_pool_command_restarts_every_member_and_only_them() {
+    let s = Stack::new(&reload_stack("exec sleep 1000", 2, ""));
+    ok(&s, &["start"]);
+    let a = running_pid(&s, "a");
+    let b = running_pid(&s, "b");
+    let w = pool_pids(&s, "worker", 2);
+    s.write(
+        "stack.toml",
+        &reload_stack("exec sleep 1000", 2, "")
+            .replace("replicas = 2", "replicas = 2\nenv = { GENERATION = \"2\" }"),
+    );
+    ok(&s, &["reload"]);
+    let w2 = pool_pids(&s, "worker", 2);
+    for (n, pid) in &w {
+        assert_ne!(w2[n], *pid, "{n} kept its pid after its env changed");
+        assert!(!alive(*pid));
+        assert_eq!(env_of(w2[n], "GENERATION").as_deref(), Some("2"));
+    }
+    assert_eq!(running_pid(&s, "a"), a);
+    assert_eq!(running_pid(&s, "b"), b);
+    // Unchanged file: nothing happens.
+    ok(&s, &["reload"]);
+    assert_eq!(pool_pids(&s, "worker", 2), w2);
+    assert_eq!(running_pid(&s, "a"), a);
+}
+
+#[test]
+fn reload_of_max_replicas_alone_takes_effect_without_touching_anything() {
+    let s = Stack::new(&format!(
+        r#"
+[service.worker]
+command = "{IDLE}"
+replicas = 2
+max_replicas = 2
+"#
+    ));
+    ok(&s, &["start"]);
+    let w = pool_pids(&s, "worker", 2);
+    run_code(&s, &["scale", "worker", "4"], 2);
+    s.write(
+        "stack.toml",
+        &s.read("stack.toml")
+            .replace("max_replicas = 2", "max_replicas = 4"),
+    );
+    ok(&s, &["reload"]);
+    assert_eq!(
+        pool_pids(&s, "worker", 2),
+        w,
+        "raising max_replicas touched members"
+    );
+    ok(&s, &["scale", "worker", "4"]);
+    let w4 = pool_pids(&s, "worker", 4);
+    assert_eq!(w4["worker.1"], w["worker.1"]);
+    run_code(&s, &["scale", "worker", "5"], 2);
 }
 
 #[test]
