@@ -166,11 +166,22 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
                 shell_quote(&exe.display().to_string()),
                 shell_quote(&path.display().to_string())
             );
-            // A session left from a supervisor that died would block the name.
-            let _ = std::process::Command::new("tmux")
-                .args(["kill-session", "-t", &session])
+            // No supervisor of ours runs, so a session of that name is a dead
+            // one's, or another stack's with the same name: not ours to kill.
+            let exists = std::process::Command::new("tmux")
+                .args(["has-session", "-t", &session])
                 .stderr(Stdio::null())
-                .status();
+                .status()
+                .is_ok_and(|s| s.success());
+            if exists {
+                return Err(Error::Failed {
+                    message: format!("tmux session {session} already exists, but no supervisor of this stack answers"),
+                    hint: Some(format!(
+                        "if it is a leftover: `tmux kill-session -t {session}`; if another stack has the same name, give this one its own `[stack] name`"
+                    )),
+                    detail: None,
+                });
+            }
             let st = std::process::Command::new("tmux")
                 .args(["new-session", "-d", "-s", &session, "-c"])
                 .arg(&stack.root)

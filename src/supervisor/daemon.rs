@@ -118,6 +118,12 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     }
     let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(opts.color));
     let sup = Supervisor::new(stack, echo);
+    for (name, pid) in &cleared.stopped {
+        sup.notice(
+            name,
+            &format!("stopped pid {pid}, left running by a supervisor that was killed"),
+        );
+    }
     tracing::info!(stack = %sup.stack().name, "supervisor {me} listening on {}", socket.display());
 
     let mut term =

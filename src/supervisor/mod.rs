@@ -87,6 +87,9 @@ pub struct Supervisor {
     /// Current size of each pool.
     pools: Mutex<BTreeMap<String, u32>>,
     shutdown: watch::Sender<bool>,
+    /// Things the next `start` should tell the operator (what a killed
+    /// predecessor left and this supervisor stopped).
+    notices: Mutex<Vec<(String, String)>>,
     /// Reloads run one at a time.
     reloading: tokio::sync::Mutex<()>,
     pid: i32,
@@ -124,6 +127,7 @@ impl Supervisor {
             pools: Mutex::new(pools),
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
+            notices: Mutex::new(Vec::new()),
             pid,
         })
     }
@@ -139,6 +143,14 @@ impl Supervisor {
 
     fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a line for the next `start` to show.
+    pub fn notice(&self, process: &str, message: &str) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((process.to_string(), message.to_string()));
     }
 
     /// Resolves when the supervisor should exit.
@@ -213,6 +225,11 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
+        let notices: Vec<(String, String)> =
+            std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, msg) in notices {
+            progress(tx, &name, Step::Info, msg);
+        }
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
@@ -230,7 +247,7 @@ impl Supervisor {
                 .collect();
             return Err(Error::Usage {
                 message: format!("required environment variables are unset or empty: {}", list.join(", ")),
-                hint: Some("set them in the environment of `stackctl start` or in an env_file; nothing was started".into()),
+                hint: Some("the supervisor checks the environment it was started with: put them in an env_file and `stackctl reload`, or `stackctl stop` and start again with them set; nothing was started".into()),
             });
         }
         for (name, n) in scale {
