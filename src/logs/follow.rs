@@ -121,6 +121,9 @@ impl Followed {
     /// a re-creation, and back to the start after a truncation.
     fn poll(&mut self, buf: &mut [u8], emit: &mut Emit<'_>) -> io::Result<()> {
         let now = std::fs::metadata(&self.path).ok();
+        // Where we were when the size above was taken: what the drain below
+        // adds must not look like a truncation.
+        let pos_at_stat = self.pos;
         self.drain(buf, emit)?;
         let Some(m) = now else {
             // Removed: keep the old handle until something appears.
@@ -129,14 +132,34 @@ impl Followed {
         let id = (m.dev(), m.ino());
         if Some(id) != self.id {
             self.flush_partial(emit)?;
-            let Ok(f) = File::open(&self.path) else {
-                return Ok(());
-            };
-            self.file = Some(f);
-            self.id = Some(id);
-            self.pos = 0;
-            self.drain(buf, emit)?;
-        } else if m.len() < self.pos {
+            // Several rotations may have happened since the last look: the
+            // files that came after ours now sit at `.log.(k-1)` … `.log.1`
+            // (ours at `.log.k`), then the live `.log`. Read them in that
+            // order, each once (by inode), so nothing is missed or repeated.
+            let mut next: Vec<PathBuf> = Vec::new();
+            if let Some(old) = self.id {
+                let rotated = super::rotate::rotated_files(&self.path);
+                if let Some(k) = rotated.iter().position(|p| file_id(p) == Some(old)) {
+                    next.extend(rotated[..k].iter().rev().cloned());
+                }
+            }
+            next.push(self.path.clone());
+            let mut seen = self.id.into_iter().collect::<Vec<_>>();
+            for p in next {
+                let Ok(f) = File::open(&p) else { continue };
+                let Some(fid) = f.metadata().ok().map(|m| (m.dev(), m.ino())) else {
+                    continue;
+                };
+                if seen.contains(&fid) {
+                    continue;
+                }
+                seen.push(fid);
+                self.file = Some(f);
+                self.id = Some(fid);
+                self.pos = 0;
+                self.drain(buf, emit)?;
+            }
+        } else if m.len() < pos_at_stat {
             // Truncated in place (copytruncate by some other tool).
             self.flush_partial(emit)?;
             if let Some(f) = self.file.as_mut() {
@@ -147,6 +170,11 @@ impl Followed {
         }
         Ok(())
     }
+}
+
+/// The (device, inode) of the file at `p`.
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Follows a set of logs in one folder until the callback fails.

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, alive, free_port, python, session_of, wait_for, Run, Stack};
+use crate::harness::{self, alive, free_port, python, run_code, session_of, wait_for, Run, Stack};
 
 /// Runs `start`, asserting exit 0 with the whole context on failure.
 #[track_caller]
@@ -25,22 +25,6 @@ fn start_ok(s: &Stack, args: &[&str]) -> Run {
     if r.code != Some(0) {
         panic!(
             "stackctl {full:?} exited {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- logs\n{}",
-            r.code,
-            r.stdout,
-            r.stderr,
-            s.dump()
-        );
-    }
-    r
-}
-
-/// Runs `args`, asserting exit `code`, with the logs on failure.
-#[track_caller]
-fn run_code(s: &Stack, args: &[&str], code: i32) -> Run {
-    let r = s.run(args);
-    if r.code != Some(code) {
-        panic!(
-            "stackctl {args:?} exited {:?}, expected {code}\n--- stdout\n{}\n--- stderr\n{}\n--- logs\n{}",
             r.code,
             r.stdout,
             r.stderr,

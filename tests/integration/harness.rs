@@ -410,3 +410,20 @@ pub fn fully_dead(pid: i32) -> bool {
             Err(_) => true,
         })
 }
+
+/// Runs `args`, asserting exit `code`; on failure the panic shows stdout,
+/// stderr and the tail of every log.
+#[track_caller]
+pub fn run_code(s: &Stack, args: &[&str], code: i32) -> Run {
+    let r = s.run(args);
+    if r.code != Some(code) {
+        panic!(
+            "stackctl {args:?} exited {:?}, expected {code}\n--- stdout\n{}\n--- stderr\n{}\n--- logs\n{}",
+            r.code,
+            r.stdout,
+            r.stderr,
+            s.dump()
+        );
+    }
+    r
+}

@@ -12,22 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::harness::{python, wait_for, Run, Stack};
-
-#[track_caller]
-fn run_code(s: &Stack, args: &[&str], code: i32) -> Run {
-    let r = s.run(args);
-    if r.code != Some(code) {
-        panic!(
-            "stackctl {args:?} exited {:?}, expected {code}\n--- stdout\n{}\n--- stderr\n{}\n--- logs\n{}",
-            r.code,
-            r.stdout,
-            r.stderr,
-            s.dump()
-        );
-    }
-    r
-}
+use crate::harness::{python, run_code, wait_for, Run, Stack};
 
 fn lines(r: &Run) -> Vec<&str> {
     r.stdout.lines().collect()

@@ -11,26 +11,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, alive, env_of, free_port, python, wait_for, Run, Stack};
+use crate::harness::{self, alive, env_of, free_port, python, run_code, wait_for, Run, Stack};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this module)
-
-/// Runs `args`, asserting exit `code`, with the logs on failure.
-#[track_caller]
-fn run_code(s: &Stack, args: &[&str], code: i32) -> Run {
-    let r = s.run(args);
-    if r.code != Some(code) {
-        panic!(
-            "stackctl {args:?} exited {:?}, expected {code}\n--- stdout\n{}\n--- stderr\n{}\n--- logs\n{}",
-            r.code,
-            r.stdout,
-            r.stderr,
-            s.dump()
-        );
-    }
-    r
-}
 
 #[track_caller]
 fn ok(s: &Stack, args: &[&str]) -> Run {
