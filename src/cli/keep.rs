@@ -98,32 +98,18 @@ fn run_in_tmux(path: &std::path::Path, stack: &crate::config::Stack, g: &Global)
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let quote = super::session::shell_quote;
     let cmdline = format!(
         "{} -f {} keep",
         quote(&exe.display().to_string()),
         quote(&path.display().to_string())
     );
-    // A session left from a keeper that died would block the name.
-    let _ = std::process::Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .stderr(std::process::Stdio::null())
-        .status();
-    let st = std::process::Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-c"])
-        .arg(&stack.root)
-        .arg(&cmdline)
-        .status()
-        .map_err(|e| Error::Failed {
-            message: format!("cannot run tmux: {e}"),
-            hint: Some("install tmux, or run `stackctl keep` under systemd".into()),
-            detail: None,
-        })?;
-    if !st.success() {
-        return Err(Error::failed(format!(
-            "tmux could not create session {session}"
-        )));
-    }
+    super::session::tmux_new_session(
+        &session,
+        &stack.root,
+        &cmdline,
+        "run `stackctl keep` under systemd",
+    )?;
     if !g.quiet {
         println!("keeper running in tmux session {session} (tmux attach -t {session})");
     }

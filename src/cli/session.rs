@@ -166,37 +166,12 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
                 shell_quote(&exe.display().to_string()),
                 shell_quote(&path.display().to_string())
             );
-            // No supervisor of ours runs, so a session of that name is a dead
-            // one's, or another stack's with the same name: not ours to kill.
-            let exists = std::process::Command::new("tmux")
-                .args(["has-session", "-t", &session])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if exists {
-                return Err(Error::Failed {
-                    message: format!("tmux session {session} already exists, but no supervisor of this stack answers"),
-                    hint: Some(format!(
-                        "if it is a leftover: `tmux kill-session -t {session}`; if another stack has the same name, give this one its own `[stack] name`"
-                    )),
-                    detail: None,
-                });
-            }
-            let st = std::process::Command::new("tmux")
-                .args(["new-session", "-d", "-s", &session, "-c"])
-                .arg(&stack.root)
-                .arg(&cmdline)
-                .status()
-                .map_err(|e| Error::Failed {
-                    message: format!("cannot run tmux: {e}"),
-                    hint: Some("install tmux, or use `stackctl start` without --tmux".into()),
-                    detail: None,
-                })?;
-            if !st.success() {
-                return Err(Error::failed(format!(
-                    "tmux could not create session {session}"
-                )));
-            }
+            tmux_new_session(
+                &session,
+                &stack.root,
+                &cmdline,
+                "use `stackctl start` without --tmux",
+            )?;
             if !g.quiet {
                 println!("supervisor running in tmux session {session} (tmux attach -t {session})");
             }
@@ -258,7 +233,48 @@ fn supervisor_died(state: &StateDir, what: &str) -> Error {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+/// Starts `cmdline` in a new detached tmux session `session` in `cwd`.
+/// An existing session of that name is refused, never killed: it may be a
+/// dead supervisor's, or another stack's with the same name.
+///
+/// # Errors
+/// The session exists, or tmux is missing or fails (`without` says what to
+/// do instead).
+pub fn tmux_new_session(session: &str, cwd: &Path, cmdline: &str, without: &str) -> Result<()> {
+    let exists = std::process::Command::new("tmux")
+        .args(["has-session", "-t", session])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if exists {
+        return Err(Error::Failed {
+            message: format!("tmux session {session} already exists"),
+            hint: Some(format!(
+                "`tmux attach -t {session}` to see it; if it is a leftover, `tmux kill-session -t {session}`; if another stack has the same name, give this one its own `[stack] name`"
+            )),
+            detail: None,
+        });
+    }
+    let st = std::process::Command::new("tmux")
+        .args(["new-session", "-d", "-s", session, "-c"])
+        .arg(cwd)
+        .arg(cmdline)
+        .status()
+        .map_err(|e| Error::Failed {
+            message: format!("cannot run tmux: {e}"),
+            hint: Some(format!("install tmux, or {without}")),
+            detail: None,
+        })?;
+    if !st.success() {
+        return Err(Error::failed(format!(
+            "tmux could not create session {session}"
+        )));
+    }
+    Ok(())
+}
+
+/// `s` quoted for `sh`.
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
