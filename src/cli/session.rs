@@ -83,6 +83,16 @@ fn shell_stack(path: &Path) -> Stack {
     }
 }
 
+/// Prints that the stack file is broken and the pid files are used.
+pub fn warn_invalid_offline(err: &Error) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "warning: the stack file does not validate and no supervisor runs; going by the pid files:"
+    );
+    let _ = err.render(&mut e);
+}
+
 /// Prints that the stack file is broken but a running supervisor is used.
 pub fn warn_invalid(err: &Error) {
     let mut e = std::io::stderr().lock();

@@ -149,6 +149,9 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
             },
         );
     }
+    if connect(&stack)?.is_none() {
+        refuse_missing_env(&stack, &args.names)?;
+    }
     let how = if args.tmux {
         Launch::Tmux
     } else {
@@ -167,6 +170,37 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         println!("stack {} is up", stack.name);
     }
     Ok(exit::SUCCESS)
+}
+
+/// With no supervisor running, the one `start` launches inherits this
+/// environment: check `require_env` here, before launching anything, so a
+/// refused start leaves no supervisor holding the wrong environment.
+fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<()> {
+    let Ok(sel) = crate::plan::select(stack, names) else {
+        // Unknown names: the supervisor's answer says which.
+        return Ok(());
+    };
+    let mut wanted = sel.processes.clone();
+    wanted.extend(sel.members.keys().cloned());
+    let closure = crate::plan::closure(stack, &wanted);
+    let missing: Vec<String> = crate::config::env::missing_required_env(stack)
+        .into_iter()
+        .filter(|(p, _)| closure.contains(p))
+        .map(|(p, v)| format!("{v} (required by {p})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage {
+        message: format!(
+            "required environment variables are unset or empty: {}",
+            missing.join(", ")
+        ),
+        hint: Some(
+            "set them in this shell or in an env_file, then start again; nothing was started"
+                .into(),
+        ),
+    })
 }
 
 /// Runs `restart`.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::session::{connect, load_stack_lenient, request, warn_invalid};
+use super::session::{connect, load_stack_lenient, request, warn_invalid, warn_invalid_offline};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -61,10 +61,15 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
             )?
             .ok_or_else(|| Error::failed("the supervisor sent no status"))?
         }
-        None => match invalid {
-            Some(e) => return Err(e),
-            None => crate::supervisor::offline::status(&stack, &args.names)?,
-        },
+        None => {
+            if let Some(e) = &invalid {
+                if !args.names.is_empty() {
+                    return Err(invalid.unwrap_or_else(|| Error::failed("invalid stack file")));
+                }
+                warn_invalid_offline(e);
+            }
+            crate::supervisor::offline::status(&stack, &args.names)?
+        }
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::session::{connect, load_stack_lenient, request, wait_supervisor_gone, warn_invalid};
+use super::session::{
+    connect, load_stack_lenient, request, wait_supervisor_gone, warn_invalid, warn_invalid_offline,
+};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -62,8 +64,10 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
             Ok(exit::SUCCESS)
         }
         None => {
-            if let Some(e) = invalid {
-                return Err(e);
+            // A broken stack file must not lock the operator out: the pid
+            // files say what runs and how to stop it.
+            if let Some(e) = &invalid {
+                warn_invalid_offline(e);
             }
             // No supervisor: stop what the pid files prove is still ours.
             let cleared = crate::supervisor::offline::stop_all(&stack);

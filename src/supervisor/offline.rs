@@ -55,6 +55,21 @@ fn known_instances(stack: &Stack, state: &StateDir) -> Vec<(Instance, Option<Pid
             out.push((inst, rec));
         }
     }
+    // Pid files of processes the stack file does not name (it is broken,
+    // or they were removed from it): still ours to show and to stop.
+    for f in files {
+        if f == "stackctl" || out.iter().any(|(i, _)| i.name == f) {
+            continue;
+        }
+        let (base, index) = plan::split_instance(&f);
+        let inst = Instance {
+            name: f.clone(),
+            process: base.to_string(),
+            index,
+        };
+        let rec = PidRecord::read(&state.pid_file(&f)).ok().flatten();
+        out.push((inst, rec));
+    }
     out
 }
 
@@ -73,16 +88,17 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
     let state = StateDir::new(&stack.state_dir);
     let mut processes = Vec::new();
     for (inst, rec) in known_instances(stack, &state) {
-        if !sel.contains(&inst) {
+        if !names.is_empty() && !sel.contains(&inst) {
             continue;
         }
-        let Some(spec) = stack.process(&inst.process) else {
+        let spec = stack.process(&inst.process);
+        if spec.is_none() && rec.is_none() {
             continue;
-        };
+        }
         let live = rec.as_ref().filter(|r| r.is_live());
         let message = match (&rec, live) {
             (Some(r), None) => Some(format!(
-                "stale pid file: pid {} is not this process any more",
+                "not running: pid {} from its pid file is gone (or is another process now)",
                 r.pid
             )),
             (_, Some(_)) => Some("unsupervised: its supervisor is gone".to_string()),
@@ -90,8 +106,8 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
         };
         processes.push(ProcessStatus {
             name: inst.name.clone(),
-            kind: spec.kind,
-            pool: inst.index.map(|_| spec.name.clone()),
+            kind: spec.map_or(crate::config::Kind::Service, |p| p.kind),
+            pool: inst.index.map(|_| inst.process.clone()),
             instance: inst.index,
             pid: live.map(|r| r.pid),
             state: if live.is_some() {
@@ -137,17 +153,15 @@ pub fn stop_all(stack: &Stack) -> Cleared {
     let state = StateDir::new(&stack.state_dir);
     let mut targets: Vec<(String, i32, Signal, Duration)> = Vec::new();
     for (inst, rec) in known_instances(stack, &state) {
-        let Some(spec) = stack.process(&inst.process) else {
-            continue;
-        };
+        // A process the stack file does not describe (now) gets the defaults.
+        let (sig, grace) = stack
+            .process(&inst.process)
+            .map_or((Signal::SIGTERM, stack.stop_timeout), |p| {
+                (p.stop_signal, p.stop_timeout)
+            });
         match rec {
             Some(r) if r.is_live() => {
-                targets.push((
-                    inst.name.clone(),
-                    r.pgid,
-                    spec.stop_signal,
-                    spec.stop_timeout,
-                ));
+                targets.push((inst.name.clone(), r.pgid, sig, grace));
             }
             Some(_) => {
                 let _ = std::fs::remove_file(state.pid_file(&inst.name));

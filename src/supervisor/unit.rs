@@ -512,6 +512,38 @@ impl Unit {
         taps
     }
 
+    /// A `tcp`/`http` gate that passes before the process even exists is
+    /// answered by someone else (a server left over from before stackctl
+    /// took over, holding the port): the new process would fail to bind
+    /// while `start` reported it ready. Pool members are exempt, since they
+    /// may share a port (`SO_REUSEPORT`).
+    async fn gate_already_passes(
+        &self,
+        ready: Option<&crate::config::ReadySpec>,
+        env: &[(String, String)],
+    ) -> Option<String> {
+        let r = ready?;
+        if self.inst.index.is_some() || !matches!(r.probe, ProbeKind::Tcp(_) | ProbeKind::Http(_)) {
+            return None;
+        }
+        let ctx = ProbeCtx {
+            cwd: self.spec.cwd.clone(),
+            env: env.to_vec(),
+        };
+        probe::check(&r.probe, &ctx, Duration::from_millis(500))
+            .await
+            .ok()?;
+        // Shown as written in the stack file: the expanded form may hold a secret.
+        let shown = self
+            .spec
+            .ready
+            .as_ref()
+            .map_or_else(String::new, |r| r.probe.to_string());
+        Some(format!(
+            "its readiness gate `{shown}` already passes before it was started: something else answers there (a server left running from before?); find it with `ss -ltnp`, stop it, and start again"
+        ))
+    }
+
     /// Runs the `pre_start` commands; their output goes to the log.
     async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), String> {
         let cmds = self.spec.pre_start.clone();
@@ -580,6 +612,9 @@ impl Unit {
             },
             None => None,
         };
+        if let Some(reason) = self.gate_already_passes(ready_spec.as_ref(), &env).await {
+            return End::NotReady(reason);
+        }
         if let Err(reason) = self.pre_start(&env).await {
             return End::NotReady(reason);
         }

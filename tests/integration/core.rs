@@ -1917,3 +1917,57 @@ command = "exec sleep 1000"
     wait_for("the tmux session to end", 30, || !has_session());
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
 }
+
+#[test]
+fn a_refused_require_env_start_launches_no_supervisor() {
+    let s = Stack::new(
+        "[service.needs]\ncommand = \"sleep 1000\"\nrequire_env = [\"STACKCTL_T_SECRET\"]\n",
+    );
+    let r = s.run_env(&["start"], &[("STACKCTL_T_SECRET", None)]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("STACKCTL_T_SECRET"), "{}", r.stderr);
+    assert!(
+        !s.state("stackctl.sock").exists(),
+        "a supervisor was launched"
+    );
+    // Setting the variable is then all it takes.
+    let r = s.run_env(&["start"], &[("STACKCTL_T_SECRET", Some("x"))]);
+    assert_eq!(r.code, Some(0), "{r:?}\n{}", s.dump());
+    run_code(&s, &["stop"], 0);
+}
+
+#[test]
+fn a_port_already_taken_fails_the_start_instead_of_passing_the_gate() {
+    let port = free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let s = Stack::new(&format!(
+        "[service.web]\ncommand = \"sleep 1000\"\nready = {{ tcp = \"127.0.0.1:{port}\", timeout = \"5s\" }}\n"
+    ));
+    let r = run_code(&s, &["start"], 1);
+    assert!(
+        r.stderr.contains("already passes before it was started"),
+        "{}",
+        r.stderr
+    );
+    assert!(s.stack_pids().is_empty(), "web was spawned");
+    drop(squatter);
+}
+
+#[test]
+fn status_and_stop_work_from_pid_files_when_the_stack_file_is_broken() {
+    let s = Stack::new(
+        "[service.a]\ncommand = \"sleep 1000\"\n[service.b]\ncommand = \"sleep 1001\"\n",
+    );
+    run_code(&s, &["start"], 0);
+    let sup = s.supervisor_pid().unwrap();
+    harness::kill(sup, 9);
+    wait_for("the supervisor to be gone", 10, || harness::fully_dead(sup));
+    s.write("stack.toml", "[service.a]\ncommand = \n");
+    let r = s.run(&["status"]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(r.stdout.contains("unsupervised"), "{}", r.stdout);
+    assert!(r.stderr.contains("does not validate"), "{}", r.stderr);
+    let r = run_code(&s, &["stop"], 0);
+    assert!(r.stdout.contains("stopped pid"), "{}", r.stdout);
+    wait_for("no process of the stack", 10, || s.stack_pids().is_empty());
+}
