@@ -46,6 +46,26 @@ impl StateDir {
         Ok(())
     }
 
+    /// The layout under `root`, created if needed ([`StateDir::ensure`]),
+    /// with a failure put the way an operator needs to read it.
+    ///
+    /// # Errors
+    /// When the folders cannot be created.
+    pub fn prepared(root: impl Into<PathBuf>) -> Result<StateDir, crate::error::Error> {
+        let state = StateDir::new(root);
+        state.ensure().map_err(|e| crate::error::Error::Failed {
+            message: format!(
+                "cannot create the state folder {}: {e}",
+                state.root().display()
+            ),
+            hint: Some(
+                "check `state_dir` in the stack file and the permissions of its parent".into(),
+            ),
+            detail: None,
+        })?;
+        Ok(state)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

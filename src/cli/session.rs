@@ -139,13 +139,7 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
     if let Some(c) = connect(stack)? {
         return Ok(c);
     }
-    let state = StateDir::new(&stack.state_dir);
-    state.ensure().map_err(|e| {
-        Error::failed(format!(
-            "cannot create the state folder {}: {e}",
-            state.root().display()
-        ))
-    })?;
+    let state = StateDir::prepared(&stack.state_dir)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let mut child = match how {

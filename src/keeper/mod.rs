@@ -76,13 +76,7 @@ pub fn run(stack_file: &Path, stack: Stack, quiet: bool) -> Result<u8, Error> {
                 .into(),
         ),
     })?;
-    let state = StateDir::new(&stack.state_dir);
-    state.ensure().map_err(|e| {
-        Error::failed(format!(
-            "cannot create the state folder {}: {e}",
-            state.root().display()
-        ))
-    })?;
+    let state = StateDir::prepared(&stack.state_dir)?;
     let instance = take_instance_lock(&stack)?;
     let log = KeeperLog::open(&state.keeper_log(), quiet)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -127,13 +121,7 @@ pub fn is_running(stack: &Stack) -> bool {
 /// # Errors
 /// When the state folder or the file cannot be written.
 pub fn trigger(stack: &Stack) -> Result<PathBuf, Error> {
-    let state = StateDir::new(&stack.state_dir);
-    state.ensure().map_err(|e| {
-        Error::failed(format!(
-            "cannot create the state folder {}: {e}",
-            state.root().display()
-        ))
-    })?;
+    let state = StateDir::prepared(&stack.state_dir)?;
     let path = state.keeper_trigger();
     std::fs::write(&path, format!("{}\n", timestamp(SystemTime::now())))
         .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;

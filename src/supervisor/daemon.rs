@@ -38,13 +38,7 @@ pub struct Options {
 /// state folder unusable (1).
 pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
     let stack = crate::config::load(path)?;
-    let state = StateDir::new(&stack.state_dir);
-    state.ensure().map_err(|e| {
-        Error::failed(format!(
-            "cannot create the state folder {}: {e}",
-            state.root().display()
-        ))
-    })?;
+    let state = StateDir::prepared(&stack.state_dir)?;
     let lock_path = state.supervisor_lock();
     let lock = std::fs::OpenOptions::new()
         .create(true)
