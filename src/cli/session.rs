@@ -354,24 +354,21 @@ fn supervisor_lock_held(state: &StateDir) -> bool {
 pub fn wait_supervisor_gone(stack: &Stack, limit: Duration) -> bool {
     use fs2::FileExt;
     let path = StateDir::new(&stack.state_dir).supervisor_lock();
-    let deadline = Instant::now() + limit;
-    loop {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-        {
-            Ok(f) => {
-                if f.try_lock_exclusive().is_ok() {
-                    let _ = fs2::FileExt::unlock(&f);
-                    return true;
-                }
-            }
-            Err(_) => return true,
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return true;
+    };
+    // The supervisor holds the flock until it exits: block on it (in a
+    // thread, so the wait has a deadline) instead of polling.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if f.lock_exclusive().is_ok() {
+            let _ = fs2::FileExt::unlock(&f);
         }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit).is_ok()
 }
