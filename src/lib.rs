@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod error;
 pub mod keeper;
 pub mod lock;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod probe;
 pub mod spawn;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 
 pub use cli::{Cli, Command};

@@ -5,63 +5,7 @@
 
 use std::io::{self, Write};
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::Kind;
-use crate::supervisor::fsm::State;
-
-/// `status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatusDoc {
-    pub stack: String,
-    pub supervisor: SupervisorInfo,
-    pub processes: Vec<ProcessStatus>,
-}
-
-/// The supervisor part of `status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SupervisorInfo {
-    pub pid: Option<i32>,
-    pub running: bool,
-}
-
-/// One process instance in `status --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ProcessStatus {
-    pub name: String,
-    pub kind: Kind,
-    pub pool: Option<String>,
-    pub instance: Option<u32>,
-    pub pid: Option<i32>,
-    pub state: State,
-    pub ready: bool,
-    pub restarts: u32,
-    pub uptime_s: Option<f64>,
-    pub rss_mb: Option<f64>,
-    pub exit_code: Option<i32>,
-    /// Why it is in this state (a failure's reason, a crash loop, a log
-    /// write error) or the `STATUS=` it last sent through `NOTIFY_SOCKET`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-impl ProcessStatus {
-    /// Running and ready (or a task that completed).
-    pub fn is_up(&self) -> bool {
-        (self.state == State::Running && self.ready) || self.state == State::Completed
-    }
-}
-
-impl<'de> Deserialize<'de> for Kind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "task" => Ok(Kind::Task),
-            "service" => Ok(Kind::Service),
-            other => Err(serde::de::Error::custom(format!("unknown kind {other}"))),
-        }
-    }
-}
+use crate::status::{State, StatusDoc};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +141,8 @@ pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Kind;
+    use crate::status::{ProcessStatus, SupervisorInfo};
 
     fn doc() -> StatusDoc {
         StatusDoc {

@@ -70,6 +70,19 @@ impl StateDir {
         &self.root
     }
 
+    /// A name for this stack that is unique on this host: a hash of its
+    /// state folder. Every process of the stack carries it
+    /// (`STACKCTL_STACK_ID`), so it must never change between versions.
+    pub fn stack_id(&self) -> String {
+        // FNV-1a: stable across builds and Rust versions (unlike DefaultHasher).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.root.as_os_str().as_encoded_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
     pub fn pids_dir(&self) -> PathBuf {
         self.root.join("pids")
     }
@@ -164,4 +177,19 @@ fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_ids_are_stable_and_differ_by_folder() {
+        let a = StateDir::new("/srv/shop/logs").stack_id();
+        assert_eq!(a, StateDir::new("/srv/shop/logs").stack_id());
+        assert_ne!(a, StateDir::new("/srv/shop/logs2").stack_id());
+        assert_eq!(a.len(), 16);
+        // Running processes carry the value: it must never change.
+        assert_eq!(StateDir::new("").stack_id(), "cbf29ce484222325");
+    }
 }

@@ -11,8 +11,9 @@ use crate::config::Stack;
 use crate::control::client::{Client, Connect};
 use crate::control::protocol::{Request, Response, Step};
 use crate::error::{Error, Result};
-use crate::output::{StatusDoc, Style};
+use crate::output::Style;
 use crate::state::StateDir;
+use crate::status::StatusDoc;
 
 /// The stack file named by `-f`/`STACKCTL_FILE` or found from the cwd, loaded.
 ///

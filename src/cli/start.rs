@@ -140,9 +140,9 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
                 hint: Some("stop it first, or use `stackctl start` without --foreground".into()),
             });
         }
-        return crate::supervisor::daemon::run(
+        return crate::daemon::run(
             &path,
-            crate::supervisor::daemon::Options {
+            crate::daemon::Options {
                 foreground: true,
                 initial: Some((args.names, scale)),
                 color: g.color,
@@ -243,9 +243,9 @@ pub fn run_supervise(args: SuperviseArgs, g: &Global) -> Result<u8> {
     if !args.foreground {
         let _ = nix::unistd::setsid();
     }
-    crate::supervisor::daemon::run(
+    crate::daemon::run(
         &args.stack,
-        crate::supervisor::daemon::Options {
+        crate::daemon::Options {
             foreground: args.foreground,
             initial: None,
             color: g.color,

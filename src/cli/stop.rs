@@ -70,7 +70,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 warn_invalid_offline(e);
             }
             // No supervisor: stop what the pid files prove is still ours.
-            let cleared = crate::supervisor::offline::stop_all(&stack);
+            let cleared = crate::supervisor::offline::stop_all_now(&stack)?;
             if !g.quiet {
                 for (name, pid) in &cleared.stopped {
                     println!("  ok  {name:<24} stopped pid {pid} (it had no supervisor)");

@@ -66,7 +66,7 @@ impl Default for LogSettings {
 }
 
 /// A task runs once to completion; a service runs until stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Task,

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::StatusDoc;
+use crate::status::StatusDoc;
+pub use crate::status::{Progress, Step};
 
 /// Bumped on any incompatible change.
 pub const VERSION: u32 = 1;
@@ -59,29 +60,6 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorBody>,
     },
-}
-
-/// One step of a long operation, for the operator watching `start`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Progress {
-    pub process: String,
-    pub step: Step,
-    /// A short human line: `ready in 1.2s`, `exited with code 1`.
-    pub message: String,
-}
-
-/// The kind of progress.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Starting,
-    Ready,
-    Completed,
-    Failed,
-    NotStarted,
-    Stopping,
-    Stopped,
-    Info,
 }
 
 /// A failure as the CLI should show it.

@@ -1,10 +1,24 @@
-//! The supervisor side: bind the socket safely and accept only our user.
+//! The supervisor side of the control socket: bind it safely, accept only
+//! our user, and serve each connection — framing, the version check, and
+//! dispatch to the [`Supervisor`], which implements what is dispatched.
+//!
+//! Owns: the wire (one JSON request line in; progress, status and one
+//! `done` out). Must not touch: what an operation does (the supervisor's).
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use super::protocol::{Envelope, ErrorBody, Request, Response, VERSION};
+use crate::error::Error;
+use crate::status::{Progress, StatusDoc};
+use crate::supervisor::{ProgressTx, Supervisor};
 
 /// Binds the control socket at `path` (mode 0600).
 ///
@@ -54,5 +68,165 @@ pub fn peer_is_us(stream: &UnixStream) -> bool {
     match stream.peer_cred() {
         Ok(c) => c.uid() == nix::unistd::geteuid().as_raw(),
         Err(_) => false,
+    }
+}
+
+/// Serves one control connection: checks the peer, reads one request,
+/// runs it against the supervisor while streaming its progress, and ends
+/// with exactly one `done`.
+///
+/// # Cancel safety
+/// A client that goes away (Ctrl-C) does not cancel the operation: it runs
+/// in its own task to the end; only the writes to the client fail.
+pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
+    if !peer_is_us(&stream) {
+        tracing::warn!("refused a control connection from another user");
+        return;
+    }
+    let (r, mut w) = stream.into_split();
+    let req = match read_request(r).await {
+        Some(Ok(req)) => req,
+        Some(Err(e)) => {
+            let _ = write(&mut w, &done(Err(e))).await;
+            return;
+        }
+        None => return,
+    };
+    let is_shutdown = matches!(&req, Request::Stop { names } if names.is_empty());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let op = tokio::spawn(dispatch(sup, req, tx));
+    while let Some(p) = rx.recv().await {
+        // The client may be gone (Ctrl-C); the operation goes on regardless.
+        let _ = write(&mut w, &Response::Progress(p)).await;
+    }
+    let result = op
+        .await
+        .unwrap_or_else(|e| Err(Error::failed(format!("internal error: {e}"))));
+    let result = match result {
+        Ok(Some(doc)) => {
+            let _ = write(&mut w, &Response::Status(doc)).await;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let _ = write(&mut w, &done(result)).await;
+    let _ = w.shutdown().await;
+    if is_shutdown {
+        tracing::info!("stack stopped on request; supervisor exiting");
+    }
+}
+
+/// The one request line of a connection (at most 1 MiB); `None` when the
+/// client closed it without sending one.
+async fn read_request(r: OwnedReadHalf) -> Option<Result<Request, Error>> {
+    let mut r = BufReader::new(tokio::io::AsyncReadExt::take(r, 1 << 20));
+    let mut line = String::new();
+    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(parse_request(&line))
+}
+
+/// A request line, checked for the protocol version.
+fn parse_request(line: &str) -> Result<Request, Error> {
+    let env: Envelope =
+        serde_json::from_str(line).map_err(|e| Error::usage(format!("bad request: {e}")))?;
+    if env.v != VERSION {
+        return Err(Error::Usage {
+            message: format!(
+                "this supervisor speaks protocol v{VERSION}, the client v{}",
+                env.v
+            ),
+            hint: Some("stop the stack with the old binary, then start it with the new one".into()),
+        });
+    }
+    Ok(env.req)
+}
+
+/// Runs `req` against the supervisor; `Some` is a status document to send
+/// before `done`.
+async fn dispatch(
+    sup: Arc<Supervisor>,
+    req: Request,
+    tx: ProgressTx,
+) -> Result<Option<StatusDoc>, Error> {
+    match req {
+        Request::Ping => Ok(None),
+        Request::Status { names } => sup.status(&names).map(Some),
+        Request::Start { names, scale } => {
+            sup.start(&names, &scale, false, &tx).await.map(|_| None)
+        }
+        Request::Stop { names } if names.is_empty() => sup.shutdown(&tx).await.map(|_| None),
+        Request::Stop { names } => sup.stop(&names, &tx).await.map(|_| None),
+        Request::Restart { names } => sup.restart(&names, &tx).await.map(|_| None),
+        Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
+        Request::Reload => sup.reload(&tx).await.map(|_| None),
+    }
+}
+
+/// The `done` line for an outcome.
+fn done(r: Result<(), Error>) -> Response {
+    match r {
+        Ok(()) => Response::Done {
+            ok: true,
+            error: None,
+        },
+        Err(e) => Response::Done {
+            ok: false,
+            error: Some(ErrorBody::from(e)),
+        },
+    }
+}
+
+async fn write(w: &mut OwnedWriteHalf, r: &Response) -> io::Result<()> {
+    let mut s = serde_json::to_string(r).map_err(io::Error::other)?;
+    s.push('\n');
+    w.write_all(s.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_of_another_version_is_refused_naming_both() {
+        let e = parse_request(r#"{"v":99,"req":"ping"}"#).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("v1") && text.contains("v99"), "{text}");
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+    }
+
+    #[test]
+    fn garbage_is_a_usage_error_not_a_panic() {
+        let e = parse_request("{not json").unwrap_err();
+        assert!(e.to_string().contains("bad request"), "{e}");
+        assert_eq!(
+            parse_request(r#"{"v":1,"req":"status","names":["api"]}"#).unwrap(),
+            Request::Status {
+                names: vec!["api".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn done_carries_the_error_and_its_exit_code() {
+        match done(Err(Error::failed("boom"))) {
+            Response::Done {
+                ok: false,
+                error: Some(b),
+            } => {
+                assert_eq!(b.code, crate::error::exit::FAILURE);
+                assert_eq!(b.message, "boom");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            done(Ok(())),
+            Response::Done {
+                ok: true,
+                error: None
+            }
+        ));
     }
 }

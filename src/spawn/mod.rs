@@ -4,7 +4,9 @@
 //! and file descriptors; the child-side set-up (a new session, so its group
 //! is its own and stopping it reaches everything it spawned; an empty signal
 //! mask and default dispositions; only fds 0–2 survive `exec`); signalling a
-//! whole group; and one-shot commands (`pre_start`, `exec` probes).
+//! whole group; the one stop sequence ([`terminate`]); the stack's mark and
+//! finding processes by it ([`strays`]); and one-shot commands (`exec`
+//! probes, the keeper's steps).
 //! Must not touch: deciding when to start, stop or restart; timers beyond a
 //! one-shot's own deadline; the stack file.
 //!
@@ -17,6 +19,8 @@
 pub mod identity;
 mod once;
 pub mod reaper;
+pub mod strays;
+mod terminate;
 
 use std::ffi::OsString;
 use std::io;
@@ -32,6 +36,7 @@ use tokio::sync::oneshot;
 
 pub use once::{run_oneshot, Oneshot, OneshotOutcome};
 pub use reaper::{Exit, Reaper};
+pub use terminate::{terminate, How, StopReport, Target, HARD_WAIT};
 
 use crate::config::CommandSpec;
 

@@ -3,59 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::RestartPolicy;
 use crate::spawn::Exit;
-
-/// SPEC's states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Not started yet (or waiting for its dependencies).
-    Pending,
-    /// Spawned; its readiness gate has not passed yet.
-    Starting,
-    /// Ready.
-    Running,
-    /// Waiting to restart.
-    Backoff,
-    /// Being stopped.
-    Stopping,
-    /// Stopped (by request, or exited 0 with no restart).
-    Stopped,
-    /// A task that exited 0.
-    Completed,
-    /// Failed to start, failed its gate, crash-looped, or a task exited non-zero.
-    Failed,
-}
-
-impl State {
-    /// The word used in the table and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Backoff => "backoff",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Completed => "completed",
-            State::Failed => "failed",
-        }
-    }
-
-    /// Whether a process exists in this state.
-    pub fn has_process(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Stopping)
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::status::State;
 
 /// Whether moving from `from` to `to` is legal. Everything else is a bug.
 pub fn allowed(from: State, to: State) -> bool {
@@ -153,16 +103,7 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    const ALL: [State; 8] = [
-        State::Pending,
-        State::Starting,
-        State::Running,
-        State::Backoff,
-        State::Stopping,
-        State::Stopped,
-        State::Completed,
-        State::Failed,
-    ];
+    const ALL: [State; 8] = State::ALL;
 
     #[test]
     fn every_pair_is_decided_and_key_paths_are_legal() {

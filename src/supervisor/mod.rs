@@ -1,10 +1,12 @@
 //! The supervisor: the only owner of the stack's processes.
 //!
 //! Theory of operation. One supervisor runs per stack (an exclusive flock on
-//! `state_dir/supervisor.lock`). It is a child subreaper and the only reaper
-//! of its children (`spawn::reaper`). Each process instance is a [`unit`]
-//! task that spawns, gates, watches, restarts and stops its process; the
-//! [`Supervisor`] holds the units and turns requests into orders over them:
+//! `state_dir/supervisor.lock`, taken by `crate::daemon`). It is a child
+//! subreaper and the only reaper of its children (`spawn::reaper`). Each
+//! process instance is a [`unit`] task that spawns, gates, watches,
+//! restarts and stops its process; the [`Supervisor`] holds the units (in
+//! its [`registry`], with each pool's size) and turns operations into
+//! orders over them ([`order`]):
 //!
 //! - start: the dependency closure of what was named; every process waits
 //!   for its dependencies (tasks completed, services ready — every member of
@@ -12,48 +14,46 @@
 //!   nothing that runs, and everything that depends on it is reported as
 //!   not started.
 //! - stop: the reverse; a process is stopped once everything in the stop set
-//!   that depends on it is down; then a sweep finds processes of the stack
-//!   that left their group (`setsid`, double fork) by the
-//!   `STACKCTL_STACK_ID` they inherited, and stops them too.
+//!   that depends on it is down; then the marked strays of every stopped
+//!   name are swept (`spawn::terminate`, the one stop sequence).
+//! - restart, scale ([`pool`]), reload ([`reload`] decides, `reload` here
+//!   applies) and shutdown are made of those two.
 //!
-//! Requests arrive on the control socket ([`crate::control`]); `SIGTERM` and
-//! `SIGINT` stop the whole stack and end the supervisor (a second one kills
-//! everything at once); `SIGHUP` reloads the stack file.
+//! The supervisor does not know the control socket: `control::server`
+//! calls these methods, and progress leaves through a [`ProgressTx`].
 //!
 //! Pid files are written by the units and are the truth for `status` when
-//! no supervisor runs. A supervisor that starts and finds live processes
-//! recorded there (its predecessor was killed) stops them before it starts
-//! anything, so there is never a second copy of a process. Their output
-//! pipes died with the old supervisor, which is why they are not adopted;
-//! an fd-holding helper that keeps the pipes open across a supervisor
-//! restart could be added without changing the units or the pid files.
+//! no supervisor runs ([`offline`]). A supervisor that starts and finds live
+//! processes recorded there (its predecessor was killed) stops them before
+//! it starts anything, so there is never a second copy of a process. Their
+//! output pipes died with the old supervisor, which is why they are not
+//! adopted.
+//!
+//! Owns: the units, the pool sizes, and what each operation does. Must not
+//! touch: the wire (`control`), the terminal (`output`), the lock file.
 
-pub mod daemon;
 pub mod fsm;
 pub mod offline;
+mod order;
+mod pool;
+mod registry;
+mod reload;
 pub mod unit;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
-use self::fsm::State;
+use self::registry::Registry;
 use self::unit::{Echo, UnitCtx, UnitHandle};
-use crate::config::{Kind, ProcessSpec, Stack};
-use crate::control::protocol::{ErrorBody, Progress, Request, Response, Step, VERSION};
+use crate::config::Stack;
 use crate::error::Error;
-use crate::output::{ProcessStatus, StatusDoc, SupervisorInfo};
-use crate::plan::{self, Instance, Selection};
+use crate::plan::{self, Selection};
 use crate::state::StateDir;
+use crate::status::{Observed, Progress, State, StatusDoc, Step, SupervisorInfo};
 
-/// One process's outcome in an orchestration: `None` until it is known.
-type Cell = (watch::Sender<Option<bool>>, watch::Receiver<Option<bool>>);
+pub use order::FAILURE_LOG_LINES;
 
 /// Where progress of a long operation goes.
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
@@ -66,26 +66,18 @@ fn progress(tx: &ProgressTx, process: &str, step: Step, message: impl Into<Strin
     });
 }
 
-/// A name for the stack's processes that is unique on this host: a hash of
-/// its state folder.
-pub fn stack_id(state_dir: &Path) -> String {
-    // FNV-1a: stable across builds and Rust versions (unlike DefaultHasher).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in state_dir.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+/// The variables of stackctl's own environment that never reach a process:
+/// its own namespace (each process gets fresh values) and a notify socket
+/// meant for stackctl itself.
+fn inherited(key: &str) -> bool {
+    !key.starts_with("STACKCTL_") && key != "NOTIFY_SOCKET"
 }
 
 /// The supervisor's state.
 pub struct Supervisor {
     stack: RwLock<Arc<Stack>>,
     ctx: Arc<UnitCtx>,
-    /// By instance name.
-    units: Mutex<BTreeMap<String, UnitHandle>>,
-    /// Current size of each pool.
-    pools: Mutex<BTreeMap<String, u32>>,
+    registry: Registry,
     shutdown: watch::Sender<bool>,
     /// Things the next `start` should tell the operator (what a killed
     /// predecessor left and this supervisor stopped).
@@ -100,13 +92,10 @@ impl Supervisor {
     pub fn new(stack: Stack, echo: Option<Echo>) -> Arc<Supervisor> {
         let state = StateDir::new(&stack.state_dir);
         let pid = std::process::id() as i32;
-        let base_env = std::env::vars()
-            .filter(|(k, _)| !k.starts_with("STACKCTL_") || k == "STACKCTL_TEST_MARKER")
-            .filter(|(k, _)| k != "NOTIFY_SOCKET")
-            .collect();
+        let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
         let ctx = Arc::new(UnitCtx {
             stack_name: stack.name.clone(),
-            stack_id: stack_id(&stack.state_dir),
+            stack_id: state.stack_id(),
             state,
             supervisor_pid: pid,
             base_env,
@@ -114,17 +103,11 @@ impl Supervisor {
             echo,
             closing: std::sync::atomic::AtomicBool::new(false),
         });
-        let pools = stack
-            .processes
-            .iter()
-            .filter_map(|p| p.replicas.map(|n| (p.name.clone(), n)))
-            .collect();
         let (shutdown, _) = watch::channel(false);
         Arc::new(Supervisor {
+            registry: Registry::new(&stack),
             stack: RwLock::new(Arc::new(stack)),
             ctx,
-            units: Mutex::new(BTreeMap::new()),
-            pools: Mutex::new(pools),
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
             notices: Mutex::new(Vec::new()),
@@ -137,12 +120,8 @@ impl Supervisor {
         self.stack.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn units(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UnitHandle>> {
-        self.units.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    fn set_stack(&self, stack: Stack) {
+        *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stack);
     }
 
     /// Queues a line for the next `start` to show.
@@ -158,55 +137,8 @@ impl Supervisor {
         self.shutdown.subscribe()
     }
 
-    /// The instances `process` has now (a pool: its current size).
-    fn instances(&self, spec: &ProcessSpec) -> Vec<Instance> {
-        let n = spec
-            .replicas
-            .map(|d| self.pools().get(&spec.name).copied().unwrap_or(d));
-        plan::instances(&spec.name, n)
-    }
-
-    /// The unit of `inst`, created if needed.
-    fn unit(&self, spec: &ProcessSpec, inst: &Instance) -> UnitHandle {
-        let mut units = self.units();
-        units
-            .entry(inst.name.clone())
-            .or_insert_with(|| {
-                UnitHandle::spawn(self.ctx.clone(), Arc::new(spec.clone()), inst.clone())
-            })
-            .clone()
-    }
-
     fn select(&self, stack: &Stack, names: &[String]) -> Result<Selection, Error> {
-        plan::select(stack, names).map_err(|unknown| {
-            let list: Vec<String> = unknown.iter().map(|u| format!("`{}`", u.name)).collect();
-            let hint = unknown
-                .iter()
-                .find_map(|u| {
-                    u.suggestion
-                        .as_ref()
-                        .map(|s| format!("did you mean `{s}`?"))
-                })
-                .or_else(|| {
-                    Some(format!(
-                        "the stack has: {}",
-                        stack
-                            .processes
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                });
-            Error::Usage {
-                message: format!(
-                    "no process named {} in stack {}",
-                    list.join(", "),
-                    stack.name
-                ),
-                hint,
-            }
-        })
+        plan::select(stack, names).map_err(|unknown| unknown_names(stack, &unknown))
     }
 
     /// Brings `names` (default: everything) up with their dependencies.
@@ -225,196 +157,37 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
-        let notices: Vec<(String, String)> =
-            std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
-        for (name, msg) in notices {
-            progress(tx, &name, Step::Info, msg);
-        }
+        self.tell_notices(tx);
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut wanted: Vec<String> = sel.processes.clone();
         wanted.extend(sel.members.keys().cloned());
         let closure = plan::closure(&stack, &wanted);
-        let missing: Vec<(String, String)> = crate::config::env::missing_required_env(&stack)
-            .into_iter()
-            .filter(|(p, _)| closure.contains(p))
-            .collect();
-        if !missing.is_empty() {
-            let list: Vec<String> = missing
-                .iter()
-                .map(|(p, v)| format!("{v} (required by {p})"))
-                .collect();
-            return Err(Error::Usage {
-                message: format!("required environment variables are unset or empty: {}", list.join(", ")),
-                hint: Some("the supervisor checks the environment it was started with: put them in an env_file and `stackctl reload`, or `stackctl stop` and start again with them set; nothing was started".into()),
-            });
-        }
+        refuse_missing_env(&stack, &closure)?;
         for (name, n) in scale {
             let Some(spec) = stack.process(name) else {
                 return Err(Error::usage(format!(
                     "--scale {name}={n}: no process named `{name}`"
                 )));
             };
-            check_pool_size(spec, *n)?;
+            pool::check_pool_size(spec, *n)?;
         }
         // `--scale` sets the pool's size: members above it are stopped
         // (gracefully, as `scale` does), not left running outside the pool.
         for (name, n) in scale {
-            self.pools().insert(name.clone(), *n);
+            self.registry.resize(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
         self.bring_up(&stack, &closure, &sel, rerun, tx).await
     }
 
-    async fn bring_up(
-        &self,
-        stack: &Arc<Stack>,
-        closure: &[String],
-        sel: &Selection,
-        rerun: bool,
-        tx: &ProgressTx,
-    ) -> Result<(), Error> {
-        let mut cells: HashMap<String, Cell> = closure
-            .iter()
-            .map(|p| (p.clone(), watch::channel(None)))
-            .collect();
-        let mut tasks = JoinSet::new();
-        for pname in closure {
-            let Some(spec) = stack.process(pname) else {
-                continue;
-            };
-            let deps: Vec<(String, watch::Receiver<Option<bool>>)> = spec
-                .depends_on
-                .iter()
-                .filter_map(|d| cells.get(d).map(|(_, rx)| (d.clone(), rx.clone())))
-                .collect();
-            let Some((my_tx, _)) = cells.get(pname) else {
-                continue;
-            };
-            let my_tx = my_tx.clone();
-            // Named members of a pool start alone; a dependency starts whole.
-            let explicit_members = sel
-                .members
-                .get(pname)
-                .filter(|_| !sel.processes.contains(pname));
-            let handles: Vec<UnitHandle> = self
-                .instances(spec)
-                .into_iter()
-                .filter(|i| match (explicit_members, i.index) {
-                    (Some(set), Some(idx)) => set.contains(&idx),
-                    _ => true,
-                })
-                .map(|i| self.unit(spec, &i))
-                .collect();
-            let targeted = sel.processes.contains(pname) || sel.members.contains_key(pname);
-            let rerun_this = rerun && targeted;
-            let tx = tx.clone();
-            let pname = pname.clone();
-            tasks.spawn(async move {
-                for (dep, mut rx) in deps {
-                    let ok = rx
-                        .wait_for(Option::is_some)
-                        .await
-                        .map(|v| *v == Some(true))
-                        .unwrap_or(false);
-                    if !ok {
-                        // One line for a whole pool, not one per member.
-                        let who = match handles.as_slice() {
-                            [one] => one.inst.name.clone(),
-                            many => format!("{pname} ({} members)", many.len()),
-                        };
-                        progress(
-                            &tx,
-                            &who,
-                            Step::NotStarted,
-                            format!("not started: {dep} did not come up"),
-                        );
-                        // Not waiting any more: `stopped`, not `pending`.
-                        for h in &handles {
-                            if h.now().state == State::Pending {
-                                let _ = h.stop().await;
-                            }
-                        }
-                        let _ = my_tx.send(Some(false));
-                        return Outcome::NotStarted(pname);
-                    }
-                }
-                let mut starts = JoinSet::new();
-                for h in handles {
-                    let tx = tx.clone();
-                    starts.spawn(async move {
-                        let before = h.now().state;
-                        let t = Instant::now();
-                        let idle =
-                            before == State::Running || (before == State::Completed && !rerun_this);
-                        if !idle || rerun_this {
-                            progress(&tx, &h.inst.name, Step::Starting, "starting");
-                        }
-                        let r = if rerun_this {
-                            h.restart().await
-                        } else {
-                            h.start().await
-                        };
-                        let took = t.elapsed().as_secs_f64();
-                        match &r {
-                            Ok(()) => {
-                                let after = h.now().state;
-                                let (step, msg) = match (after, before, rerun_this) {
-                                    (State::Running, State::Running, false) => {
-                                        (Step::Ready, "already running".to_string())
-                                    }
-                                    (State::Completed, State::Completed, false) => {
-                                        (Step::Completed, "already completed".to_string())
-                                    }
-                                    (State::Completed, _, _) => {
-                                        (Step::Completed, format!("completed in {took:.1}s"))
-                                    }
-                                    _ => (Step::Ready, format!("ready in {took:.1}s")),
-                                };
-                                progress(&tx, &h.inst.name, step, msg);
-                            }
-                            Err(f) => progress(
-                                &tx,
-                                &h.inst.name,
-                                Step::Failed,
-                                format!("failed: {}", f.reason),
-                            ),
-                        }
-                        (h, r)
-                    });
-                }
-                let mut failed = Vec::new();
-                while let Some(res) = starts.join_next().await {
-                    if let Ok((h, Err(f))) = res {
-                        failed.push((h.inst.name.clone(), h.log_path.clone(), f.reason));
-                    }
-                }
-                let _ = my_tx.send(Some(failed.is_empty()));
-                if failed.is_empty() {
-                    Outcome::Up
-                } else {
-                    Outcome::Failed(failed)
-                }
-            });
+    fn tell_notices(&self, tx: &ProgressTx) {
+        let notices: Vec<(String, String)> =
+            std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, msg) in notices {
+            progress(tx, &name, Step::Info, msg);
         }
-        cells.clear();
-        let mut failed = Vec::new();
-        let mut not_started = Vec::new();
-        while let Some(res) = tasks.join_next().await {
-            match res {
-                Ok(Outcome::Up) => {}
-                Ok(Outcome::Failed(f)) => failed.extend(f),
-                Ok(Outcome::NotStarted(p)) => not_started.push(p),
-                Err(e) => failed.push(("(internal)".into(), Default::default(), e.to_string())),
-            }
-        }
-        if failed.is_empty() {
-            return Ok(());
-        }
-        failed.sort();
-        not_started.sort_by_key(|n| closure.iter().position(|c| c == n));
-        Err(start_failure(&failed, &not_started))
     }
 
     /// Stops `names` (default: everything) in reverse dependency order.
@@ -424,120 +197,8 @@ impl Supervisor {
     pub async fn stop(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
-        let handles: Vec<UnitHandle> = self
-            .units()
-            .values()
-            .filter(|h| sel.contains(&h.inst))
-            .cloned()
-            .collect();
+        let handles = self.registry.matching(|h| sel.contains(&h.inst));
         self.bring_down(&stack, handles, tx).await
-    }
-
-    async fn bring_down(
-        &self,
-        stack: &Stack,
-        handles: Vec<UnitHandle>,
-        tx: &ProgressTx,
-    ) -> Result<(), Error> {
-        let mut by_process: BTreeMap<String, Vec<UnitHandle>> = BTreeMap::new();
-        for h in handles {
-            by_process
-                .entry(h.inst.process.clone())
-                .or_default()
-                .push(h);
-        }
-        let names: Vec<String> = by_process
-            .values()
-            .flatten()
-            .map(|h| h.inst.name.clone())
-            .collect();
-        let cells: HashMap<String, (watch::Sender<bool>, watch::Receiver<bool>)> = by_process
-            .keys()
-            .map(|p| (p.clone(), watch::channel(false)))
-            .collect();
-        let mut tasks = JoinSet::new();
-        for (pname, hs) in by_process {
-            // Wait for everything in the stop set that depends on this one.
-            let waits: Vec<watch::Receiver<bool>> = plan::dependents(stack, &pname)
-                .iter()
-                .filter_map(|d| cells.get(d).map(|(_, rx)| rx.clone()))
-                .collect();
-            let Some((done, _)) = cells.get(&pname) else {
-                continue;
-            };
-            let done = done.clone();
-            let tx = tx.clone();
-            tasks.spawn(async move {
-                for mut w in waits {
-                    let _ = w.wait_for(|d| *d).await;
-                }
-                let mut stops = JoinSet::new();
-                for h in hs {
-                    let tx = tx.clone();
-                    stops.spawn(async move {
-                        let had = h.now().state.has_process();
-                        if had {
-                            progress(&tx, &h.inst.name, Step::Stopping, "stopping");
-                        }
-                        let t = Instant::now();
-                        let r = h.stop().await;
-                        if had {
-                            progress(
-                                &tx,
-                                &h.inst.name,
-                                Step::Stopped,
-                                format!("stopped in {:.1}s", t.elapsed().as_secs_f64()),
-                            );
-                        }
-                        (h.inst.name.clone(), r)
-                    });
-                }
-                let mut survivors = Vec::new();
-                while let Some(Ok((name, r))) = stops.join_next().await {
-                    if !r.survivors.is_empty() {
-                        survivors.push((name, r.survivors));
-                    }
-                }
-                let _ = done.send(true);
-                survivors
-            });
-        }
-        let mut survivors: Vec<(String, Vec<i32>)> = Vec::new();
-        while let Some(res) = tasks.join_next().await {
-            if let Ok(s) = res {
-                survivors.extend(s);
-            }
-        }
-        // Processes that left their group but kept the stack's mark.
-        let escaped = sweep(
-            &self.ctx.stack_id,
-            &names,
-            stack.stop_timeout.min(Duration::from_secs(10)),
-        )
-        .await;
-        for (name, pid) in escaped.stopped {
-            progress(
-                tx,
-                &name,
-                Step::Info,
-                format!("stopped pid {pid}, which had left its process group"),
-            );
-        }
-        for (name, pid) in escaped.survivors {
-            survivors.push((name, vec![pid]));
-        }
-        if survivors.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = survivors
-            .iter()
-            .map(|(n, p)| format!("{n} (pids {p:?})"))
-            .collect();
-        Err(Error::Failed {
-            message: format!("could not stop {}", list.join(", ")),
-            hint: Some("they survived SIGKILL (uninterruptible sleep?); check `ps -o pid,stat,wchan -p PID`".into()),
-            detail: None,
-        })
     }
 
     /// Stops `names` and starts them again (default: the whole stack, tasks
@@ -551,48 +212,18 @@ impl Supervisor {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         if names.is_empty() {
-            let all: Vec<UnitHandle> = self.units().values().cloned().collect();
-            self.bring_down(&stack, all, tx).await?;
+            self.bring_down(&stack, self.registry.all(), tx).await?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
-        // Pools named whole: a rolling restart, member by member.
         let mut rest = Vec::new();
         for p in &sel.processes {
             match stack.process(p) {
-                Some(spec) if spec.is_pool() => {
-                    for inst in self.instances(spec) {
-                        let h = self.unit(spec, &inst);
-                        progress(tx, &inst.name, Step::Starting, "restarting");
-                        let t = Instant::now();
-                        match h.restart().await {
-                            Ok(()) => progress(
-                                tx,
-                                &inst.name,
-                                Step::Ready,
-                                format!("ready in {:.1}s", t.elapsed().as_secs_f64()),
-                            ),
-                            Err(f) => {
-                                progress(
-                                    tx,
-                                    &inst.name,
-                                    Step::Failed,
-                                    format!("failed: {}", f.reason),
-                                );
-                                return Err(start_failure(
-                                    &[(inst.name.clone(), h.log_path.clone(), f.reason)],
-                                    &[],
-                                ));
-                            }
-                        }
-                    }
-                }
+                Some(spec) if spec.is_pool() => self.roll(spec, tx).await?,
                 _ => rest.push(p.clone()),
             }
         }
         for (p, members) in &sel.members {
-            for m in members {
-                rest.push(format!("{p}.{m}"));
-            }
+            rest.extend(members.iter().map(|m| format!("{p}.{m}")));
         }
         if rest.is_empty() {
             return Ok(());
@@ -600,83 +231,34 @@ impl Supervisor {
         self.start(&rest, &BTreeMap::new(), true, tx).await
     }
 
-    /// Resizes pool `name` to `count` (`N`, `+K`, `-K`).
-    ///
-    /// # Errors
-    /// Unknown name, a task or not a pool, a size out of bounds (2); a new
-    /// member that failed to start, a member that could not be stopped (1).
-    pub async fn scale(&self, name: &str, count: &str, tx: &ProgressTx) -> Result<u32, Error> {
-        self.refuse_if_stopping()?;
-        let stack = self.stack();
-        let Some(spec) = stack.process(name) else {
-            let sel = self.select(&stack, &[name.to_string()]);
-            return Err(sel
-                .err()
-                .unwrap_or_else(|| Error::usage(format!("no pool named `{name}`"))));
-        };
-        if spec.kind == Kind::Task {
-            return Err(Error::Usage {
-                message: format!("`{name}` is a task; only services can be scaled"),
-                hint: None,
-            });
+    /// Restarts a pool member by member, each ready before the next.
+    async fn roll(&self, spec: &crate::config::ProcessSpec, tx: &ProgressTx) -> Result<(), Error> {
+        for inst in self.registry.instances(spec) {
+            let h = self.registry.unit(&self.ctx, spec, &inst);
+            progress(tx, &inst.name, Step::Starting, "restarting");
+            let t = std::time::Instant::now();
+            match h.restart().await {
+                Ok(()) => progress(
+                    tx,
+                    &inst.name,
+                    Step::Ready,
+                    format!("ready in {:.1}s", t.elapsed().as_secs_f64()),
+                ),
+                Err(f) => {
+                    progress(
+                        tx,
+                        &inst.name,
+                        Step::Failed,
+                        format!("failed: {}", f.reason),
+                    );
+                    return Err(order::start_failure(
+                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                        &[],
+                    ));
+                }
+            }
         }
-        if !spec.is_pool() {
-            return Err(Error::Usage {
-                message: format!("`{name}` is not a pool"),
-                hint: Some(format!(
-                    "give [service.{name}] a `replicas = N` to make it a pool"
-                )),
-            });
-        }
-        let current = self.instances(spec).len() as u32;
-        let target = parse_count(count, current)?;
-        check_pool_size(spec, target)?;
-        if target > current {
-            self.pools().insert(name.to_string(), target);
-            let members: std::collections::BTreeSet<u32> = (current + 1..=target).collect();
-            let sel = Selection {
-                processes: Vec::new(),
-                members: [(name.to_string(), members)].into_iter().collect(),
-            };
-            let closure = plan::closure(&stack, &[name.to_string()]);
-            self.bring_up(&stack, &closure, &sel, false, tx).await?;
-        } else {
-            self.pools().insert(name.to_string(), target);
-            self.shrink_to(&stack, name, target, tx).await?;
-        }
-        tracing::info!(process = %name, "scaled from {current} to {target}");
-        Ok(target)
-    }
-
-    /// Stops every member of pool `name` numbered above `target` and
-    /// forgets it. Every member, not just those up to the recorded size:
-    /// members above it may still run (a `start --scale` that lowered the
-    /// size used to leave them), and `scale 0` must leave none.
-    async fn shrink_to(
-        &self,
-        stack: &Stack,
-        name: &str,
-        target: u32,
-        tx: &ProgressTx,
-    ) -> Result<(), Error> {
-        let mut doomed: Vec<UnitHandle> = self
-            .units()
-            .values()
-            .filter(|h| h.inst.process == name && h.inst.index.is_some_and(|i| i > target))
-            .cloned()
-            .collect();
-        if doomed.is_empty() {
-            return Ok(());
-        }
-        doomed.sort_by_key(|h| std::cmp::Reverse(h.inst.index));
-        let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
-        let r = self.bring_down(stack, doomed, tx).await;
-        let mut units = self.units();
-        for n in names {
-            units.remove(&n);
-        }
-        drop(units);
-        r
+        Ok(())
     }
 
     /// The status document for `names` (default: all).
@@ -686,44 +268,16 @@ impl Supervisor {
     pub fn status(&self, names: &[String]) -> Result<StatusDoc, Error> {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
-        let units = self.units().clone();
         let mut processes = Vec::new();
         for spec in &stack.processes {
-            let mut insts = self.instances(spec);
-            // Members still being drained after a shrink are shown too.
-            for h in units.values() {
-                if h.inst.process == spec.name && !insts.contains(&h.inst) {
-                    insts.push(h.inst.clone());
-                }
-            }
-            insts.sort_by_key(|i| i.index);
-            for inst in insts {
+            for (inst, unit) in self.registry.shown(spec) {
                 if !sel.contains(&inst) {
                     continue;
                 }
-                processes.push(match units.get(&inst.name) {
-                    Some(h) => {
-                        let mut st = unit_status(spec, &inst, &h.now());
-                        if let Some(err) = h.log.get().and_then(|l| l.last_error()) {
-                            st.message = Some(format!("log: {err}"));
-                        }
-                        st
-                    }
-                    None => ProcessStatus {
-                        name: inst.name.clone(),
-                        kind: spec.kind,
-                        pool: inst.index.map(|_| spec.name.clone()),
-                        instance: inst.index,
-                        pid: None,
-                        state: State::Stopped,
-                        ready: false,
-                        restarts: 0,
-                        uptime_s: None,
-                        rss_mb: None,
-                        exit_code: None,
-                        message: None,
-                    },
-                });
+                let observed = unit
+                    .as_ref()
+                    .map_or_else(Observed::nothing, UnitHandle::observed);
+                processes.push(observed.status(&inst, spec.kind));
             }
         }
         Ok(StatusDoc {
@@ -758,39 +312,19 @@ impl Supervisor {
                 hint: Some("`stackctl stop`, then `stackctl start`".into()),
             });
         }
-        let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        let mut resized = Vec::new();
-        let mut added = Vec::new();
-        for p in &old.processes {
-            match new.process(&p.name) {
-                None => removed.push(p.name.clone()),
-                Some(n) if fingerprint(n) != fingerprint(p) => changed.push(p.name.clone()),
-                Some(n) if n.replicas != p.replicas => resized.push((p.name.clone(), n.replicas)),
-                Some(_) => {}
-            }
-        }
-        for p in &new.processes {
-            if old.process(&p.name).is_none() {
-                added.push(p.name.clone());
-            }
-        }
-        if removed.is_empty() && changed.is_empty() && resized.is_empty() && added.is_empty() {
+        let changes = reload::Changes::between(&old, &new);
+        if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
             // fingerprint (`max_replicas`) may have changed: keep the new file.
-            *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+            self.set_stack(new);
             progress(tx, "stack", Step::Info, "no change");
             tracing::info!("reload: no change");
             return Ok(());
         }
-        // Stop what was removed or changed (remembering what was active).
-        let doomed: Vec<UnitHandle> = self
-            .units()
-            .values()
-            .filter(|h| removed.contains(&h.inst.process) || changed.contains(&h.inst.process))
-            .cloned()
-            .collect();
-        let was_active: Vec<String> = changed
+        // Stop what was removed or changed, remembering what was active.
+        let doomed = self.registry.matching(|h| changes.drops(&h.inst.process));
+        let was_active: Vec<String> = changes
+            .changed
             .iter()
             .filter(|c| {
                 doomed.iter().any(|h| {
@@ -804,41 +338,32 @@ impl Supervisor {
             .cloned()
             .collect();
         let down = self.bring_down(&old, doomed, tx).await;
-        {
-            let mut units = self.units();
-            units.retain(|_, h| {
-                !removed.contains(&h.inst.process) && !changed.contains(&h.inst.process)
-            });
+        for name in changes.removed.iter().chain(&changes.changed) {
+            self.registry
+                .reset(name, new.process(name).and_then(|p| p.replicas));
         }
-        {
-            let mut pools = self.pools();
-            for r in removed.iter().chain(&changed) {
-                pools.remove(r);
-            }
-            for p in new.processes.iter() {
-                if let (Some(n), true) = (
-                    p.replicas,
-                    added.contains(&p.name) || changed.contains(&p.name),
-                ) {
-                    pools.insert(p.name.clone(), n);
-                }
+        for name in &changes.added {
+            if let Some(n) = new.process(name).and_then(|p| p.replicas) {
+                self.registry.resize(name, n);
             }
         }
-        *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        for r in &removed {
+        self.set_stack(new);
+        for r in &changes.removed {
             progress(tx, r, Step::Info, "removed from the stack file");
         }
         down?;
-        for (name, n) in &resized {
-            let count = n.unwrap_or(1).to_string();
-            self.scale(name, &count, tx).await?;
+        for (name, n) in &changes.resized {
+            self.scale(name, &n.unwrap_or(1).to_string(), tx).await?;
         }
-        let mut to_start = added.clone();
-        to_start.extend(was_active);
         tracing::info!(
-            "reload: added {added:?}, removed {removed:?}, changed {changed:?}, resized {:?}",
-            resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
+            "reload: added {:?}, removed {:?}, changed {:?}, resized {:?}",
+            changes.added,
+            changes.removed,
+            changes.changed,
+            changes.resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
         );
+        let mut to_start = changes.added.clone();
+        to_start.extend(was_active);
         if to_start.is_empty() {
             return Ok(());
         }
@@ -860,17 +385,7 @@ impl Supervisor {
         // brought a unit back up; stop again until none is active, so that
         // nothing outlives the supervisor unsupervised.
         for _ in 0..5 {
-            let active: Vec<UnitHandle> = self
-                .units()
-                .values()
-                .filter(|h| {
-                    !matches!(
-                        h.now().state,
-                        State::Stopped | State::Completed | State::Failed
-                    )
-                })
-                .cloned()
-                .collect();
+            let active = self.registry.matching(|h| !h.now().state.is_at_rest());
             if active.is_empty() {
                 break;
             }
@@ -899,7 +414,7 @@ impl Supervisor {
 
     /// SIGKILLs every process group at once (a second Ctrl-C).
     pub fn kill_all_now(&self) {
-        for h in self.units().values() {
+        for h in self.registry.all() {
             if let Some(pid) = h.now().pid {
                 let _ = crate::spawn::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -907,282 +422,104 @@ impl Supervisor {
     }
 }
 
-/// What makes two versions of a process the same, for `reload`: every
-/// setting but the pool size (a changed `replicas` is a resize, not a
-/// restart). Compared, never printed: it holds env values.
-fn fingerprint(p: &ProcessSpec) -> String {
-    let mut q = p.clone();
-    q.replicas = q.replicas.map(|_| 0);
-    q.max_replicas = None;
-    format!("{q:?}|{:?}", p.env.0)
-}
-
-enum Outcome {
-    Up,
-    Failed(Vec<(String, std::path::PathBuf, String)>),
-    NotStarted(String),
-}
-
-fn parse_count(count: &str, current: u32) -> Result<u32, Error> {
-    let bad = || Error::Usage {
-        message: format!("`{count}` is not a pool size"),
-        hint: Some(
-            "give N, +K or -K (e.g. `stackctl scale worker 4`, `stackctl scale worker -- -1`)"
-                .into(),
-        ),
-    };
-    let t = count.trim();
-    if let Some(k) = t.strip_prefix('+') {
-        let k: u32 = k.parse().map_err(|_| bad())?;
-        Ok(current.saturating_add(k))
-    } else if let Some(k) = t.strip_prefix('-') {
-        let k: u32 = k.parse().map_err(|_| bad())?;
-        current.checked_sub(k).ok_or_else(|| Error::Usage {
-            message: format!("cannot shrink by {k}: the pool has {current} members"),
-            hint: None,
+/// The error for names the stack does not have, with the closest name or
+/// the list of names.
+fn unknown_names(stack: &Stack, unknown: &[plan::UnknownName]) -> Error {
+    let list: Vec<String> = unknown.iter().map(|u| format!("`{}`", u.name)).collect();
+    let hint = unknown
+        .iter()
+        .find_map(|u| {
+            u.suggestion
+                .as_ref()
+                .map(|s| format!("did you mean `{s}`?"))
         })
-    } else {
-        t.parse().map_err(|_| bad())
-    }
-}
-
-/// A pool may not exceed `max_replicas` (or a sanity limit of 1000).
-fn check_pool_size(spec: &ProcessSpec, n: u32) -> Result<(), Error> {
-    if !spec.is_pool() {
-        return Err(Error::Usage {
-            message: format!("`{}` is not a pool", spec.name),
-            hint: Some(format!(
-                "give [service.{}] a `replicas = N` to make it a pool",
-                spec.name
-            )),
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = stack.processes.iter().map(|p| p.name.as_str()).collect();
+            format!("the stack has: {}", names.join(", "))
         });
-    }
-    let max = spec.max_replicas.unwrap_or(1000);
-    if n > max {
-        return Err(Error::Usage {
-            message: format!(
-                "{} members is more than {}'s max_replicas of {max}",
-                n, spec.name
-            ),
-            hint: Some(format!("raise max_replicas in [service.{}]", spec.name)),
-        });
-    }
-    Ok(())
-}
-
-fn unit_status(spec: &ProcessSpec, inst: &Instance, s: &unit::UnitStatus) -> ProcessStatus {
-    let live = s.state.has_process();
-    let rss = if live {
-        s.pid.and_then(crate::spawn::identity::rss_bytes)
-    } else {
-        None
-    };
-    ProcessStatus {
-        name: inst.name.clone(),
-        kind: spec.kind,
-        pool: inst.index.map(|_| spec.name.clone()),
-        instance: inst.index,
-        pid: if live { s.pid } else { None },
-        state: s.state,
-        ready: s.ready && (s.state == State::Running || s.state == State::Completed),
-        restarts: s.restarts,
-        uptime_s: if live {
-            s.since.map(|t| t.elapsed().as_secs_f64())
-        } else {
-            None
-        },
-        rss_mb: rss.map(|b| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0),
-        exit_code: s.exit.map(crate::spawn::Exit::code),
-        message: s.message.clone(),
+    Error::Usage {
+        message: format!(
+            "no process named {} in stack {}",
+            list.join(", "),
+            stack.name
+        ),
+        hint: Some(hint),
     }
 }
 
-/// How many log lines a failed start shows.
-pub const FAILURE_LOG_LINES: usize = 20;
-
-fn start_failure(failed: &[(String, std::path::PathBuf, String)], not_started: &[String]) -> Error {
-    let names: Vec<&str> = failed.iter().map(|(n, _, _)| n.as_str()).collect();
-    let mut detail = String::new();
-    for (name, log, reason) in failed {
-        detail.push_str(&format!("{name}: {reason}\n"));
-        let lines = crate::logs::tail(log, FAILURE_LOG_LINES).unwrap_or_default();
-        if lines.is_empty() {
-            detail.push_str(&format!("  ({} is empty)\n", log.display()));
-        } else {
-            detail.push_str(&format!(
-                "── last {} lines of {} ──\n",
-                lines.len(),
-                log.display()
-            ));
-            for l in lines {
-                detail.push_str(&l);
-                detail.push('\n');
-            }
-            detail.push_str("──\n");
-        }
-    }
-    if !not_started.is_empty() {
-        detail.push_str(&format!(
-            "not started (they depend on it): {}\n",
-            not_started.join(", ")
-        ));
-    }
-    Error::Failed {
-        message: format!("failed to start {}", names.join(", ")),
-        hint: Some(format!(
-            "`stackctl logs {}` for more",
-            names[0].split('.').next().unwrap_or(names[0])
-        )),
-        detail: Some(detail),
-    }
-}
-
-/// What [`sweep`] found.
-#[derive(Debug, Default)]
-pub struct Swept {
-    pub stopped: Vec<(String, i32)>,
-    pub survivors: Vec<(String, i32)>,
-}
-
-/// Stops every live process of the stack `stack_id` whose
-/// `STACKCTL_PROCESS` is one of `names`: SIGTERM, then SIGKILL after
-/// `grace`.
-pub async fn sweep(stack_id: &str, names: &[String], grace: Duration) -> Swept {
-    let found: Vec<(i32, String)> = crate::spawn::identity::stack_members(stack_id)
+/// A start of `closure` is refused while a variable it requires is unset:
+/// the supervisor checks the environment it was started with.
+fn refuse_missing_env(stack: &Stack, closure: &[String]) -> Result<(), Error> {
+    let missing: Vec<String> = crate::config::env::missing_required_env(stack)
         .into_iter()
-        .filter(|(_, p)| names.contains(p))
+        .filter(|(p, _)| closure.contains(p))
+        .map(|(p, v)| format!("{v} (required by {p})"))
         .collect();
-    let mut out = Swept::default();
-    if found.is_empty() {
-        return out;
+    if missing.is_empty() {
+        return Ok(());
     }
-    for (pid, _) in &found {
-        let _ = crate::spawn::signal_pid(*pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    let mut step = Duration::from_millis(2);
-    while found
-        .iter()
-        .any(|(p, _)| crate::spawn::identity::is_alive(*p))
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(step).await;
-        step = (step * 2).min(Duration::from_millis(50));
-    }
-    for (pid, _) in &found {
-        if crate::spawn::identity::is_alive(*pid) {
-            let _ = crate::spawn::signal_pid(*pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-    let hard = Instant::now() + Duration::from_secs(2);
-    while found
-        .iter()
-        .any(|(p, _)| crate::spawn::identity::is_alive(*p))
-        && Instant::now() < hard
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for (pid, name) in found {
-        if crate::spawn::identity::is_alive(pid) {
-            out.survivors.push((name, pid));
-        } else {
-            out.stopped.push((name, pid));
-        }
-    }
-    out
+    Err(Error::Usage {
+        message: format!(
+            "required environment variables are unset or empty: {}",
+            missing.join(", ")
+        ),
+        hint: Some("the supervisor checks the environment it was started with: put them in an env_file and `stackctl reload`, or `stackctl stop` and start again with them set; nothing was started".into()),
+    })
 }
 
-/// Serves one control connection.
-pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
-    if !crate::control::server::peer_is_us(&stream) {
-        tracing::warn!("refused a control connection from another user");
-        return;
-    }
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(tokio::io::AsyncReadExt::take(r, 1 << 20));
-    let mut line = String::new();
-    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-        return;
-    }
-    let env: crate::control::protocol::Envelope = match serde_json::from_str(&line) {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = write(&mut w, &done_err(Error::usage(format!("bad request: {e}")))).await;
-            return;
-        }
-    };
-    if env.v != VERSION {
-        let _ = write(
-            &mut w,
-            &done_err(Error::Usage {
-                message: format!(
-                    "this supervisor speaks protocol v{VERSION}, the client v{}",
-                    env.v
-                ),
-                hint: Some(
-                    "stop the stack with the old binary, then start it with the new one".into(),
-                ),
-            }),
-        )
-        .await;
-        return;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
-    let req = env.req;
-    let is_shutdown = matches!(&req, Request::Stop { names } if names.is_empty());
-    let sup2 = sup.clone();
-    let op = tokio::spawn(async move {
-        match req {
-            Request::Ping => Ok(None),
-            Request::Status { names } => sup2.status(&names).map(Some),
-            Request::Start { names, scale } => {
-                sup2.start(&names, &scale, false, &tx).await.map(|_| None)
-            }
-            Request::Stop { names } if names.is_empty() => sup2.shutdown(&tx).await.map(|_| None),
-            Request::Stop { names } => sup2.stop(&names, &tx).await.map(|_| None),
-            Request::Restart { names } => sup2.restart(&names, &tx).await.map(|_| None),
-            Request::Scale { name, count } => sup2.scale(&name, &count, &tx).await.map(|_| None),
-            Request::Reload => sup2.reload(&tx).await.map(|_| None),
-        }
-    });
-    while let Some(p) = rx.recv().await {
-        // The client may be gone (Ctrl-C); the operation goes on regardless.
-        let _ = write(&mut w, &Response::Progress(p)).await;
-    }
-    let result = match op.await {
-        Ok(r) => r,
-        Err(e) => Err(Error::failed(format!("internal error: {e}"))),
-    };
-    let resp = match result {
-        Ok(Some(doc)) => {
-            let _ = write(&mut w, &Response::Status(doc)).await;
-            Response::Done {
-                ok: true,
-                error: None,
-            }
-        }
-        Ok(None) => Response::Done {
-            ok: true,
-            error: None,
-        },
-        Err(e) => done_err(e),
-    };
-    let _ = write(&mut w, &resp).await;
-    let _ = w.shutdown().await;
-    if is_shutdown {
-        tracing::info!("stack stopped on request; supervisor exiting");
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn done_err(e: Error) -> Response {
-    Response::Done {
-        ok: false,
-        error: Some(ErrorBody::from(e)),
+    #[test]
+    fn stackctls_own_variables_never_reach_a_process() {
+        assert!(!inherited("STACKCTL_FILE"));
+        assert!(!inherited("STACKCTL_TEST_MARKER"));
+        assert!(!inherited("NOTIFY_SOCKET"));
+        assert!(inherited("PATH"));
+        assert!(inherited("SCTL_TEST_MARKER"));
     }
-}
 
-async fn write(w: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(r).map_err(std::io::Error::other)?;
-    s.push('\n');
-    w.write_all(s.as_bytes()).await
+    fn stack(toml: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stack.toml");
+        std::fs::write(&p, toml).unwrap();
+        crate::config::load(&p).unwrap()
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_closest_or_list_the_stack() {
+        let s = stack("[service.api]\ncommand = \"true\"\n[service.web]\ncommand = \"true\"\n");
+        let sel = plan::select(&s, &["apj".into()]).unwrap_err();
+        let e = unknown_names(&s, &sel);
+        assert_eq!(
+            e.to_string(),
+            format!("no process named `apj` in stack {}", s.name)
+        );
+        let Error::Usage { hint, .. } = e else {
+            panic!()
+        };
+        assert_eq!(hint.as_deref(), Some("did you mean `api`?"));
+        let sel = plan::select(&s, &["zzzzzz".into()]).unwrap_err();
+        let Error::Usage { hint, .. } = unknown_names(&s, &sel) else {
+            panic!()
+        };
+        assert_eq!(hint.as_deref(), Some("the stack has: api, web"));
+    }
+
+    #[tokio::test]
+    async fn status_shows_every_instance_before_anything_started() {
+        let s = stack("[task.migrate]\ncommand = \"true\"\n[service.worker]\ncommand = \"true\"\nreplicas = 2\n");
+        let sup = Supervisor::new(s, None);
+        let doc = sup.status(&[]).unwrap();
+        let names: Vec<&str> = doc.processes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["migrate", "worker.1", "worker.2"]);
+        assert!(doc
+            .processes
+            .iter()
+            .all(|p| p.state == State::Stopped && p.pid.is_none()));
+        let one = sup.status(&["worker.2".into()]).unwrap();
+        assert_eq!(one.processes.len(), 1);
+        assert!(sup.status(&["nope".into()]).is_err());
+    }
 }

@@ -5,17 +5,21 @@
 //! Every pid is checked against its recorded start time and boot id before
 //! it is believed or signalled: a pid file that outlived its process (a
 //! reboot, a crash) never makes stackctl signal a stranger.
+//!
+//! Owns: reading the pid files back into instances, and stopping what they
+//! prove is ours (through the one stop sequence, `spawn::terminate`, in
+//! reverse dependency order). Must not touch: pid-file writing (the units').
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::fsm::State;
 use crate::config::Stack;
-use crate::output::{ProcessStatus, StatusDoc, SupervisorInfo};
 use crate::plan::{self, Instance};
 use crate::spawn::identity::{self, PidRecord};
+use crate::spawn::{strays::Mark, How, StopReport, Target};
 use crate::state::StateDir;
+use crate::status::{Observed, State, StatusDoc, SupervisorInfo};
 
 /// The instances of `stack` that may have pid files: configured pool
 /// members plus any member number a pid file names.
@@ -74,17 +78,11 @@ fn known_instances(stack: &Stack, state: &StateDir) -> Vec<(Instance, Option<Pid
 }
 
 /// `status` from the pid files alone.
+///
+/// # Errors
+/// Unknown names (2).
 pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error::Error> {
-    let sel = plan::select(stack, names).map_err(|u| {
-        crate::error::Error::usage(format!(
-            "no process named {} in stack {}",
-            u.iter()
-                .map(|x| format!("`{}`", x.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            stack.name
-        ))
-    })?;
+    let sel = plan::select(stack, names).map_err(|u| super::unknown_names(stack, &u))?;
     let state = StateDir::new(&stack.state_dir);
     let mut processes = Vec::new();
     for (inst, rec) in known_instances(stack, &state) {
@@ -95,37 +93,8 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
         if spec.is_none() && rec.is_none() {
             continue;
         }
-        let live = rec.as_ref().filter(|r| r.is_live());
-        let message = match (&rec, live) {
-            (Some(r), None) => Some(format!(
-                "not running: pid {} from its pid file is gone (or is another process now)",
-                r.pid
-            )),
-            (_, Some(_)) => Some("unsupervised: its supervisor is gone".to_string()),
-            _ => None,
-        };
-        processes.push(ProcessStatus {
-            name: inst.name.clone(),
-            kind: spec.map_or(crate::config::Kind::Service, |p| p.kind),
-            pool: inst.index.map(|_| inst.process.clone()),
-            instance: inst.index,
-            pid: live.map(|r| r.pid),
-            state: if live.is_some() {
-                State::Running
-            } else {
-                State::Stopped
-            },
-            ready: false,
-            restarts: 0,
-            uptime_s: live
-                .and_then(|r| identity::uptime_of(r.start_ticks))
-                .map(|d| d.as_secs_f64()),
-            rss_mb: live
-                .and_then(|r| identity::rss_bytes(r.pid))
-                .map(|b| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0),
-            exit_code: None,
-            message,
-        });
+        let kind = spec.map_or(crate::config::Kind::Service, |p| p.kind);
+        processes.push(observe(rec.as_ref()).status(&inst, kind));
     }
     Ok(StatusDoc {
         stack: stack.name.clone(),
@@ -137,6 +106,33 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
     })
 }
 
+/// What a pid file proves: a live process of ours (running, unsupervised),
+/// or a process that is gone.
+fn observe(rec: Option<&PidRecord>) -> Observed {
+    let live = rec.filter(|r| r.is_live());
+    let message = match (rec, live) {
+        (Some(r), None) => Some(format!(
+            "not running: pid {} from its pid file is gone (or is another process now)",
+            r.pid
+        )),
+        (_, Some(_)) => Some("unsupervised: its supervisor is gone".to_string()),
+        _ => None,
+    };
+    Observed {
+        state: if live.is_some() {
+            State::Running
+        } else {
+            State::Stopped
+        },
+        pid: live.map(|r| r.pid),
+        ready: false,
+        restarts: 0,
+        uptime: live.and_then(|r| identity::uptime_of(r.start_ticks)),
+        exit_code: None,
+        message,
+    }
+}
+
 /// What an offline stop did.
 #[derive(Debug, Default)]
 pub struct Cleared {
@@ -146,81 +142,144 @@ pub struct Cleared {
     pub survivors: Vec<(String, i32)>,
 }
 
-/// Stops every live process the pid files (and the stack's environment
-/// mark) prove to be this stack's, gracefully then with SIGKILL, and removes
-/// their pid files. Blocking; used with no supervisor running.
-pub fn stop_all(stack: &Stack) -> Cleared {
+/// A live process to stop, with how its stack file says to stop it.
+struct Doomed {
+    name: String,
+    process: String,
+    pgid: i32,
+    how: How,
+}
+
+/// Stops every live process the pid files (and the stack's mark) prove to
+/// be this stack's, in reverse dependency order (what the stack file no
+/// longer names first), each through the one stop sequence with its own
+/// stop_signal and stop_timeout, and removes their pid files. For when no
+/// supervisor runs.
+pub async fn stop_all(stack: &Stack) -> Cleared {
     let state = StateDir::new(&stack.state_dir);
-    let mut targets: Vec<(String, i32, Signal, Duration)> = Vec::new();
-    for (inst, rec) in known_instances(stack, &state) {
-        // A process the stack file does not describe (now) gets the defaults.
-        let (sig, grace) = stack
-            .process(&inst.process)
-            .map_or((Signal::SIGTERM, stack.stop_timeout), |p| {
-                (p.stop_signal, p.stop_timeout)
+    let stack_id = state.stack_id();
+    let doomed = live_records(stack, &state);
+    let mut out = Cleared::default();
+    for level in stop_levels(stack, &doomed) {
+        let mut stops = tokio::task::JoinSet::new();
+        for d in level {
+            tracing::info!(process = %d.name, "stopping pid {} left by a previous supervisor", d.pgid);
+            let (name, pgid, how, id) = (d.name.clone(), d.pgid, d.how, stack_id.clone());
+            stops.spawn(async move {
+                let names = [name];
+                let target = Target {
+                    group: Some(pgid),
+                    strays: Some(Mark {
+                        stack_id: &id,
+                        instances: Some(&names),
+                    }),
+                };
+                let r = crate::spawn::terminate(target, how, std::future::pending()).await;
+                let [name] = names;
+                (name, pgid, r)
             });
-        match rec {
-            Some(r) if r.is_live() => {
-                targets.push((inst.name.clone(), r.pgid, sig, grace));
+        }
+        while let Some(Ok((name, pgid, r))) = stops.join_next().await {
+            record(&mut out, &name, pgid, &r);
+            if r.survivors.is_empty() {
+                let _ = std::fs::remove_file(state.pid_file(&name));
             }
+        }
+    }
+    // Whatever left its group but kept the stack's mark, under any name.
+    let everything = Target {
+        group: None,
+        strays: Some(Mark {
+            stack_id: &stack_id,
+            instances: None,
+        }),
+    };
+    let how = How {
+        signal: Signal::SIGTERM,
+        grace: stack.stop_timeout.min(Duration::from_secs(10)),
+    };
+    let r = crate::spawn::terminate(everything, how, std::future::pending()).await;
+    for (name, pid) in &r.strays {
+        if r.survivors.contains(pid) {
+            out.survivors.push((name.clone(), *pid));
+        } else {
+            out.stopped.push((name.clone(), *pid));
+        }
+    }
+    out
+}
+
+/// [`stop_all`] for a caller without a runtime (the CLI).
+///
+/// # Errors
+/// When a runtime cannot be made.
+pub fn stop_all_now(stack: &Stack) -> Result<Cleared, crate::error::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| crate::error::Error::failed(format!("cannot start a runtime: {e}")))?;
+    Ok(rt.block_on(stop_all(stack)))
+}
+
+/// Adds what stopping `name` (group `pgid`) did to `out`.
+fn record(out: &mut Cleared, name: &str, pgid: i32, r: &StopReport) {
+    if r.survivors.is_empty() {
+        out.stopped.push((name.to_string(), pgid));
+    } else {
+        out.survivors
+            .extend(r.survivors.iter().map(|p| (name.to_string(), *p)));
+    }
+    for (stray, pid) in &r.strays {
+        if !r.survivors.contains(pid) {
+            out.stopped.push((stray.clone(), *pid));
+        }
+    }
+}
+
+/// The live processes the pid files prove are ours (stale pid files are
+/// removed on the way).
+fn live_records(stack: &Stack, state: &StateDir) -> Vec<Doomed> {
+    let mut out = Vec::new();
+    for (inst, rec) in known_instances(stack, state) {
+        // A process the stack file does not describe (now) gets the defaults.
+        let how = stack.process(&inst.process).map_or(
+            How {
+                signal: Signal::SIGTERM,
+                grace: stack.stop_timeout,
+            },
+            |p| How {
+                signal: p.stop_signal,
+                grace: p.stop_timeout,
+            },
+        );
+        match rec {
+            Some(r) if r.is_live() => out.push(Doomed {
+                name: inst.name.clone(),
+                process: inst.process.clone(),
+                pgid: r.pgid,
+                how,
+            }),
             Some(_) => {
                 let _ = std::fs::remove_file(state.pid_file(&inst.name));
             }
             None => {}
         }
     }
-    let mut out = Cleared::default();
-    for (name, pgid, sig, _) in &targets {
-        tracing::info!(process = %name, "stopping pid {pgid} left by a previous supervisor");
-        let _ = crate::spawn::signal_group(*pgid, *sig);
-    }
-    let start = Instant::now();
-    let mut killed = vec![false; targets.len()];
-    loop {
-        let mut pending = false;
-        for (i, (_, pgid, _, grace)) in targets.iter().enumerate() {
-            if crate::spawn::group_exists(*pgid) {
-                if start.elapsed() >= *grace && !killed[i] {
-                    let _ = crate::spawn::signal_group(*pgid, Signal::SIGKILL);
-                    killed[i] = true;
-                }
-                pending = true;
-            }
-        }
-        let max_grace = targets.iter().map(|t| t.3).max().unwrap_or_default();
-        if !pending || start.elapsed() > max_grace + Duration::from_secs(5) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for (name, pgid, _, _) in targets {
-        if crate::spawn::group_exists(pgid) {
-            out.survivors.push((name, pgid));
-        } else {
-            let _ = std::fs::remove_file(state.pid_file(&name));
-            out.stopped.push((name, pgid));
-        }
-    }
-    // Whatever left its group but kept the stack's mark.
-    let id = super::stack_id(&stack.state_dir);
-    let strays = identity::stack_members(&id);
-    for (pid, _) in &strays {
-        let _ = crate::spawn::signal_pid(*pid, Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while strays.iter().any(|(p, _)| identity::is_alive(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for (pid, name) in strays {
-        if identity::is_alive(pid) {
-            let _ = crate::spawn::signal_pid(pid, Signal::SIGKILL);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if identity::is_alive(pid) {
-            out.survivors.push((name, pid));
-        } else {
-            out.stopped.push((name, pid));
-        }
-    }
     out
+}
+
+/// `doomed` grouped for stopping: what the stack file does not name first,
+/// then its start levels in reverse.
+fn stop_levels<'a>(stack: &Stack, doomed: &'a [Doomed]) -> Vec<Vec<&'a Doomed>> {
+    let order = crate::config::start_order(stack);
+    let level_of = |p: &str| order.iter().position(|l| l.iter().any(|n| n == p));
+    let mut levels: Vec<Vec<&Doomed>> = vec![Vec::new(); order.len() + 1];
+    for d in doomed {
+        match level_of(&d.process) {
+            Some(i) => levels[order.len() - i].push(d),
+            None => levels[0].push(d),
+        }
+    }
+    levels.retain(|l| !l.is_empty());
+    levels
 }

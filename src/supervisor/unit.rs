@@ -37,8 +37,9 @@ use crate::config::{Kind, LogSettings, ProbeKind, ProcessSpec};
 use crate::logs::{self, LogWriter, Pump, Tap};
 use crate::plan::Instance;
 use crate::probe::{self, LogWatch, NotifyMsg, NotifySocket, ProbeCtx};
-use crate::spawn::{self, identity::PidRecord, Exit};
+use crate::spawn::{self, identity::PidRecord, strays::Mark, Exit, How, StopReport, Target};
 use crate::state::StateDir;
+use crate::status::Observed;
 
 /// Prints a process's output line in `--foreground` mode.
 pub type Echo = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
@@ -93,12 +94,6 @@ pub struct StartFailure {
 
 /// The answer to a start.
 pub type StartResult = Result<(), StartFailure>;
-
-/// The answer to a stop: pids that survived SIGKILL (empty when all went).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StopReport {
-    pub survivors: Vec<i32>,
-}
 
 /// What a unit publishes.
 #[derive(Debug, Clone)]
@@ -201,6 +196,22 @@ impl UnitHandle {
     /// The current status.
     pub fn now(&self) -> UnitStatus {
         self.status.borrow().clone()
+    }
+
+    /// What `status` shows of it: its current status, and a failing log
+    /// (a full disk) as its message.
+    pub fn observed(&self) -> Observed {
+        let s = self.now();
+        let log_error = self.log.get().and_then(|l| l.last_error());
+        Observed {
+            state: s.state,
+            pid: s.pid,
+            ready: s.ready,
+            restarts: s.restarts,
+            uptime: s.since.map(|t| t.elapsed()),
+            exit_code: s.exit.map(Exit::code),
+            message: log_error.map(|e| format!("log: {e}")).or(s.message),
+        }
     }
 }
 
@@ -893,92 +904,83 @@ impl Unit {
         }
     }
 
-    /// After the leader exited on its own: nothing it left in its group may
-    /// linger (it would be a second copy after the restart), so the rest of
-    /// the group is killed at once; the pid file goes; and what it wrote
-    /// is drained into its log before the exit is acted on, so a failure's
-    /// log tail ends with its last line.
+    /// This instance's mark: how its processes are found outside its group.
+    fn mark(&self) -> Mark<'_> {
+        Mark {
+            stack_id: &self.ctx.stack_id,
+            instances: Some(std::slice::from_ref(&self.inst.name)),
+        }
+    }
+
+    /// After the leader exited on its own: nothing it left may linger (it
+    /// would be a second copy after the restart), so what is left of the
+    /// incarnation is killed at once — in its group, and, for a service,
+    /// outside it (a task may leave a daemon behind on purpose, `pg_ctl
+    /// start`: it is stopped with the stack). The pid file goes; and what
+    /// it wrote is drained into its log before the exit is acted on, so a
+    /// failure's log tail ends with its last line.
     async fn cleanup_after_exit(&self, child: &Child, pid_path: &std::path::Path) {
         if spawn::group_exists(child.pid) {
             tracing::info!(process = %self.name(), "killing what pid {} left in its group", child.pid);
-            let _ = spawn::signal_group(child.pid, Signal::SIGKILL);
         }
+        let strays = (self.spec.kind == Kind::Service).then(|| self.mark());
+        let target = Target {
+            group: Some(child.pid),
+            strays,
+        };
+        let report = spawn::terminate(target, How::KILL, async {}).await;
+        self.log_stop_findings(&report);
         let _ = std::fs::remove_file(pid_path);
-        // A task may leave a daemon behind on purpose (`pg_ctl start`); it
-        // is stopped with the stack. A service's leftovers are strays.
-        if self.spec.kind == Kind::Service {
-            let _ = self.sweep_escaped().await;
-        }
         drain(child.pump.as_ref()).await;
     }
 
-    /// Stops what this instance's process left outside its group (`setsid`,
-    /// a double fork), found by the stack id and instance name it
-    /// inherited. Runs once the group is gone and before any next attempt,
-    /// so that no attempt runs next to a previous one's leftovers. Returns
-    /// the pids that survived SIGKILL.
-    async fn sweep_escaped(&self) -> Vec<i32> {
-        let grace = self.spec.stop_timeout.min(Duration::from_secs(10));
-        let swept = super::sweep(
-            &self.ctx.stack_id,
-            std::slice::from_ref(&self.inst.name),
-            grace,
-        )
-        .await;
-        for (_, pid) in &swept.stopped {
+    fn log_stop_findings(&self, report: &StopReport) {
+        for (_, pid) in &report.strays {
             tracing::info!(process = %self.name(), "stopped pid {pid}, which had left its process group");
         }
-        swept.survivors.into_iter().map(|(_, p)| p).collect()
+        if !report.survivors.is_empty() {
+            tracing::error!(process = %self.name(), "still alive after SIGKILL: {:?}", report.survivors);
+        }
     }
 
-    /// Stops the child: stop_signal to the group, up to stop_timeout for the
-    /// group to empty, then SIGKILL to the group.
+    /// Stops the child and what it started, through the one stop sequence
+    /// (`spawn::terminate`): stop_signal, up to stop_timeout, SIGKILL.
     async fn stop_child(&mut self, child: &mut Child, pid_path: &std::path::Path) -> StopReport {
         self.set(|s| s.state = State::Stopping);
-        let pgid = child.pid;
-        let sig = self.spec.stop_signal;
-        let grace = self.spec.stop_timeout;
-        tracing::info!(process = %self.name(), "stopping pid {pgid} with {} (grace {})", sig.as_str(), humantime::format_duration(grace));
-        let mut survivors = stop_group(child, pgid, sig, grace).await;
-        survivors.extend(self.sweep_escaped().await);
-        if !survivors.is_empty() {
-            tracing::error!(process = %self.name(), "still alive after SIGKILL: {survivors:?}");
+        let how = How {
+            signal: self.spec.stop_signal,
+            grace: self.spec.stop_timeout,
+        };
+        tracing::info!(process = %self.name(), "stopping pid {} with {} (grace {})", child.pid, how.signal.as_str(), humantime::format_duration(how.grace));
+        let target = Target {
+            group: Some(child.pid),
+            strays: Some(self.mark()),
+        };
+        let report = spawn::terminate(target, how, async {
+            child.wait().await;
+        })
+        .await;
+        if report.killed {
+            tracing::warn!(process = %self.name(), "{}", killed_message(&how));
         }
+        self.log_stop_findings(&report);
         let _ = std::fs::remove_file(pid_path);
-        StopReport { survivors }
+        report
     }
+}
+
+/// What a stop that needed SIGKILL says, in `status` and `stackctl.log`.
+pub fn killed_message(how: &How) -> String {
+    format!(
+        "did not exit within its stop_timeout of {} after {}: killed with SIGKILL",
+        humantime::format_duration(how.grace),
+        how.signal.as_str()
+    )
 }
 
 /// Whether an exit restarts the process.
 fn why_restart(spec: &ProcessSpec, exit: Exit) -> bool {
     fsm::wants_restart(spec.restart, exit)
-}
-
-/// Signals group `pgid`, waits for the leader and the group, escalates.
-/// Returns the pids still alive at the end.
-async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) -> Vec<i32> {
-    let deadline = tokio::time::Instant::now() + grace;
-    let _ = spawn::signal_group(pgid, sig);
-    // A stopped (SIGSTOP) group would keep the signal pending for the whole
-    // grace period; wake it so it can act on it, as systemd does.
-    if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
-        let _ = spawn::signal_group(pgid, Signal::SIGCONT);
-    }
-    // The leader's exit is an event; the rest of the group is not, so it is
-    // checked on a short timer, only while stopping.
-    let _ = tokio::time::timeout_at(deadline, child.wait()).await;
-    wait_group_empty(pgid, deadline).await;
-    if child.exited.is_none() || spawn::group_exists(pgid) {
-        let _ = spawn::signal_group(pgid, Signal::SIGKILL);
-        let hard = tokio::time::Instant::now() + Duration::from_secs(5);
-        let _ = tokio::time::timeout_at(hard, child.wait()).await;
-        wait_group_empty(pgid, hard).await;
-    }
-    if spawn::group_exists(pgid) {
-        spawn::identity::group_and_descendants(pgid)
-    } else {
-        Vec::new()
-    }
 }
 
 /// Waits until the log pump has read its pipe to the end (every writer
@@ -988,14 +990,6 @@ async fn stop_group(child: &mut Child, pgid: i32, sig: Signal, grace: Duration) 
 async fn drain(pump: Option<&Pump>) {
     if let Some(p) = pump {
         let _ = tokio::time::timeout(Duration::from_secs(2), p.finished()).await;
-    }
-}
-
-async fn wait_group_empty(pgid: i32, deadline: tokio::time::Instant) {
-    let mut step = Duration::from_millis(2);
-    while spawn::group_exists(pgid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(step).await;
-        step = (step * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -1136,7 +1136,7 @@ impl Stranger {
         use std::os::unix::process::CommandExt;
         let child = std::process::Command::new("sleep")
             .arg("1000")
-            .env("STACKCTL_TEST_MARKER", &s.marker)
+            .env("SCTL_TEST_MARKER", &s.marker)
             .process_group(0)
             .stdin(Stdio::null())
             .spawn()

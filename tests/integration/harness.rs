@@ -23,7 +23,7 @@ pub fn bin() -> PathBuf {
 pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Put into every process's environment (through the supervisor) so the
-    /// cleanup can find strays: `STACKCTL_TEST_MARKER=<marker>`.
+    /// cleanup can find strays: `SCTL_TEST_MARKER=<marker>`.
     pub marker: String,
 }
 
@@ -106,7 +106,7 @@ impl Stack {
         let mut c = Command::new(bin());
         c.args(args)
             .current_dir(self.dir.path())
-            .env("STACKCTL_TEST_MARKER", &self.marker)
+            .env("SCTL_TEST_MARKER", &self.marker)
             .env_remove("STACKCTL_FILE")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
@@ -240,9 +240,9 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// Every live pid whose environment has `STACKCTL_TEST_MARKER=<marker>`.
+/// Every live pid whose environment has `SCTL_TEST_MARKER=<marker>`.
 pub fn marked_pids(marker: &str) -> Vec<i32> {
-    let needle = format!("STACKCTL_TEST_MARKER={marker}");
+    let needle = format!("SCTL_TEST_MARKER={marker}");
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return out;

@@ -1,6 +1,10 @@
-//! Running the supervisor: the single-supervisor flock, the subreaper, its
-//! own log, clearing what a killed predecessor left, the control socket,
-//! and signals.
+//! The supervisor process: the single-supervisor flock, the subreaper, its
+//! own log, clearing what a killed predecessor left, the control socket
+//! (served by `control::server`), and signals.
+//!
+//! Owns: wiring the [`Supervisor`] to the outside world for the life of
+//! the process. Must not touch: what operations do (the supervisor's), the
+//! wire format (`control`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,12 +17,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::unit::Echo;
-use super::Supervisor;
-use crate::control::protocol::{Progress, Step};
 use crate::error::Error;
 use crate::spawn::identity::PidRecord;
 use crate::state::StateDir;
+use crate::status::{Progress, Step};
+use crate::supervisor::unit::Echo;
+use crate::supervisor::Supervisor;
 
 /// How the supervisor runs.
 pub struct Options {
@@ -86,12 +90,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
 async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> Result<u8, Error> {
     // A killed predecessor's processes: stop them before starting anything,
     // so there is never a second copy.
-    let cleared = tokio::task::spawn_blocking({
-        let stack = stack.clone();
-        move || super::offline::stop_all(&stack)
-    })
-    .await
-    .unwrap_or_default();
+    let cleared = crate::supervisor::offline::stop_all(&stack).await;
     for (name, pid) in &cleared.stopped {
         tracing::warn!(process = %name, "stopped pid {pid}, left running by a previous supervisor");
     }
@@ -154,7 +153,7 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { conns.spawn(super::serve_connection(sup.clone(), stream)); }
+                Ok((stream, _)) => { conns.spawn(crate::control::server::serve_connection(sup.clone(), stream)); }
                 Err(e) => tracing::error!("accept failed: {e}"),
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -1,0 +1,280 @@
+//! What the supervisor reports: the states of a process instance, the
+//! status document (`status --json`, the contract: these serde structs *are*
+//! SPEC's records) and the progress events of a long operation.
+//!
+//! Owns: those types, and the one builder of a [`ProcessStatus`]
+//! ([`Observed::status`]) used by the live supervisor and by the pid-file
+//! path alike, so both say the same thing the same way (uptime, memory,
+//! readiness). A leaf: it imports only `config`'s process kind and
+//! `plan`'s instance names. Must not touch: deciding states (that is
+//! `supervisor::fsm`), rendering (`output`), transport (`control`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Kind;
+use crate::plan::Instance;
+
+/// SPEC's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not started yet (or waiting for its dependencies).
+    Pending,
+    /// Spawned; its readiness gate has not passed yet.
+    Starting,
+    /// Ready.
+    Running,
+    /// Waiting to restart.
+    Backoff,
+    /// Being stopped.
+    Stopping,
+    /// Stopped (by request, or exited 0 with no restart).
+    Stopped,
+    /// A task that exited 0.
+    Completed,
+    /// Failed to start, failed its gate, crash-looped, or a task exited non-zero.
+    Failed,
+}
+
+impl State {
+    /// Every state, for tables and tests.
+    pub const ALL: [State; 8] = [
+        State::Pending,
+        State::Starting,
+        State::Running,
+        State::Backoff,
+        State::Stopping,
+        State::Stopped,
+        State::Completed,
+        State::Failed,
+    ];
+
+    /// The word used in the table and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Completed => "completed",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Whether a process exists in this state.
+    pub fn has_process(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Stopping)
+    }
+
+    /// Whether the instance is done for now: nothing runs and nothing will
+    /// start it again without a request.
+    pub fn is_at_rest(self) -> bool {
+        matches!(self, State::Stopped | State::Completed | State::Failed)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusDoc {
+    pub stack: String,
+    pub supervisor: SupervisorInfo,
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// The supervisor part of `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SupervisorInfo {
+    pub pid: Option<i32>,
+    pub running: bool,
+}
+
+/// One process instance in `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub kind: Kind,
+    pub pool: Option<String>,
+    pub instance: Option<u32>,
+    pub pid: Option<i32>,
+    pub state: State,
+    pub ready: bool,
+    pub restarts: u32,
+    pub uptime_s: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub exit_code: Option<i32>,
+    /// Why it is in this state (a failure's reason, a crash loop, a log
+    /// write error) or the `STATUS=` it last sent through `NOTIFY_SOCKET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ProcessStatus {
+    /// Running and ready (or a task that completed).
+    pub fn is_up(&self) -> bool {
+        (self.state == State::Running && self.ready) || self.state == State::Completed
+    }
+}
+
+/// What is known of one instance, from the live supervisor or from its pid
+/// file: the input of the one status builder.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub state: State,
+    /// The process, when one exists in `state`.
+    pub pid: Option<i32>,
+    pub ready: bool,
+    pub restarts: u32,
+    /// How long the current process has run.
+    pub uptime: Option<Duration>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+impl Observed {
+    /// An instance with no process and no history (never started, or
+    /// started by nobody this supervisor knows).
+    pub fn nothing() -> Observed {
+        Observed {
+            state: State::Stopped,
+            pid: None,
+            ready: false,
+            restarts: 0,
+            uptime: None,
+            exit_code: None,
+            message: None,
+        }
+    }
+
+    /// The status record of instance `inst` of a process of kind `kind`.
+    /// Memory is read now from `/proc` for a live pid.
+    pub fn status(self, inst: &Instance, kind: Kind) -> ProcessStatus {
+        let live = self.state.has_process();
+        let pid = if live { self.pid } else { None };
+        ProcessStatus {
+            name: inst.name.clone(),
+            kind,
+            pool: inst.index.map(|_| inst.process.clone()),
+            instance: inst.index,
+            pid,
+            state: self.state,
+            ready: self.ready && matches!(self.state, State::Running | State::Completed),
+            restarts: self.restarts,
+            uptime_s: if live {
+                self.uptime.map(|d| d.as_secs_f64())
+            } else {
+                None
+            },
+            rss_mb: pid
+                .and_then(crate::spawn::identity::rss_bytes)
+                .map(megabytes),
+            exit_code: self.exit_code,
+            message: self.message,
+        }
+    }
+}
+
+/// Bytes as the table's megabytes, one decimal.
+fn megabytes(bytes: u64) -> f64 {
+    (bytes as f64 / 1_048_576.0 * 10.0).round() / 10.0
+}
+
+/// One step of a long operation, for the operator watching `start`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub process: String,
+    pub step: Step,
+    /// A short human line: `ready in 1.2s`, `exited with code 1`.
+    pub message: String,
+}
+
+/// The kind of progress.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Starting,
+    Ready,
+    Completed,
+    Failed,
+    NotStarted,
+    Stopping,
+    Stopped,
+    Info,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(name: &str) -> Instance {
+        let (process, index) = crate::plan::split_instance(name);
+        Instance {
+            name: name.to_string(),
+            process: process.to_string(),
+            index,
+        }
+    }
+
+    #[test]
+    fn a_stopped_instance_shows_no_pid_uptime_or_memory() {
+        let o = Observed {
+            state: State::Stopped,
+            pid: Some(std::process::id() as i32),
+            ready: true,
+            restarts: 2,
+            uptime: Some(Duration::from_secs(5)),
+            exit_code: Some(0),
+            message: None,
+        };
+        let s = o.status(&inst("api"), Kind::Service);
+        assert_eq!(s.pid, None);
+        assert_eq!(s.uptime_s, None);
+        assert_eq!(s.rss_mb, None);
+        assert!(!s.ready, "ready only while running or completed");
+        assert_eq!(s.restarts, 2);
+    }
+
+    #[test]
+    fn a_live_pool_member_names_its_pool_and_reads_its_memory() {
+        let o = Observed {
+            state: State::Running,
+            pid: Some(std::process::id() as i32),
+            ready: true,
+            restarts: 0,
+            uptime: Some(Duration::from_millis(1500)),
+            exit_code: None,
+            message: None,
+        };
+        let s = o.status(&inst("worker.2"), Kind::Service);
+        assert_eq!(s.pool.as_deref(), Some("worker"));
+        assert_eq!(s.instance, Some(2));
+        assert!(s.rss_mb.is_some_and(|m| m > 0.0));
+        assert_eq!(s.uptime_s, Some(1.5));
+        assert!(s.is_up());
+    }
+
+    #[test]
+    fn only_starting_running_and_stopping_have_a_process() {
+        let with: Vec<State> = State::ALL.into_iter().filter(|s| s.has_process()).collect();
+        assert_eq!(with, [State::Starting, State::Running, State::Stopping]);
+        for s in State::ALL {
+            assert!(!(s.has_process() && s.is_at_rest()), "{s}");
+        }
+    }
+
+    #[test]
+    fn megabytes_round_to_one_decimal() {
+        assert_eq!(megabytes(1_048_576), 1.0);
+        assert_eq!(megabytes(1_572_864), 1.5);
+        assert_eq!(megabytes(0), 0.0);
+    }
+}

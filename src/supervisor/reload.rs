@@ -1,0 +1,133 @@
+//! What a reload changes: the difference between the stack as loaded and
+//! the stack file as it is now. Pure.
+//!
+//! Owns: deciding, per process, whether it was added, removed, redefined
+//! (restart) or only resized (scale). Must not touch: applying it (the
+//! supervisor's `reload`).
+
+use crate::config::{ProcessSpec, Stack};
+
+/// The difference between two versions of a stack file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Redefined: stopped and, if it was active, started again.
+    pub changed: Vec<String>,
+    /// Only `replicas` changed: a resize, not a restart. The new size.
+    pub resized: Vec<(String, Option<u32>)>,
+}
+
+impl Changes {
+    /// What changed from `old` to `new`, in stack order.
+    pub(super) fn between(old: &Stack, new: &Stack) -> Changes {
+        let mut c = Changes::default();
+        for p in &old.processes {
+            match new.process(&p.name) {
+                None => c.removed.push(p.name.clone()),
+                Some(n) if fingerprint(n) != fingerprint(p) => c.changed.push(p.name.clone()),
+                Some(n) if n.replicas != p.replicas => c.resized.push((p.name.clone(), n.replicas)),
+                Some(_) => {}
+            }
+        }
+        c.added = new
+            .processes
+            .iter()
+            .filter(|p| old.process(&p.name).is_none())
+            .map(|p| p.name.clone())
+            .collect();
+        c
+    }
+
+    /// Nothing to start, stop or resize.
+    pub(super) fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.resized.is_empty()
+    }
+
+    /// Whether process `name` loses its units (removed or redefined).
+    pub(super) fn drops(&self, name: &str) -> bool {
+        self.removed.iter().chain(&self.changed).any(|n| n == name)
+    }
+}
+
+/// What makes two versions of a process the same, for `reload`: every
+/// setting but the pool size (a changed `replicas` is a resize, not a
+/// restart) and `max_replicas` (a bound for `scale`, read when scaling).
+/// Compared, never printed: it holds env values.
+fn fingerprint(p: &ProcessSpec) -> String {
+    let mut q = p.clone();
+    q.replicas = q.replicas.map(|_| 0);
+    q.max_replicas = None;
+    format!("{q:?}|{:?}", p.env.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The changes between two versions of one stack file (same folder:
+    /// paths are part of a definition).
+    fn diff(old: &str, new: &str) -> Changes {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stack.toml");
+        std::fs::write(&p, old).unwrap();
+        let a = crate::config::load(&p).unwrap();
+        std::fs::write(&p, new).unwrap();
+        let b = crate::config::load(&p).unwrap();
+        Changes::between(&a, &b)
+    }
+
+    const BASE: &str = r#"
+[task.migrate]
+command = "true"
+[service.api]
+command = "sleep 100"
+depends_on = ["migrate"]
+[service.worker]
+command = "sleep 100"
+replicas = 2
+max_replicas = 4
+"#;
+
+    #[test]
+    fn no_edit_is_no_change() {
+        let c = diff(BASE, BASE);
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn each_kind_of_edit_is_told_apart() {
+        let new = BASE
+            .replace(
+                "command = \"sleep 100\"\ndepends_on",
+                "command = \"sleep 200\"\ndepends_on",
+            )
+            .replace("replicas = 2", "replicas = 3")
+            .replace("[task.migrate]\ncommand = \"true\"\n", "")
+            .replace("depends_on = [\"migrate\"]\n", "")
+            + "[service.web]\ncommand = \"sleep 1\"\n";
+        let c = diff(BASE, &new);
+        assert_eq!(c.removed, ["migrate"]);
+        assert_eq!(c.changed, ["api"]);
+        assert_eq!(c.resized, [("worker".to_string(), Some(3))]);
+        assert_eq!(c.added, ["web"]);
+        assert!(c.drops("api") && c.drops("migrate") && !c.drops("worker"));
+    }
+
+    #[test]
+    fn max_replicas_alone_is_no_restart() {
+        let c = diff(BASE, &BASE.replace("max_replicas = 4", "max_replicas = 8"));
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn an_env_value_change_is_a_redefinition() {
+        let a = format!("[env]\nX = \"1\"\n{BASE}");
+        let b = format!("[env]\nX = \"2\"\n{BASE}");
+        let c = diff(&a, &b);
+        assert_eq!(c.changed, ["migrate", "api", "worker"]);
+    }
+}
