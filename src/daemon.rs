@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fs2::FileExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::error::Error;
+use crate::output::Style;
 use crate::spawn::identity::PidRecord;
 use crate::state::StateDir;
 use crate::status::{Progress, Step};
@@ -44,14 +44,9 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
     let stack = crate::config::load(path)?;
     let state = StateDir::prepared(&stack.state_dir)?;
     let lock_path = state.supervisor_lock();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
+    let lock = crate::state::try_hold(&lock_path)
         .map_err(|e| Error::failed(format!("cannot open {}: {e}", lock_path.display())))?;
-    if lock.try_lock_exclusive().is_err() {
+    let Some(lock) = lock else {
         let holder = PidRecord::read(&state.supervisor_pid())
             .ok()
             .flatten()
@@ -65,7 +60,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
             hint: Some("use `stackctl status`, or `stackctl stop` first".into()),
             detail: None,
         });
-    }
+    };
     let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
     crate::spawn::Reaper::install_subreaper().map_err(|e| {
         Error::failed(format!(
@@ -109,7 +104,8 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     if !opts.foreground {
         announce_ready();
     }
-    let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(opts.color));
+    let style = Style { color: opts.color };
+    let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(style));
     let sup = Supervisor::new(stack, echo);
     for (name, pid) in &cleared.stopped {
         sup.notice(
@@ -132,13 +128,14 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         let sup = sup.clone();
         tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel();
-            let printer = tokio::spawn(print_progress(rx));
+            let printer = tokio::spawn(print_progress(rx, style));
             let r = sup.start(&names, &scale, false, &tx).await;
             drop(tx);
             let _ = printer.await;
             match r {
                 Ok(()) => println!(
-                    "stackctl | stack {} is up (Ctrl-C stops it)",
+                    "{}stack {} is up (Ctrl-C stops it)",
+                    style.prefix("stackctl", FOREGROUND_WIDTH),
                     sup.stack().name
                 ),
                 Err(e) => {
@@ -157,8 +154,8 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 Err(e) => tracing::error!("accept failed: {e}"),
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM"),
-            _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT"),
+            _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM", style),
+            _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT", style),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the stack file");
                 let sup = sup.clone();
@@ -205,7 +202,7 @@ fn announce_ready() {
     }
 }
 
-fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
+fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str, style: Style) {
     if *stopping {
         tracing::warn!("{why} again: killing every process now");
         sup.kill_all_now();
@@ -216,7 +213,7 @@ fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
     let sup = sup.clone();
     tokio::spawn(async move {
         let (tx, rx) = mpsc::unbounded_channel();
-        let printer = tokio::spawn(print_progress(rx));
+        let printer = tokio::spawn(print_progress(rx, style));
         if let Err(e) = sup.shutdown(&tx).await {
             tracing::error!("{e}");
         }
@@ -225,31 +222,26 @@ fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str) {
     });
 }
 
-async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>) {
+async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style) {
     while let Some(p) = rx.recv().await {
         if matches!(p.step, Step::Starting | Step::Stopping) {
             continue;
         }
-        println!("stackctl | {:<20} {}", p.process, p.message);
+        println!(
+            "{}{}",
+            style.prefix("stackctl", FOREGROUND_WIDTH),
+            crate::output::progress_line(&p, style).trim_start()
+        );
     }
 }
 
-fn foreground_echo(color: bool) -> Echo {
-    const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+/// How wide the name column of `--foreground` output is, at least.
+const FOREGROUND_WIDTH: usize = 12;
+
+fn foreground_echo(style: Style) -> Echo {
     Arc::new(move |name: &str, line: &[u8]| {
         let mut out = std::io::stdout().lock();
         let text = String::from_utf8_lossy(line);
-        let _ = if color {
-            let h = name
-                .bytes()
-                .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
-            writeln!(
-                out,
-                "\x1b[{}m{name:<12}|\x1b[0m {text}",
-                COLORS[h % COLORS.len()]
-            )
-        } else {
-            writeln!(out, "{name:<12}| {text}")
-        };
+        let _ = writeln!(out, "{}{text}", style.prefix(name, FOREGROUND_WIDTH));
     })
 }

@@ -1,11 +1,13 @@
-//! The outward-facing forms: the status table, SPEC's `status --json`
-//! records (these serde structs *are* the contract), progress lines, and
-//! colour. Pure rendering to a writer.
+//! The one printer of styled output: the status table, progress lines,
+//! process-name labels (`api | …` in `logs` and `--foreground`) and their
+//! palette, state colours, and `NO_COLOR` (decided by the caller into a
+//! [`Style`]). Pure rendering to strings and writers, after ripgrep's
+//! `Printer`. The shapes themselves (`status --json`) are `crate::status`'s.
 //! Must not touch: exit codes; I/O beyond the writer.
 
 use std::io::{self, Write};
 
-use crate::status::{State, StatusDoc};
+use crate::status::{Progress, State, StatusDoc, Step};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +44,35 @@ impl Style {
         self.paint("1", s)
     }
 
+    /// `name` padded to `width`, in its own colour: a process keeps its
+    /// colour in every view.
+    pub fn label(&self, name: &str, width: usize) -> String {
+        let padded = format!("{name:<width$}");
+        if !self.color {
+            return padded;
+        }
+        let h = name
+            .bytes()
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+        self.paint(NAME_COLORS[h % NAME_COLORS.len()], &padded)
+    }
+
+    /// What goes before a line of a process's output: `name | `.
+    pub fn prefix(&self, name: &str, width: usize) -> String {
+        format!("{} | ", self.label(name, width))
+    }
+
+    /// The mark before a progress line.
+    pub fn mark(&self, step: Step) -> String {
+        match step {
+            Step::Ready | Step::Completed | Step::Stopped => self.green("ok"),
+            Step::Failed => self.red("FAIL"),
+            Step::NotStarted => self.yellow("skip"),
+            Step::Starting | Step::Stopping => self.dim(".."),
+            Step::Info => self.dim("--"),
+        }
+    }
+
     /// A state word, coloured by how good it is.
     pub fn state(&self, st: State) -> String {
         match st {
@@ -53,6 +84,19 @@ impl Style {
             State::Stopped => self.dim(st.as_str()),
         }
     }
+}
+
+/// The colours of process names.
+const NAME_COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+
+/// One progress event as `start`, `stop` and friends print it:
+/// `  ok  api                      ready in 0.3s`.
+pub fn progress_line(p: &Progress, style: Style) -> String {
+    // The mark is padded as plain text, then coloured.
+    let mark = style.mark(p.step);
+    let plain = Style { color: false }.mark(p.step);
+    let pad = " ".repeat(4usize.saturating_sub(plain.len()));
+    format!("{pad}{mark}  {:<24} {}", p.process, p.message)
 }
 
 /// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.
@@ -224,6 +268,35 @@ api      4242  running    yes    12s     0         45.1
 migrate  -     completed  yes    -       0         -
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn progress_lines_line_up_with_and_without_colour() {
+        let p = Progress {
+            process: "api".into(),
+            step: Step::Ready,
+            message: "ready in 0.3s".into(),
+        };
+        assert_eq!(
+            progress_line(&p, Style { color: false }),
+            "  ok  api                      ready in 0.3s"
+        );
+        let red = Progress {
+            step: Step::Failed,
+            ..p
+        };
+        assert_eq!(
+            progress_line(&red, Style { color: true }),
+            "\x1b[31mFAIL\x1b[0m  api                      ready in 0.3s"
+        );
+    }
+
+    #[test]
+    fn a_name_keeps_its_colour_and_plain_labels_are_padded() {
+        let on = Style { color: true };
+        assert_eq!(on.label("api", 6), on.label("api", 6));
+        assert!(on.label("api", 6).starts_with("\x1b["));
+        assert_eq!(Style { color: false }.prefix("api", 6), "api    | ");
     }
 
     #[test]

@@ -1,14 +1,27 @@
 //! Every path under `state_dir`, and the files kept there.
 //!
-//! Owns: the layout (`pids/<name>.pid`, `<name>.log`, `stackctl.sock`,
-//! `stackctl.log`, `supervisor.lock`, `keeper.trigger`), the modes (0700 for
-//! the folder, 0600 for the socket), and atomic pid-file writes and reads.
-//! Must not touch: policy (when to start or stop anything).
+//! Owns: the layout (`pids/<name>.pid`, `<name>.log`, `notify/<name>.sock`,
+//! `stackctl.sock`, `stackctl.log`, `supervisor.lock`, `keeper.log`,
+//! `keeper.lock`, `keeper.trigger`), the stack id derived from the folder,
+//! the modes (0700 for the folder, 0600 for the socket), and atomic writes.
+//! Every path under the state folder comes from here. Must not touch:
+//! policy (when to start or stop anything).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The log of stackctl itself (`stackctl.log`): not a process's.
+pub const OWN_LOG: &str = "stackctl";
+/// The deploy keeper's log (`keeper.log`): not a process's.
+pub const KEEPER_LOG: &str = "keeper";
+
+/// `<x>` for a file named `<x>.log` (not a rotated `<x>.log.1`).
+pub fn log_name(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(".log").filter(|b| !b.is_empty())
+}
 
 /// The files of one stack's state folder.
 #[derive(Debug, Clone)]
@@ -97,6 +110,22 @@ impl StateDir {
         self.root.join(format!("{process}.log"))
     }
 
+    /// `<x>` for every `<x>.log` in the folder: process logs and stackctl's
+    /// own ([`OWN_LOG`], [`KEEPER_LOG`]).
+    pub fn log_names(&self) -> BTreeSet<String> {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return BTreeSet::new();
+        };
+        rd.flatten()
+            .filter_map(|e| log_name(e.file_name().to_str()?).map(str::to_string))
+            .collect()
+    }
+
+    /// Where the `NOTIFY_SOCKET` of `process` is bound (`notify/<process>.sock`).
+    pub fn notify_socket(&self, process: &str) -> PathBuf {
+        self.root.join("notify").join(format!("{process}.sock"))
+    }
+
     /// The supervisor's control socket.
     pub fn socket(&self) -> PathBuf {
         self.root.join("stackctl.sock")
@@ -104,7 +133,7 @@ impl StateDir {
 
     /// The supervisor's own log.
     pub fn own_log(&self) -> PathBuf {
-        self.root.join("stackctl.log")
+        self.log_file(OWN_LOG)
     }
 
     /// Held (flock) by the one running supervisor; holds its pid record.
@@ -124,8 +153,69 @@ impl StateDir {
 
     /// The deploy keeper's log.
     pub fn keeper_log(&self) -> PathBuf {
-        self.root.join("keeper.log")
+        self.log_file(KEEPER_LOG)
     }
+
+    /// Held (flock) by the one running keeper; holds its pid.
+    pub fn keeper_lock(&self) -> PathBuf {
+        self.root.join("keeper.lock")
+    }
+}
+
+/// A lock file held for a process's lifetime (`supervisor.lock`,
+/// `keeper.lock`): an exclusive flock, released when the process exits,
+/// however it exits.
+#[derive(Debug)]
+pub struct Held(fs::File);
+
+impl Held {
+    /// The open lock file (to record the holder in it).
+    pub fn file(&mut self) -> &mut fs::File {
+        &mut self.0
+    }
+}
+
+/// Takes the exclusive flock on `path` (created if missing) without
+/// waiting; `Ok(None)` when another process holds it.
+///
+/// # Errors
+/// When the file cannot be opened.
+pub fn try_hold(path: &Path) -> io::Result<Option<Held>> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    // fs2, not std's `File::try_lock` (newer than the MSRV).
+    Ok(fs2::FileExt::try_lock_exclusive(&f)
+        .is_ok()
+        .then_some(Held(f)))
+}
+
+/// Whether a process holds the flock on `path` now (a missing file: no).
+pub fn is_held(path: &Path) -> bool {
+    match fs::File::open(path) {
+        Ok(f) => fs2::FileExt::try_lock_shared(&f).is_err(),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` until nobody holds the flock on `path`; true when
+/// it is free (or there is no such file). Blocks on the lock itself in a
+/// helper thread (an event, not a poll), so the wait has a deadline.
+pub fn wait_released(path: &Path, limit: std::time::Duration) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return true;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if fs2::FileExt::lock_shared(&f).is_ok() {
+            let _ = fs2::FileExt::unlock(&f);
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit).is_ok()
 }
 
 /// Writes `contents` to `path` atomically: a temp file in the same folder,
@@ -182,6 +272,39 @@ fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_is_seen_held_and_is_released_with_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        assert!(!is_held(&p));
+        let held = try_hold(&p).unwrap().expect("free");
+        assert!(is_held(&p));
+        assert!(try_hold(&p).unwrap().is_none(), "held twice");
+        assert!(!wait_released(&p, std::time::Duration::from_millis(50)));
+        drop(held);
+        assert!(!is_held(&p));
+        assert!(wait_released(&p, std::time::Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn log_names_are_live_logs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "api.log",
+            "api.log.1",
+            "worker.2.log",
+            "stackctl.log",
+            ".log",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let names: Vec<String> = StateDir::new(dir.path()).log_names().into_iter().collect();
+        assert_eq!(names, ["api", "stackctl", "worker.2"]);
+        assert_eq!(log_name("x.log"), Some("x"));
+        assert_eq!(log_name("x.log.2"), None);
+    }
 
     #[test]
     fn stack_ids_are_stable_and_differ_by_folder() {

@@ -22,6 +22,7 @@ use crate::config::Stack;
 use crate::error::{exit, Error, Result};
 use crate::logs::follow::{Followed, Follower, Output};
 use crate::logs::query::{self, Filter};
+use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 
 /// Shows the last lines of process logs, or follows them.
 ///
@@ -149,24 +150,6 @@ struct Selection {
     prefix: bool,
 }
 
-/// Logs that are not process logs.
-const OWN: &str = "stackctl";
-const KEEPER: &str = "keeper";
-
-/// `<x>` for every `<x>.log` in `dir` (not rotated files).
-fn present(dir: &Path) -> BTreeSet<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return BTreeSet::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let base = name.strip_suffix(".log")?;
-            (!base.is_empty()).then(|| base.to_string())
-        })
-        .collect()
-}
-
 /// Whether `name` is `<pool>.<n>`.
 fn is_member(name: &str, pool: &str) -> bool {
     name.strip_prefix(pool)
@@ -186,7 +169,7 @@ fn members(pool: &str, present: &BTreeSet<String>) -> Vec<String> {
 }
 
 fn resolve(stack: &Stack, dir: &Path, names: &[String], follow: bool) -> Result<Selection> {
-    let present = present(dir);
+    let present = StateDir::new(dir).log_names();
     let is_process = |n: &str| stack.process(n).is_some();
     let special = |n: &str| (n == OWN || n == KEEPER) && !is_process(n);
     let mut sel = Selection::default();
@@ -258,7 +241,7 @@ fn resolve(stack: &Stack, dir: &Path, names: &[String], follow: bool) -> Result<
     sel.targets = labels
         .into_iter()
         .map(|l| Target {
-            path: dir.join(format!("{l}.log")),
+            path: StateDir::new(dir).log_file(&l),
             label: l,
         })
         .collect();
@@ -350,7 +333,7 @@ fn show(
         return Ok(());
     }
     if !dir.exists() {
-        crate::state::StateDir::new(dir)
+        StateDir::new(dir)
             .ensure()
             .map_err(|e| Failure::Read(dir.to_path_buf(), e))?;
     }
@@ -363,10 +346,7 @@ fn show(
     let all = sel.all;
     let pools = sel.pools.clone();
     let accept = Box::new(move |file: &str| -> Option<String> {
-        let name = file.strip_suffix(".log")?;
-        if name.is_empty() {
-            return None;
-        }
+        let name = crate::state::log_name(file)?;
         let wanted =
             (all && name != OWN && name != KEEPER) || pools.iter().any(|p| is_member(name, p));
         wanted.then(|| name.to_string())
@@ -388,20 +368,8 @@ struct Printer<'a> {
 impl Printer<'_> {
     fn print(&mut self, label: &str, line: &[u8]) -> io::Result<()> {
         if self.prefix {
-            if self.color {
-                const COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
-                let h = label
-                    .bytes()
-                    .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
-                write!(
-                    self.out,
-                    "\x1b[{}m{label:<w$}\x1b[0m | ",
-                    COLORS[h % COLORS.len()],
-                    w = self.width
-                )?;
-            } else {
-                write!(self.out, "{label:<w$} | ", w = self.width)?;
-            }
+            let style = crate::output::Style { color: self.color };
+            write!(self.out, "{}", style.prefix(label, self.width))?;
         }
         self.out.write_all(line)?;
         self.out.write_all(b"\n")

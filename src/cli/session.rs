@@ -40,47 +40,10 @@ pub fn load_stack_lenient(g: &Global) -> Result<(PathBuf, Stack, Option<Error>)>
     match crate::config::load(&path) {
         Ok(stack) => Ok((path, stack, None)),
         Err(e @ crate::config::ConfigError::Invalid { .. }) => {
-            let shell = shell_stack(&path);
+            let shell = crate::config::shell(&path);
             Ok((path, shell, Some(Error::Config(e))))
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// What can be told of a stack file that does not validate: `[stack]`'s
-/// name, state_dir and lock_file if the TOML parses, else the defaults.
-fn shell_stack(path: &Path) -> Stack {
-    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let value: Option<toml::Value> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok());
-    let get = |k: &str| {
-        value
-            .as_ref()
-            .and_then(|v| v.get("stack"))
-            .and_then(|s| s.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let name = get("name").unwrap_or_else(|| {
-        root.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "stack".into())
-    });
-    let state_dir = root.join(get("state_dir").unwrap_or_else(|| "logs".into()));
-    let lock_file = get("lock_file")
-        .map(|l| root.join(l))
-        .unwrap_or_else(|| state_dir.join("stack-owner.json"));
-    Stack {
-        name,
-        file: path.to_path_buf(),
-        root,
-        state_dir,
-        lock_file,
-        stop_timeout: Duration::from_secs(10),
-        logs: Default::default(),
-        processes: Vec::new(),
-        keeper: None,
     }
 }
 
@@ -308,18 +271,11 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
                 if g.quiet {
                     continue;
                 }
-                let mark = match p.step {
-                    Step::Ready | Step::Completed | Step::Stopped => style.green("ok"),
-                    Step::Failed => style.red("FAIL"),
-                    Step::NotStarted => style.yellow("skip"),
-                    Step::Starting | Step::Stopping => style.dim(".."),
-                    Step::Info => style.dim("--"),
-                };
                 if matches!(p.step, Step::Starting | Step::Stopping) && g.verbose == 0 {
                     continue;
                 }
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{mark:>4}  {:<24} {}", p.process, p.message);
+                let _ = writeln!(out, "{}", crate::output::progress_line(&p, style));
             }
             Some(Response::Status(d)) => doc = Some(d),
             Some(Response::Done { ok: true, .. }) => return Ok(doc),
@@ -334,42 +290,10 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
 
 /// Whether a supervisor holds the stack's single-supervisor flock now.
 fn supervisor_lock_held(state: &StateDir) -> bool {
-    use fs2::FileExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(state.supervisor_lock())
-    {
-        Ok(f) => match f.try_lock_exclusive() {
-            Ok(()) => {
-                let _ = fs2::FileExt::unlock(&f);
-                false
-            }
-            Err(_) => true,
-        },
-        Err(_) => false,
-    }
+    crate::state::is_held(&state.supervisor_lock())
 }
 
 /// Waits (up to `limit`) until no supervisor holds the stack's lock.
 pub fn wait_supervisor_gone(stack: &Stack, limit: Duration) -> bool {
-    use fs2::FileExt;
-    let path = StateDir::new(&stack.state_dir).supervisor_lock();
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-    else {
-        return true;
-    };
-    // The supervisor holds the flock until it exits: block on it (in a
-    // thread, so the wait has a deadline) instead of polling.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if f.lock_exclusive().is_ok() {
-            let _ = fs2::FileExt::unlock(&f);
-        }
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(limit).is_ok()
+    crate::state::wait_released(&StateDir::new(&stack.state_dir).supervisor_lock(), limit)
 }

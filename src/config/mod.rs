@@ -116,6 +116,52 @@ pub fn load_with(
     })
 }
 
+/// What can be told of a stack file that does not validate: the shell of
+/// a stack — `[stack]`'s name, state folder and lock file when the TOML
+/// parses (else the defaults), no processes. Enough to reach a running
+/// supervisor or read the pid files, so that a broken edit never locks the
+/// operator out of a running stack. The paths are decided exactly as for a
+/// valid file (the stack id, which finds the stack's processes, depends on
+/// them).
+pub fn shell(path: &Path) -> Stack {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let file = diag::normalize(&cwd.join(path));
+    let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let table: Option<toml::Table> = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok());
+    let get = |k: &str| {
+        table
+            .as_ref()
+            .and_then(|t| t.get("stack"))
+            .and_then(|s| s.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let name = get("name")
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| {
+            root.file_name()
+                .map_or_else(|| "stack".to_string(), |n| n.to_string_lossy().into_owned())
+        });
+    let (state_dir, lock_file) = validate::state_paths(
+        &root,
+        get("state_dir").as_deref(),
+        get("lock_file").as_deref(),
+    );
+    Stack {
+        name,
+        file: file.clone(),
+        root,
+        state_dir,
+        lock_file,
+        stop_timeout: std::time::Duration::from_secs(10),
+        logs: LogSettings::default(),
+        processes: Vec::new(),
+        keeper: None,
+    }
+}
+
 /// Parses and validates `src`; every problem as a diagnostic.
 ///
 /// serde stops at the first type error, so each one is recorded, its
@@ -535,6 +581,31 @@ mod tests {
             Ok(_) => panic!("expected problems"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn the_shell_of_a_broken_file_has_the_paths_a_valid_one_would() {
+        let valid = "[stack]\nname = \"shop\"\nstate_dir = \"./run/../var/logs\"\nlock_file = \"../lock.json\"\n[service.api]\ncommand = \"true\"\n";
+        let (dir, good) = load_str(valid, &[], &[]);
+        let good = good.unwrap();
+        let path = dir.path().join("stack.toml");
+        std::fs::write(&path, valid.replace("command = \"true\"", "comand = 1")).unwrap();
+        assert!(load(&path).is_err());
+        let sh = shell(&path);
+        assert_eq!(sh.name, "shop");
+        assert_eq!(sh.state_dir, good.state_dir);
+        assert_eq!(sh.lock_file, good.lock_file);
+        assert!(
+            sh.state_dir.ends_with("var/logs"),
+            "{}",
+            sh.state_dir.display()
+        );
+        // Not even TOML: the defaults, named after the folder.
+        std::fs::write(&path, "[stack\n").unwrap();
+        let bare = shell(&path);
+        assert_eq!(bare.state_dir, dir.path().join("logs"));
+        assert_eq!(bare.lock_file, dir.path().join("logs/stack-owner.json"));
+        assert!(bare.processes.is_empty());
     }
 
     #[test]

@@ -235,22 +235,16 @@ impl Ctx<'_> {
                 .file_name()
                 .map_or_else(|| "stack".to_string(), |s| s.to_string_lossy().into_owned()),
         };
-        let state_dir = match &rs.state_dir {
-            Some(s) if s.get_ref().is_empty() => {
-                self.push(Diagnostic::at(s.span(), "`state_dir` cannot be empty"));
-                self.root.join("logs")
+        for (key, v) in [("state_dir", &rs.state_dir), ("lock_file", &rs.lock_file)] {
+            if let Some(s) = v.as_ref().filter(|s| s.get_ref().is_empty()) {
+                self.push(Diagnostic::at(s.span(), format!("`{key}` cannot be empty")));
             }
-            Some(s) => self.resolve(s.get_ref()),
-            None => self.root.join("logs"),
-        };
-        let lock_file = match &rs.lock_file {
-            Some(s) if s.get_ref().is_empty() => {
-                self.push(Diagnostic::at(s.span(), "`lock_file` cannot be empty"));
-                state_dir.join("stack-owner.json")
-            }
-            Some(s) => self.resolve(s.get_ref()),
-            None => state_dir.join("stack-owner.json"),
-        };
+        }
+        let (state_dir, lock_file) = state_paths(
+            &self.root,
+            rs.state_dir.as_ref().map(|s| s.get_ref().as_str()),
+            rs.lock_file.as_ref().map(|s| s.get_ref().as_str()),
+        );
         let stop_timeout = self.opt_duration(
             &rs.stop_timeout,
             "stack.stop_timeout",
@@ -1199,6 +1193,25 @@ impl Ctx<'_> {
 }
 
 /// `"SIGTERM"`, `"TERM"`, `"sigterm"` or `"15"`.
+/// The absolute state folder and lock file of a stack whose file is in
+/// `root`, from `[stack] state_dir` and `lock_file` as written (an empty
+/// value is the default). The one place these paths are decided: the stack
+/// id, which finds a stack's processes, is a hash of the state folder.
+pub(crate) fn state_paths(
+    root: &Path,
+    state_dir: Option<&str>,
+    lock_file: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let resolve = |p: &str| normalize(&root.join(p));
+    let state_dir = state_dir
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| root.join("logs"), resolve);
+    let lock_file = lock_file
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| state_dir.join("stack-owner.json"), resolve);
+    (state_dir, lock_file)
+}
+
 pub(crate) fn parse_signal(s: &str) -> Option<Signal> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i32>() {

@@ -40,7 +40,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use fs2::FileExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -109,11 +108,7 @@ pub fn run(stack_file: &Path, stack: Stack, quiet: bool) -> Result<u8, Error> {
 
 /// Whether a keeper runs for `stack` (it holds `state_dir/keeper.lock`).
 pub fn is_running(stack: &Stack) -> bool {
-    let path = instance_lock_path(stack);
-    match File::open(&path) {
-        Ok(f) => FileExt::try_lock_shared(&f).is_err(),
-        Err(_) => false,
-    }
+    crate::state::is_held(&instance_lock_path(stack))
 }
 
 /// Touches the trigger file a running keeper watches.
@@ -129,20 +124,15 @@ pub fn trigger(stack: &Stack) -> Result<PathBuf, Error> {
 }
 
 fn instance_lock_path(stack: &Stack) -> PathBuf {
-    stack.state_dir.join("keeper.lock")
+    StateDir::new(&stack.state_dir).keeper_lock()
 }
 
 /// One keeper per stack: an flock held for the keeper's lifetime.
-fn take_instance_lock(stack: &Stack) -> Result<File, Error> {
+fn take_instance_lock(stack: &Stack) -> Result<crate::state::Held, Error> {
     let path = instance_lock_path(stack);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
+    let held = crate::state::try_hold(&path)
         .map_err(|e| Error::failed(format!("cannot open {}: {e}", path.display())))?;
-    if f.try_lock_exclusive().is_err() {
+    let Some(mut held) = held else {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(Error::Failed {
             message: format!(
@@ -153,10 +143,11 @@ fn take_instance_lock(stack: &Stack) -> Result<File, Error> {
             hint: Some("`stackctl keep --trigger` asks it for a tick now".into()),
             detail: None,
         });
-    }
+    };
+    let f = held.file();
     let _ = f.set_len(0);
     let _ = writeln!(f, "{}", std::process::id());
-    Ok(f)
+    Ok(held)
 }
 
 /// SIGTERM, SIGINT or SIGHUP flip the watch to `true`.

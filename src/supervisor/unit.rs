@@ -604,9 +604,11 @@ impl Unit {
         let ready_spec = self.spec.ready.clone();
         let notify = match ready_spec.as_ref().map(|r| &r.probe) {
             Some(ProbeKind::Notify) => {
-                let dir = self.ctx.state.root().join("notify");
-                let _ = std::fs::create_dir_all(&dir);
-                match NotifySocket::bind(&dir.join(format!("{}.sock", self.inst.name))) {
+                let path = self.ctx.state.notify_socket(&self.inst.name);
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                match NotifySocket::bind(&path) {
                     Ok(n) => Some(n),
                     Err(e) => {
                         return End::NotReady(format!("could not create its NOTIFY_SOCKET: {e}"))
