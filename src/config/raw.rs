@@ -134,6 +134,74 @@ pub(crate) const KEEPER_KEYS: &[&str] = &[
 /// Keys of an `env_file = { … }` entry.
 pub(crate) const ENV_FILE_KEYS: &[&str] = &["path", "optional"];
 
+/// The probe kinds a stack file can name. A new kind is a variant here,
+/// its field in [`RawProbe`] and [`RawProbe::span_of`], and its place in
+/// `PROBE_KEYS`; the compiler then points at every match that must learn
+/// it (validation, the model, the probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeKey {
+    Http,
+    Tcp,
+    Exec,
+    Log,
+    Notify,
+    Alive,
+}
+
+impl ProbeKey {
+    pub(crate) const ALL: [ProbeKey; 6] = [
+        ProbeKey::Http,
+        ProbeKey::Tcp,
+        ProbeKey::Exec,
+        ProbeKey::Log,
+        ProbeKey::Notify,
+        ProbeKey::Alive,
+    ];
+
+    /// The key as written.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ProbeKey::Http => "http",
+            ProbeKey::Tcp => "tcp",
+            ProbeKey::Exec => "exec",
+            ProbeKey::Log => "log",
+            ProbeKey::Notify => "notify",
+            ProbeKey::Alive => "alive",
+        }
+    }
+
+    /// Whether the kind watches a process (its output, its notify socket,
+    /// its life), so it cannot check something else (a keeper prereq).
+    pub(crate) fn watches_a_process(self) -> bool {
+        match self {
+            ProbeKey::Log | ProbeKey::Notify | ProbeKey::Alive => true,
+            ProbeKey::Http | ProbeKey::Tcp | ProbeKey::Exec => false,
+        }
+    }
+}
+
+impl RawProbe {
+    /// Where `key` is written, if it is.
+    pub(crate) fn span_of(&self, key: ProbeKey) -> Option<std::ops::Range<usize>> {
+        match key {
+            ProbeKey::Http => self.http.as_ref().map(Spanned::span),
+            ProbeKey::Tcp => self.tcp.as_ref().map(Spanned::span),
+            ProbeKey::Exec => self.exec.as_ref().map(Spanned::span),
+            ProbeKey::Log => self.log.as_ref().map(Spanned::span),
+            ProbeKey::Notify => self.notify.as_ref().map(Spanned::span),
+            ProbeKey::Alive => self.alive.as_ref().map(Spanned::span),
+        }
+    }
+
+    /// The kinds written, in key order, with where.
+    pub(crate) fn kinds(&self) -> Vec<(ProbeKey, std::ops::Range<usize>)> {
+        ProbeKey::ALL
+            .into_iter()
+            .filter_map(|k| self.span_of(k).map(|s| (k, s)))
+            .collect()
+    }
+}
+
 /// `ready`, `health` and keeper prereqs: a flat struct; "exactly one kind"
 /// is checked by `validate`.
 #[derive(Debug, Default, Deserialize)]
@@ -291,5 +359,16 @@ impl<'de> Deserialize<'de> for EnvFileEntry {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_probe_kind_is_a_known_probe_key() {
+        let kinds: Vec<&str> = ProbeKey::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(&PROBE_KEYS[..kinds.len()], kinds.as_slice());
     }
 }

@@ -291,17 +291,20 @@ mod tests {
         let script = format!("setsid sleep 30 & echo $! > {}; wait", esc.display());
         let (pid, exit) = group_leader(&script, &id, "leaky");
         let escaped = wait_file(&esc).await;
-        // Wait until the escaped sleep has exec'd (its environment is ours).
+        // Wait until the escaped child has left the group (setsid ran) and
+        // shows the mark.
         let names = ["leaky".to_string()];
         let mark = Mark {
             stack_id: &id,
             instances: Some(&names),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !strays::marked(mark).iter().any(|(p, _)| *p == escaped) {
+        let left_group =
+            || crate::spawn::identity::proc_stat(escaped).is_ok_and(|st| st.pgid != pid);
+        while !(left_group() && strays::marked(mark).iter().any(|(p, _)| *p == escaped)) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the stray never showed its mark"
+                "the stray never left its group with its mark"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fsm::{self, Backoff, State};
@@ -215,6 +214,14 @@ impl UnitHandle {
     }
 }
 
+/// What a readiness gate needs besides the unit.
+struct Gate<'a> {
+    ready: &'a crate::config::ReadySpec,
+    ctx: &'a ProbeCtx,
+    watch: Option<&'a LogWatch>,
+    notify: Option<&'a NotifySocket>,
+}
+
 /// How one attempt (spawn → gate → run) ended.
 enum End {
     /// Stopped on request; these replies wait for the stop to be reported.
@@ -332,12 +339,22 @@ impl Unit {
             let end = self.attempt(&mut been_ready).await;
             match end {
                 End::Stopped(replies, report) => {
+                    let how = How {
+                        signal: self.spec.stop_signal,
+                        grace: self.spec.stop_timeout,
+                    };
                     self.set(|s| {
                         s.state = State::Stopped;
                         s.pid = None;
                         s.ready = false;
+                        // A SIGKILL is never reported as a clean stop.
+                        s.message = report.killed.then(|| killed_message(&how));
                     });
-                    tracing::info!(process = %self.name(), "stopped");
+                    if report.killed {
+                        tracing::info!(process = %self.name(), "stopped (killed)");
+                    } else {
+                        tracing::info!(process = %self.name(), "stopped");
+                    }
                     let r = Err(StartFailure {
                         reason: "it was stopped before it was ready".into(),
                     });
@@ -555,106 +572,72 @@ impl Unit {
         ))
     }
 
-    /// Runs the `pre_start` commands; their output goes to the log.
-    async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), String> {
+    /// Runs the `pre_start` commands in order, each in its own session with
+    /// its output in the log, each within the task timeout (10 minutes for
+    /// a service); a stop request meanwhile stops it and ends the attempt.
+    async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), End> {
         let cmds = self.spec.pre_start.clone();
+        let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
         for cmd in &cmds {
-            let argv = expand_argv(cmd, env);
-            let log = self
-                .log_writer()
-                .map_err(|e| log_error(&self.ctx.state, self.name(), e))?;
-            let spawned = spawn::spawn(&argv, &self.spec.cwd, env, true)
-                .map_err(|e| format!("pre_start `{cmd}` could not run: {e}"))?;
-            let pump = match spawned.output {
-                Some(fd) => Some(
-                    logs::spawn_pump(self.name(), fd, log, self.taps(None))
-                        .map_err(|e| format!("pre_start `{cmd}`: {e}"))?,
-                ),
-                None => None,
-            };
-            let pgid = spawned.pid;
-            let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
-            let exit = tokio::time::timeout(limit, spawned.exit).await;
-            let _ = spawn::signal_group(pgid, Signal::SIGKILL);
-            drain(pump.as_ref()).await;
-            match exit {
-                Ok(Ok(e)) if e.success() => {}
-                Ok(Ok(e)) => return Err(format!("pre_start `{cmd}` {e}")),
-                Ok(Err(_)) => return Err(format!("pre_start `{cmd}`: exit status lost")),
-                Err(_) => {
-                    return Err(format!(
-                        "pre_start `{cmd}` did not finish within {}",
-                        humantime::format_duration(limit)
-                    ))
+            let mut child = self
+                .spawn_child(cmd, env, None)
+                .map_err(|e| End::NotReady(format!("pre_start `{cmd}` {e}")))?;
+            let deadline = tokio::time::sleep(limit);
+            tokio::pin!(deadline);
+            let exit = loop {
+                tokio::select! {
+                    exit = child.wait() => break exit,
+                    () = &mut deadline => {
+                        let _ = spawn::terminate(Target { group: Some(child.pid), strays: None }, How::KILL, async {
+                            child.wait().await;
+                        }).await;
+                        drain(child.pump.as_ref()).await;
+                        return Err(End::NotReady(format!(
+                            "pre_start `{cmd}` did not finish within {}",
+                            humantime::format_duration(limit)
+                        )));
+                    }
+                    cmd = self.rx.recv() => {
+                        if let Some(end) = self.on_command(cmd, &mut child, None, false).await {
+                            return Err(end);
+                        }
+                    }
                 }
+            };
+            // Nothing a pre_start command left in its group may linger.
+            let _ = spawn::terminate(
+                Target {
+                    group: Some(child.pid),
+                    strays: None,
+                },
+                How::KILL,
+                async {},
+            )
+            .await;
+            drain(child.pump.as_ref()).await;
+            if !exit.success() {
+                return Err(End::NotReady(format!("pre_start `{cmd}` {exit}")));
             }
         }
         Ok(())
     }
 
-    /// One attempt: spawn, gate, run, until it ends.
-    async fn attempt(&mut self, been_ready: &mut bool) -> End {
-        self.set(|s| {
-            s.state = State::Starting;
-            s.pid = None;
-            s.ready = false;
-            s.exit = None;
-            s.message = None;
-        });
-        let ready_spec = self.spec.ready.clone();
-        let notify = match ready_spec.as_ref().map(|r| &r.probe) {
-            Some(ProbeKind::Notify) => {
-                let path = self.ctx.state.notify_socket(&self.inst.name);
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                match NotifySocket::bind(&path) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        return End::NotReady(format!("could not create its NOTIFY_SOCKET: {e}"))
-                    }
-                }
-            }
-            _ => None,
-        };
-        let env = self.env(notify.as_ref());
-        let ready_spec = match ready_spec {
-            Some(r) => match probe::expand(&r.probe, &env) {
-                Ok(probe) => Some(crate::config::ReadySpec { probe, ..r }),
-                Err(f) => return End::NotReady(format!("its readiness probe: {f}")),
-            },
-            None => None,
-        };
-        if let Some(reason) = self.gate_already_passes(ready_spec.as_ref(), &env).await {
-            return End::NotReady(reason);
-        }
-        if let Err(reason) = self.pre_start(&env).await {
-            return End::NotReady(reason);
-        }
-        let log = match self.log_writer() {
-            Ok(l) => l,
-            Err(e) => return End::NotReady(log_error(&self.ctx.state, self.name(), e)),
-        };
-        let (watch, log_tap) = match ready_spec.as_ref().map(|r| &r.probe) {
-            Some(ProbeKind::Log(re)) => {
-                let (w, t) = LogWatch::new(re.clone());
-                (Some(w), Some(t))
-            }
-            _ => (None, None),
-        };
-        let argv = expand_argv(&self.spec.command, &env);
-        let spawned = match spawn::spawn(&argv, &self.spec.cwd, &env, true) {
-            Ok(s) => s,
-            Err(e) => {
-                return End::NotReady(format!(
-                    "could not run `{}` in {}: {e}",
-                    self.spec.command,
-                    self.spec.cwd.display()
-                ))
-            }
-        };
+    /// Spawns `cmd` (templates expanded from `env`) with its output going
+    /// to this instance's log, and the log's taps (plus `tap`).
+    fn spawn_child(
+        &mut self,
+        cmd: &crate::config::CommandSpec,
+        env: &[(String, String)],
+        tap: Option<Tap>,
+    ) -> Result<Child, String> {
+        let log = self
+            .log_writer()
+            .map_err(|e| log_error(&self.ctx.state, self.name(), e))?;
+        let argv = expand_argv(cmd, env);
+        let spawned = spawn::spawn(&argv, &self.spec.cwd, env, true)
+            .map_err(|e| format!("could not run `{cmd}` in {}: {e}", self.spec.cwd.display()))?;
         let pump = match spawned.output {
-            Some(fd) => match logs::spawn_pump(self.name(), fd, log, self.taps(log_tap)) {
+            Some(fd) => match logs::spawn_pump(self.name(), fd, log, self.taps(tap)) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::error!(process = %self.name(), "could not start the log pump: {e}");
@@ -663,13 +646,55 @@ impl Unit {
             },
             None => None,
         };
-        let mut child = Child {
+        Ok(Child {
             pid: spawned.pid,
             exit_rx: spawned.exit,
             exited: None,
             pump,
             spawned: Instant::now(),
+        })
+    }
+
+    /// A new attempt begins: starting, nothing known yet.
+    fn begin_attempt(&self) {
+        self.set(|s| {
+            s.state = State::Starting;
+            s.pid = None;
+            s.ready = false;
+            s.exit = None;
+            s.message = None;
+        });
+    }
+
+    /// The `NOTIFY_SOCKET` of a `notify` gate, bound before the spawn.
+    fn notify_socket(&self) -> Result<Option<NotifySocket>, End> {
+        let Some(ProbeKind::Notify) = self.spec.ready.as_ref().map(|r| &r.probe) else {
+            return Ok(None);
         };
+        let path = self.ctx.state.notify_socket(&self.inst.name);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        NotifySocket::bind(&path)
+            .map(Some)
+            .map_err(|e| End::NotReady(format!("could not create its NOTIFY_SOCKET: {e}")))
+    }
+
+    /// The readiness gate with this instance's variables expanded.
+    fn expanded_ready(
+        &self,
+        env: &[(String, String)],
+    ) -> Result<Option<crate::config::ReadySpec>, End> {
+        let Some(r) = self.spec.ready.clone() else {
+            return Ok(None);
+        };
+        probe::expand(&r.probe, env)
+            .map(|probe| Some(crate::config::ReadySpec { probe, ..r }))
+            .map_err(|f| End::NotReady(format!("its readiness probe: {f}")))
+    }
+
+    /// Writes the pid file of a fresh child and publishes its pid.
+    fn record(&self, child: &Child) -> std::path::PathBuf {
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
         match PidRecord::capture(child.pid, &self.inst.name, self.ctx.supervisor_pid) {
             Ok(rec) => {
@@ -688,63 +713,61 @@ impl Unit {
             s.pid = Some(pid);
             s.since = Some(Instant::now());
         });
+        pid_path
+    }
 
-        // The gate.
-        let ctx = ProbeCtx {
-            cwd: self.spec.cwd.clone(),
-            env: env.clone(),
+    /// One attempt: spawn, gate, run, until it ends.
+    async fn attempt(&mut self, been_ready: &mut bool) -> End {
+        self.begin_attempt();
+        let notify = match self.notify_socket() {
+            Ok(n) => n,
+            Err(end) => return end,
         };
+        let env = self.env(notify.as_ref());
+        let ready = match self.expanded_ready(&env) {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        if let Some(reason) = self.gate_already_passes(ready.as_ref(), &env).await {
+            return End::NotReady(reason);
+        }
+        if let Err(end) = self.pre_start(&env).await {
+            return end;
+        }
+        let (watch, log_tap) = match ready.as_ref().map(|r| &r.probe) {
+            Some(ProbeKind::Log(re)) => {
+                let (w, t) = LogWatch::new(re.clone());
+                (Some(w), Some(t))
+            }
+            _ => (None, None),
+        };
+        let command = self.spec.command.clone();
+        let mut child = match self.spawn_child(&command, &env, log_tap) {
+            Ok(c) => c,
+            Err(reason) => return End::NotReady(reason),
+        };
+        let pid_path = self.record(&child);
         if self.spec.kind == Kind::Task {
             return self.run_task(child, &pid_path).await;
         }
-        // `STATUS=` sent while the gate waits for `READY=1` is shown at once
-        // (as systemd does), through this channel: the gate cannot touch
-        // the status itself while the unit is borrowed by the select below.
-        let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
-        let gate = gate(
-            ready_spec.as_ref().map(|r| (r.probe.clone(), r.timeout)),
-            ready_spec.clone(),
-            &ctx,
-            watch.as_ref(),
-            notify.as_ref(),
-            said_tx,
-        );
-        tokio::pin!(gate);
-        // No gate: ready as soon as spawned (SPEC). Not raced against the
-        // exit below: a process that exits at once would otherwise be
-        // "failed before it was ready" at random, skipping its restart policy.
-        let gate_result = if ready_spec.is_none() {
-            Ok(())
-        } else {
-            loop {
-                tokio::select! {
-                    Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
-                    exit = child.wait() => {
-                        self.cleanup_after_exit(&child, &pid_path).await;
-                        return End::NotReady(format!("{exit} before it was ready"));
-                    }
-                    cmd = self.rx.recv() => {
-                        if let Some(end) = self.on_command(cmd, &mut child, &pid_path, false).await {
-                            return end;
-                        }
-                    }
-                    r = &mut gate => break r,
-                }
-            }
+        let ctx = ProbeCtx {
+            cwd: self.spec.cwd.clone(),
+            env,
         };
-        while let Ok(said) = said_rx.try_recv() {
-            self.set(|s| s.message = Some(said));
-        }
-        if let Err(reason) = gate_result {
-            let _ = self.stop_child(&mut child, &pid_path).await;
-            let reason = match &self.spec.ready {
-                Some(r) => redact(&reason, &r.probe, &env),
-                None => reason,
+        if let Some(r) = &ready {
+            let gate = Gate {
+                ready: r,
+                ctx: &ctx,
+                watch: watch.as_ref(),
+                notify: notify.as_ref(),
             };
-            return End::NotReady(reason);
+            if let Err(end) = self.await_gate(&mut child, &pid_path, gate).await {
+                return end;
+            }
         }
-
-        // Ready.
+        // Ready. (No gate: ready as soon as spawned, SPEC. Not raced against
+        // the exit: a process that exits at once would otherwise be "failed
+        // before it was ready" at random, skipping its restart policy.)
         *been_ready = true;
         let took = child.spawned.elapsed();
         tracing::info!(process = %self.name(), "ready in {:.3}s", took.as_secs_f64());
@@ -755,6 +778,48 @@ impl Unit {
         self.answer_waiters(&Ok(()));
         self.run_service(child, &pid_path, &ctx, notify.as_ref())
             .await
+    }
+
+    /// Waits for the readiness gate while watching the child and commands.
+    async fn await_gate(
+        &mut self,
+        child: &mut Child,
+        pid_path: &std::path::Path,
+        g: Gate<'_>,
+    ) -> Result<(), End> {
+        // `STATUS=` sent while the gate waits for `READY=1` is shown at once
+        // (as systemd does), through this channel: the gate cannot touch
+        // the status itself while the unit is borrowed by the select below.
+        let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
+        let gate = gate(g.ready, g.ctx, g.watch, g.notify, said_tx);
+        tokio::pin!(gate);
+        let result = loop {
+            tokio::select! {
+                Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                exit = child.wait() => {
+                    self.cleanup_after_exit(child, pid_path).await;
+                    return Err(End::NotReady(format!("{exit} before it was ready")));
+                }
+                cmd = self.rx.recv() => {
+                    if let Some(end) = self.on_command(cmd, child, Some(pid_path), false).await {
+                        return Err(end);
+                    }
+                }
+                r = &mut gate => break r,
+            }
+        };
+        while let Ok(said) = said_rx.try_recv() {
+            self.set(|s| s.message = Some(said));
+        }
+        if let Err(reason) = result {
+            let _ = self.stop_child(child, Some(pid_path)).await;
+            let reason = match &self.spec.ready {
+                Some(r) => redact(&reason, &r.probe, &g.ctx.env),
+                None => reason,
+            };
+            return Err(End::NotReady(reason));
+        }
+        Ok(())
     }
 
     async fn run_task(&mut self, mut child: Child, pid_path: &std::path::Path) -> End {
@@ -778,12 +843,12 @@ impl Unit {
                     };
                 }
                 () = &mut deadline => {
-                    let _ = self.stop_child(&mut child, pid_path).await;
+                    let _ = self.stop_child(&mut child, Some(pid_path)).await;
                     let d = limit.unwrap_or_default();
                     return End::NotReady(format!("did not finish within its timeout of {}", humantime::format_duration(d)));
                 }
                 cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, pid_path, false).await {
+                    if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), false).await {
                         return end;
                     }
                 }
@@ -824,7 +889,7 @@ impl Unit {
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
                 cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, pid_path, true).await {
+                    if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), true).await {
                         return end;
                     }
                 }
@@ -846,7 +911,7 @@ impl Unit {
                             tracing::warn!(process = %self.name(), "health check failed ({failures}/{}): {f}", h.failures);
                             if failures >= h.failures {
                                 let why = format!("health check failed {failures} times in a row: {f}");
-                                let _ = self.stop_child(&mut child, pid_path).await;
+                                let _ = self.stop_child(&mut child, Some(pid_path)).await;
                                 let exit = child.exited.unwrap_or(Exit::Signal(15));
                                 return End::Exited { exit, ran_for: child.spawned.elapsed(), why: Some(why) };
                             }
@@ -872,7 +937,7 @@ impl Unit {
         &mut self,
         cmd: Option<Cmd>,
         child: &mut Child,
-        pid_path: &std::path::Path,
+        pid_path: Option<&std::path::Path>,
         ready: bool,
     ) -> Option<End> {
         match cmd {
@@ -947,7 +1012,11 @@ impl Unit {
 
     /// Stops the child and what it started, through the one stop sequence
     /// (`spawn::terminate`): stop_signal, up to stop_timeout, SIGKILL.
-    async fn stop_child(&mut self, child: &mut Child, pid_path: &std::path::Path) -> StopReport {
+    async fn stop_child(
+        &mut self,
+        child: &mut Child,
+        pid_path: Option<&std::path::Path>,
+    ) -> StopReport {
         self.set(|s| s.state = State::Stopping);
         let how = How {
             signal: self.spec.stop_signal,
@@ -966,7 +1035,9 @@ impl Unit {
             tracing::warn!(process = %self.name(), "{}", killed_message(&how));
         }
         self.log_stop_findings(&report);
-        let _ = std::fs::remove_file(pid_path);
+        if let Some(p) = pid_path {
+            let _ = std::fs::remove_file(p);
+        }
         report
     }
 }
@@ -1044,16 +1115,13 @@ fn redact(text: &str, template: &ProbeKind, env: &[(String, String)]) -> String 
 
 /// The readiness gate for a service.
 async fn gate(
-    probe: Option<(ProbeKind, Duration)>,
-    spec: Option<crate::config::ReadySpec>,
+    spec: &crate::config::ReadySpec,
     ctx: &ProbeCtx,
     watch: Option<&LogWatch>,
     notify: Option<&NotifySocket>,
     said: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
-    let (Some((kind, timeout)), Some(spec)) = (probe, spec) else {
-        return Ok(());
-    };
+    let (kind, timeout) = (spec.probe.clone(), spec.timeout);
     let what = format!("readiness gate `{kind}`");
     match kind {
         ProbeKind::Alive(d) => {
@@ -1101,11 +1169,9 @@ async fn gate(
                     ))
                 })
         }
-        ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) => {
-            probe::wait_ready(&spec, ctx)
-                .await
-                .map_err(|f| format!("{what} failed: {f}"))
-        }
+        ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) => probe::wait_ready(spec, ctx)
+            .await
+            .map_err(|f| format!("{what} failed: {f}")),
     }
 }
 

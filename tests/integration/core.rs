@@ -744,9 +744,24 @@ ready = {{ log = "ignoring SIGTERM", timeout = "60s" }}
     start_ok(&s, &[]);
     let pid = running_pid(&s, "stubborn");
     let t = Instant::now();
-    run_code(&s, &["stop"], 0);
+    let r = run_code(&s, &["stop"], 0);
     let took = t.elapsed();
     assert!(!alive(pid), "the stubborn process survived");
+    // A SIGKILL is never reported as a clean stop.
+    let out = output(&r);
+    assert!(
+        out.lines().any(|l| l.contains("stubborn")
+            && l.contains("killed")
+            && l.contains("SIGKILL")
+            && l.contains("stop_timeout of 1s")),
+        "{out}"
+    );
+    let own = s.read("logs/stackctl.log");
+    assert!(
+        own.lines()
+            .any(|l| l.contains("stubborn") && l.contains("killed with SIGKILL")),
+        "{own}"
+    );
     assert!(
         took >= Duration::from_secs(1),
         "stop took {took:?}: it did not wait stop_timeout before SIGKILL"
@@ -1460,6 +1475,44 @@ depends_on = ["bad"]
         2,
         "pre_start did not run again"
     );
+}
+
+#[test]
+fn stop_during_a_pre_start_stops_it_and_fails_that_start() {
+    let s = Stack::new(
+        r#"
+[service.slowprep]
+command = "touch slowprep-started; exec sleep 1000"
+pre_start = ["echo $$$$ > prep.pid; exec sleep 1000"]
+"#,
+    );
+    let mut start = s
+        .cmd(&["start"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn start");
+    let prep = s.wait_pid_file("prep.pid", 30);
+    wait_for("the pre_start command to run", 30, || alive(prep));
+    run_code(&s, &["stop", "slowprep"], 0);
+    wait_for("the pre_start command to be stopped", 30, || !alive(prep));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(st) = start.try_wait().expect("try_wait") {
+            break st.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "start did not return after the stop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(code, Some(1), "the interrupted start must fail");
+    assert!(
+        !s.path().join("slowprep-started").exists(),
+        "the process ran after a stopped pre_start"
+    );
+    assert_eq!(state_of(&s, "slowprep"), "stopped");
 }
 
 const THREE_TIER: &str = r#"
