@@ -1971,3 +1971,66 @@ fn status_and_stop_work_from_pid_files_when_the_stack_file_is_broken() {
     assert!(r.stdout.contains("stopped pid"), "{}", r.stdout);
     wait_for("no process of the stack", 10, || s.stack_pids().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// 13. What a child inherits (issue 15)
+
+/// A caller that ignores and blocks signals, real-time ones included, and
+/// then becomes `stackctl` with the rest of its arguments.
+const SIGNAL_MESSY_CALLER: &str = r#"
+import os, signal, sys
+ignored = [signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT, signal.SIGPIPE]
+ignored += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+for sig in ignored:
+    signal.signal(sig, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2, signal.SIGALRM,
+    signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX])
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// `SigIgn` or `SigBlk` of a process, as a bit mask.
+fn signal_mask(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[test]
+fn a_child_gets_default_dispositions_and_an_empty_mask_whatever_the_caller_had() {
+    let s = Stack::new("[service.svc]\ncommand = [\"sleep\", \"1000\"]\n");
+    let caller = s.write("caller.py", SIGNAL_MESSY_CALLER);
+    let out = std::process::Command::new(python())
+        .arg(&caller)
+        .arg(harness::bin())
+        .arg("start")
+        .current_dir(s.path())
+        .env("STACKCTL_TEST_MARKER", &s.marker)
+        .env_remove("STACKCTL_FILE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.dump());
+    // The caller's state reached the supervisor (else this proves nothing).
+    let sup = s.supervisor_pid().unwrap();
+    assert_ne!(
+        signal_mask(sup, "SigIgn") >> 33,
+        0,
+        "the caller's ignored signals"
+    );
+    let pid = running_pid(&s, "svc");
+    assert_eq!(
+        format!("{:#x}", signal_mask(pid, "SigIgn")),
+        "0x0",
+        "ignored signals in the child"
+    );
+    assert_eq!(
+        format!("{:#x}", signal_mask(pid, "SigBlk")),
+        "0x0",
+        "blocked signals in the child"
+    );
+    run_code(&s, &["stop"], 0);
+}
