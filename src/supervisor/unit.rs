@@ -640,6 +640,10 @@ impl Unit {
                 ))
             }
         };
+        // Only the new instance's own processes may now pass its notify gate.
+        if let Some(n) = &notify {
+            n.accept_session(spawned.pid);
+        }
         let pump = match spawned.output {
             Some(fd) => match logs::spawn_pump(self.name(), fd, log, self.taps(log_tap)) {
                 Ok(p) => Some(p),
