@@ -83,24 +83,38 @@ fn shell_stack(path: &Path) -> Stack {
     }
 }
 
-/// Prints that the stack file is broken and the pid files are used.
-pub fn warn_invalid_offline(err: &Error) {
+/// Prints that the stack file is broken and the pid files are used; its
+/// diagnostics end with `outcome`, what the command does instead.
+pub fn warn_invalid_offline(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
         "warning: the stack file does not validate and no supervisor runs; going by the pid files:"
     );
-    let _ = err.render(&mut e);
+    let _ = render_with_outcome(err, outcome, &mut e);
 }
 
-/// Prints that the stack file is broken but a running supervisor is used.
-pub fn warn_invalid(err: &Error) {
+/// Prints that the stack file is broken but a running supervisor is used;
+/// its diagnostics end with `outcome`, what the command does instead.
+pub fn warn_invalid(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
         "warning: the stack file does not validate; using the running supervisor anyway:"
     );
-    let _ = err.render(&mut e);
+    let _ = render_with_outcome(err, outcome, &mut e);
+}
+
+/// Renders `err`; a stack file's diagnostics end with `outcome`.
+pub fn render_with_outcome(err: &Error, outcome: &str, w: &mut dyn Write) -> std::io::Result<()> {
+    match err {
+        Error::Config(crate::config::ConfigError::Invalid { rendered, count }) => {
+            let rendered = crate::config::diag::with_outcome(rendered, outcome);
+            let count = *count;
+            Error::Config(crate::config::ConfigError::Invalid { rendered, count }).render(w)
+        }
+        other => other.render(w),
+    }
 }
 
 /// Connects to the running supervisor, if any.

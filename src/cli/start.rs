@@ -183,11 +183,21 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
     let mut wanted = sel.processes.clone();
     wanted.extend(sel.members.keys().cloned());
     let closure = crate::plan::closure(stack, &wanted);
-    let missing: Vec<String> = crate::config::env::missing_required_env(stack)
-        .into_iter()
-        .filter(|(p, _)| closure.contains(p))
-        .map(|(p, v)| format!("{v} (required by {p})"))
-        .collect();
+    let os = |k: &str| std::env::var(k).ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let show = |f: &std::path::Path| crate::config::diag::shown_path(f, &cwd);
+    let mut missing = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for (p, v) in crate::config::env::missing_required_env(stack) {
+        let Some(spec) = stack.process(&p).filter(|_| closure.contains(&p)) else {
+            continue;
+        };
+        let hint = crate::config::env::missing_env_hint(spec, &v, &os, &show);
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+        missing.push(format!("{v} (required by {p})"));
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -196,10 +206,7 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
             "required environment variables are unset or empty: {}",
             missing.join(", ")
         ),
-        hint: Some(
-            "set them in this shell or in an env_file, then start again; nothing was started"
-                .into(),
-        ),
+        hint: Some(format!("{}; nothing was started", hints.join("; "))),
     })
 }
 

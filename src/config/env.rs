@@ -2,13 +2,16 @@
 //!
 //! Owns: the dotenv syntax (`KEY=VALUE`, `export `, `#` comments, quotes),
 //! the template syntax (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$$`),
-//! and finding required variables that are unset. The supervisor calls
+//! finding required variables that are unset, and saying where such a
+//! variable's value really comes from (the `file:line` that `validate`
+//! recorded in `ProcessSpec::env_sources`). The supervisor calls
 //! [`expand`] at spawn time. Must not touch: processes; and never put a
 //! variable's *value* into an error or a log line (values are secrets).
 
 use std::fmt;
+use std::path::Path;
 
-use super::model::Stack;
+use super::model::{ProcessSpec, Stack};
 
 /// Why a template did not expand. Names only, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +278,37 @@ pub(crate) fn missing_with(
         }
     }
     out
+}
+
+/// A hint for `p`'s `require_env` variable `var`, which is unset or empty,
+/// that names where its value really comes from: the file and line that
+/// set it empty (that layer wins over stackctl's environment, so setting
+/// it in the shell cannot help), or that it is empty in the shell, or set
+/// nowhere. `os` is stackctl's environment; `show` turns a path into what
+/// the operator sees (relative to the cwd). Never a value.
+pub fn missing_env_hint(
+    p: &ProcessSpec,
+    var: &str,
+    os: &dyn Fn(&str) -> Option<String>,
+    show: &dyn Fn(&Path) -> String,
+) -> String {
+    if p.env.0.contains_key(var) {
+        if let Some(src) = p.env_sources.get(var) {
+            return format!(
+                "`{var}` is set empty at {}:{}, which wins over the shell: give it a value there, or remove that line to take it from the shell",
+                show(&src.file),
+                src.line
+            );
+        }
+    }
+    match os(var) {
+        Some(_) => format!(
+            "`{var}` is empty in the shell and set nowhere else: export a value, or set it in [env] or an env_file"
+        ),
+        None => format!(
+            "`{var}` is set nowhere (not in the shell, [env] or an env_file): export it in the shell, or set it in an env_file"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use toml::Spanned;
 
-use super::diag::{normalize, suggest, Diagnostic};
+use super::diag::{line_col, normalize, suggest, Diagnostic};
 use super::duration::{parse_duration, parse_size, DURATION_HINT, SIZE_HINT};
 use super::env::{expand, parse_dotenv, ExpandError};
 use super::graph;
@@ -260,10 +260,11 @@ impl Ctx<'_> {
 
         // Environment layers shared by every process: stack env files, then [env].
         let mut base: BTreeMap<String, String> = BTreeMap::new();
+        let mut base_sources = EnvSources::new();
         if let Some(files) = &rs.env_file {
-            self.env_files(files, &mut base, &name);
+            self.env_files(files, &mut base, &mut base_sources, &name);
         }
-        self.env_table(raw.env, &["env"], &mut base, &name);
+        self.env_table(raw.env, &["env"], &mut base, &mut base_sources, &name);
 
         let mut processes = Vec::new();
         let mut spans: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
@@ -302,7 +303,14 @@ impl Ctx<'_> {
                     }
                 }
                 spans.push((pname.span(), dep_spans));
-                let p = self.process(&pname, kind, rp, &base, stop_timeout, &name);
+                let p = self.process(
+                    &pname,
+                    kind,
+                    rp,
+                    (&base, &base_sources),
+                    stop_timeout,
+                    &name,
+                );
                 processes.push(p);
             }
         }
@@ -323,6 +331,8 @@ impl Ctx<'_> {
         };
         if self.input.require_env {
             let missing = super::env::missing_with(&stack, self.input.os_env);
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let show = |f: &Path| super::diag::shown_path(f, &cwd);
             for (pname, var) in missing {
                 let span = spans
                     .iter()
@@ -334,12 +344,14 @@ impl Ctx<'_> {
                     .get(&(pname.clone(), var.clone()))
                     .cloned()
                     .or(span);
+                let hint = match stack.process(&pname) {
+                    Some(p) => super::env::missing_env_hint(p, &var, self.input.os_env, &show),
+                    None => format!("set `{var}` in the shell, in [env] or in an env_file"),
+                };
                 let mut d = Diagnostic::nowhere(format!(
                     "`{pname}` requires `{var}`, which is unset or empty"
                 ))
-                .hint(format!(
-                    "set `{var}` in stackctl's environment, in [env] or in an env_file"
-                ));
+                .hint(hint);
                 d.span = span;
                 self.push(d);
             }
@@ -399,7 +411,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn env_files(&mut self, files: &EnvFiles, layer: &mut BTreeMap<String, String>, stack: &str) {
+    fn env_files(
+        &mut self,
+        files: &EnvFiles,
+        layer: &mut BTreeMap<String, String>,
+        sources: &mut EnvSources,
+        stack: &str,
+    ) {
         for entry in &files.0 {
             let span = entry.span();
             let e = entry.get_ref();
@@ -448,6 +466,13 @@ impl Ctx<'_> {
                 };
                 match value {
                     Ok(v) => {
+                        sources.insert(
+                            d.key.clone(),
+                            EnvSource {
+                                file: path.clone(),
+                                line: d.line,
+                            },
+                        );
                         layer.insert(d.key, v);
                     }
                     Err(err) => self.push(
@@ -467,6 +492,7 @@ impl Ctx<'_> {
         table: Option<BTreeMap<String, Spanned<toml::Value>>>,
         at: &[&str],
         layer: &mut BTreeMap<String, String>,
+        sources: &mut EnvSources,
         stack: &str,
     ) {
         for (k, v) in self.by_place(table, at) {
@@ -498,6 +524,9 @@ impl Ctx<'_> {
             };
             match result {
                 Ok(val) => {
+                    let line = line_col(self.input.src, k.span().start).0;
+                    let file = self.input.file.to_path_buf();
+                    sources.insert(key.clone(), EnvSource { file, line });
                     layer.insert(key, val);
                 }
                 Err(err) => self.push(
@@ -786,7 +815,7 @@ impl Ctx<'_> {
         pname: &Spanned<String>,
         kind: Kind,
         rp: RawProcess,
-        base: &BTreeMap<String, String>,
+        (base, base_sources): (&BTreeMap<String, String>, &EnvSources),
         stack_stop_timeout: Duration,
         stack: &str,
     ) -> ProcessSpec {
@@ -794,10 +823,12 @@ impl Ctx<'_> {
         let table = format!("{kind}.{name}");
         let at = |k: &str| format!("{table}.{k}");
         let mut env = base.clone();
+        let mut env_sources = base_sources.clone();
         if let Some(files) = &rp.env_file {
-            self.env_files(files, &mut env, stack);
+            self.env_files(files, &mut env, &mut env_sources, stack);
         }
-        self.env_table(rp.env, &[kind_key(kind), &name, "env"], &mut env, stack);
+        let env_at = [kind_key(kind), &name, "env"];
+        self.env_table(rp.env, &env_at, &mut env, &mut env_sources, stack);
         let command = match &rp.command {
             Some(c) => self.command(c, &at("command"), &env),
             None if self.was_blanked(&[kind_key(kind), &name, "command"]) => None,
@@ -995,6 +1026,7 @@ impl Ctx<'_> {
             command: command.unwrap_or(CommandSpec::Shell(String::new())),
             depends_on,
             env: Env(env),
+            env_sources,
             cwd,
             pre_start,
             require_env,
