@@ -25,6 +25,15 @@ pub fn load_stack(g: &Global) -> Result<(PathBuf, Stack)> {
     Ok((path, stack))
 }
 
+/// Prints the stack file's warnings (valid, but probably not what was
+/// meant) on stderr.
+pub fn print_warnings(stack: &Stack) {
+    let mut e = std::io::stderr().lock();
+    for w in &stack.warnings {
+        let _ = write!(e, "{w}");
+    }
+}
+
 /// Like [`load_stack`], but a stack file that does not validate still
 /// yields a shell of a stack (name, state folder, lock file: enough to
 /// reach a running supervisor), together with the error. `stop` and
@@ -80,6 +89,7 @@ fn shell_stack(path: &Path) -> Stack {
         logs: Default::default(),
         processes: Vec::new(),
         keeper: None,
+        warnings: Vec::new(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::session::{connect, ensure_supervisor, load_stack, request, Launch};
+use super::session::{connect, ensure_supervisor, load_stack, print_warnings, request, Launch};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -131,6 +131,7 @@ fn parse_scale(flags: &[String]) -> Result<BTreeMap<String, u32>> {
 /// Invalid stack file (2), lock held (2), a process failed (1).
 pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
     let (path, stack) = load_stack(g)?;
+    print_warnings(&stack);
     crate::lock::guard_mutation(&stack, args.force, "start")?;
     let scale = parse_scale(&args.scale)?;
     if args.foreground {
@@ -228,6 +229,7 @@ pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
 /// Invalid stack file (2, nothing changes), no supervisor (1).
 pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
     let (_, stack) = load_stack(g)?;
+    print_warnings(&stack);
     crate::lock::guard_mutation(&stack, args.force, "reload")?;
     let Some(mut client) = connect(&stack)? else {
         return Err(Error::Failed {

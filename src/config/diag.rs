@@ -127,8 +127,26 @@ pub fn with_outcome(rendered: &str, outcome: &str) -> String {
     }
 }
 
+/// Renders each warning (`warning: …`, its place, the line, a caret, the
+/// hint) on its own, followed by a blank line.
+pub fn render_warnings(warnings: &[Diagnostic], src: &str, shown_path: &str) -> Vec<String> {
+    warnings
+        .iter()
+        .map(|w| {
+            let mut out = String::new();
+            render_one_as(&mut out, "warning", w, src, shown_path);
+            out.push('\n');
+            out
+        })
+        .collect()
+}
+
 fn render_one(out: &mut String, d: &Diagnostic, src: &str, shown_path: &str) {
-    let _ = writeln!(out, "error: {}", d.message);
+    render_one_as(out, "error", d, src, shown_path);
+}
+
+fn render_one_as(out: &mut String, level: &str, d: &Diagnostic, src: &str, shown_path: &str) {
+    let _ = writeln!(out, "{level}: {}", d.message);
     let Some(span) = &d.span else {
         let _ = writeln!(out, "  --> {shown_path}");
         if let Some(h) = &d.hint {

@@ -70,6 +70,32 @@ pub fn expand(
     Ok(out)
 }
 
+/// Where `template` has a `$$` escape that is not needed: a run of exactly
+/// two `$` that is not before `{`. It expands to one `$`, just as a single
+/// `$` there would, so whoever wrote it most likely meant something else
+/// (the shell's `$$`, or compose's habit of doubling every `$`). `$${` (a
+/// literal `${`) and `$$$$` (a literal `$$`) are not reported. Byte
+/// offsets of each such `$$`.
+pub fn lone_dollar_escapes(template: &str) -> Vec<usize> {
+    let bytes = template.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] == b'$' {
+            i += 1;
+        }
+        if i - start == 2 && bytes.get(i) != Some(&b'{') {
+            out.push(start);
+        }
+    }
+    out
+}
+
 /// The byte index of the `}` closing a `${` whose inside starts `s`.
 fn matching_brace(s: &str) -> Option<usize> {
     let mut depth = 0usize;
@@ -341,6 +367,29 @@ mod tests {
         assert_eq!(expand("trailing $", &l), Ok("trailing $".into()));
         assert_eq!(expand("${A}${A}", &l), Ok("11".into()));
         assert_eq!(expand("${B:-a b}c", &l), Ok("a bc".into()));
+    }
+
+    #[test]
+    fn finds_the_lone_dollar_escapes() {
+        for (template, want) in [
+            ("kill -HUP $$", vec![10]),
+            ("echo $$ and $$", vec![5, 12]),
+            ("$$VAR", vec![0]),
+            ("$$(date)", vec![0]),
+            // Needed escapes, and what is not an escape at all.
+            ("echo $${HOME}", vec![]),
+            ("echo $$$$", vec![]),
+            ("price $$${PRICE}", vec![]),
+            ("echo $HOME ${A} $", vec![]),
+            ("$$$", vec![]),
+            ("", vec![]),
+        ] {
+            assert_eq!(lone_dollar_escapes(template), want, "{template}");
+        }
+        // Each reported `$$` expands to a lone `$`.
+        let l = env(&[]);
+        assert_eq!(expand("kill -HUP $$", &l), Ok("kill -HUP $".into()));
+        assert_eq!(expand("echo $$$$", &l), Ok("echo $$".into()));
     }
 
     #[test]

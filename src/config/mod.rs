@@ -126,10 +126,12 @@ pub fn load_with(
         key_span: &|_| None,
         blanked: &[],
     };
-    parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
+    let (mut stack, warnings) = parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
         rendered: diag::render(&diags, &src, &shown),
         count: diags.len(),
-    })
+    })?;
+    stack.warnings = diag::render_warnings(&warnings, &src, &shown);
+    Ok(stack)
 }
 
 /// Parses and validates `src`; every problem as a diagnostic.
@@ -138,7 +140,10 @@ pub fn load_with(
 /// `key = value` is blanked out (bytes replaced by spaces, so every other
 /// span stays put) and the text is parsed again, up to a limit. A syntax
 /// error ends this: nothing after it can be trusted.
-fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+fn parse_str(
+    src: &str,
+    input: &validate::Input<'_>,
+) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
     let Ok(doc) = toml_edit::ImDocument::parse(src) else {
         // A syntax error: toml's parser locates it.
         let err = match toml::from_str::<toml::Table>(src) {
@@ -196,7 +201,7 @@ fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagno
         ..*input
     };
     match validate::validate(raw, &input) {
-        Ok(stack) if diags.is_empty() => Ok(stack),
+        Ok(valid) if diags.is_empty() => Ok(valid),
         Ok(_) => Err(diags),
         Err(more) => {
             diags.extend(more);

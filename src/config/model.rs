@@ -35,6 +35,10 @@ pub struct Stack {
     pub processes: Vec<ProcessSpec>,
     /// `[keeper]`, when present.
     pub keeper: Option<KeeperSpec>,
+    /// Warnings about the file, each rendered (`warning: …`, its place, a
+    /// hint): valid, but probably not what was meant. `check`, `start` and
+    /// `reload` print them.
+    pub warnings: Vec<String>,
 }
 
 impl Stack {

@@ -20,7 +20,7 @@ use toml::Spanned;
 
 use super::diag::{line_col, normalize, suggest, Diagnostic};
 use super::duration::{parse_duration, parse_size, DURATION_HINT, SIZE_HINT};
-use super::env::{expand, parse_dotenv, ExpandError};
+use super::env::{expand, lone_dollar_escapes, parse_dotenv, ExpandError};
 use super::graph;
 use super::model::*;
 use super::raw::*;
@@ -50,6 +50,8 @@ struct Ctx<'a> {
     input: &'a Input<'a>,
     root: PathBuf,
     diags: Vec<Diagnostic>,
+    /// Not problems, but probably not what was meant (rendered as `warning:`).
+    warnings: Vec<Diagnostic>,
     /// Where each `(process, variable)` of `require_env` is written.
     require_spans: BTreeMap<(String, String), Range<usize>>,
 }
@@ -69,8 +71,12 @@ struct Probe {
     failures: Option<u32>,
 }
 
-/// Turns `raw` into a [`Stack`], or every problem found.
-pub(crate) fn validate(raw: RawFile, input: &Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+/// Turns `raw` into a [`Stack`] and the warnings about it (valid, but
+/// probably not what was meant), or every problem found.
+pub(crate) fn validate(
+    raw: RawFile,
+    input: &Input<'_>,
+) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
     let root = input
         .file
         .parent()
@@ -79,11 +85,12 @@ pub(crate) fn validate(raw: RawFile, input: &Input<'_>) -> Result<Stack, Vec<Dia
         input,
         root,
         diags: Vec::new(),
+        warnings: Vec::new(),
         require_spans: BTreeMap::new(),
     };
     let stack = cx.stack(raw);
     if cx.diags.is_empty() {
-        Ok(stack)
+        Ok((stack, cx.warnings))
     } else {
         Err(cx.diags)
     }
@@ -328,6 +335,7 @@ impl Ctx<'_> {
             logs,
             processes,
             keeper,
+            warnings: Vec::new(),
         };
         if self.input.require_env {
             let missing = super::env::missing_with(&stack, self.input.os_env);
@@ -586,7 +594,8 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
-                self.template(s, span, what, env)?;
+                self.template(s, span.clone(), what, env)?;
+                self.lone_escape(s, span, what);
                 Some(CommandSpec::Shell(s.clone()))
             }
             RawCommand::Argv(v) => {
@@ -600,10 +609,31 @@ impl Ctx<'_> {
                 let mut ok = true;
                 for a in v {
                     ok &= self.template(a.get_ref(), a.span(), what, env).is_some();
+                    self.lone_escape(a.get_ref(), a.span(), what);
                 }
                 ok.then(|| CommandSpec::Argv(v.iter().map(|a| a.get_ref().clone()).collect()))
             }
         }
+    }
+
+    /// Warns about a `$$` in a command that is not before `{`: it becomes
+    /// a single `$` (so `kill -HUP $$` runs `kill -HUP $`), which is rarely
+    /// what a shell user meant.
+    fn lone_escape(&mut self, template: &str, span: Range<usize>, what: &str) {
+        if lone_dollar_escapes(template).is_empty() {
+            return;
+        }
+        // The same `$$` in the file's text (a TOML string has no escape for `$`).
+        let at = self
+            .input
+            .src
+            .get(span.clone())
+            .and_then(|t| lone_dollar_escapes(t).first().copied())
+            .map_or(span.clone(), |i| span.start + i..span.start + i + 2);
+        self.warnings.push(
+            Diagnostic::at(at, format!("`$$` in `{what}` becomes a single `$`"))
+                .hint("`$$` is stackctl's escape for a literal `$`: for the shell's `$$` (its pid) write `$$$$`; a `$` that is not before `{` is kept as it is, so `$$` is needed only for a literal `${`"),
+        );
     }
 
     fn commands(

@@ -520,3 +520,49 @@ fn a_require_env_hint_names_the_env_file_line_that_wins_over_the_shell() {
     ];
     s.run_env(&["check"], &env).success();
 }
+
+#[test]
+fn a_lone_dollar_dollar_in_a_command_is_a_warning_with_the_fix() {
+    let s = Stack::new(
+        "[service.api]\ncommand = \"echo as-written=$$ fixed=$$$$ > pids; exec sleep 1000\"\n\
+         pre_start = [\"echo '$${HOME}' > braces\"]\n",
+    );
+    let r = s.run(&["check"]);
+    r.success();
+    assert_eq!(
+        r.stderr,
+        "warning: `$$` in `service.api.command` becomes a single `$`\n  \
+         --> stack.toml:2:28\n  |\n\
+         2 | command = \"echo as-written=$$ fixed=$$$$ > pids; exec sleep 1000\"\n  \
+         |                            ^^\n  \
+         = hint: `$$` is stackctl's escape for a literal `$`: for the shell's `$$` (its pid) \
+         write `$$$$`; a `$` that is not before `{` is kept as it is, so `$$` is needed only \
+         for a literal `${`\n\n"
+    );
+    assert!(r.stdout.starts_with("stack.toml: ok"), "{}", r.stdout);
+    // `start` warns the same way, and starts: the warning tells the truth.
+    let r = s.run(&["start"]);
+    r.success();
+    assert!(
+        r.stderr
+            .contains("`$$` in `service.api.command` becomes a single `$`"),
+        "{r:?}"
+    );
+    crate::harness::wait_for("the command to write its pids", 30, || {
+        s.read("pids").ends_with('\n')
+    });
+    let pids = s.read("pids");
+    let (as_written, fixed) = pids
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{pids}"));
+    assert_eq!(as_written, "as-written=$");
+    assert!(
+        fixed
+            .strip_prefix("fixed=")
+            .is_some_and(|p| p.parse::<u32>().is_ok()),
+        "{pids}"
+    );
+    assert_eq!(s.read("braces"), "${HOME}\n");
+    s.run(&["stop"]).success();
+}
