@@ -65,6 +65,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// For an invalid stack file: its diagnostics end with what this
+    /// command did or did not do (`nothing was changed`, …); see
+    /// [`ConfigError::with_outcome`]. Any other error is unchanged.
+    #[must_use]
+    pub fn with_outcome(self, outcome: &str) -> Self {
+        match self {
+            Error::Config(c) => Error::Config(c.with_outcome(outcome)),
+            other => other,
+        }
+    }
+
     /// A usage error without a hint.
     pub fn usage(message: impl Into<String>) -> Self {
         Error::Usage {

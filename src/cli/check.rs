@@ -52,6 +52,7 @@ pub fn run(args: CheckArgs, g: &Global) -> Result<u8> {
             return Err(e.into());
         }
     };
+    super::session::print_warnings(&stack);
     let order = config::start_order(&stack);
     let mut out = std::io::stdout().lock();
     let written = if args.json {

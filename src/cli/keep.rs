@@ -55,7 +55,7 @@ pub fn run(args: KeepArgs, g: &Global) -> Result<u8> {
             err,
             "warning: the stack file does not validate; triggering the running keeper anyway:"
         );
-        let _ = e.render(&mut err);
+        let _ = super::session::render_with_outcome(&e, "triggering the running keeper", &mut err);
     } else if stack.keeper.is_none() {
         return Err(Error::Usage {
             message: format!("{} has no [keeper] section", path.display()),

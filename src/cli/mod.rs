@@ -117,13 +117,32 @@ impl Cli {
     }
 }
 
+impl Command {
+    /// What the command did not do when it stops at an invalid stack file:
+    /// the last words of the file's diagnostics.
+    fn outcome_when_invalid(&self) -> &'static str {
+        match self {
+            Command::Start(_) | Command::Supervise(_) => "nothing was started",
+            Command::Restart(_) => "nothing was restarted",
+            Command::Reload(_) => "nothing was changed",
+            Command::Check(_) => "validated only, nothing was run",
+            Command::Status(_) => "no status was shown",
+            Command::Scale(_) => "nothing was scaled",
+            Command::Stop(_) => "nothing was stopped",
+            Command::Keep(_) => "the keeper was not started",
+            Command::Logs(_) | Command::Lock(_) | Command::Generate(_) => "nothing was done",
+        }
+    }
+}
+
 /// Runs the command.
 ///
 /// # Errors
 /// Whatever the command fails with; `Error::exit_code` says the code.
 pub fn run(cli: Cli) -> Result<u8> {
     let g = cli.global();
-    match cli.command {
+    let outcome = cli.command.outcome_when_invalid();
+    let result = match cli.command {
         Command::Start(a) => start::run_start(a, &g),
         Command::Stop(a) => stop::run(a, &g),
         Command::Restart(a) => start::run_restart(a, &g),
@@ -136,5 +155,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Keep(a) => keep::run(a, &g),
         Command::Supervise(a) => start::run_supervise(a, &g),
         Command::Generate(a) => generate::run(a),
-    }
+    };
+    result.map_err(|e| e.with_outcome(outcome))
 }

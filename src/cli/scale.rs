@@ -55,7 +55,7 @@ pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
         });
     };
     if let Some(e) = &invalid {
-        warn_invalid(e);
+        warn_invalid(e, "scaling through the running supervisor");
     }
     request(
         &mut client,

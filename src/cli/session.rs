@@ -26,6 +26,15 @@ pub fn load_stack(g: &Global) -> Result<(PathBuf, Stack)> {
     Ok((path, stack))
 }
 
+/// Prints the stack file's warnings (valid, but probably not what was
+/// meant) on stderr.
+pub fn print_warnings(stack: &Stack) {
+    let mut e = std::io::stderr().lock();
+    for w in &stack.warnings {
+        let _ = write!(e, "{w}");
+    }
+}
+
 /// Like [`load_stack`], but a stack file that does not validate still
 /// yields a shell of a stack (name, state folder, lock file: enough to
 /// reach a running supervisor), together with the error. `stop` and
@@ -47,24 +56,38 @@ pub fn load_stack_lenient(g: &Global) -> Result<(PathBuf, Stack, Option<Error>)>
     }
 }
 
-/// Prints that the stack file is broken and the pid files are used.
-pub fn warn_invalid_offline(err: &Error) {
+/// Prints that the stack file is broken and the pid files are used; its
+/// diagnostics end with `outcome`, what the command does instead.
+pub fn warn_invalid_offline(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
         "warning: the stack file does not validate and no supervisor runs; going by the pid files:"
     );
-    let _ = err.render(&mut e);
+    let _ = render_with_outcome(err, outcome, &mut e);
 }
 
-/// Prints that the stack file is broken but a running supervisor is used.
-pub fn warn_invalid(err: &Error) {
+/// Prints that the stack file is broken but a running supervisor is used;
+/// its diagnostics end with `outcome`, what the command does instead.
+pub fn warn_invalid(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
         "warning: the stack file does not validate; using the running supervisor anyway:"
     );
-    let _ = err.render(&mut e);
+    let _ = render_with_outcome(err, outcome, &mut e);
+}
+
+/// Renders `err`; a stack file's diagnostics end with `outcome`.
+pub fn render_with_outcome(err: &Error, outcome: &str, w: &mut dyn Write) -> std::io::Result<()> {
+    match err {
+        Error::Config(crate::config::ConfigError::Invalid { rendered, count }) => {
+            let rendered = crate::config::diag::with_outcome(rendered, outcome);
+            let count = *count;
+            Error::Config(crate::config::ConfigError::Invalid { rendered, count }).render(w)
+        }
+        other => other.render(w),
+    }
 }
 
 /// Connects to the running supervisor, if any.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::session::{connect, ensure_supervisor, load_stack, request, Launch};
+use super::session::{connect, ensure_supervisor, load_stack, print_warnings, request, Launch};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -131,6 +131,7 @@ fn parse_scale(flags: &[String]) -> Result<BTreeMap<String, u32>> {
 /// Invalid stack file (2), lock held (2), a process failed (1).
 pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
     let (path, stack) = load_stack(g)?;
+    print_warnings(&stack);
     crate::lock::guard_mutation(&stack, args.force, "start")?;
     let scale = parse_scale(&args.scale)?;
     if args.foreground {
@@ -183,11 +184,21 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
     let mut wanted = sel.processes.clone();
     wanted.extend(sel.members.keys().cloned());
     let closure = crate::plan::closure(stack, &wanted);
-    let missing: Vec<String> = crate::config::env::missing_required_env(stack)
-        .into_iter()
-        .filter(|(p, _)| closure.contains(p))
-        .map(|(p, v)| format!("{v} (required by {p})"))
-        .collect();
+    let os = |k: &str| std::env::var(k).ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let show = |f: &std::path::Path| crate::config::diag::shown_path(f, &cwd);
+    let mut missing = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for (p, v) in crate::config::env::missing_required_env(stack) {
+        let Some(spec) = stack.process(&p).filter(|_| closure.contains(&p)) else {
+            continue;
+        };
+        let hint = crate::config::env::missing_env_hint(spec, &v, &os, &show);
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+        missing.push(format!("{v} (required by {p})"));
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -196,10 +207,7 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
             "required environment variables are unset or empty: {}",
             missing.join(", ")
         ),
-        hint: Some(
-            "set them in this shell or in an env_file, then start again; nothing was started"
-                .into(),
-        ),
+        hint: Some(format!("{}; nothing was started", hints.join("; "))),
     })
 }
 
@@ -221,6 +229,7 @@ pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
 /// Invalid stack file (2, nothing changes), no supervisor (1).
 pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
     let (_, stack) = load_stack(g)?;
+    print_warnings(&stack);
     crate::lock::guard_mutation(&stack, args.force, "reload")?;
     let Some(mut client) = connect(&stack)? else {
         return Err(Error::Failed {

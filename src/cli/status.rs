@@ -46,7 +46,7 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
     let doc = match connect(&stack)? {
         Some(mut client) => {
             if let Some(e) = &invalid {
-                warn_invalid(e);
+                warn_invalid(e, "showing the running supervisor's status");
             }
             let quiet = Global {
                 quiet: true,
@@ -66,7 +66,7 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
                 if !args.names.is_empty() {
                     return Err(invalid.unwrap_or_else(|| Error::failed("invalid stack file")));
                 }
-                warn_invalid_offline(e);
+                warn_invalid_offline(e, "showing what the pid files prove");
             }
             crate::supervisor::offline::status(&stack, &args.names)?
         }

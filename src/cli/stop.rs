@@ -47,7 +47,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
     match connect(&stack)? {
         Some(mut client) => {
             if let Some(e) = &invalid {
-                warn_invalid(e);
+                warn_invalid(e, "stopping through the running supervisor");
             }
             let all = args.names.is_empty();
             request(&mut client, Request::Stop { names: args.names }, g)?;
@@ -67,7 +67,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
             // A broken stack file must not lock the operator out: the pid
             // files say what runs and how to stop it.
             if let Some(e) = &invalid {
-                warn_invalid_offline(e);
+                warn_invalid_offline(e, "stopping what the pid files show");
             }
             // No supervisor: stop what the pid files prove is still ours.
             let cleared = crate::supervisor::offline::stop_all_now(&stack)?;

@@ -98,14 +98,55 @@ pub fn render(diags: &[Diagnostic], src: &str, shown_path: &str) -> String {
     let n = diags.len();
     let _ = writeln!(
         out,
-        "error: {shown_path} has {n} problem{}; nothing was started",
+        "error: {shown_path} has {n} problem{}{OUTCOME_SEP}{DEFAULT_OUTCOME}",
         if n == 1 { "" } else { "s" }
     );
     out
 }
 
+/// What the closing line says was (not) done, until the command that
+/// loaded the file says it in its own words ([`with_outcome`]).
+pub const DEFAULT_OUTCOME: &str = "nothing was started";
+
+/// Between the count and the outcome on the closing line.
+const OUTCOME_SEP: &str = "; ";
+
+/// `rendered` diagnostics with their closing line's outcome replaced by
+/// `outcome` (`error: stack.toml has 2 problems; nothing was changed`).
+/// Text that does not end in a closing line is returned as it is.
+pub fn with_outcome(rendered: &str, outcome: &str) -> String {
+    let body = rendered.strip_suffix('\n').unwrap_or(rendered);
+    let (before, last) = match body.rfind('\n') {
+        Some(i) => body.split_at(i + 1),
+        None => ("", body),
+    };
+    let closing = last.starts_with("error: ") && last.contains(" problem");
+    match last.rfind(OUTCOME_SEP).filter(|_| closing) {
+        Some(i) => format!("{before}{}{OUTCOME_SEP}{outcome}\n", &last[..i]),
+        None => rendered.to_string(),
+    }
+}
+
+/// Renders each warning (`warning: …`, its place, the line, a caret, the
+/// hint) on its own, followed by a blank line.
+pub fn render_warnings(warnings: &[Diagnostic], src: &str, shown_path: &str) -> Vec<String> {
+    warnings
+        .iter()
+        .map(|w| {
+            let mut out = String::new();
+            render_one_as(&mut out, "warning", w, src, shown_path);
+            out.push('\n');
+            out
+        })
+        .collect()
+}
+
 fn render_one(out: &mut String, d: &Diagnostic, src: &str, shown_path: &str) {
-    let _ = writeln!(out, "error: {}", d.message);
+    render_one_as(out, "error", d, src, shown_path);
+}
+
+fn render_one_as(out: &mut String, level: &str, d: &Diagnostic, src: &str, shown_path: &str) {
+    let _ = writeln!(out, "{level}: {}", d.message);
     let Some(span) = &d.span else {
         let _ = writeln!(out, "  --> {shown_path}");
         if let Some(h) = &d.hint {
@@ -284,6 +325,33 @@ mod tests {
         let src = "[env]\nX = \"s3cret ${Y}\"\n";
         let d = Diagnostic::at(10..22, "unset").secret();
         assert!(!render(&[d], src, "stack.toml").contains("s3cret"));
+    }
+
+    #[test]
+    fn each_command_words_the_closing_line() {
+        let d = Diagnostic::at(0..4, "unknown key `redy`");
+        let out = render(&[d], "redy = 1\n", "my; dir/stack.toml");
+        let closing = |t: &str| t.lines().last().unwrap_or("").to_string();
+        assert_eq!(
+            closing(&out),
+            "error: my; dir/stack.toml has 1 problem; nothing was started"
+        );
+        let changed = with_outcome(&out, "nothing was changed");
+        assert_eq!(
+            closing(&changed),
+            "error: my; dir/stack.toml has 1 problem; nothing was changed"
+        );
+        // Everything before the closing line is kept, and so is a last newline.
+        assert_eq!(
+            changed.strip_suffix("nothing was changed\n"),
+            out.strip_suffix("nothing was started\n")
+        );
+        // Applied twice, the last words win; text with no closing line stays.
+        assert_eq!(
+            with_outcome(&changed, "validated only"),
+            with_outcome(&out, "validated only")
+        );
+        assert_eq!(with_outcome("error: other\n", "x"), "error: other\n");
     }
 
     #[test]

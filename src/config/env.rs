@@ -2,13 +2,16 @@
 //!
 //! Owns: the dotenv syntax (`KEY=VALUE`, `export `, `#` comments, quotes),
 //! the template syntax (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$$`),
-//! and finding required variables that are unset. The supervisor calls
+//! finding required variables that are unset, and saying where such a
+//! variable's value really comes from (the `file:line` that `validate`
+//! recorded in `ProcessSpec::env_sources`). The supervisor calls
 //! [`expand`] at spawn time. Must not touch: processes; and never put a
 //! variable's *value* into an error or a log line (values are secrets).
 
 use std::fmt;
+use std::path::Path;
 
-use super::model::Stack;
+use super::model::{ProcessSpec, Stack};
 
 /// Why a template did not expand. Names only, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,32 @@ pub fn expand(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Where `template` has a `$$` escape that is not needed: a run of exactly
+/// two `$` that is not before `{`. It expands to one `$`, just as a single
+/// `$` there would, so whoever wrote it most likely meant something else
+/// (the shell's `$$`, or compose's habit of doubling every `$`). `$${` (a
+/// literal `${`) and `$$$$` (a literal `$$`) are not reported. Byte
+/// offsets of each such `$$`.
+pub fn lone_dollar_escapes(template: &str) -> Vec<usize> {
+    let bytes = template.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] == b'$' {
+            i += 1;
+        }
+        if i - start == 2 && bytes.get(i) != Some(&b'{') {
+            out.push(start);
+        }
+    }
+    out
 }
 
 /// The byte index of the `}` closing a `${` whose inside starts `s`.
@@ -277,6 +306,37 @@ pub(crate) fn missing_with(
     out
 }
 
+/// A hint for `p`'s `require_env` variable `var`, which is unset or empty,
+/// that names where its value really comes from: the file and line that
+/// set it empty (that layer wins over stackctl's environment, so setting
+/// it in the shell cannot help), or that it is empty in the shell, or set
+/// nowhere. `os` is stackctl's environment; `show` turns a path into what
+/// the operator sees (relative to the cwd). Never a value.
+pub fn missing_env_hint(
+    p: &ProcessSpec,
+    var: &str,
+    os: &dyn Fn(&str) -> Option<String>,
+    show: &dyn Fn(&Path) -> String,
+) -> String {
+    if p.env.0.contains_key(var) {
+        if let Some(src) = p.env_sources.get(var) {
+            return format!(
+                "`{var}` is set empty at {}:{}, which wins over the shell: give it a value there, or remove that line to take it from the shell",
+                show(&src.file),
+                src.line
+            );
+        }
+    }
+    match os(var) {
+        Some(_) => format!(
+            "`{var}` is empty in the shell and set nowhere else: export a value, or set it in [env] or an env_file"
+        ),
+        None => format!(
+            "`{var}` is set nowhere (not in the shell, [env] or an env_file): export it in the shell, or set it in an env_file"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -307,6 +367,29 @@ mod tests {
         assert_eq!(expand("trailing $", &l), Ok("trailing $".into()));
         assert_eq!(expand("${A}${A}", &l), Ok("11".into()));
         assert_eq!(expand("${B:-a b}c", &l), Ok("a bc".into()));
+    }
+
+    #[test]
+    fn finds_the_lone_dollar_escapes() {
+        for (template, want) in [
+            ("kill -HUP $$", vec![10]),
+            ("echo $$ and $$", vec![5, 12]),
+            ("$$VAR", vec![0]),
+            ("$$(date)", vec![0]),
+            // Needed escapes, and what is not an escape at all.
+            ("echo $${HOME}", vec![]),
+            ("echo $$$$", vec![]),
+            ("price $$${PRICE}", vec![]),
+            ("echo $HOME ${A} $", vec![]),
+            ("$$$", vec![]),
+            ("", vec![]),
+        ] {
+            assert_eq!(lone_dollar_escapes(template), want, "{template}");
+        }
+        // Each reported `$$` expands to a lone `$`.
+        let l = env(&[]);
+        assert_eq!(expand("kill -HUP $$", &l), Ok("kill -HUP $".into()));
+        assert_eq!(expand("echo $$$$", &l), Ok("echo $$".into()));
     }
 
     #[test]

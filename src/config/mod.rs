@@ -42,6 +42,22 @@ pub enum ConfigError {
     Invalid { rendered: String, count: usize },
 }
 
+impl ConfigError {
+    /// The same error, its diagnostics closing with `outcome` (what the
+    /// command did or did not do, in its own words) instead of
+    /// [`diag::DEFAULT_OUTCOME`]. Other errors are unchanged.
+    #[must_use]
+    pub fn with_outcome(self, outcome: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { rendered, count } => ConfigError::Invalid {
+                rendered: diag::with_outcome(&rendered, outcome),
+                count,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Finds the stack file: `explicit` (from `-f` / `STACKCTL_FILE`), else
 /// `./stack.toml`, else the nearest `stack.toml` in a parent folder.
 ///
@@ -110,10 +126,12 @@ pub fn load_with(
         key_span: &|_| None,
         blanked: &[],
     };
-    parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
+    let (mut stack, warnings) = parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
         rendered: diag::render(&diags, &src, &shown),
         count: diags.len(),
-    })
+    })?;
+    stack.warnings = diag::render_warnings(&warnings, &src, &shown);
+    Ok(stack)
 }
 
 /// What can be told of a stack file that does not validate: the shell of
@@ -159,6 +177,7 @@ pub fn shell(path: &Path) -> Stack {
         logs: LogSettings::default(),
         processes: Vec::new(),
         keeper: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -168,7 +187,10 @@ pub fn shell(path: &Path) -> Stack {
 /// `key = value` is blanked out (bytes replaced by spaces, so every other
 /// span stays put) and the text is parsed again, up to a limit. A syntax
 /// error ends this: nothing after it can be trusted.
-fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+fn parse_str(
+    src: &str,
+    input: &validate::Input<'_>,
+) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
     let Ok(doc) = toml_edit::ImDocument::parse(src) else {
         // A syntax error: toml's parser locates it.
         let err = match toml::from_str::<toml::Table>(src) {
@@ -226,7 +248,7 @@ fn parse_str(src: &str, input: &validate::Input<'_>) -> Result<Stack, Vec<Diagno
         ..*input
     };
     match validate::validate(raw, &input) {
-        Ok(stack) if diags.is_empty() => Ok(stack),
+        Ok(valid) if diags.is_empty() => Ok(valid),
         Ok(_) => Err(diags),
         Err(more) => {
             diags.extend(more);
@@ -565,6 +587,61 @@ mod tests {
         let lookup = move |k: &str| os.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let r = load_with(&dir.path().join("stack.toml"), false, &lookup);
         (dir, r)
+    }
+
+    #[test]
+    fn env_sources_name_the_file_and_line_that_won_and_hints_say_so() {
+        let toml = "[stack]\nenv_file = [\".env\"]\n\n[env]\nEMPTY = \"\"\nA = \"t\"\n\n\
+            [service.api]\ncommand = \"x\"\nenv_file = [\"api.env\"]\nenv = { C = \"c\" }\n\
+            require_env = [\"JWT\", \"EMPTY\", \"NOWHERE\", \"SHELL_EMPTY\"]\n";
+        let files = [(".env", "A=1\nJWT=\n"), ("api.env", "# c\nB=2\nA=3\n")];
+        let (_d, r) = load_str(toml, &files, &[("JWT", "x"), ("SHELL_EMPTY", "")]);
+        let stack = r.unwrap();
+        let p = stack.process("api").unwrap();
+        let name = |f: &Path| f.file_name().unwrap().to_string_lossy().into_owned();
+        let at = |k: &str| {
+            let s = &p.env_sources[k];
+            format!("{}:{}", name(&s.file), s.line)
+        };
+        // Each from the strongest layer that set it.
+        assert_eq!(at("A"), "api.env:3");
+        assert_eq!(at("B"), "api.env:2");
+        assert_eq!(at("C"), "stack.toml:11");
+        assert_eq!(at("JWT"), ".env:2");
+        assert_eq!(at("EMPTY"), "stack.toml:5");
+        assert_eq!(p.env_sources.len(), p.env.0.len());
+        let os = |k: &str| match k {
+            "JWT" => Some("x".to_string()),
+            "SHELL_EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let hint = |v: &str| env::missing_env_hint(p, v, &os, &name);
+        // Set in the shell, but the env file's empty line wins: say so.
+        assert!(
+            hint("JWT").starts_with("`JWT` is set empty at .env:2, which wins over the shell"),
+            "{}",
+            hint("JWT")
+        );
+        assert!(
+            hint("EMPTY").contains("at stack.toml:5"),
+            "{}",
+            hint("EMPTY")
+        );
+        assert!(
+            hint("NOWHERE").contains("is set nowhere"),
+            "{}",
+            hint("NOWHERE")
+        );
+        assert!(
+            hint("SHELL_EMPTY").contains("is empty in the shell"),
+            "{}",
+            hint("SHELL_EMPTY")
+        );
+        let missing: Vec<String> = env::missing_with(&stack, &os)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(missing, ["JWT", "EMPTY", "NOWHERE", "SHELL_EMPTY"]);
     }
 
     fn ok(toml: &str) -> Stack {

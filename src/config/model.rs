@@ -35,6 +35,10 @@ pub struct Stack {
     pub processes: Vec<ProcessSpec>,
     /// `[keeper]`, when present.
     pub keeper: Option<KeeperSpec>,
+    /// Warnings about the file, each rendered (`warning: …`, its place, a
+    /// hint): valid, but probably not what was meant. `check`, `start` and
+    /// `reload` print them.
+    pub warnings: Vec<String>,
 }
 
 impl Stack {
@@ -187,6 +191,19 @@ impl fmt::Debug for Env {
     }
 }
 
+/// Where a variable was set: an env file's `KEY=` line, or an `[env]` /
+/// `env` key in the stack file. Never holds the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSource {
+    /// Absolute path of the file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+}
+
+/// [`EnvSource`] by variable name.
+pub type EnvSources = BTreeMap<String, EnvSource>;
+
 /// One `[task.NAME]` or `[service.NAME]`.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -199,6 +216,9 @@ pub struct ProcessSpec {
     /// and expanded: stack env files, `[env]`, its env files, its `env`.
     /// `STACKCTL_*` are added at spawn time.
     pub env: Env,
+    /// Where each variable of `env` was set, by the layer that won (a
+    /// `file:line`): what a hint about a variable names.
+    pub env_sources: EnvSources,
     /// Absolute working directory (default: the stack file's folder).
     /// Unlike commands, `${VAR}` in `cwd` is expanded at load (it may not use
     /// `STACKCTL_PROCESS`/`STACKCTL_INSTANCE`), so this is final.

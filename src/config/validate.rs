@@ -18,9 +18,9 @@ use nix::sys::signal::Signal;
 use regex::Regex;
 use toml::Spanned;
 
-use super::diag::{normalize, suggest, Diagnostic};
+use super::diag::{line_col, normalize, suggest, Diagnostic};
 use super::duration::{parse_duration, parse_size, DURATION_HINT, SIZE_HINT};
-use super::env::{expand, parse_dotenv, ExpandError};
+use super::env::{expand, lone_dollar_escapes, parse_dotenv, ExpandError};
 use super::graph;
 use super::model::*;
 use super::raw::*;
@@ -50,6 +50,8 @@ struct Ctx<'a> {
     input: &'a Input<'a>,
     root: PathBuf,
     diags: Vec<Diagnostic>,
+    /// Not problems, but probably not what was meant (rendered as `warning:`).
+    warnings: Vec<Diagnostic>,
     /// Where each `(process, variable)` of `require_env` is written.
     require_spans: BTreeMap<(String, String), Range<usize>>,
 }
@@ -69,8 +71,12 @@ struct Probe {
     failures: Option<u32>,
 }
 
-/// Turns `raw` into a [`Stack`], or every problem found.
-pub(crate) fn validate(raw: RawFile, input: &Input<'_>) -> Result<Stack, Vec<Diagnostic>> {
+/// Turns `raw` into a [`Stack`] and the warnings about it (valid, but
+/// probably not what was meant), or every problem found.
+pub(crate) fn validate(
+    raw: RawFile,
+    input: &Input<'_>,
+) -> Result<(Stack, Vec<Diagnostic>), Vec<Diagnostic>> {
     let root = input
         .file
         .parent()
@@ -79,11 +85,12 @@ pub(crate) fn validate(raw: RawFile, input: &Input<'_>) -> Result<Stack, Vec<Dia
         input,
         root,
         diags: Vec::new(),
+        warnings: Vec::new(),
         require_spans: BTreeMap::new(),
     };
     let stack = cx.stack(raw);
     if cx.diags.is_empty() {
-        Ok(stack)
+        Ok((stack, cx.warnings))
     } else {
         Err(cx.diags)
     }
@@ -254,10 +261,11 @@ impl Ctx<'_> {
 
         // Environment layers shared by every process: stack env files, then [env].
         let mut base: BTreeMap<String, String> = BTreeMap::new();
+        let mut base_sources = EnvSources::new();
         if let Some(files) = &rs.env_file {
-            self.env_files(files, &mut base, &name);
+            self.env_files(files, &mut base, &mut base_sources, &name);
         }
-        self.env_table(raw.env, &["env"], &mut base, &name);
+        self.env_table(raw.env, &["env"], &mut base, &mut base_sources, &name);
 
         let mut processes = Vec::new();
         let mut spans: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
@@ -296,7 +304,14 @@ impl Ctx<'_> {
                     }
                 }
                 spans.push((pname.span(), dep_spans));
-                let p = self.process(&pname, kind, rp, &base, stop_timeout, &name);
+                let p = self.process(
+                    &pname,
+                    kind,
+                    rp,
+                    (&base, &base_sources),
+                    stop_timeout,
+                    &name,
+                );
                 processes.push(p);
             }
         }
@@ -314,9 +329,12 @@ impl Ctx<'_> {
             logs,
             processes,
             keeper,
+            warnings: Vec::new(),
         };
         if self.input.require_env {
             let missing = super::env::missing_with(&stack, self.input.os_env);
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let show = |f: &Path| super::diag::shown_path(f, &cwd);
             for (pname, var) in missing {
                 let span = spans
                     .iter()
@@ -328,12 +346,14 @@ impl Ctx<'_> {
                     .get(&(pname.clone(), var.clone()))
                     .cloned()
                     .or(span);
+                let hint = match stack.process(&pname) {
+                    Some(p) => super::env::missing_env_hint(p, &var, self.input.os_env, &show),
+                    None => format!("set `{var}` in the shell, in [env] or in an env_file"),
+                };
                 let mut d = Diagnostic::nowhere(format!(
                     "`{pname}` requires `{var}`, which is unset or empty"
                 ))
-                .hint(format!(
-                    "set `{var}` in stackctl's environment, in [env] or in an env_file"
-                ));
+                .hint(hint);
                 d.span = span;
                 self.push(d);
             }
@@ -393,7 +413,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn env_files(&mut self, files: &EnvFiles, layer: &mut BTreeMap<String, String>, stack: &str) {
+    fn env_files(
+        &mut self,
+        files: &EnvFiles,
+        layer: &mut BTreeMap<String, String>,
+        sources: &mut EnvSources,
+        stack: &str,
+    ) {
         for entry in &files.0 {
             let span = entry.span();
             let e = entry.get_ref();
@@ -442,6 +468,13 @@ impl Ctx<'_> {
                 };
                 match value {
                     Ok(v) => {
+                        sources.insert(
+                            d.key.clone(),
+                            EnvSource {
+                                file: path.clone(),
+                                line: d.line,
+                            },
+                        );
                         layer.insert(d.key, v);
                     }
                     Err(err) => self.push(
@@ -461,6 +494,7 @@ impl Ctx<'_> {
         table: Option<BTreeMap<String, Spanned<toml::Value>>>,
         at: &[&str],
         layer: &mut BTreeMap<String, String>,
+        sources: &mut EnvSources,
         stack: &str,
     ) {
         for (k, v) in self.by_place(table, at) {
@@ -492,6 +526,9 @@ impl Ctx<'_> {
             };
             match result {
                 Ok(val) => {
+                    let line = line_col(self.input.src, k.span().start).0;
+                    let file = self.input.file.to_path_buf();
+                    sources.insert(key.clone(), EnvSource { file, line });
                     layer.insert(key, val);
                 }
                 Err(err) => self.push(
@@ -551,7 +588,8 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
-                self.template(s, span, what, env)?;
+                self.template(s, span.clone(), what, env)?;
+                self.lone_escape(s, span, what);
                 Some(CommandSpec::Shell(s.clone()))
             }
             RawCommand::Argv(v) => {
@@ -565,10 +603,31 @@ impl Ctx<'_> {
                 let mut ok = true;
                 for a in v {
                     ok &= self.template(a.get_ref(), a.span(), what, env).is_some();
+                    self.lone_escape(a.get_ref(), a.span(), what);
                 }
                 ok.then(|| CommandSpec::Argv(v.iter().map(|a| a.get_ref().clone()).collect()))
             }
         }
+    }
+
+    /// Warns about a `$$` in a command that is not before `{`: it becomes
+    /// a single `$` (so `kill -HUP $$` runs `kill -HUP $`), which is rarely
+    /// what a shell user meant.
+    fn lone_escape(&mut self, template: &str, span: Range<usize>, what: &str) {
+        if lone_dollar_escapes(template).is_empty() {
+            return;
+        }
+        // The same `$$` in the file's text (a TOML string has no escape for `$`).
+        let at = self
+            .input
+            .src
+            .get(span.clone())
+            .and_then(|t| lone_dollar_escapes(t).first().copied())
+            .map_or(span.clone(), |i| span.start + i..span.start + i + 2);
+        self.warnings.push(
+            Diagnostic::at(at, format!("`$$` in `{what}` becomes a single `$`"))
+                .hint("`$$` is stackctl's escape for a literal `$`: for the shell's `$$` (its pid) write `$$$$`; a `$` that is not before `{` is kept as it is, so `$$` is needed only for a literal `${`"),
+        );
     }
 
     fn commands(
@@ -809,7 +868,7 @@ impl Ctx<'_> {
         pname: &Spanned<String>,
         kind: Kind,
         rp: RawProcess,
-        base: &BTreeMap<String, String>,
+        (base, base_sources): (&BTreeMap<String, String>, &EnvSources),
         stack_stop_timeout: Duration,
         stack: &str,
     ) -> ProcessSpec {
@@ -817,10 +876,12 @@ impl Ctx<'_> {
         let table = format!("{kind}.{name}");
         let at = |k: &str| format!("{table}.{k}");
         let mut env = base.clone();
+        let mut env_sources = base_sources.clone();
         if let Some(files) = &rp.env_file {
-            self.env_files(files, &mut env, stack);
+            self.env_files(files, &mut env, &mut env_sources, stack);
         }
-        self.env_table(rp.env, &[kind_key(kind), &name, "env"], &mut env, stack);
+        let env_at = [kind_key(kind), &name, "env"];
+        self.env_table(rp.env, &env_at, &mut env, &mut env_sources, stack);
         let command = match &rp.command {
             Some(c) => self.command(c, &at("command"), &env),
             None if self.was_blanked(&[kind_key(kind), &name, "command"]) => None,
@@ -1018,6 +1079,7 @@ impl Ctx<'_> {
             command: command.unwrap_or(CommandSpec::Shell(String::new())),
             depends_on,
             env: Env(env),
+            env_sources,
             cwd,
             pre_start,
             require_env,

@@ -1,12 +1,43 @@
 //! The `notify` gate: the sd_notify datagram protocol, as with systemd's
 //! `Type=notify`. The process finds `NOTIFY_SOCKET` in its environment and
 //! sends datagrams of newline-separated `KEY=VALUE` lines to it; `READY=1`
-//! passes the gate. One socket per process instance, so a message is
-//! attributed by the socket it arrives on (no credential passing needed).
+//! passes the gate. One socket per process instance.
 //!
 //! The socket file is created mode 0600 (only the owning user may send; a
 //! stale file from an earlier run is removed first) and removed again when
 //! the [`NotifySocket`] is dropped.
+//!
+//! Who may speak for the instance: a message is heard only from a process
+//! of that instance, as systemd's `NotifyAccess=all` hears only the unit's
+//! own processes. The socket has `SO_PASSCRED`, so the kernel (not the
+//! sender) attaches each datagram's sender pid (`SCM_CREDENTIALS`). Once the
+//! instance is spawned, the unit names its session with
+//! [`NotifySocket::accept_session`]: every child is a session leader, so
+//! pgid = sid = the spawned pid, and whatever it runs stays in that session
+//! and group (a program under `sh -c`, `systemd-notify` run from a script)
+//! unless it leaves with `setsid`. When a datagram is read, the sender's
+//! `/proc/<pid>/stat` is read at once; its session or its process group
+//! must be the instance's. Anything else is ignored and logged (tracing:
+//! `stackctl.log`) with the sender's pid and why, once per sender pid: a
+//! stray process of the same user, a leftover of an earlier incarnation,
+//! another service. (Nothing sent before the spawn can be heard either:
+//! until then nothing is accepted, and no earlier process is in a session
+//! whose id is the new pid.)
+//!
+//! A sender that is gone when its datagram is read cannot be attributed
+//! (systemd falls back to the sender's cgroup; a supervisor of plain
+//! processes has none), and its message is ignored, as systemd ignores a
+//! message whose unit it cannot find. Accepting it instead would let any
+//! process pass the gate by exiting quickly. This costs nothing with the
+//! real clients: `systemd-notify` sends `READY=1` and then waits (its
+//! `BARRIER=1` carries a pipe fd, which is closed here when it is read) so
+//! it is alive when checked, and as root it sends on behalf of its parent
+//! (the script), which is in the session too; a service that sends itself
+//! stays alive anyway. A one-off helper of one's own must likewise not exit
+//! before its message is read (`systemd-notify --ready` does this). A
+//! zombie still has its stat, and a pid reused by then is judged as the
+//! new process: it passes only if it is the instance's too. File
+//! descriptors passed with a datagram are always closed.
 //!
 //! Long paths: a unix socket path is limited to 107 bytes (108 with its
 //! NUL). When the path asked for is longer (a deep `state_dir`), the socket
@@ -16,17 +47,30 @@
 //! [`NotifySocket::path`] always says where the socket really is: that is
 //! what goes into `NOTIFY_SOCKET`.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::io;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use tokio::io::Interest;
 use tokio::net::UnixDatagram;
+
+use crate::spawn::identity::{proc_stat, ProcStat};
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
 /// The largest datagram read; longer ones are truncated (systemd reads 4 KiB).
 const MAX_DATAGRAM: usize = 16 * 1024;
+
+/// Senders whose ignored messages are logged, per socket (one line each).
+const MAX_LOGGED_SENDERS: usize = 32;
 
 /// One line of an sd_notify datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +110,99 @@ pub struct NotifySocket {
     path: PathBuf,
     /// The private folder made for a too-long path, removed on drop.
     fallback_dir: Option<PathBuf>,
+    /// For log lines: the name the socket was asked for (the instance's).
+    label: String,
+    /// The instance's session (= its process group, = the spawned pid);
+    /// 0 until [`NotifySocket::accept_session`].
+    session: AtomicI32,
+    /// Senders already logged as ignored.
+    logged: Mutex<BTreeSet<i32>>,
+}
+
+/// Why a datagram was not heard. Names pids, never message values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Nothing of the instance runs yet.
+    NotSpawned,
+    /// No sender pid came with it (not visible in this pid namespace).
+    NoSender,
+    /// The sender had exited (and been reaped) before it could be checked.
+    Gone(i32),
+    /// The sender is someone else's.
+    Stranger {
+        pid: i32,
+        session: i32,
+        pgid: i32,
+        expected: i32,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotSpawned => f.write_str("the instance was not spawned yet"),
+            Refusal::NoSender => f.write_str("it came without its sender's pid"),
+            Refusal::Gone(pid) => write!(
+                f,
+                "pid {pid} had exited before it could be checked (a sender must stay until its message is read, as systemd-notify does)"
+            ),
+            Refusal::Stranger {
+                pid,
+                session,
+                pgid,
+                expected,
+            } => write!(
+                f,
+                "pid {pid} (session {session}, process group {pgid}) is not a process of this instance (session {expected})"
+            ),
+        }
+    }
+}
+
+/// Whether a datagram from `sender` is the instance's: its session or its
+/// process group is `expected` (0: nothing spawned yet). `stat` is what
+/// `/proc/<sender>/stat` said when the datagram was read.
+pub(crate) fn admit(
+    expected: i32,
+    sender: Option<i32>,
+    stat: impl FnOnce(i32) -> io::Result<ProcStat>,
+) -> Result<(), Refusal> {
+    if expected <= 0 {
+        return Err(Refusal::NotSpawned);
+    }
+    let pid = match sender {
+        Some(p) if p > 0 => p,
+        _ => return Err(Refusal::NoSender),
+    };
+    match stat(pid) {
+        Ok(st) if st.session == expected || st.pgid == expected => Ok(()),
+        Ok(st) => Err(Refusal::Stranger {
+            pid,
+            session: st.session,
+            pgid: st.pgid,
+            expected,
+        }),
+        // Not found, or unreadable: either way it cannot be attributed.
+        Err(_) => Err(Refusal::Gone(pid)),
+    }
+}
+
+/// The keys of a datagram, for a log line (values may be anything).
+fn keys(msgs: &[NotifyMsg]) -> String {
+    let k: Vec<&str> = msgs
+        .iter()
+        .map(|m| match m {
+            NotifyMsg::Ready => "READY=1",
+            NotifyMsg::Stopping => "STOPPING=1",
+            NotifyMsg::Status(_) => "STATUS",
+            NotifyMsg::Other(k, _) => k.as_str(),
+        })
+        .collect();
+    if k.is_empty() {
+        "empty".into()
+    } else {
+        k.join(", ")
+    }
 }
 
 impl NotifySocket {
@@ -78,6 +215,10 @@ impl NotifySocket {
     /// or restricted to mode 0600.
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
         let path = std::path::absolute(path)?;
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (path, fallback_dir) = if path.as_os_str().len() <= MAX_SOCKET_PATH {
             (path, None)
         } else {
@@ -90,6 +231,9 @@ impl NotifySocket {
                 sock,
                 path,
                 fallback_dir,
+                label,
+                session: AtomicI32::new(0),
+                logged: Mutex::new(BTreeSet::new()),
             }),
             Err(e) => {
                 if let Some(d) = &fallback_dir {
@@ -105,14 +249,57 @@ impl NotifySocket {
         &self.path
     }
 
-    /// Waits for the next datagram and parses it. Cancel safe.
+    /// From now on, hears only processes whose session or process group is
+    /// `sid`: the spawned pid, which leads both (see the module docs).
+    /// Until then nothing is heard.
+    pub fn accept_session(&self, sid: i32) {
+        self.session.store(sid, Ordering::Relaxed);
+    }
+
+    /// Waits for the next datagram from a process of the instance and
+    /// parses it; any other is ignored and logged. Cancel safe.
     ///
     /// # Errors
     /// When reading the socket fails.
     pub async fn recv(&self) -> io::Result<Vec<NotifyMsg>> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let n = self.sock.recv(&mut buf).await?;
-        Ok(NotifyMsg::parse(&buf[..n]))
+        loop {
+            let (n, sender) = self
+                .sock
+                .async_io(Interest::READABLE, || {
+                    recv_with_sender(self.sock.as_raw_fd(), &mut buf)
+                })
+                .await?;
+            // Checked at once: the sender may exit at any moment.
+            let verdict = admit(self.session.load(Ordering::Relaxed), sender, proc_stat);
+            let msgs = NotifyMsg::parse(&buf[..n]);
+            match verdict {
+                Ok(()) => return Ok(msgs),
+                Err(why) => self.log_ignored(&msgs, sender, &why),
+            }
+        }
+    }
+
+    fn log_ignored(&self, msgs: &[NotifyMsg], sender: Option<i32>, why: &Refusal) {
+        let pid = sender.unwrap_or(0);
+        let mut logged = match self.logged.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if logged.contains(&pid) || logged.len() > MAX_LOGGED_SENDERS {
+            return;
+        }
+        logged.insert(pid);
+        let more = if logged.len() > MAX_LOGGED_SENDERS {
+            "; further ignored senders on this socket are not logged"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            process = %self.label,
+            "ignored a notify message ({}) from pid {pid}: {why}{more}",
+            keys(msgs)
+        );
     }
 
     /// Waits until a datagram says `READY=1`; returns the last `STATUS=`
@@ -148,6 +335,34 @@ impl Drop for NotifySocket {
     }
 }
 
+/// Reads one datagram into `buf` without blocking: its length, and the
+/// sender's pid as the kernel gave it. Closes any fds passed along with it
+/// (systemd-notify's barrier waits for exactly that).
+fn recv_with_sender(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(libc::ucred, [RawFd; 16]);
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let n = msg.bytes;
+    let mut sender = None;
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::ScmCredentials(cred) => sender = Some(cred.pid()),
+            ControlMessageOwned::ScmRights(fds) => {
+                for f in fds {
+                    let _ = nix::unistd::close(f);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((n, sender))
+}
+
 fn bind_at(path: &Path) -> io::Result<UnixDatagram> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -155,6 +370,11 @@ fn bind_at(path: &Path) -> io::Result<UnixDatagram> {
         Err(e) => return Err(e),
     }
     let sock = UnixDatagram::bind(path)?;
+    // Every datagram then carries its sender's pid, attached by the kernel.
+    if let Err(e) = setsockopt(&sock, sockopt::PassCred, &true) {
+        let _ = std::fs::remove_file(path);
+        return Err(e.into());
+    }
     // The folder it lives in is private (state_dir is 0700, the fallback is
     // 0700), so the moment between bind and chmod exposes nothing.
     if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
@@ -187,27 +407,108 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
     use std::time::Duration;
 
+    use nix::unistd::getsid;
+
     use super::*;
-    use crate::config::CommandSpec;
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
     const SEND: &str = "import socket,os; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
         s.sendto(b\"READY=1\\nSTATUS=warming\", os.environ[\"NOTIFY_SOCKET\"])";
 
-    /// Runs python3 `code` with `NOTIFY_SOCKET` set, through the one-shot path.
-    async fn send_with_python(sock: &Path, code: &str) {
-        let mut env: Vec<(String, String)> = std::env::vars().collect();
-        env.push(("NOTIFY_SOCKET".into(), sock.display().to_string()));
-        let cmd = CommandSpec::Argv(vec!["python3".into(), "-c".into(), code.into()]);
-        let r = crate::spawn::run_oneshot(&cmd, Path::new("/"), &env, Duration::from_secs(10))
-            .await
-            .unwrap();
+    /// A python3 stand-in in its own session (as the supervisor spawns
+    /// one), with `NOTIFY_SOCKET` set; its group is killed on drop.
+    struct Sender {
+        pid: i32,
+        out: std::io::BufReader<std::fs::File>,
+    }
+
+    impl Sender {
+        /// Runs `code`, then `print("sent")`, then sleeps until killed.
+        fn start(sock: &Path, code: &str) -> Sender {
+            let mut env: Vec<(String, String)> = std::env::vars().collect();
+            env.push(("NOTIFY_SOCKET".into(), sock.display().to_string()));
+            let code = format!("{code}\nprint('sent', flush=True)\nimport time; time.sleep(600)");
+            let argv = vec!["python3".to_string(), "-c".to_string(), code];
+            let sp = crate::spawn::spawn(&argv, Path::new("/"), &env, true).unwrap();
+            let out = std::fs::File::from(sp.output.unwrap());
+            Sender {
+                pid: sp.pid,
+                out: std::io::BufReader::new(out),
+            }
+        }
+
+        /// Blocks until the stand-in said it has sent everything.
+        fn wait_sent(&mut self) {
+            use std::io::BufRead;
+            let mut line = String::new();
+            self.out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "sent", "the stand-in failed");
+        }
+    }
+
+    impl Drop for Sender {
+        fn drop(&mut self) {
+            let _ = crate::spawn::signal_group(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Sends `text` from this (test) process.
+    fn send_from_here(sock: &Path, text: &str) {
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        s.send_to(text.as_bytes(), sock).unwrap();
+    }
+
+    fn stat(session: i32, pgid: i32) -> io::Result<ProcStat> {
+        Ok(ProcStat {
+            state: 'S',
+            ppid: 1,
+            pgid,
+            session,
+            start_ticks: 1,
+        })
+    }
+
+    #[test]
+    fn admits_only_the_instances_session_or_group() {
+        let gone = |_| Err(io::Error::from(io::ErrorKind::NotFound));
+        // (expected session, sender pid, its session and group), verdict.
+        assert_eq!(admit(700, Some(700), |_| stat(700, 700)), Ok(()));
+        // A child under `sh -c`, systemd-notify from a script: same session.
+        assert_eq!(admit(700, Some(705), |_| stat(700, 700)), Ok(()));
+        // Its own group inside the session (a job-control shell): still ours.
+        assert_eq!(admit(700, Some(705), |_| stat(700, 705)), Ok(()));
+        // Left the session with setsid but kept the group? Only the group.
+        assert_eq!(admit(700, Some(705), |_| stat(705, 700)), Ok(()));
         assert_eq!(
-            r.outcome,
-            crate::spawn::OneshotOutcome::Exited(0),
-            "{}",
-            r.output
+            admit(700, Some(900), |_| stat(800, 900)),
+            Err(Refusal::Stranger {
+                pid: 900,
+                session: 800,
+                pgid: 900,
+                expected: 700
+            })
+        );
+        assert_eq!(admit(700, Some(705), gone), Err(Refusal::Gone(705)));
+        assert_eq!(admit(700, None, |_| stat(700, 700)), Err(Refusal::NoSender));
+        assert_eq!(
+            admit(700, Some(0), |_| stat(700, 700)),
+            Err(Refusal::NoSender)
+        );
+        assert_eq!(
+            admit(0, Some(700), |_| stat(700, 700)),
+            Err(Refusal::NotSpawned)
+        );
+        let why = Refusal::Stranger {
+            pid: 900,
+            session: 800,
+            pgid: 900,
+            expected: 700,
+        }
+        .to_string();
+        assert!(
+            why.contains("pid 900") && why.contains("session 700"),
+            "{why}"
         );
     }
 
@@ -241,7 +542,9 @@ mod tests {
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-        send_with_python(s.path(), SEND).await;
+        let mut sender = Sender::start(s.path(), SEND);
+        s.accept_session(sender.pid);
+        sender.wait_sent();
         let msgs = tokio::time::timeout(DEADLINE, s.recv())
             .await
             .unwrap()
@@ -261,7 +564,8 @@ mod tests {
         let code = "import socket,os; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
             p=os.environ['NOTIFY_SOCKET']; s.sendto(b'STATUS=migrating', p); \
             s.sendto(b'STATUS=loading model', p); s.sendto(b'READY=1', p)";
-        send_with_python(s.path(), code).await;
+        let sender = Sender::start(s.path(), code);
+        s.accept_session(sender.pid);
         let status = tokio::time::timeout(DEADLINE, s.ready())
             .await
             .unwrap()
@@ -290,7 +594,8 @@ mod tests {
         );
         assert!(!asked.exists());
 
-        send_with_python(&real, SEND).await;
+        let sender = Sender::start(&real, SEND);
+        s.accept_session(sender.pid);
         let msgs = tokio::time::timeout(DEADLINE, s.recv())
             .await
             .unwrap()
@@ -298,5 +603,96 @@ mod tests {
         assert_eq!(msgs[0], NotifyMsg::Ready);
         drop(s);
         assert!(!folder.exists(), "the fallback folder is removed on drop");
+    }
+
+    #[tokio::test]
+    async fn a_stranger_is_not_heard() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = NotifySocket::bind(&dir.path().join("api.sock")).unwrap();
+        // Before the instance is spawned, nobody is heard.
+        let mut early = Sender::start(s.path(), SEND);
+        early.wait_sent();
+        // "The instance" is this test process's session from now on.
+        let me = getsid(None).unwrap().as_raw();
+        s.accept_session(me);
+        // A live process of another session (its own, as any stray has).
+        let mut stranger = Sender::start(s.path(), SEND);
+        stranger.wait_sent();
+        assert_ne!(stranger.pid, me);
+        // Then the instance speaks: its message is the first one heard.
+        send_from_here(s.path(), "STATUS=mine\nREADY=1");
+        let msgs = tokio::time::timeout(DEADLINE, s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            msgs,
+            vec![NotifyMsg::Status("mine".into()), NotifyMsg::Ready]
+        );
+        let logged = s.logged.lock().unwrap().clone();
+        assert!(logged.contains(&stranger.pid), "{logged:?}");
+        assert!(logged.contains(&early.pid), "{logged:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sender_gone_before_its_message_is_read_is_not_heard() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = NotifySocket::bind(&dir.path().join("w.sock")).unwrap();
+        // The leader's child sends READY=1 and exits; the leader reaps it,
+        // then sends a STATUS of its own and says it is done.
+        let code = "import socket,os\n\
+            p=os.environ['NOTIFY_SOCKET']\n\
+            k=os.fork()\n\
+            if k==0:\n    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', p); os._exit(0)\n\
+            os.waitpid(k, 0)\n\
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'STATUS=leader', p)";
+        let mut leader = Sender::start(s.path(), code);
+        s.accept_session(leader.pid);
+        leader.wait_sent();
+        let msgs = tokio::time::timeout(DEADLINE, s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msgs, vec![NotifyMsg::Status("leader".into())]);
+    }
+
+    #[tokio::test]
+    async fn fds_passed_with_a_message_are_closed() {
+        // systemd-notify's barrier: a pipe's write end goes along with
+        // `BARRIER=1`, and the sender waits until it is closed.
+        let dir = tempfile::tempdir().unwrap();
+        let s = NotifySocket::bind(&dir.path().join("b.sock")).unwrap();
+        s.accept_session(getsid(None).unwrap().as_raw());
+        let (r, w) = nix::unistd::pipe().unwrap();
+        {
+            use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+            let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+            let fds = [w.as_raw_fd()];
+            let addr = UnixAddr::new(s.path()).unwrap();
+            let iov = [std::io::IoSlice::new(b"BARRIER=1")];
+            sendmsg(
+                c.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .unwrap();
+        }
+        drop(w);
+        let msgs = tokio::time::timeout(DEADLINE, s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msgs, vec![NotifyMsg::Other("BARRIER".into(), "1".into())]);
+        // Every write end is closed now: a read that cannot wait gives
+        // end-of-file, not "would block".
+        nix::fcntl::fcntl(
+            r.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(0));
     }
 }

@@ -106,21 +106,41 @@ pub fn spawn(
 }
 
 /// Installs the child-side set-up that runs between `fork` and `exec`.
+///
+/// Every signal the kernel has, 1 to `SIGRTMAX` (real-time ones included),
+/// gets its default disposition, and the mask is emptied: an ignored or
+/// blocked signal survives `exec`, so whatever the supervisor inherited from
+/// its own caller would otherwise reach every child.
 #[allow(unsafe_code)]
 fn child_setup(cmd: &mut std::process::Command) {
+    // Read before fork: the highest signal number the C library knows.
+    let sigrtmax = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (setsid, sigprocmask, sigaction,
-    // the close_range syscall, fcntl); it allocates nothing and takes no
-    // locks.
+    // only async-signal-safe functions (setsid, sigprocmask, the
+    // rt_sigaction and close_range syscalls, fcntl); it allocates nothing
+    // and takes no locks.
     unsafe {
-        cmd.pre_exec(|| {
-            use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+        cmd.pre_exec(move || {
+            use nix::sys::signal::{SigSet, SigmaskHow};
             nix::unistd::setsid()?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-            let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-            for sig in Signal::iterator() {
-                if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-                    let _ = sigaction(sig, &dfl);
+            // The raw syscall, not libc's sigaction: glibc refuses 32 and 33
+            // (reserved for its threads), yet an ignored 32 is inherited all
+            // the same. An all-zero kernel `struct sigaction` is SIG_DFL, no
+            // flags, an empty mask, whatever the architecture's field order;
+            // 32 bytes cover the largest 64-bit layout, and the kernel's
+            // sigset is 8 bytes. Failures are ignored: SIGKILL and SIGSTOP
+            // cannot be changed, and nothing else can fail here.
+            let dfl = [0u64; 4];
+            for sig in 1..=sigrtmax {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig,
+                        dfl.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8usize,
+                    );
                 }
             }
             // Only fds 0-2 survive exec: mark every other fd close-on-exec.

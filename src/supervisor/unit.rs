@@ -746,6 +746,10 @@ impl Unit {
             Ok(c) => c,
             Err(reason) => return End::NotReady(reason),
         };
+        // Only the new instance's own processes may now pass its notify gate.
+        if let Some(n) = &notify {
+            n.accept_session(child.pid);
+        }
         let pid_path = self.record(&child);
         if self.spec.kind == Kind::Task {
             return self.run_task(child, &pid_path).await;

@@ -419,3 +419,150 @@ fn the_documented_example_checks_as_documented() {
     let documented = &console[..console.find("\n\n").unwrap() + 1];
     assert_eq!(stdout, documented);
 }
+
+/// The closing line of the diagnostics in `stderr`.
+fn closing(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .rfind(|l| l.starts_with("error: stack.toml has"))
+        .unwrap_or_else(|| panic!("no closing line in:\n{stderr}"))
+}
+
+#[test]
+fn each_command_ends_a_broken_files_diagnostics_in_its_own_words() {
+    let s = Stack::new("[service.api]\ncommand = \"exec sleep 1000\"\nredy = 1\n");
+    let words = |args: &[&str], code: i32| {
+        let r = s.run(args);
+        r.expect_code(code);
+        closing(&r.stderr).to_string()
+    };
+    let one = "error: stack.toml has 1 problem; ";
+    assert_eq!(
+        words(&["check"], 2),
+        format!("{one}validated only, nothing was run")
+    );
+    assert_eq!(words(&["start"], 2), format!("{one}nothing was started"));
+    assert_eq!(
+        words(&["restart"], 2),
+        format!("{one}nothing was restarted")
+    );
+    assert_eq!(words(&["reload"], 2), format!("{one}nothing was changed"));
+    assert_eq!(
+        words(&["scale", "api", "2"], 2),
+        format!("{one}nothing was scaled")
+    );
+    // `status` and `stop` go on by the pid files, and say so (nothing
+    // runs: `status` exits 3).
+    assert_eq!(
+        words(&["status"], 3),
+        format!("{one}showing what the pid files prove")
+    );
+    assert_eq!(
+        words(&["status", "api"], 2),
+        format!("{one}no status was shown")
+    );
+    assert_eq!(
+        words(&["stop"], 0),
+        format!("{one}stopping what the pid files show")
+    );
+
+    // With a supervisor running: `status` uses it, `reload` changes nothing.
+    s.write(
+        "stack.toml",
+        "[service.api]\ncommand = \"exec sleep 1000\"\n",
+    );
+    s.run(&["start"]).success();
+    s.write(
+        "stack.toml",
+        "[service.api]\ncommand = \"exec sleep 1000\"\nredy = 1\n",
+    );
+    assert_eq!(
+        words(&["status"], 0),
+        format!("{one}showing the running supervisor's status")
+    );
+    assert_eq!(words(&["reload"], 2), format!("{one}nothing was changed"));
+    assert_eq!(
+        words(&["stop"], 0),
+        format!("{one}stopping through the running supervisor")
+    );
+}
+
+#[test]
+fn a_require_env_hint_names_the_env_file_line_that_wins_over_the_shell() {
+    let s = Stack::new(
+        "[stack]\nenv_file = [\".env\"]\n\n[service.api]\ncommand = \"exec sleep 1000\"\nrequire_env = [\"STACKCTL_T_JWT\", \"STACKCTL_T_UNSET\"]\n",
+    );
+    s.write(".env", "# filled in at deploy\nSTACKCTL_T_JWT=\n");
+    let env = [("STACKCTL_T_JWT", Some("x")), ("STACKCTL_T_UNSET", None)];
+    // Setting it in the shell cannot help: the hint says where it is set.
+    let r = s.run_env(&["start", "api"], &env);
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("`STACKCTL_T_JWT` is set empty at .env:2, which wins over the shell"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`STACKCTL_T_UNSET` is set nowhere"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("set them in this shell"), "{}", r.stderr);
+    let r = s.run_env(&["check"], &env);
+    r.expect_code(2);
+    assert!(r.stderr.contains("set empty at .env:2"), "{}", r.stderr);
+    // Removing the line, as the hint says, is then all it takes.
+    s.write(".env", "# filled in at deploy\n");
+    let env = [
+        ("STACKCTL_T_JWT", Some("x")),
+        ("STACKCTL_T_UNSET", Some("y")),
+    ];
+    s.run_env(&["check"], &env).success();
+}
+
+#[test]
+fn a_lone_dollar_dollar_in_a_command_is_a_warning_with_the_fix() {
+    let s = Stack::new(
+        "[service.api]\ncommand = \"echo as-written=$$ fixed=$$$$ > pids; exec sleep 1000\"\n\
+         pre_start = [\"echo '$${HOME}' > braces\"]\n",
+    );
+    let r = s.run(&["check"]);
+    r.success();
+    assert_eq!(
+        r.stderr,
+        "warning: `$$` in `service.api.command` becomes a single `$`\n  \
+         --> stack.toml:2:28\n  |\n\
+         2 | command = \"echo as-written=$$ fixed=$$$$ > pids; exec sleep 1000\"\n  \
+         |                            ^^\n  \
+         = hint: `$$` is stackctl's escape for a literal `$`: for the shell's `$$` (its pid) \
+         write `$$$$`; a `$` that is not before `{` is kept as it is, so `$$` is needed only \
+         for a literal `${`\n\n"
+    );
+    assert!(r.stdout.starts_with("stack.toml: ok"), "{}", r.stdout);
+    // `start` warns the same way, and starts: the warning tells the truth.
+    let r = s.run(&["start"]);
+    r.success();
+    assert!(
+        r.stderr
+            .contains("`$$` in `service.api.command` becomes a single `$`"),
+        "{r:?}"
+    );
+    crate::harness::wait_for("the command to write its pids", 30, || {
+        s.read("pids").ends_with('\n')
+    });
+    let pids = s.read("pids");
+    let (as_written, fixed) = pids
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{pids}"));
+    assert_eq!(as_written, "as-written=$");
+    assert!(
+        fixed
+            .strip_prefix("fixed=")
+            .is_some_and(|p| p.parse::<u32>().is_ok()),
+        "{pids}"
+    );
+    assert_eq!(s.read("braces"), "${HOME}\n");
+    s.run(&["stop"]).success();
+}

@@ -2024,3 +2024,195 @@ fn status_and_stop_work_from_pid_files_when_the_stack_file_is_broken() {
     assert!(r.stdout.contains("stopped pid"), "{}", r.stdout);
     wait_for("no process of the stack", 10, || s.stack_pids().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// 13. What a child inherits (issue 15)
+
+/// A caller that ignores and blocks signals, real-time ones included, and
+/// then becomes `stackctl` with the rest of its arguments.
+const SIGNAL_MESSY_CALLER: &str = r#"
+import os, signal, sys
+ignored = [signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT, signal.SIGPIPE]
+ignored += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+for sig in ignored:
+    signal.signal(sig, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2, signal.SIGALRM,
+    signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX])
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// `SigIgn` or `SigBlk` of a process, as a bit mask.
+fn signal_mask(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[test]
+fn a_child_gets_default_dispositions_and_an_empty_mask_whatever_the_caller_had() {
+    let s = Stack::new("[service.svc]\ncommand = [\"sleep\", \"1000\"]\n");
+    let caller = s.write("caller.py", SIGNAL_MESSY_CALLER);
+    let out = std::process::Command::new(python())
+        .arg(&caller)
+        .arg(harness::bin())
+        .arg("start")
+        .current_dir(s.path())
+        .env("STACKCTL_TEST_MARKER", &s.marker)
+        .env_remove("STACKCTL_FILE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.dump());
+    // The caller's state reached the supervisor (else this proves nothing).
+    let sup = s.supervisor_pid().unwrap();
+    assert_ne!(
+        signal_mask(sup, "SigIgn") >> 33,
+        0,
+        "the caller's ignored signals"
+    );
+    let pid = running_pid(&s, "svc");
+    assert_eq!(
+        format!("{:#x}", signal_mask(pid, "SigIgn")),
+        "0x0",
+        "ignored signals in the child"
+    );
+    assert_eq!(
+        format!("{:#x}", signal_mask(pid, "SigBlk")),
+        "0x0",
+        "blocked signals in the child"
+    );
+    run_code(&s, &["stop"], 0);
+}
+
+// ---------------------------------------------------------------------------
+// 14. Who may say READY (issue 15)
+
+/// A service's python stand-in, run as a child of `sh -c`: records its pid
+/// and parent, waits for the file `go`, then sends `READY=1` and stays.
+const NOTIFY_ON_GO: &str = r#"
+import os, socket, time
+open("sender.tmp", "w").write(f"{os.getpid()} {os.getppid()}\n")
+os.rename("sender.tmp", "sender")
+while not os.path.exists("go"):
+    time.sleep(0.02)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+time.sleep(1000)
+"#;
+
+/// Kills a background `stackctl` on drop, so a failing test leaves no CLI.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_stranger_cannot_pass_a_notify_gate_and_a_child_under_sh_can() {
+    let s = Stack::new(&format!(
+        r#"
+[service.svc]
+command = "{py} notify_on_go.py; exit 3"
+ready = {{ notify = true, timeout = "120s" }}
+"#,
+        py = python()
+    ));
+    s.write("notify_on_go.py", NOTIFY_ON_GO);
+    let mut start = Background(
+        s.cmd(&["start"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the stand-in to run", 60, || !s.read("sender").is_empty());
+    let (sender, parent): (i32, i32) = {
+        let t = s.read("sender");
+        let mut it = t.split_whitespace().map(|n| n.parse().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    // An unrelated live process (this test) writes READY=1 to the socket.
+    let me = std::process::id();
+    std::os::unix::net::UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"READY=1", s.state("notify/svc.sock"))
+        .unwrap();
+    let ignored = format!("ignored a notify message (READY=1) from pid {me}");
+    wait_for(
+        "the stranger's message to be ignored, or start to end",
+        60,
+        || s.read("logs/stackctl.log").contains(&ignored) || start.0.try_wait().unwrap().is_some(),
+    );
+    // It was not taken for the instance: the gate still waits.
+    assert!(start.0.try_wait().unwrap().is_none(), "start returned");
+    assert!(
+        s.read("logs/stackctl.log").contains(&ignored),
+        "{}",
+        s.dump()
+    );
+    assert_eq!(state_of(&s, "svc"), "starting");
+    // The real one, a child of the service's shell, passes it.
+    let shell = status_of(&s, "svc")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(parent, shell, "the stand-in is not a child of sh -c");
+    assert_ne!(sender, shell);
+    s.write("go", "");
+    let out = std::mem::replace(
+        &mut start.0,
+        std::process::Command::new("true").spawn().unwrap(),
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.dump());
+    assert_eq!(state_of(&s, "svc"), "running");
+    let log = s.read("logs/stackctl.log");
+    assert!(!log.contains(&format!("from pid {sender}")), "{log}");
+    run_code(&s, &["stop"], 0);
+}
+
+fn have_systemd_notify() -> bool {
+    std::process::Command::new("systemd-notify")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn systemd_notify_run_from_the_services_script_passes_the_gate() {
+    if !have_systemd_notify() {
+        eprintln!("NOTICE: systemd-notify is not installed (Debian: systemd); skipping");
+        return;
+    }
+    // systemd-notify waits until its message was read (a barrier), and
+    // fails if it never is: `notify-failed` says so.
+    let s = Stack::new(
+        r#"
+[service.svc]
+command = "sleep 0.3; systemd-notify --status=warming --ready || touch notify-failed; exec sleep 1000"
+ready = { notify = true, timeout = "60s" }
+"#,
+    );
+    start_ok(&s, &[]);
+    assert_eq!(state_of(&s, "svc"), "running");
+    let log = s.read("logs/stackctl.log");
+    assert!(!log.contains("ignored a notify message"), "{log}");
+    // Once the shell has moved on to `exec sleep`, systemd-notify is done:
+    // had its barrier not been released, it would have failed.
+    let pid = running_pid(&s, "svc");
+    wait_for("the script to reach its exec", 60, || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    assert!(
+        !s.path().join("notify-failed").exists(),
+        "systemd-notify failed"
+    );
+    run_code(&s, &["stop"], 0);
+}
