@@ -187,28 +187,13 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
     let os = |k: &str| std::env::var(k).ok();
     let cwd = std::env::current_dir().unwrap_or_default();
     let show = |f: &std::path::Path| crate::config::diag::shown_path(f, &cwd);
-    let mut missing = Vec::new();
-    let mut hints: Vec<String> = Vec::new();
-    for (p, v) in crate::config::env::missing_required_env(stack) {
-        let Some(spec) = stack.process(&p).filter(|_| closure.contains(&p)) else {
-            continue;
-        };
-        let hint = crate::config::env::missing_env_hint(spec, &v, &os, &show);
-        if !hints.contains(&hint) {
-            hints.push(hint);
-        }
-        missing.push(format!("{v} (required by {p})"));
+    match crate::config::env::missing_env_problem(stack, &closure, &os, &show) {
+        None => Ok(()),
+        Some((message, hint)) => Err(Error::Usage {
+            message,
+            hint: Some(format!("{hint}; nothing was started")),
+        }),
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Usage {
-        message: format!(
-            "required environment variables are unset or empty: {}",
-            missing.join(", ")
-        ),
-        hint: Some(format!("{}; nothing was started", hints.join("; "))),
-    })
 }
 
 /// Runs `restart`.

@@ -337,6 +337,39 @@ pub fn missing_env_hint(
     }
 }
 
+/// Why processes of `closure` cannot start: the required variables that
+/// are unset or empty, as one message and one hint (each variable's own
+/// hint, see [`missing_env_hint`]); `None` when nothing is missing.
+pub fn missing_env_problem(
+    stack: &Stack,
+    closure: &[String],
+    os: &dyn Fn(&str) -> Option<String>,
+    show: &dyn Fn(&Path) -> String,
+) -> Option<(String, String)> {
+    let mut missing = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for (p, v) in missing_required_env(stack) {
+        let Some(spec) = stack.process(&p).filter(|_| closure.contains(&p)) else {
+            continue;
+        };
+        let hint = missing_env_hint(spec, &v, os, show);
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+        missing.push(format!("{v} (required by {p})"));
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some((
+        format!(
+            "required environment variables are unset or empty: {}",
+            missing.join(", ")
+        ),
+        hints.join("; "),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

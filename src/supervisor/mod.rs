@@ -450,21 +450,15 @@ fn unknown_names(stack: &Stack, unknown: &[plan::UnknownName]) -> Error {
 /// A start of `closure` is refused while a variable it requires is unset:
 /// the supervisor checks the environment it was started with.
 fn refuse_missing_env(stack: &Stack, closure: &[String]) -> Result<(), Error> {
-    let missing: Vec<String> = crate::config::env::missing_required_env(stack)
-        .into_iter()
-        .filter(|(p, _)| closure.contains(p))
-        .map(|(p, v)| format!("{v} (required by {p})"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+    let os = |k: &str| std::env::var(k).ok();
+    let show = |f: &std::path::Path| f.display().to_string();
+    match crate::config::env::missing_env_problem(stack, closure, &os, &show) {
+        None => Ok(()),
+        Some((message, hint)) => Err(Error::Usage {
+            message,
+            hint: Some(format!("{hint}; the running supervisor keeps the environment it was started with: fix the env_file and `stackctl reload`, or `stackctl stop` and start again; nothing was started")),
+        }),
     }
-    Err(Error::Usage {
-        message: format!(
-            "required environment variables are unset or empty: {}",
-            missing.join(", ")
-        ),
-        hint: Some("the supervisor checks the environment it was started with: put them in an env_file and `stackctl reload`, or `stackctl stop` and start again with them set; nothing was started".into()),
-    })
 }
 
 #[cfg(test)]
