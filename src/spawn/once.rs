@@ -217,16 +217,15 @@ enum Stream {
 /// Bytes read from one pipe; `None` at its end.
 type Chunk = (Stream, Option<Vec<u8>>);
 
-/// Spawns `argv` like [`spawn`], but with stdout and stderr in two pipes.
-fn spawn_split(
-    argv: &[String],
-    cwd: &Path,
-    env: &[(String, String)],
-) -> io::Result<(
+/// A spawned one-shot: its pid (= its group), its exit, its output pipes.
+type Piped = (
     i32,
     tokio::sync::oneshot::Receiver<Exit>,
     Vec<(Stream, OwnedFd)>,
-)> {
+);
+
+/// Spawns `argv` like [`spawn`], but with stdout and stderr in two pipes.
+fn spawn_split(argv: &[String], cwd: &Path, env: &[(String, String)]) -> io::Result<Piped> {
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };

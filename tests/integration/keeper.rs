@@ -466,7 +466,7 @@ fn one_keeper_per_stack_and_keep_needs_a_keeper_section() {
 }
 
 #[test]
-fn an_unhealthy_watched_service_triggers_a_redeploy() {
+fn an_unhealthy_watched_service_is_restarted() {
     let mut f = Fixture::new("interval = \"300ms\"\nwatch_health = [\"app\"]");
     f.stack.run(&["start"]).success();
     let pid = f.stack.pid_of("app").unwrap();
@@ -476,7 +476,9 @@ fn an_unhealthy_watched_service_triggers_a_redeploy() {
 
     kill(pid, 9);
     let line = f.wait_tick("app not ready", 30);
-    assert!(line.contains("deployed in"), "{line}");
+    // No new commit: only the watched service is restarted.
+    assert!(line.contains("restarted app"), "{line}");
+    assert!(!line.contains("deployed in"), "{line}");
     let new = f.stack.pid_of("app");
     assert!(new.is_some() && new != Some(pid), "{new:?}");
     assert_eq!(f.started(), ["v1", "v1"]);
