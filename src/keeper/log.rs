@@ -19,6 +19,11 @@ pub(super) fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// `s` with its line breaks written as `\n`.
+fn one_line(s: &str) -> String {
+    s.replace('\r', "\\r").replace('\n', "\\n")
+}
+
 /// `state_dir/keeper.log`, mirrored on stdout (unless quiet).
 pub(super) struct KeeperLog {
     pub(super) path: PathBuf,
@@ -50,18 +55,37 @@ impl KeeperLog {
         }
     }
 
-    /// The one summary line of a tick.
+    /// The one summary line of a tick (a line break in it, say of a
+    /// multi-line `escalate` command, is written as `\n`).
     pub(super) fn tick(&self, what: &str) {
-        self.write(&format!("{} tick: {what}", timestamp(SystemTime::now())));
+        self.write(&format!(
+            "{} tick: {}",
+            timestamp(SystemTime::now()),
+            one_line(what)
+        ));
     }
 
     /// The keeper's own start and stop.
     pub(super) fn note(&self, what: &str) {
-        self.write(&format!("{} keeper: {what}", timestamp(SystemTime::now())));
+        self.write(&format!(
+            "{} keeper: {}",
+            timestamp(SystemTime::now()),
+            one_line(what)
+        ));
     }
 
     /// A line of a command's output (or of what the keeper says about it).
     pub(super) fn output(&self, label: &str, line: &str) {
         self.write(&format!("  {label}| {line}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_is_one_line() {
+        assert_eq!(one_line("a\nb\r\nc"), "a\\nb\\r\\nc");
     }
 }

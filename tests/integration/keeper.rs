@@ -1081,6 +1081,13 @@ escalate = "printf '%s\n--\n%s\n--\n%s' \"$STACKCTL_KEEPER_PROCESSES\" \"$STACKC
         "{log}"
     );
     assert!(!log.contains("s3cr3t-value") && !esc.contains("s3cr3t-value"));
+    // Still one line per tick, though `escalate` spans lines.
+    for l in log.lines() {
+        assert!(
+            l.starts_with("  ") || l.contains(" tick: ") || l.contains(" keeper: "),
+            "{l:?} in\n{log}"
+        );
+    }
     assert_eq!(f.stop_keeper(), Some(0));
 }
 
