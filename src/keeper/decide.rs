@@ -265,6 +265,10 @@ pub(super) fn restart_plan(
     };
     for a in also {
         let (base, _) = crate::plan::split_instance(a);
+        // Gone from the stack file at the new head: nothing to restart.
+        if stack.process(base).is_none() {
+            continue;
+        }
         if !names.iter().any(|n| n == a || n == base) {
             names.push(a.clone());
         }
@@ -572,6 +576,11 @@ command = "sleep 1"
         assert_eq!(
             plan(Some(&["api"]), &["worker.2"]),
             (v(&["migrate", "api", "worker.2"]), v(&[]))
+        );
+        // A watched name the new stack file no longer has is left out.
+        assert_eq!(
+            plan(Some(&["api"]), &["ghost"]),
+            (v(&["migrate", "api"]), v(&[]))
         );
         assert_eq!(
             restart_plan(&s, Some(&[]), &[]).describe(),

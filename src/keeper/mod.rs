@@ -64,7 +64,7 @@ use tokio::time::Instant;
 
 use self::decide::Memory;
 use self::log::{timestamp, KeeperLog};
-use self::tick::End;
+use self::tick::{End, TickEnd};
 use crate::config::{KeeperSpec, Stack};
 use crate::error::{exit, Error};
 use crate::lock::StackLock;
@@ -196,6 +196,20 @@ enum FsEvent {
     LockChanged,
 }
 
+/// What the loop knows between ticks.
+struct Wakes {
+    /// A trigger is pending (kept while deferring to an export).
+    trigger: bool,
+    /// A trigger came during the last tick's deploy: the next one is its follow-up.
+    follow_up: bool,
+    /// The last tick deferred: a change of the lock wakes the loop.
+    deferred: bool,
+    /// When the next tick runs at the latest.
+    next: Instant,
+    /// From the file watcher (`None` if it went away).
+    events: Option<mpsc::UnboundedReceiver<FsEvent>>,
+}
+
 struct Keeper {
     stack_file: PathBuf,
     stack: Stack,
@@ -235,9 +249,8 @@ impl Keeper {
     }
 
     async fn run(mut self) -> Result<u8, Error> {
-        let state = StateDir::new(&self.stack.state_dir);
-        let trigger_path = state.keeper_trigger();
-        let (tx, mut events) = mpsc::unbounded_channel();
+        let trigger_path = StateDir::new(&self.stack.state_dir).keeper_trigger();
+        let (tx, events) = mpsc::unbounded_channel();
         let _watcher = self.watch(tx, &trigger_path)?;
         self.log.note(&format!(
             "keeper started (pid {}): keeping {} in {} for stack {}, every {}; trigger: {}",
@@ -248,75 +261,107 @@ impl Keeper {
             humantime::format_duration(self.spec.interval),
             trigger_path.display()
         ));
-        // A trigger touched while no keeper ran waits for this one.
-        let mut trigger = false;
-        let mut follow_up = false;
-        let mut deferred = false;
-        let mut next = Instant::now();
-        let mut stop = self.stop.clone();
-        let mut watching = true;
-        loop {
-            if self.stopping() {
+        let mut wakes = Wakes {
+            // A trigger touched while no keeper ran is taken by the first tick.
+            trigger: false,
+            follow_up: false,
+            deferred: false,
+            next: Instant::now(),
+            events: Some(events),
+        };
+        while self.wait(&mut wakes, &trigger_path).await {
+            // Consumed as the tick begins; a touch during the tick is seen after it.
+            let began = SystemTime::now();
+            wakes.trigger |= self.take_trigger(&trigger_path);
+            let ended = self
+                .tick(wakes.trigger, std::mem::take(&mut wakes.follow_up))
+                .await;
+            if ended.end == End::Stopped {
                 break;
             }
+            self.schedule(
+                &mut wakes,
+                ended,
+                touched_since(&trigger_path, began),
+                &trigger_path,
+            );
+        }
+        self.log_stopped();
+        Ok(exit::SUCCESS)
+    }
+
+    /// Waits for the next tick: its time, the trigger file, the lock changing
+    /// while deferred. `false` on a stop signal.
+    async fn wait(&self, w: &mut Wakes, trigger_path: &Path) -> bool {
+        let mut stop = self.stop.clone();
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let deferred = w.deferred;
+            let event = async {
+                match w.events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = stop.changed() => {
                     if changed.is_err() {
-                        break;
+                        return false;
                     }
-                    continue;
                 }
-                ev = events.recv(), if watching => match ev {
-                    Some(FsEvent::Trigger) if trigger_path.exists() => {}
-                    Some(FsEvent::LockChanged) if deferred => {}
-                    Some(_) => continue,
-                    None => {
-                        // The watcher is gone (it lives as long as this loop,
-                        // so this is not expected): fall back to the interval.
-                        watching = false;
-                        continue;
-                    }
+                ev = event => match ev {
+                    Some(FsEvent::Trigger) if trigger_path.exists() => break,
+                    Some(FsEvent::LockChanged) if deferred => break,
+                    Some(_) => {}
+                    // The watcher is gone (it lives as long as the loop, so
+                    // this is not expected): fall back to the interval.
+                    None => w.events = None,
                 },
-                () = tokio::time::sleep_until(next) => {}
-            }
-            if self.stopping() {
-                break;
-            }
-            // Consumed as the tick begins; a touch during the tick is seen after it.
-            trigger |= take_trigger(&trigger_path);
-            let ended = self.tick(trigger, std::mem::take(&mut follow_up)).await;
-            match ended.end {
-                End::Done => {
-                    trigger = false;
-                    deferred = false;
-                    self.memory.prereq_backoff = None;
-                    next = Instant::now() + self.interval();
-                }
-                // Any trigger stays pending.
-                End::Deferred => {
-                    deferred = true;
-                    self.memory.prereq_backoff = None;
-                    next = Instant::now() + self.interval();
-                }
-                End::PrereqDown => {
-                    deferred = false;
-                    let d = self.memory.prereq_backoff.unwrap_or(Duration::from_secs(1));
-                    next = Instant::now() + d;
-                }
-                End::Stopped => break,
-            }
-            if trigger_path.exists() {
-                // Touched during the tick: folded into a deploy it made (a
-                // follow-up tick, at once, deploys only what is newer), or a
-                // trigger for the next tick, at once.
-                if ended.acted && ended.end == End::Done {
-                    let _ = std::fs::remove_file(&trigger_path);
-                    follow_up = true;
-                }
-                next = Instant::now();
+                () = tokio::time::sleep_until(w.next) => break,
             }
         }
-        // Every attempt releases the lock; this catches a release that failed.
+        !self.stopping()
+    }
+
+    /// When the next tick runs, after one that ended `ended`; `touched`: the
+    /// trigger file was touched during it.
+    fn schedule(&mut self, w: &mut Wakes, ended: TickEnd, touched: bool, trigger_path: &Path) {
+        match ended.end {
+            End::Done | End::Stopped => {
+                w.trigger = false;
+                w.deferred = false;
+                self.memory.prereq_backoff = None;
+                w.next = Instant::now() + self.interval();
+            }
+            // Any trigger stays pending.
+            End::Deferred => {
+                w.deferred = true;
+                self.memory.prereq_backoff = None;
+                w.next = Instant::now() + self.interval();
+            }
+            End::PrereqDown => {
+                w.deferred = false;
+                let d = self.memory.prereq_backoff.unwrap_or(Duration::from_secs(1));
+                w.next = Instant::now() + d;
+            }
+        }
+        if touched {
+            // Folded into a deploy the tick made (a follow-up tick, at once,
+            // deploys only what is newer), or a trigger for the next tick,
+            // at once.
+            if ended.acted && ended.end == End::Done {
+                let _ = std::fs::remove_file(trigger_path);
+                w.follow_up = true;
+            }
+            w.next = Instant::now();
+        }
+    }
+
+    /// The last line: every attempt releases the lock; this catches a
+    /// release that failed.
+    fn log_stopped(&self) {
         let lock_state = match self.lock.read() {
             Ok(r) if r.held_by(&self.task_id) => match self.lock.release(&self.task_id) {
                 Ok(_) => "released the lock it still held".to_string(),
@@ -327,7 +372,21 @@ impl Keeper {
         };
         self.log
             .note(&format!("keeper stopped by a signal; {lock_state}"));
-        Ok(exit::SUCCESS)
+    }
+
+    /// Removes the trigger file; whether there was one.
+    fn take_trigger(&self, path: &Path) -> bool {
+        match std::fs::remove_file(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                self.log.note(&format!(
+                    "cannot remove the trigger file {}: {e}; it is not taken as a trigger",
+                    path.display()
+                ));
+                false
+            }
+        }
     }
 
     /// Watches the state folder (trigger) and the lock file's folder.
@@ -378,10 +437,12 @@ impl Keeper {
     }
 }
 
-/// Removes the trigger file; whether there was one.
-fn take_trigger(path: &Path) -> bool {
-    match std::fs::remove_file(path) {
-        Ok(()) => true,
-        Err(e) => e.kind() != io::ErrorKind::NotFound && path.exists(),
-    }
+/// Whether the trigger file was touched since `t` (with a second of slack:
+/// file times come from a coarse clock). A file older than that is one the
+/// keeper could not remove, not a new trigger.
+fn touched_since(path: &Path, t: SystemTime) -> bool {
+    let since = t.checked_sub(Duration::from_secs(1)).unwrap_or(t);
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|m| m >= since)
 }

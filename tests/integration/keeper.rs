@@ -876,7 +876,7 @@ escalate = "echo \"$STACKCTL_KEEPER_COMMIT\" >> logs/escalations.txt""#;
         f.count("waiting for a new commit") >= 3
     });
     assert_eq!(f.count("deploy failed: "), 2, "{:?}", f.ticks());
-    assert_eq!(f.lines("logs/escalations.txt"), [v2.clone()]);
+    assert_eq!(f.lines("logs/escalations.txt"), [v2.as_str()]);
     assert_eq!(f.started(), ["v1"]);
 
     let v3 = f.push("v3");
