@@ -39,6 +39,9 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 const TAIL_LINES: usize = 10;
 /// How many failed processes get their log tail shown.
 const TAIL_PROCESSES: usize = 5;
+/// A log line longer than this is cut (an environment variable holds at
+/// most 128 KiB, and `escalate` gets them all in one).
+const TAIL_LINE_MAX: usize = 1000;
 
 /// The keeper's own environment (variables that are not UTF-8 are left out).
 pub(super) fn own_env() -> Vec<(String, String)> {
@@ -98,7 +101,11 @@ impl Problems {
             .take(TAIL_PROCESSES)
             .map(|p| {
                 let path = state.log_file(&p.name);
-                let lines = crate::logs::tail(&path, TAIL_LINES).unwrap_or_default();
+                let lines = crate::logs::tail(&path, TAIL_LINES)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|l| cut(&l, TAIL_LINE_MAX))
+                    .collect();
                 (p.name.clone(), path, lines)
             })
             .collect();
@@ -167,6 +174,18 @@ impl Problems {
             }
         }
     }
+}
+
+/// `s`, at most `max` bytes of it (on a character boundary), `…` if cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 impl Keeper {
@@ -347,5 +366,11 @@ mod tests {
             "a shell string it cannot expand is kept"
         );
         assert!(expand_command(&CommandSpec::Argv(vec!["${NOPE}".into()]), &env).is_err());
+    }
+
+    #[test]
+    fn long_log_lines_are_cut_on_a_character() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("ééé", 3), "é…");
     }
 }
