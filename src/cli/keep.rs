@@ -14,10 +14,11 @@ use crate::error::{exit, Error, Result};
 
 /// Runs the deploy keeper loop in the foreground.
 ///
-/// Keeps the worktree at the head of the configured branch, redeploying and
-/// restarting the stack when it moves, when a watched service is unhealthy,
-/// or on a manual trigger; defers to an export that holds the lock. Needs a
-/// `[keeper]` section. One line per tick in `state_dir/keeper.log`.
+/// Keeps the worktree at the head of the configured branch: when it moves,
+/// or on a manual trigger, runs the deploy steps and restarts what follows
+/// the code (`[keeper] restart`, default every service); restarts a watched
+/// service found unhealthy; defers to an export that holds the lock. Needs
+/// a `[keeper]` section. One line per tick in `state_dir/keeper.log`.
 ///
 /// Examples:
 ///

@@ -267,4 +267,15 @@ pub struct KeeperSpec {
     pub watch_health: Vec<String>,
     pub retries: u32,
     pub escalate: Option<CommandSpec>,
+    /// `restart`: the processes and pools a deploy restarts after `reload`
+    /// (tasks among their dependencies re-run); `None`: every service.
+    pub restart: Option<Vec<String>>,
+    /// One deploy step is killed with its group after this long (default 30m).
+    pub step_timeout: Duration,
+    /// All deploy steps of one attempt together (default 1h).
+    pub deploy_timeout: Duration,
+    /// The stack's own environment, for the keeper's commands: `[stack]`
+    /// env files, then `[env]`, merged and expanded as for processes (a
+    /// process's own env files and `env` are not in it).
+    pub env: Env,
 }

@@ -129,6 +129,9 @@ pub(crate) const KEEPER_KEYS: &[&str] = &[
     "watch_health",
     "retries",
     "escalate",
+    "restart",
+    "step_timeout",
+    "deploy_timeout",
 ];
 
 /// Keys of an `env_file = { … }` entry.
@@ -229,6 +232,9 @@ pub(crate) struct RawKeeper {
     pub(crate) watch_health: Option<Vec<Spanned<String>>>,
     pub(crate) retries: Option<Spanned<i64>>,
     pub(crate) escalate: Option<Spanned<RawCommand>>,
+    pub(crate) restart: Option<Vec<Spanned<String>>>,
+    pub(crate) step_timeout: Option<Spanned<String>>,
+    pub(crate) deploy_timeout: Option<Spanned<String>>,
 }
 
 /// `command = "…"` (shell) or `command = ["argv", …]`.

@@ -1269,6 +1269,17 @@ impl Ctx<'_> {
             .escalate
             .as_ref()
             .and_then(|c| self.command(c, "keeper.escalate", base));
+        let restart = k.restart.as_ref().map(|r| self.keeper_restart(r, procs));
+        let step_timeout = self.positive_duration(
+            &k.step_timeout,
+            "keeper.step_timeout",
+            Duration::from_secs(30 * 60),
+        );
+        let deploy_timeout = self.positive_duration(
+            &k.deploy_timeout,
+            "keeper.deploy_timeout",
+            Duration::from_secs(60 * 60),
+        );
         KeeperSpec {
             repo,
             remote,
@@ -1279,6 +1290,68 @@ impl Ctx<'_> {
             watch_health,
             retries,
             escalate,
+            restart,
+            step_timeout,
+            deploy_timeout,
+            env: Env(base.clone()),
+        }
+    }
+
+    /// `keeper.restart`: names of processes or pools (not pool members).
+    fn keeper_restart(&mut self, names: &[Spanned<String>], procs: &[ProcessSpec]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for w in names {
+            let n = w.get_ref();
+            if procs.iter().any(|p| &p.name == n) {
+                if !out.contains(n) {
+                    out.push(n.clone());
+                }
+                continue;
+            }
+            // `worker.2`: a pool member.
+            let member_of = n
+                .rsplit_once('.')
+                .filter(|(_, i)| i.parse::<u32>().is_ok())
+                .and_then(|(base, _)| procs.iter().find(|p| p.name == base && p.is_pool()));
+            let hint = match member_of {
+                Some(p) => {
+                    let base = &p.name;
+                    format!("name the pool `{base}`: a deploy rolls it member by member")
+                }
+                _ => suggest(n, procs.iter().map(|p| p.name.as_str()))
+                    .unwrap_or_else(|| "name a service, a pool or a task of this stack".into()),
+            };
+            self.push(
+                Diagnostic::at(
+                    w.span(),
+                    format!("`keeper.restart` names `{n}`, which is not a process of this stack"),
+                )
+                .hint(hint),
+            );
+        }
+        out
+    }
+
+    /// A duration that must be more than zero, or `default`.
+    fn positive_duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
+        match v
+            .as_ref()
+            .and_then(|s| self.duration(s, what).map(|d| (s, d)))
+        {
+            Some((s, d)) if d.is_zero() => {
+                self.push(
+                    Diagnostic::at(s.span(), format!("`{what}` must be more than 0"))
+                        .hint("a deploy step needs some time; e.g. \"30m\""),
+                );
+                default
+            }
+            Some((_, d)) => d,
+            None => default,
         }
     }
 }

@@ -9,65 +9,83 @@
 //! with what to do, never reset away.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
+
+use crate::config::CommandSpec;
+use crate::spawn::{run_oneshot_with, OneshotOptions, OneshotOutcome};
 
 /// How long one git command may take (a fetch over a slow link included).
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A git worktree.
 #[derive(Debug, Clone)]
-pub(crate) struct Git {
+pub(super) struct Git {
     repo: PathBuf,
+    /// The environment git runs with (the keeper's own).
+    env: Vec<(String, String)>,
 }
 
 impl Git {
-    pub(crate) fn new(repo: &Path) -> Git {
+    /// `repo`, with git run in `env` (never prompting).
+    pub(super) fn new(repo: &Path, env: &[(String, String)]) -> Git {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k != "GIT_TERMINAL_PROMPT" && k != "GIT_ASKPASS")
+            .cloned()
+            .collect();
+        // Never wait for a password on a terminal nobody watches.
+        env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+        env.push(("GIT_ASKPASS".into(), "true".into()));
         Git {
             repo: repo.to_path_buf(),
+            env,
         }
     }
 
-    /// Runs git and returns its trimmed stdout, or a sentence saying what failed.
+    /// Runs git (in its own session, like every one-shot: Ctrl-C in the
+    /// keeper's terminal does not cut it short) and returns its trimmed
+    /// stdout, or a sentence saying what failed.
     async fn run(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.arg("-C")
-            .arg(&self.repo)
-            .args(args)
-            // Never wait for a password on a terminal nobody watches.
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Ctrl-C in the keeper's terminal must not cut a git command short.
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut argv = vec![
+            "git".to_string(),
+            "-C".to_string(),
+            self.repo.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
         let shown = format!("git {}", args.join(" "));
-        let out = match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => return Err(format!("cannot run `{shown}`: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "`{shown}` did not finish within {}s",
-                    GIT_TIMEOUT.as_secs()
-                ))
-            }
+        let opts = OneshotOptions {
+            split_stdout: true,
+            ..OneshotOptions::deadline(GIT_TIMEOUT)
         };
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let out = run_oneshot_with(
+            &CommandSpec::Argv(argv),
+            Path::new("/"),
+            &self.env,
+            &opts,
+            |_| {},
+        )
+        .await
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        if out.outcome == OneshotOutcome::Exited(0) {
+            return Ok(out.stdout.trim().to_string());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
+        if out.outcome == OneshotOutcome::TimedOut {
+            return Err(format!(
+                "`{shown}` did not finish within {}s and was killed",
+                GIT_TIMEOUT.as_secs()
+            ));
+        }
+        let last = out
+            .output
             .lines()
             .map(str::trim)
             .rfind(|l| !l.is_empty())
             .unwrap_or("no output");
-        Err(format!("`{shown}` failed ({}): {last}", out.status))
+        Err(format!("`{shown}` {} ({last})", out.outcome))
     }
 
     /// `git fetch <remote> +refs/heads/<branch>:refs/remotes/<remote>/<branch>`.
-    pub(crate) async fn fetch(&self, remote: &str, branch: &str) -> Result<(), String> {
+    pub(super) async fn fetch(&self, remote: &str, branch: &str) -> Result<(), String> {
         let refspec = format!("+refs/heads/{branch}:refs/remotes/{remote}/{branch}");
         self.run(&["fetch", "--quiet", "--no-tags", remote, &refspec])
             .await
@@ -75,7 +93,7 @@ impl Git {
     }
 
     /// The commit `<remote>/<branch>` points at (after [`Git::fetch`]).
-    pub(crate) async fn remote_head(&self, remote: &str, branch: &str) -> Result<String, String> {
+    pub(super) async fn remote_head(&self, remote: &str, branch: &str) -> Result<String, String> {
         let r = format!("refs/remotes/{remote}/{branch}^{{commit}}");
         self.run(&["rev-parse", "--verify", "--quiet", &r])
             .await
@@ -83,13 +101,13 @@ impl Git {
     }
 
     /// The commit the worktree is at.
-    pub(crate) async fn head(&self) -> Result<String, String> {
+    pub(super) async fn head(&self) -> Result<String, String> {
         self.run(&["rev-parse", "--verify", "HEAD^{commit}"]).await
     }
 
     /// Tracked files with changes that are not committed (untracked files,
     /// such as build output, do not count).
-    pub(crate) async fn dirty(&self) -> Result<Vec<String>, String> {
+    pub(super) async fn dirty(&self) -> Result<Vec<String>, String> {
         let out = self
             .run(&["status", "--porcelain", "--untracked-files=no"])
             .await?;
@@ -97,7 +115,7 @@ impl Git {
     }
 
     /// Moves the worktree from its HEAD to `to`, fast-forward only.
-    pub(crate) async fn fast_forward(
+    pub(super) async fn fast_forward(
         &self,
         to: &str,
         remote: &str,
@@ -147,6 +165,6 @@ impl Git {
 }
 
 /// The short form of a commit id, as the log shows it.
-pub(crate) fn short(sha: &str) -> &str {
+pub(super) fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }

@@ -34,7 +34,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-pub use once::{run_oneshot, Oneshot, OneshotOutcome};
+pub use once::{run_oneshot, run_oneshot_with, Oneshot, OneshotOptions, OneshotOutcome};
 pub use reaper::{Exit, Reaper};
 pub use terminate::{terminate, How, StopReport, Target, HARD_WAIT};
 

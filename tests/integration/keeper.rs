@@ -70,12 +70,19 @@ struct Fixture {
     _repos: tempfile::TempDir,
     dev: PathBuf,
     keeper_extra: String,
+    /// The stack file of a version: `make(version, keeper_extra)`.
+    make: fn(&str, &str) -> String,
     keeper: Option<Child>,
 }
 
 impl Fixture {
     /// Version v1 committed, pushed and checked out in the stack folder.
     fn new(keeper_extra: &str) -> Fixture {
+        Fixture::with(stack_toml, keeper_extra)
+    }
+
+    /// Like [`Fixture::new`], with the stack files `make` writes.
+    fn with(make: fn(&str, &str) -> String, keeper_extra: &str) -> Fixture {
         let repos = tempfile::Builder::new()
             .prefix("stackctl-keeper-")
             .tempdir()
@@ -89,15 +96,16 @@ impl Fixture {
             &["clone", "--quiet", origin.to_str().unwrap(), "dev"],
         );
         git(&dev, &["checkout", "--quiet", "-B", "develop"]);
-        let stack = Stack::new(&stack_toml("v1", keeper_extra));
+        let stack = Stack::new(&make("v1", keeper_extra));
         let f = Fixture {
             stack,
             _repos: repos,
             dev,
             keeper_extra: keeper_extra.to_string(),
+            make,
             keeper: None,
         };
-        f.commit("v1", &stack_toml("v1", keeper_extra));
+        f.commit("v1", &make("v1", keeper_extra));
         let wt = f.stack.path();
         git(wt, &["init", "--quiet"]);
         git(wt, &["remote", "add", "origin", origin.to_str().unwrap()]);
@@ -131,7 +139,22 @@ impl Fixture {
 
     /// Pushes v2 (whose stack file says so in its deploy step).
     fn push_v2(&self) -> String {
-        self.commit("v2", &stack_toml("v2", &self.keeper_extra))
+        self.push("v2")
+    }
+
+    /// Pushes `version` of the fixture's stack file.
+    fn push(&self, version: &str) -> String {
+        self.commit(version, &(self.make)(version, &self.keeper_extra))
+    }
+
+    /// How many tick lines contain `what`.
+    fn count(&self, what: &str) -> usize {
+        self.ticks().iter().filter(|l| l.contains(what)).count()
+    }
+
+    /// The lines of a file the stack writes (under the stack folder).
+    fn lines(&self, rel: &str) -> Vec<String> {
+        self.stack.read(rel).lines().map(str::to_string).collect()
     }
 
     fn head(&self) -> String {
@@ -293,6 +316,12 @@ fn defers_to_an_export_and_deploys_once_it_is_released() {
     let line = f.wait_tick("heartbeat", 30);
     assert!(
         line.contains("farm-exp-13") && line.contains("24-cell sweep"),
+        "{line}"
+    );
+    // It says that a new commit waits for the export to end.
+    assert!(
+        line.contains("a new commit is waiting to be deployed")
+            && line.contains(&format!("→{}", &v2[..7])),
         "{line}"
     );
     // Nothing was touched: same process, same commit, lock still the export's.
@@ -466,7 +495,7 @@ fn one_keeper_per_stack_and_keep_needs_a_keeper_section() {
 }
 
 #[test]
-fn an_unhealthy_watched_service_triggers_a_redeploy() {
+fn an_unhealthy_watched_service_is_restarted() {
     let mut f = Fixture::new("interval = \"300ms\"\nwatch_health = [\"app\"]");
     f.stack.run(&["start"]).success();
     let pid = f.stack.pid_of("app").unwrap();
@@ -476,7 +505,9 @@ fn an_unhealthy_watched_service_triggers_a_redeploy() {
 
     kill(pid, 9);
     let line = f.wait_tick("app not ready", 30);
-    assert!(line.contains("deployed in"), "{line}");
+    // No new commit: only the watched service is restarted.
+    assert!(line.contains("restarted app"), "{line}");
+    assert!(!line.contains("deployed in"), "{line}");
     let new = f.stack.pid_of("app");
     assert!(new.is_some() && new != Some(pid), "{new:?}");
     assert_eq!(f.started(), ["v1", "v1"]);
@@ -701,4 +732,390 @@ fn keep_trigger_works_even_when_the_local_stack_file_is_broken() {
     assert!(f.stack.state("keeper.trigger").exists());
     // The loop itself refuses a broken stack file (exit 2).
     f.stack.run(&["keep"]).expect_code(2);
+}
+
+/// A stack with an infra service (`redis`: must keep its pid), a task that
+/// must re-run (`migrate`), the app and a pool (`worker`: must roll).
+/// `[keeper] restart` names what follows the code.
+fn app_stack(version: &str, keeper_extra: &str) -> String {
+    format!(
+        r#"
+[stack]
+name = "kt"
+stop_timeout = "2s"
+
+[task.migrate]
+command = "echo \"$(cat VERSION)\" >> logs/migrated.txt"
+
+[service.redis]
+command = "exec sleep 300"
+ready = {{ alive = "100ms" }}
+
+[service.app]
+command = "echo \"$(cat VERSION)\" >> logs/started.txt; echo up; exec sleep 300"
+depends_on = ["migrate", "redis"]
+ready = {{ log = "^up$", timeout = "20s" }}
+
+[service.worker]
+command = "echo \"$STACKCTL_INSTANCE start $(cat VERSION)\" >> logs/workers.txt; trap 'echo \"$STACKCTL_INSTANCE stop\" >> logs/workers.txt; exit 0' TERM; echo up; while :; do sleep 0.05; done"
+replicas = 2
+depends_on = ["migrate", "redis"]
+ready = {{ log = "^up$", timeout = "20s" }}
+
+[keeper]
+branch = "develop"
+restart = ["app", "worker"]
+{keeper_extra}
+deploy = ["echo \"built {version}\" >> logs/built.txt"]
+"#
+    )
+}
+
+#[test]
+fn a_deploy_restarts_only_what_follows_the_code() {
+    let mut f = Fixture::with(app_stack, r#"interval = "1h""#);
+    f.stack.run(&["start"]).success();
+    let redis = f.stack.pid_of("redis").unwrap();
+    let app = f.stack.pid_of("app").unwrap();
+    assert_eq!(f.lines("logs/migrated.txt"), ["v1"]);
+    std::fs::write(f.stack.path().join("logs/workers.txt"), "").unwrap();
+    let v2 = f.push_v2();
+    f.start_keeper();
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&format!("→{}", &v2[..7])), "{line}");
+    assert!(
+        line.contains("restarted migrate app") && line.contains("rolled worker"),
+        "{line}"
+    );
+    // The infra service kept its pid; the app restarted on v2; the task re-ran.
+    assert_eq!(f.stack.pid_of("redis"), Some(redis));
+    assert_ne!(f.stack.pid_of("app"), Some(app));
+    assert_eq!(f.started(), ["v1", "v2"]);
+    assert_eq!(f.lines("logs/migrated.txt"), ["v1", "v2"]);
+    // The pool rolled member by member: worker.2 stopped only once
+    // worker.1 was back on v2.
+    let events = f.lines("logs/workers.txt");
+    let at = |e: &str| events.iter().position(|l| l == e);
+    let (Some(stop1), Some(start1), Some(stop2), Some(start2)) = (
+        at("1 stop"),
+        at("1 start v2"),
+        at("2 stop"),
+        at("2 start v2"),
+    ) else {
+        panic!("{events:?}");
+    };
+    assert!(
+        stop1 < start1 && start1 < stop2 && stop2 < start2,
+        "{events:?}"
+    );
+    f.stack.run(&["status"]).success();
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+/// The stack file of `stack_toml` whose v2+ deploy step waits (bounded)
+/// for `logs/go`, having said it began.
+fn slow_stack(version: &str, keeper_extra: &str) -> String {
+    let toml = stack_toml(version, keeper_extra);
+    if version == "v1" {
+        return toml;
+    }
+    toml.replace(
+        "deploy = [",
+        "deploy = [\"touch logs/deploying; for i in $(seq 600); do [ -e logs/go ] && break; sleep 0.05; done\", ",
+    )
+}
+
+#[test]
+fn a_trigger_during_a_deploy_is_folded_into_it() {
+    let mut f = Fixture::with(slow_stack, r#"interval = "1h""#);
+    f.stack.run(&["start"]).success();
+    let v2 = f.push_v2();
+    f.start_keeper();
+    wait_for("the deploy to begin", 30, || {
+        f.stack.state("deploying").exists()
+    });
+    f.stack.run(&["keep", "--trigger"]).success();
+    assert!(f.stack.state("keeper.trigger").exists());
+    std::fs::write(f.stack.state("go"), "").unwrap();
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&v2[..7]), "{line}");
+    // One follow-up tick, at once, that finds nothing new.
+    let line = f.wait_tick("folded into this tick", 30);
+    assert!(line.contains("nothing to do"), "{line}");
+    assert_eq!(f.count("deployed in"), 1, "{:?}", f.ticks());
+    assert_eq!(f.started(), ["v1", "v2"]);
+    assert!(!f.stack.state("keeper.trigger").exists());
+    // A trigger after the deploy is a trigger again.
+    f.stack.run(&["keep", "--trigger"]).success();
+    f.wait_tick("manual trigger", 60);
+    assert_eq!(f.started(), ["v1", "v2", "v2"]);
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+/// `stack_toml` whose v2 deploy step always fails.
+fn failing_v2_stack(version: &str, keeper_extra: &str) -> String {
+    let toml = stack_toml(version, keeper_extra);
+    if version != "v2" {
+        return toml;
+    }
+    toml.replace("deploy = [", "deploy = [\"echo boom-from-v2; exit 7\", ")
+}
+
+#[test]
+fn a_failed_commit_is_not_retried_until_a_new_commit() {
+    let extra = r#"interval = "200ms"
+retries = 1
+escalate = "echo \"$STACKCTL_KEEPER_COMMIT\" >> logs/escalations.txt""#;
+    let mut f = Fixture::with(failing_v2_stack, extra);
+    f.stack.run(&["start"]).success();
+    let v2 = f.push_v2();
+    f.start_keeper();
+    f.wait_tick("giving up", 60);
+    // Tick after tick waits: no new ladder for the same commit.
+    wait_for("three waiting ticks", 30, || {
+        f.count("waiting for a new commit") >= 3
+    });
+    assert_eq!(f.count("deploy failed: "), 2, "{:?}", f.ticks());
+    assert_eq!(f.lines("logs/escalations.txt"), [v2.as_str()]);
+    assert_eq!(f.started(), ["v1"]);
+
+    let v3 = f.push("v3");
+    let line = f.wait_tick("deployed in", 60);
+    assert!(line.contains(&format!("→{}", &v3[..7])), "{line}");
+    assert_eq!(f.started(), ["v1", "v3"]);
+    assert_eq!(f.lines("logs/escalations.txt"), [v2]);
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+/// `stack_toml` with a watched `tunnel` that dies soon after it is ready
+/// unless `logs/tunnel-ok` exists.
+fn tunnel_stack(version: &str, keeper_extra: &str) -> String {
+    stack_toml(version, keeper_extra).replace(
+        "[keeper]",
+        r#"[service.tunnel]
+command = "echo up; [ -e logs/tunnel-ok ] && exec sleep 300; sleep 0.3; exit 1"
+ready = { log = "^up$", timeout = "20s" }
+restart = "never"
+health = { exec = "true", interval = "1h" }
+
+[keeper]"#,
+    )
+}
+
+#[test]
+fn a_watched_service_that_stays_down_is_escalated_once_not_redeployed() {
+    let extra = r#"interval = "300ms"
+retries = 0
+watch_health = ["tunnel"]
+escalate = "echo \"$STACKCTL_KEEPER_STEP|$STACKCTL_KEEPER_PROCESSES\" >> logs/escalations.txt""#;
+    let mut f = Fixture::with(tunnel_stack, extra);
+    f.stack.run(&["start"]).success();
+    let app = f.stack.pid_of("app").unwrap();
+    f.start_keeper();
+    wait_for("three ticks waiting for the tunnel", 60, || {
+        f.count("waiting for it to recover") >= 3
+    });
+    // One restart of the tunnel (not a deploy), one escalation.
+    assert_eq!(f.count("deployed in"), 0, "{:?}", f.ticks());
+    let esc = f.lines("logs/escalations.txt");
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert!(esc[0].ends_with("|tunnel"), "{esc:?}");
+    assert_eq!(f.stack.pid_of("app"), Some(app));
+    assert_eq!(f.started(), ["v1"]);
+
+    // It recovers (by hand): the keeper sees it.
+    std::fs::write(f.stack.state("tunnel-ok"), "").unwrap();
+    f.stack.run(&["restart", "tunnel"]).success();
+    f.wait_tick("watched services ready again", 30);
+    assert_eq!(f.lines("logs/escalations.txt").len(), 1);
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+/// `stack_toml` with `[env]` and an env file the deploy steps must see.
+fn env_stack(version: &str, keeper_extra: &str) -> String {
+    stack_toml(version, keeper_extra)
+        .replace(
+            "stop_timeout = \"2s\"",
+            "stop_timeout = \"2s\"\nenv_file = [{ path = \".env\", optional = true }]",
+        )
+        .replace(
+            "[service.app]",
+            "[env]\nNEXT_TELEMETRY_DISABLED = \"1\"\nGREETING = \"hello-${FROM_FILE}\"\n\n[service.app]",
+        )
+        .replace(
+            "deploy = [",
+            r#"deploy = ["echo \"$NEXT_TELEMETRY_DISABLED $GREETING\" > logs/env.txt", ["sh", "-c", "echo ${GREETING} > logs/argv.txt"], "#,
+        )
+}
+
+#[test]
+fn deploy_steps_run_with_the_stacks_environment() {
+    let mut f = Fixture::with(env_stack, r#"interval = "1h""#);
+    // Not versioned: the worktree's own env file (untracked files are fine).
+    f.stack.write(".env", "FROM_FILE=from-the-env-file\n");
+    f.stack.run(&["start"]).success();
+    f.push_v2();
+    f.start_keeper();
+    f.wait_tick("deployed in", 60);
+    assert_eq!(
+        f.stack.read("logs/env.txt").trim(),
+        "1 hello-from-the-env-file"
+    );
+    assert_eq!(
+        f.stack.read("logs/argv.txt").trim(),
+        "hello-from-the-env-file"
+    );
+    // Values are never logged.
+    assert!(!f
+        .stack
+        .read("logs/keeper.log")
+        .contains("from-the-env-file"));
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+/// `stack_toml` whose v2 deploy step hangs with a child of its own.
+fn hanging_stack(version: &str, keeper_extra: &str) -> String {
+    let toml = stack_toml(version, keeper_extra);
+    if version != "v2" {
+        return toml;
+    }
+    toml.replace(
+        "deploy = [",
+        "deploy = [\"sleep 300 & echo $! > logs/hang.tmp; mv logs/hang.tmp logs/hang.pid; wait\", ",
+    )
+}
+
+#[test]
+fn a_hanging_deploy_step_is_killed_with_its_group_at_its_timeout() {
+    let extra = r#"interval = "1h"
+retries = 0
+step_timeout = "1s"
+escalate = "printf '%s' \"$STACKCTL_KEEPER_ERROR\" > logs/escalated.txt""#;
+    let mut f = Fixture::with(hanging_stack, extra);
+    f.stack.run(&["start"]).success();
+    let pid = f.stack.pid_of("app").unwrap();
+    f.push_v2();
+    f.start_keeper();
+    let line = f.wait_tick("giving up", 60);
+    assert!(
+        line.contains("did not finish within 1s (step_timeout)"),
+        "{line}"
+    );
+    let sleeper = f.stack.wait_pid_file("logs/hang.pid", 5);
+    wait_for("the step's child to be gone", 10, || {
+        crate::harness::fully_dead(sleeper)
+    });
+    let log = f.stack.read("logs/keeper.log");
+    assert!(
+        log.contains("  deploy 1/2| (keeper) deploy step 1/2")
+            && log.contains("killed it with its whole process group"),
+        "{log}"
+    );
+    assert!(
+        f.stack
+            .read("logs/escalated.txt")
+            .contains("(step_timeout)"),
+        "{}",
+        f.stack.read("logs/escalated.txt")
+    );
+    // Nothing was restarted; the lock is free; the keeper goes on.
+    assert_eq!(f.stack.pid_of("app"), Some(pid));
+    assert_eq!(f.lock_owner(), "free");
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+#[test]
+fn the_deploy_steps_together_are_bounded_by_deploy_timeout() {
+    let extra = "interval = \"1h\"\nretries = 0\ndeploy_timeout = \"1s\"";
+    let mut f = Fixture::new(extra);
+    let slow = stack_toml("v2", extra).replace(
+        "deploy = [",
+        "deploy = [\"sleep 0.6\", \"sleep 0.6\", \"sleep 0.6\", ",
+    );
+    f.commit("v2", &slow);
+    f.start_keeper();
+    let line = f.wait_tick("giving up", 60);
+    assert!(
+        line.contains("the deploy steps did not finish within 1s (deploy_timeout)"),
+        "{line}"
+    );
+    assert!(f.stack.read("logs/built.txt").is_empty());
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+#[test]
+fn an_escalation_says_which_process_failed_and_why() {
+    let extra = r#"interval = "1h"
+retries = 0
+escalate = "printf '%s\n--\n%s\n--\n%s' \"$STACKCTL_KEEPER_PROCESSES\" \"$STACKCTL_KEEPER_PROBLEMS\" \"$STACKCTL_KEEPER_DETAIL\" > logs/escalated.txt""#;
+    let mut f = Fixture::new(extra);
+    f.stack.run(&["start"]).success();
+    // v2's app cannot start; its [env] holds a secret nobody may print.
+    let broken = stack_toml("v2", extra)
+        .replace(
+            "echo up; exec sleep 300",
+            "echo \\\"boom: DATABASE_URL is not reachable\\\"; exit 3",
+        )
+        .replace(
+            "[service.app]",
+            "[env]\nSECRET = \"s3cr3t-value\"\n\n[service.app]",
+        );
+    f.commit("v2", &broken);
+    f.start_keeper();
+    let line = f.wait_tick("giving up", 60);
+    assert!(line.contains("restart failed"), "{line}");
+    assert!(line.contains("app failed"), "{line}");
+    let esc = f.stack.read("logs/escalated.txt");
+    let parts: Vec<&str> = esc.split("\n--\n").collect();
+    assert_eq!(parts.len(), 3, "{esc}");
+    assert_eq!(parts[0], "app", "{esc}");
+    assert!(parts[1].starts_with("app: failed"), "{esc}");
+    assert!(
+        parts[2].contains("boom: DATABASE_URL is not reachable"),
+        "{esc}"
+    );
+    let log = f.stack.read("logs/keeper.log");
+    assert!(log.contains("  not up| app: failed"), "{log}");
+    assert!(
+        log.contains("  app.log| boom: DATABASE_URL is not reachable"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cr3t-value") && !esc.contains("s3cr3t-value"));
+    // Still one line per tick, though `escalate` spans lines.
+    for l in log.lines() {
+        assert!(
+            l.starts_with("  ") || l.contains(" tick: ") || l.contains(" keeper: "),
+            "{l:?} in\n{log}"
+        );
+    }
+    assert_eq!(f.stop_keeper(), Some(0));
+}
+
+#[test]
+fn keeper_keys_are_checked() {
+    let s = Stack::new(
+        r#"
+[service.worker]
+command = "sleep 1"
+replicas = 2
+
+[keeper]
+branch = "main"
+restart = ["wroker", "worker.2"]
+step_timeout = "0s"
+deploy_timeout = "soon"
+"#,
+    );
+    let r = s.run(&["check"]);
+    r.expect_code(2);
+    for want in [
+        "`keeper.restart` names `wroker`, which is not a process of this stack",
+        "did you mean `worker`?",
+        "`keeper.restart` names `worker.2`",
+        "name the pool `worker`",
+        "`keeper.step_timeout` must be more than 0",
+        "bad duration for `keeper.deploy_timeout`",
+    ] {
+        assert!(r.stderr.contains(want), "{want:?} not in\n{}", r.stderr);
+    }
 }
