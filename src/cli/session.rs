@@ -80,6 +80,7 @@ fn shell_stack(path: &Path) -> Stack {
         logs: Default::default(),
         processes: Vec::new(),
         keeper: None,
+        export: Default::default(),
     }
 }
 

@@ -398,6 +398,7 @@ fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> D
         ["task" | "service", _] => raw::PROCESS_KEYS,
         ["task" | "service", _, "ready" | "health"] => raw::PROBE_KEYS,
         ["keeper"] => raw::KEEPER_KEYS,
+        ["export"] => raw::EXPORT_KEYS,
         ["keeper", "prereqs"] => raw::PROBE_KEYS,
         _ => &[],
     };
