@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod export;
 pub mod keeper;
 pub mod lock;
 pub mod logs;
