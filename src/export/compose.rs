@@ -16,7 +16,7 @@ use super::env::{plan, EnvPlan};
 use super::quote::compose_dollars;
 use super::yaml::{to_string, MapBuilder, Y};
 use super::{
-    common_notes, duration, header, images, relative, Engine, Export, File, Input, Note, Options,
+    common_notes, duration, header, images, relative, take_notes_of, Engine, Export, File, Input, Note, Options,
     Refusal,
 };
 
@@ -43,6 +43,7 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
     for p in &stack.processes {
         let env = plan(p, &stack.name, input.env_texts, Engine::Compose)?;
         let mut own = env.notes.clone();
+        own.extend(take_notes_of(&mut notes, &p.name));
         let image = images.get(&p.name).cloned().unwrap_or_default();
         let svc = service(stack, opts, p, &image, &env, &mut own)?;
         if !env.fallback.is_empty() {

@@ -19,8 +19,8 @@ use super::env::{plan, EnvPlan};
 use super::quote::kube_dollars;
 use super::yaml::{to_string, MapBuilder, Y};
 use super::{
-    common_notes, dependents, duration, header, images, relative, secs_ceil, Engine, Export, File,
-    Input, Note, Options, Refusal,
+    common_notes, dependents, duration, header, images, relative, secs_ceil, take_notes_of, Engine,
+    Export, File, Input, Note, Options, Refusal,
 };
 
 /// A DNS-1123 label from a stackctl name.
@@ -128,6 +128,7 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
             .get(&p.name)
             .map(|e| e.notes.clone())
             .unwrap_or_default();
+        own.extend(take_notes_of(&mut notes, &p.name));
         let doc = match p.kind {
             Kind::Service => Some(deployment(&ctx, p, &mut own)?),
             Kind::Task if dependents(stack, &p.name).is_empty() => Some(job(&ctx, p, &mut own)?),
@@ -195,6 +196,7 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
 
 fn kustomization(ctx: &Ctx<'_>, manifest: &str, notes: &mut Vec<Note>) -> String {
     let mut generators = Vec::new();
+    let mut own = Vec::new();
     let mut outside = false;
     let mut done: Vec<&std::path::PathBuf> = Vec::new();
     for f in ctx.envs.values().flat_map(|e| &e.files) {
@@ -206,7 +208,7 @@ fn kustomization(ctx: &Ctx<'_>, manifest: &str, notes: &mut Vec<Note>) -> String
             continue;
         };
         if !f.exists {
-            notes.push(Note::stack(format!(
+            own.push(Note::stack(format!(
                 "optional env file `{}` does not exist now: no Secret is generated (the pods name it with optional: true); export again once it exists",
                 f.written
             )));
@@ -225,6 +227,8 @@ fn kustomization(ctx: &Ctx<'_>, manifest: &str, notes: &mut Vec<Note>) -> String
     top.push(
         "the env files are read by reference (secretGenerator); no value is in these files".into(),
     );
+    top.extend(own.iter().map(Note::comment));
+    notes.extend(own);
     if outside {
         top.push(
             "the env files are outside this folder: build with `kustomize build --load-restrictor LoadRestrictionsNone` (or `kubectl kustomize` with the same flag)"

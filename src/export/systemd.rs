@@ -15,7 +15,7 @@ use crate::config::{CommandSpec, Kind, ProbeKind, ProcessSpec, RestartPolicy, St
 use super::command::{translate, Exec};
 use super::env::{plan, EnvPlan};
 use super::quote::{systemd_env_assignment, systemd_exec_word, systemd_specifiers};
-use super::{common_notes, duration, header, Engine, Export, File, Input, Note, Options, Refusal};
+use super::{common_notes, duration, header, take_notes_of, Engine, Export, File, Input, Note, Options, Refusal};
 
 /// One word of an `Exec*=` line.
 enum W {
@@ -141,6 +141,7 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
         let env = plan(p, &stack.name, input.env_texts, Engine::Systemd)?;
         let mut own = env.notes.clone();
         own.extend(process_notes(p));
+        own.extend(take_notes_of(&mut notes, &p.name));
         let unit = unit_file(input, opts, &names, p, &env, &own)?;
         files.push(File {
             name: names.unit(p),
@@ -519,6 +520,9 @@ fn health_files(
             p.kind, p.name, stack.name
         ))
     );
+    // Without this, the timer's default Before=timers.target and the
+    // service's After=basic.target make an ordering cycle with After= below.
+    timer.push_str("DefaultDependencies=no\n");
     let _ = writeln!(timer, "BindsTo={}", names.this(p));
     let _ = writeln!(timer, "After={}", names.this(p));
     timer.push_str("\n[Timer]\n");
@@ -697,6 +701,7 @@ TimeoutStopSec=10s
             ht,
             "[Unit]
 Description=health timer of service worker of stack demo
+DefaultDependencies=no
 BindsTo=demo-worker@%i.service
 After=demo-worker@%i.service
 
