@@ -237,7 +237,9 @@ fn check(
         }
     }
     for s in stale {
-        problems.push(format!("  {shown}/{s}: no longer exported (would be removed)"));
+        problems.push(format!(
+            "  {shown}/{s}: no longer exported (would be removed)"
+        ));
     }
     if problems.is_empty() {
         if !g.quiet {
@@ -254,7 +256,9 @@ fn check(
             "{} of the files in {shown} differ from what `stackctl export {engine}` would write",
             problems.len()
         ),
-        hint: Some(format!("run `stackctl export {engine}` (with the same options) to rewrite them")),
+        hint: Some(format!(
+            "run `stackctl export {engine}` (with the same options) to rewrite them"
+        )),
         detail: Some(problems.join("\n")),
     })
 }
@@ -299,7 +303,11 @@ fn summary(
         // The same note for several processes is one line naming them all.
         let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
         for n in &export.notes {
-            let who = if n.subject == "*" { "stack" } else { n.subject.as_str() };
+            let who = if n.subject == "*" {
+                "stack"
+            } else {
+                n.subject.as_str()
+            };
             match grouped.iter_mut().find(|(t, _)| *t == n.text) {
                 Some((_, subjects)) => subjects.push(who),
                 None => grouped.push((&n.text, vec![who])),

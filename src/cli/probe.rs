@@ -107,7 +107,14 @@ pub fn run(args: ProbeArgs) -> Result<u8> {
         (Some(n), Some(file)) => {
             let timeout = args.timeout.unwrap_or(Duration::from_secs(10));
             let result = runtime.block_on(probe::check(&kind, &ctx, timeout));
-            health(&kind, result, n.max(1), file, args.restart.as_deref(), args.user)
+            health(
+                &kind,
+                result,
+                n.max(1),
+                file,
+                args.restart.as_deref(),
+                args.user,
+            )
         }
         _ => {
             let spec = ReadySpec {
@@ -117,7 +124,10 @@ pub fn run(args: ProbeArgs) -> Result<u8> {
             };
             match runtime.block_on(probe::wait_ready(&spec, &ctx)) {
                 Ok(()) => Ok(exit::SUCCESS),
-                Err(e) => Err(Error::failed(format!("gate `{kind}` did not pass: {}", e.reason))),
+                Err(e) => Err(Error::failed(format!(
+                    "gate `{kind}` did not pass: {}",
+                    e.reason
+                ))),
             }
         }
     }
@@ -141,11 +151,17 @@ fn kind(args: &ProbeArgs) -> Result<ProbeKind> {
         1 => Ok(kinds.remove(0)),
         0 => Err(Error::Usage {
             message: "no probe given".into(),
-            hint: Some("give one of --http URL, --tcp HOST:PORT, --shell COMMAND or -- PROGRAM ARGS".into()),
+            hint: Some(
+                "give one of --http URL, --tcp HOST:PORT, --shell COMMAND or -- PROGRAM ARGS"
+                    .into(),
+            ),
         }),
         _ => Err(Error::Usage {
             message: "more than one probe given".into(),
-            hint: Some("a probe checks one thing: keep exactly one of --http, --tcp, --shell, -- ARGV".into()),
+            hint: Some(
+                "a probe checks one thing: keep exactly one of --http, --tcp, --shell, -- ARGV"
+                    .into(),
+            ),
         }),
     }
 }
@@ -171,8 +187,18 @@ fn require(vars: &[String]) -> Result<u8> {
     }
     let names: Vec<String> = missing.iter().map(|v| format!("`{v}`")).collect();
     Err(Error::Failed {
-        message: format!("required {} unset or empty: {}", if names.len() == 1 { "variable is" } else { "variables are" }, names.join(", ")),
-        hint: Some("set them in the unit's EnvironmentFile= (require_env in the stack file)".into()),
+        message: format!(
+            "required {} unset or empty: {}",
+            if names.len() == 1 {
+                "variable is"
+            } else {
+                "variables are"
+            },
+            names.join(", ")
+        ),
+        hint: Some(
+            "set them in the unit's EnvironmentFile= (require_env in the stack file)".into(),
+        ),
         detail: None,
     })
 }
@@ -200,11 +226,17 @@ fn read_count(file: &Path) -> u32 {
 fn write_count(file: &Path, n: u32) -> Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::failed(format!("cannot create {} for the health count: {e}", dir.display()))
+            Error::failed(format!(
+                "cannot create {} for the health count: {e}",
+                dir.display()
+            ))
         })?;
     }
     crate::state::write_atomic(file, format!("{n}\n").as_bytes(), 0o600).map_err(|e| {
-        Error::failed(format!("cannot write the health count {}: {e}", file.display()))
+        Error::failed(format!(
+            "cannot write the health count {}: {e}",
+            file.display()
+        ))
     })
 }
 
@@ -246,7 +278,10 @@ fn health(
         Ok(s) => format!("`systemctl restart {unit}` failed ({s})"),
         Err(e) => format!("cannot run systemctl to restart {unit}: {e}"),
     };
-    let _ = writeln!(std::io::stderr(), "health check failed {n} times in a row; {restarted}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "health check failed {n} times in a row; {restarted}"
+    );
     Err(Error::failed(format!(
         "health check `{kind}` failed {n} times in a row: {reason}; {restarted}"
     )))

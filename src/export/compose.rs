@@ -16,8 +16,8 @@ use super::env::{plan, EnvPlan};
 use super::quote::compose_dollars;
 use super::yaml::{to_string, MapBuilder, Y};
 use super::{
-    common_notes, duration, header, images, relative, take_notes_of, Engine, Export, File, Input, Note, Options,
-    Refusal,
+    common_notes, duration, header, images, relative, take_notes_of, Engine, Export, File, Input,
+    Note, Options, Refusal,
 };
 
 pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusal> {
@@ -141,7 +141,7 @@ pub(super) fn container_dir(stack: &Stack, p: &ProcessSpec) -> Result<Option<Str
 }
 
 /// The healthcheck `test` for a polled probe.
-fn test_of(kind: &ProbeKind, what: &str) -> Result<Option<Vec<String>>, Refusal> {
+pub(super) fn test_of(kind: &ProbeKind, what: &str) -> Result<Option<Vec<String>>, Refusal> {
     Ok(Some(match kind {
         ProbeKind::Http(u) => vec![
             "CMD-SHELL".into(),

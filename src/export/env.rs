@@ -38,6 +38,9 @@ pub(crate) struct EnvPlan {
     pub(crate) forced: BTreeMap<String, String>,
     /// Values from the stack file for when no env file sets the key.
     pub(crate) fallback: BTreeMap<String, String>,
+    /// Keys an env file sets now (and the stack file does not override):
+    /// names only, never values.
+    pub(crate) file_keys: BTreeSet<String>,
     pub(crate) notes: Vec<Note>,
 }
 
@@ -131,9 +134,14 @@ pub(crate) fn plan(
                 out.forced.insert(key, s);
             }
             Val::Fallback(s) => {
+                if set_by.contains_key(&key) {
+                    out.file_keys.insert(key.clone());
+                }
                 out.fallback.insert(key, s);
             }
-            Val::Files => {}
+            Val::Files => {
+                out.file_keys.insert(key);
+            }
         }
     }
     if !os_defaults.is_empty() {

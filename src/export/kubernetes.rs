@@ -372,7 +372,7 @@ fn static_target(
         ),
         hint: "give the probe a literal target, or a default: `${NAME:-value}`".into(),
     })?;
-    for (k, _) in env.fallback.iter() {
+    for k in env.fallback.keys() {
         if super::command::uses_var(template, k) {
             from_defaults.push(k.clone());
         }
@@ -409,6 +409,39 @@ fn handler(
     what: &str,
     notes: &mut Vec<Note>,
 ) -> Result<Option<MapBuilder>, Refusal> {
+    // A target that reads a variable an env file sets cannot be fixed in the
+    // manifest: the check runs in the container instead, as compose's does.
+    let reads_file = |t: &str| {
+        env.file_keys
+            .iter()
+            .find(|k| super::command::uses_var(t, k))
+            .cloned()
+    };
+    if let ProbeKind::Http(t) | ProbeKind::Tcp(t) = kind {
+        if let Some(k) = reads_file(t) {
+            let Some(test) = super::compose::test_of(kind, what)? else {
+                return Ok(None);
+            };
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "`{what}` reads {k} from an env file, so it runs as an exec probe in the container ({}, which the image must have)",
+                    if matches!(kind, ProbeKind::Http(_)) { "curl" } else { "nc" }
+                ),
+            ));
+            let argv: Vec<String> = match test.split_first() {
+                Some((first, rest)) if first == "CMD-SHELL" => {
+                    vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
+                }
+                Some((_, rest)) => rest.to_vec(),
+                None => Vec::new(),
+            };
+            return Ok(Some(MapBuilder::new().put(
+                "exec",
+                MapBuilder::new().put("command", Y::strs(argv)).build(),
+            )));
+        }
+    }
     Ok(Some(match kind {
         ProbeKind::Http(u) => {
             let url = static_target(u, p, env, what, notes)?;

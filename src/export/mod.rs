@@ -300,8 +300,9 @@ fn dependents<'a>(stack: &'a Stack, name: &str) -> Vec<&'a ProcessSpec> {
 
 /// Moves the notes about `name` out of `notes` (into that process's own).
 fn take_notes_of(notes: &mut Vec<Note>, name: &str) -> Vec<Note> {
-    let (mine, rest): (Vec<Note>, Vec<Note>) =
-        std::mem::take(notes).into_iter().partition(|n| n.subject == name);
+    let (mine, rest): (Vec<Note>, Vec<Note>) = std::mem::take(notes)
+        .into_iter()
+        .partition(|n| n.subject == name);
     *notes = rest;
     mine
 }

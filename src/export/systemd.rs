@@ -15,7 +15,10 @@ use crate::config::{CommandSpec, Kind, ProbeKind, ProcessSpec, RestartPolicy, St
 use super::command::{translate, Exec};
 use super::env::{plan, EnvPlan};
 use super::quote::{systemd_env_assignment, systemd_exec_word, systemd_specifiers};
-use super::{common_notes, duration, header, take_notes_of, Engine, Export, File, Input, Note, Options, Refusal};
+use super::{
+    common_notes, duration, header, take_notes_of, Engine, Export, File, Input, Note, Options,
+    Refusal,
+};
 
 /// One word of an `Exec*=` line.
 enum W {
