@@ -730,6 +730,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_probe_that_reads_an_env_file_runs_in_the_container() {
+        let (stack, texts) = load(
+            r#"
+[stack]
+env_file = [".env"]
+
+[service.tunnel]
+command = "ngrok"
+health = { http = "https://${DOMAIN:-x.example}/", interval = "30s" }
+"#,
+            &[(
+                ".env",
+                "DOMAIN=secret.example
+",
+            )],
+        );
+        let input = Input {
+            stack: &stack,
+            sha256: "abc".into(),
+            env_texts: &texts,
+        };
+        let e = render(&input, &options_in(&stack, Engine::Kubernetes)).unwrap();
+        let m = &e
+            .files
+            .iter()
+            .find(|f| f.name != "kustomization.yaml")
+            .unwrap()
+            .contents;
+        assert!(m.contains(
+            "          livenessProbe:\n            exec:\n              command:\n                - \"/bin/sh\"\n                - \"-c\"\n                - \"curl -fsS -o /dev/null \\\"https://${DOMAIN:-x.example}/\\\"\"\n"
+        ), "{m}");
+        assert!(!m.contains("secret.example"));
+        assert!(e
+            .notes
+            .iter()
+            .any(|n| n.text.contains("reads DOMAIN from an env file")));
+    }
+
+    #[test]
     fn names() {
         assert_eq!(dns_name("demo-worker_Embeddings"), "demo-worker-embeddings");
         assert_eq!(dns_name("-.env"), "env");

@@ -134,6 +134,11 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
     notes.push(Note::stack(
         "the units do not inherit the environment of the shell that runs `stackctl start`: PATH and every other variable come from the service manager and the env files",
     ));
+    if stack.processes.iter().any(|p| !p.depends_on.is_empty()) {
+        notes.push(Note::stack(
+            "Requires=: an explicit `systemctl stop` or `restart` of a unit also stops or restarts the units that depend on it (`stackctl restart api` restarts only api)",
+        ));
+    }
     if !opts.user {
         notes.push(Note::stack(
             "system units run as root unless you add User= (or export with --user for `systemctl --user`)",
@@ -186,6 +191,18 @@ fn process_notes(p: &ProcessSpec) -> Vec<Note> {
                 ),
             ));
         }
+    }
+    let polled_gate = p.ready.as_ref().is_some_and(|r| {
+        matches!(
+            r.probe,
+            ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) | ProbeKind::Alive(_)
+        )
+    });
+    if polled_gate && p.restart != RestartPolicy::Never {
+        out.push(Note::new(
+            &p.name,
+            "a gate that fails fails the unit, and Restart= starts it again (up to StartLimitBurst=); stackctl marks it failed and does not retry",
+        ));
     }
     if p.restart != RestartPolicy::Never {
         out.push(Note::new(
