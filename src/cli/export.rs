@@ -129,7 +129,7 @@ pub fn run(args: ExportArgs, g: &Global) -> Result<u8> {
         hint: Some(r.hint),
     })?;
     let shown = diag::shown_path(&out_dir, &cwd);
-    let stale = stale_generated(&out_dir, &stack.file, &export);
+    let stale = stale_generated(&out_dir, &stack.file, engine, &export);
     if args.check {
         return check(&export, &out_dir, &shown, &stale, engine, g);
     }
@@ -200,9 +200,9 @@ fn parse_images(
     Ok((all, by_name))
 }
 
-/// Files in `dir` that an export of this stack file wrote and this one
-/// does not write any more (a process was removed or renamed).
-fn stale_generated(dir: &Path, stack_file: &Path, export: &Export) -> Vec<String> {
+/// Files in `dir` that an export of this stack file to this engine wrote
+/// and this one does not write any more (a process was removed or renamed).
+fn stale_generated(dir: &Path, stack_file: &Path, engine: Engine, export: &Export) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -213,7 +213,7 @@ fn stale_generated(dir: &Path, stack_file: &Path, export: &Export) -> Vec<String
         .filter(|name| !export.files.iter().any(|f| &f.name == name))
         .filter(|name| {
             std::fs::read_to_string(dir.join(name))
-                .is_ok_and(|t| export::is_generated_from(&t, stack_file))
+                .is_ok_and(|t| export::is_generated_from(&t, stack_file, engine))
         })
         .collect();
     out.sort();

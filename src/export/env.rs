@@ -260,6 +260,7 @@ enum Construct {
     MultiLine,
     Quotes,
     SpaceAroundEquals,
+    DottedKey,
 }
 
 impl Construct {
@@ -273,6 +274,7 @@ impl Construct {
             Construct::MultiLine => "a value over several lines",
             Construct::Quotes => "a quoted value",
             Construct::SpaceAroundEquals => "spaces around `=`",
+            Construct::DottedKey => "a `.` in the variable name",
         }
     }
 
@@ -284,6 +286,7 @@ impl Construct {
             // expand `${…}` from their own environment, not stackctl's layers.
             Engine::Compose => !matches!(self, Construct::Expansion),
             Engine::Systemd => matches!(self, Construct::Quotes | Construct::SpaceAroundEquals),
+            Engine::Kubernetes if self == Construct::DottedKey => true,
             // kustomize's `envs` takes everything after `=` literally.
             Engine::Kubernetes => false,
         }
@@ -333,6 +336,9 @@ fn constructs(raw: &str, literal: bool) -> Vec<Construct> {
     };
     if key.ends_with(char::is_whitespace) || value.starts_with(char::is_whitespace) {
         out.insert(Construct::SpaceAroundEquals);
+    }
+    if key.contains('.') {
+        out.insert(Construct::DottedKey);
     }
     let value = value.trim_start();
     if literal {

@@ -494,9 +494,22 @@ fn check_names_the_files_that_differ_and_export_removes_what_it_no_longer_writes
     );
     assert!(!s.path().join("export/systemd/sec-migrate.service").exists());
     s.run(&["export", "systemd", "--check"]).success();
-    // A file someone else put there is left alone.
+    // A file someone else put there is left alone, and so are the files of
+    // another engine exported to the same folder.
     s.write("export/systemd/mine.conf", "# not generated\n");
+    s.run(&[
+        "export",
+        "compose",
+        "--image",
+        "a:1",
+        "--out",
+        "export/systemd",
+    ])
+    .success();
     s.run(&["export", "systemd", "--check"]).success();
+    s.run(&["export", "systemd"]).success();
+    assert!(s.path().join("export/systemd/compose.yaml").exists());
+    assert!(s.path().join("export/systemd/mine.conf").exists());
 }
 
 /// `stackctl probe …` as a unit runs it.
