@@ -231,12 +231,12 @@ pub struct ProcessSpec {
     /// the stack's env files, `[env]`, this process's env files, its `env`.
     /// Templates as written, never values: `stackctl export` writes these
     /// by reference instead of the merged, expanded `env`.
-    pub env_sources: Vec<EnvSource>,
+    pub env_layers: Vec<EnvLayer>,
 }
 
 /// One layer of a process's environment, as the stack file writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvSource {
+pub enum EnvLayer {
     /// An `env_file` entry. Its values are never kept here.
     File {
         /// Absolute path.

@@ -260,7 +260,7 @@ impl Ctx<'_> {
 
         // Environment layers shared by every process: stack env files, then [env].
         let mut base: BTreeMap<String, String> = BTreeMap::new();
-        let base_sources = self.env_sources(rs.env_file.as_ref(), raw.env.as_ref(), &["env"]);
+        let base_layers = self.env_layers(rs.env_file.as_ref(), raw.env.as_ref(), &["env"]);
         if let Some(files) = &rs.env_file {
             self.env_files(files, &mut base, &name);
         }
@@ -307,7 +307,7 @@ impl Ctx<'_> {
                     &pname,
                     kind,
                     rp,
-                    (&base, &base_sources),
+                    (&base, &base_layers),
                     stop_timeout,
                     &name,
                 );
@@ -473,16 +473,16 @@ impl Ctx<'_> {
     }
 
     /// The layers `env_file` and an env table add, as written (for `export`).
-    fn env_sources(
+    fn env_layers(
         &self,
         files: Option<&EnvFiles>,
         table: Option<&BTreeMap<String, Spanned<toml::Value>>>,
         at: &[&str],
-    ) -> Vec<EnvSource> {
-        let mut out: Vec<EnvSource> = files
+    ) -> Vec<EnvLayer> {
+        let mut out: Vec<EnvLayer> = files
             .into_iter()
             .flat_map(|f| &f.0)
-            .map(|e| EnvSource::File {
+            .map(|e| EnvLayer::File {
                 path: self.resolve(&e.get_ref().path),
                 written: e.get_ref().path.clone(),
                 optional: e.get_ref().optional,
@@ -504,7 +504,7 @@ impl Ctx<'_> {
         }
         if !entries.is_empty() {
             entries.sort();
-            out.push(EnvSource::Table {
+            out.push(EnvLayer::Table {
                 at: at.join("."),
                 entries: entries.into_iter().map(|(_, k, t)| (k, t)).collect(),
             });
@@ -892,15 +892,15 @@ impl Ctx<'_> {
         pname: &Spanned<String>,
         kind: Kind,
         rp: RawProcess,
-        (base, base_sources): (&BTreeMap<String, String>, &[EnvSource]),
+        (base, base_layers): (&BTreeMap<String, String>, &[EnvLayer]),
         stack_stop_timeout: Duration,
         stack: &str,
     ) -> ProcessSpec {
         let name = pname.get_ref().clone();
         let table = format!("{kind}.{name}");
         let at = |k: &str| format!("{table}.{k}");
-        let mut env_sources = base_sources.to_vec();
-        env_sources.extend(self.env_sources(
+        let mut env_layers = base_layers.to_vec();
+        env_layers.extend(self.env_layers(
             rp.env_file.as_ref(),
             rp.env.as_ref(),
             &[kind_key(kind), &name, "env"],
@@ -1120,7 +1120,7 @@ impl Ctx<'_> {
             replicas,
             max_replicas,
             timeout,
-            env_sources,
+            env_layers,
         }
     }
 

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::config::env::{parse_dotenv, template_parts, TemplatePart};
-use crate::config::{EnvSource, ProcessSpec};
+use crate::config::{EnvLayer, ProcessSpec};
 
 use super::{Engine, Note, Refusal};
 
@@ -75,9 +75,9 @@ pub(crate) fn plan(
     // Files (by index into out.files) that set each key now.
     let mut set_by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut os_defaults: Vec<String> = Vec::new();
-    for source in &p.env_sources {
+    for source in &p.env_layers {
         match source {
-            EnvSource::File {
+            EnvLayer::File {
                 path,
                 written,
                 optional,
@@ -105,7 +105,7 @@ pub(crate) fn plan(
                     vals.insert(e.key, v);
                 }
             }
-            EnvSource::Table { at, entries } => {
+            EnvLayer::Table { at, entries } => {
                 for (key, template) in entries {
                     let label = format!("{at}.{key}");
                     let v = eval_entry(key, template, &vals, stack_name, &label, engine)?;
@@ -410,7 +410,7 @@ mod tests {
     use crate::config::{CommandSpec, Env, Kind, RestartPolicy};
     use std::time::Duration;
 
-    fn process(sources: Vec<EnvSource>) -> ProcessSpec {
+    fn process(sources: Vec<EnvLayer>) -> ProcessSpec {
         ProcessSpec {
             name: "api".into(),
             kind: Kind::Service,
@@ -430,20 +430,20 @@ mod tests {
             replicas: None,
             max_replicas: None,
             timeout: None,
-            env_sources: sources,
+            env_layers: sources,
         }
     }
 
-    fn file(p: &str) -> EnvSource {
-        EnvSource::File {
+    fn file(p: &str) -> EnvLayer {
+        EnvLayer::File {
             path: PathBuf::from(p),
             written: p.trim_start_matches('/').to_string(),
             optional: true,
         }
     }
 
-    fn table(entries: &[(&str, &str)]) -> EnvSource {
-        EnvSource::Table {
+    fn table(entries: &[(&str, &str)]) -> EnvLayer {
+        EnvLayer::Table {
             at: "env".into(),
             entries: entries
                 .iter()

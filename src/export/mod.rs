@@ -205,10 +205,10 @@ pub fn env_file_paths(stack: &Stack) -> std::collections::BTreeSet<PathBuf> {
     stack
         .processes
         .iter()
-        .flat_map(|p| &p.env_sources)
+        .flat_map(|p| &p.env_layers)
         .filter_map(|s| match s {
-            crate::config::EnvSource::File { path, .. } => Some(path.clone()),
-            crate::config::EnvSource::Table { .. } => None,
+            crate::config::EnvLayer::File { path, .. } => Some(path.clone()),
+            crate::config::EnvLayer::Table { .. } => None,
         })
         .collect()
 }
