@@ -19,6 +19,9 @@ _stackctl() {
             stackctl,check)
                 cmd="stackctl__subcmd__check"
                 ;;
+            stackctl,export)
+                cmd="stackctl__subcmd__export"
+                ;;
             stackctl,generate)
                 cmd="stackctl__subcmd__generate"
                 ;;
@@ -33,6 +36,9 @@ _stackctl() {
                 ;;
             stackctl,logs)
                 cmd="stackctl__subcmd__logs"
+                ;;
+            stackctl,probe)
+                cmd="stackctl__subcmd__probe"
                 ;;
             stackctl,reload)
                 cmd="stackctl__subcmd__reload"
@@ -58,6 +64,9 @@ _stackctl() {
             stackctl__subcmd__help,check)
                 cmd="stackctl__subcmd__help__subcmd__check"
                 ;;
+            stackctl__subcmd__help,export)
+                cmd="stackctl__subcmd__help__subcmd__export"
+                ;;
             stackctl__subcmd__help,generate)
                 cmd="stackctl__subcmd__help__subcmd__generate"
                 ;;
@@ -72,6 +81,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,logs)
                 cmd="stackctl__subcmd__help__subcmd__logs"
+                ;;
+            stackctl__subcmd__help,probe)
+                cmd="stackctl__subcmd__help__subcmd__probe"
                 ;;
             stackctl__subcmd__help,reload)
                 cmd="stackctl__subcmd__help__subcmd__reload"
@@ -143,7 +155,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep supervise generate help"
+            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep export probe supervise generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,6 +190,28 @@ _stackctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stackctl__subcmd__export)
+            opts="-q -v -h -V --user --out --check --image --quiet --verbose --no-color --help --version systemd compose kubernetes"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stackctl__subcmd__generate)
             opts="-q -v -h -V --out --quiet --verbose --no-color --help --version man completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -197,7 +231,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="start stop restart status scale logs check reload lock keep supervise generate help"
+            opts="start stop restart status scale logs check reload lock keep export probe supervise generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -211,6 +245,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -337,6 +385,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -636,6 +698,68 @@ _stackctl() {
                     return 0
                     ;;
                 --grep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__probe)
+            opts="-q -v -h -V --http --tcp --shell --timeout --interval --failures --count-file --restart --user --reset-count --require --alive --pid --quiet --verbose --no-color --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shell)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --failures)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reset-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --require)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

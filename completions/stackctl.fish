@@ -40,6 +40,8 @@ complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "check" -d 'Valida
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "reload" -d 'Re-reads the stack file and applies only the difference'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "lock" -d 'Reads and changes the stack-owner lock (free / deploy / export)'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "keep" -d 'Runs the deploy keeper loop in the foreground'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "export" -d 'Writes systemd units, a compose file or Kubernetes manifests from the stack file'
+complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "probe" -d 'Runs one of stackctl\'s probes (called by units `export systemd` writes)'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "supervise" -d 'Runs the supervisor (started by `start`; not for direct use)'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "generate" -d 'Writes the man pages and shell completions'
 complete -c stackctl -n "__fish_stackctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -140,6 +142,33 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s v -l verbose 
 complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stackctl -n "__fish_stackctl_using_subcommand keep" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -l out -d 'Where to write the files (default: export/ENGINE in the stack file\'s folder)' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -l image -d 'compose, kubernetes: NAME=IMAGE for one process, IMAGE for every process without its own (repeatable; overrides [export])' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -l user -d 'systemd: user units (`systemctl --user`) rather than system units'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -l check -d 'Write nothing; exit 1 when the files on disk differ from what would be written, naming them'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c stackctl -n "__fish_stackctl_using_subcommand export" -s V -l version -d 'Print version'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l http -d 'GET this URL; 2xx or 3xx passes' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l tcp -d 'Connect to HOST:PORT' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l shell -d 'Run this command with /bin/sh -c; exit 0 passes' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l timeout -d 'Gate: give up after this long (default 60s). Health: one check\'s limit (default 10s)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l interval -d 'Gate: time between attempts (default 250ms)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l failures -d 'Health: this many failures in a row restart `--restart`' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l count-file -d 'Health: where the failures in a row are counted across runs' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l restart -d 'Health: the unit to restart (`systemctl restart --no-block UNIT`)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l reset-count -d 'Reset a health check\'s count (run when its unit starts)' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l require -d 'Fail unless this variable is set and not empty (repeatable)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l alive -d 'The `alive` gate: wait this long, then pass if `--pid` still runs' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l pid -d 'The process the `alive` gate watches (the unit\'s $MAINPID)' -r
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l user -d 'Health: restart through `systemctl --user`'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s q -l quiet -d 'Print only errors'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s V -l version -d 'Print version'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l stack -d 'The stack file (absolute)' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l foreground -d 'Stream every process\'s output to this terminal, prefixed by name'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s q -l quiet -d 'Print only errors'
@@ -153,19 +182,21 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s v -l verb
 complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stackctl -n "__fish_stackctl_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "start" -d 'Starts the stack (or NAMEs with their dependencies) and returns when ready'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "stop" -d 'Stops NAMEs, or everything and then the supervisor'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "restart" -d 'Stops then starts NAMEs (default: the whole stack, tasks re-run)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "status" -d 'Shows every process: pid, state, readiness, uptime, restarts, memory'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "scale" -d 'Grows or shrinks a worker pool live'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "logs" -d 'Shows the last lines of process logs, or follows them'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "check" -d 'Validates the stack file without running anything'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "reload" -d 'Re-reads the stack file and applies only the difference'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "lock" -d 'Reads and changes the stack-owner lock (free / deploy / export)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "keep" -d 'Runs the deploy keeper loop in the foreground'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "supervise" -d 'Runs the supervisor (started by `start`; not for direct use)'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "generate" -d 'Writes the man pages and shell completions'
-complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep supervise generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "start" -d 'Starts the stack (or NAMEs with their dependencies) and returns when ready'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "stop" -d 'Stops NAMEs, or everything and then the supervisor'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "restart" -d 'Stops then starts NAMEs (default: the whole stack, tasks re-run)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "status" -d 'Shows every process: pid, state, readiness, uptime, restarts, memory'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "scale" -d 'Grows or shrinks a worker pool live'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "logs" -d 'Shows the last lines of process logs, or follows them'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "check" -d 'Validates the stack file without running anything'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "reload" -d 'Re-reads the stack file and applies only the difference'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "lock" -d 'Reads and changes the stack-owner lock (free / deploy / export)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "keep" -d 'Runs the deploy keeper loop in the foreground'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "export" -d 'Writes systemd units, a compose file or Kubernetes manifests from the stack file'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "probe" -d 'Runs one of stackctl\'s probes (called by units `export systemd` writes)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "supervise" -d 'Runs the supervisor (started by `start`; not for direct use)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "generate" -d 'Writes the man pages and shell completions'
+complete -c stackctl -n "__fish_stackctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart status scale logs check reload lock keep export probe supervise generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "acquire" -d 'Takes the lock for OWNER (idempotent for the same owner and task id)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "release" -d 'Gives the lock back (only the task that holds it may)'
 complete -c stackctl -n "__fish_stackctl_using_subcommand help; and __fish_seen_subcommand_from lock" -f -a "current" -d 'Prints the current owner: free, deploy or export'

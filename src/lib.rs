@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod export;
 pub mod keeper;
 pub mod lock;
 pub mod logs;

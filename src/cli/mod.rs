@@ -6,10 +6,12 @@
 //! processes, reading pid files directly (goes through `state`), TOML.
 
 pub mod check;
+pub mod export;
 pub mod generate;
 pub mod keep;
 pub mod lock;
 pub mod logs;
+pub mod probe;
 pub mod scale;
 pub mod session;
 pub mod start;
@@ -93,6 +95,10 @@ pub enum Command {
     Reload(start::ReloadArgs),
     Lock(lock::LockArgs),
     Keep(keep::KeepArgs),
+    Export(export::ExportArgs),
+    /// Runs one of stackctl's probes (called by units `export systemd` writes).
+    #[command(hide = true)]
+    Probe(probe::ProbeArgs),
     /// Runs the supervisor (started by `start`; not for direct use).
     #[command(hide = true)]
     Supervise(start::SuperviseArgs),
@@ -130,6 +136,8 @@ impl Command {
             Command::Scale(_) => "nothing was scaled",
             Command::Stop(_) => "nothing was stopped",
             Command::Keep(_) => "the keeper was not started",
+            Command::Export(_) => "nothing was exported",
+            Command::Probe(_) => "nothing was probed",
             Command::Logs(_) | Command::Lock(_) | Command::Generate(_) => "nothing was done",
         }
     }
@@ -153,6 +161,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Reload(a) => start::run_reload(a, &g),
         Command::Lock(a) => lock::run(a, &g),
         Command::Keep(a) => keep::run(a, &g),
+        Command::Export(a) => export::run(a, &g),
+        Command::Probe(a) => probe::run(a),
         Command::Supervise(a) => start::run_supervise(a, &g),
         Command::Generate(a) => generate::run(a),
     };

@@ -370,6 +370,92 @@ pub fn missing_env_problem(
     ))
 }
 
+/// One piece of a template, for code that must translate templates rather
+/// than expand them (`stackctl export`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Text as it reads after expansion (a `$$` is already one `$`).
+    Text(String),
+    /// `${NAME}`, or with a default: `${NAME:-default}` (`when_empty`: also
+    /// when set but empty) or `${NAME-default}`. The default is itself a
+    /// template.
+    Var {
+        name: String,
+        default: Option<VarDefault>,
+    },
+}
+
+/// The default of a `${NAME:-default}` or `${NAME-default}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarDefault {
+    /// `:-` (unset or empty) rather than `-` (unset only).
+    pub when_empty: bool,
+    pub template: String,
+}
+
+/// Splits a template into literal text and `${…}` references, by the same
+/// syntax as [`expand`] (adjacent text is merged).
+///
+/// # Errors
+/// A malformed `${…}`, as [`expand`] reports it.
+pub fn template_parts(template: &str) -> Result<Vec<TemplatePart>, ExpandError> {
+    let mut out: Vec<TemplatePart> = Vec::new();
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        text.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            text.push('$');
+            rest = r;
+        } else if let Some(inner_start) = after.strip_prefix('{') {
+            let end = matching_brace(inner_start).ok_or(ExpandError::Unterminated)?;
+            let inner = &inner_start[..end];
+            let name_len = inner
+                .char_indices()
+                .find(|&(i, c)| {
+                    !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+                })
+                .map_or(inner.len(), |(i, _)| i);
+            if name_len == 0 {
+                return Err(ExpandError::BadSyntax);
+            }
+            let (name, op) = inner.split_at(name_len);
+            let default = if op.is_empty() {
+                None
+            } else if let Some(d) = op.strip_prefix(":-") {
+                Some(VarDefault {
+                    when_empty: true,
+                    template: d.to_string(),
+                })
+            } else if let Some(d) = op.strip_prefix('-') {
+                Some(VarDefault {
+                    when_empty: false,
+                    template: d.to_string(),
+                })
+            } else {
+                return Err(ExpandError::BadSyntax);
+            };
+            if !text.is_empty() {
+                out.push(TemplatePart::Text(std::mem::take(&mut text)));
+            }
+            out.push(TemplatePart::Var {
+                name: name.to_string(),
+                default,
+            });
+            rest = &inner_start[end + 1..];
+        } else {
+            text.push('$');
+            rest = after;
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        out.push(TemplatePart::Text(text));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -473,6 +559,40 @@ mod tests {
         assert_eq!(parse_dotenv("A=\"open\n").unwrap_err().line, 1);
         assert_eq!(parse_dotenv("1A=x\n").unwrap_err().line, 1);
         assert_eq!(parse_dotenv("A='x' y\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn template_parts_follow_expand() {
+        use TemplatePart::{Text, Var};
+        let t = |s: &str| Text(s.to_string());
+        assert_eq!(template_parts("a $$b $c").unwrap(), vec![t("a $b $c")]);
+        assert_eq!(
+            template_parts("x${A}${B:-d ${C}}${D-}").unwrap(),
+            vec![
+                t("x"),
+                Var {
+                    name: "A".into(),
+                    default: None
+                },
+                Var {
+                    name: "B".into(),
+                    default: Some(VarDefault {
+                        when_empty: true,
+                        template: "d ${C}".into()
+                    })
+                },
+                Var {
+                    name: "D".into(),
+                    default: Some(VarDefault {
+                        when_empty: false,
+                        template: String::new()
+                    })
+                },
+            ]
+        );
+        assert_eq!(template_parts("${A"), Err(ExpandError::Unterminated));
+        assert_eq!(template_parts("${A?x}"), Err(ExpandError::BadSyntax));
+        assert_eq!(template_parts("").unwrap(), vec![]);
     }
 
     #[test]

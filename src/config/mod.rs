@@ -178,6 +178,7 @@ pub fn shell(path: &Path) -> Stack {
         processes: Vec::new(),
         keeper: None,
         warnings: Vec::new(),
+        export: Default::default(),
     }
 }
 
@@ -466,6 +467,7 @@ fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> D
         ["task" | "service", _] => raw::PROCESS_KEYS,
         ["task" | "service", _, "ready" | "health"] => raw::PROBE_KEYS,
         ["keeper"] => raw::KEEPER_KEYS,
+        ["export"] => raw::EXPORT_KEYS,
         ["keeper", "prereqs"] => raw::PROBE_KEYS,
         _ => &[],
     };

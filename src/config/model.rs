@@ -39,6 +39,8 @@ pub struct Stack {
     /// hint): valid, but probably not what was meant. `check`, `start` and
     /// `reload` print them.
     pub warnings: Vec<String>,
+    /// `[export]`: what `stackctl export` needs beyond the stack (images).
+    pub export: ExportSpec,
 }
 
 impl Stack {
@@ -245,6 +247,43 @@ pub struct ProcessSpec {
     pub max_replicas: Option<u32>,
     /// Tasks only: kill and fail after this long (`None`: no limit).
     pub timeout: Option<Duration>,
+    /// Where `env` came from, in the order the layers apply (later wins):
+    /// the stack's env files, `[env]`, this process's env files, its `env`.
+    /// Templates as written, never values: `stackctl export` writes these
+    /// by reference instead of the merged, expanded `env`.
+    pub env_layers: Vec<EnvLayer>,
+}
+
+/// One layer of a process's environment, as the stack file writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvLayer {
+    /// An `env_file` entry. Its values are never kept here.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+        /// The path as written in the stack file.
+        written: String,
+        /// `{ path = …, optional = true }`: a missing file is skipped.
+        optional: bool,
+    },
+    /// `[env]` (`at` = `"env"`) or a process's `env` (`at` =
+    /// `"service.web.env"`): each `KEY = "template"` as written, in key order.
+    Table {
+        at: String,
+        entries: Vec<(String, String)>,
+    },
+}
+
+/// `[export]`: settings for `stackctl export compose|kubernetes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSpec {
+    /// `image`: the image of every process without its own.
+    pub image: Option<String>,
+    /// `images = { NAME = "IMAGE" }`: per process.
+    pub images: BTreeMap<String, String>,
+    /// `workdir`: where the stack's folder is inside the images (absolute);
+    /// a process's `cwd` maps below it.
+    pub workdir: Option<String>,
 }
 
 impl ProcessSpec {

@@ -30,6 +30,15 @@ pub(crate) struct RawFile {
     pub(crate) task: Option<BTreeMap<Name, RawProcess>>,
     pub(crate) service: Option<BTreeMap<Name, RawProcess>>,
     pub(crate) keeper: Option<RawKeeper>,
+    pub(crate) export: Option<RawExport>,
+}
+
+/// `[export]`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawExport {
+    pub(crate) image: Option<Spanned<String>>,
+    pub(crate) images: Option<BTreeMap<Name, Spanned<String>>>,
+    pub(crate) workdir: Option<Spanned<String>>,
 }
 
 /// `[stack]`.
@@ -98,7 +107,10 @@ pub(crate) const PROCESS_KEYS: &[&str] = &[
 ];
 
 /// Top-level keys.
-pub(crate) const TOP_KEYS: &[&str] = &["stack", "env", "task", "service", "keeper"];
+pub(crate) const TOP_KEYS: &[&str] = &["stack", "env", "task", "service", "keeper", "export"];
+
+/// `[export]` keys.
+pub(crate) const EXPORT_KEYS: &[&str] = &["image", "images", "workdir"];
 
 /// `[stack]` keys.
 pub(crate) const STACK_KEYS: &[&str] = &[

@@ -262,6 +262,7 @@ impl Ctx<'_> {
         // Environment layers shared by every process: stack env files, then [env].
         let mut base: BTreeMap<String, String> = BTreeMap::new();
         let mut base_sources = EnvSources::new();
+        let base_layers = self.env_layers(rs.env_file.as_ref(), raw.env.as_ref(), &["env"]);
         if let Some(files) = &rs.env_file {
             self.env_files(files, &mut base, &mut base_sources, &name);
         }
@@ -308,7 +309,7 @@ impl Ctx<'_> {
                     &pname,
                     kind,
                     rp,
-                    (&base, &base_sources),
+                    (&base, &base_sources, &base_layers),
                     stop_timeout,
                     &name,
                 );
@@ -318,6 +319,7 @@ impl Ctx<'_> {
         self.dependencies(&processes, &spans);
 
         let keeper = raw.keeper.map(|k| self.keeper(k, &processes, &base));
+        let export = self.export(raw.export, &processes);
 
         let stack = Stack {
             name,
@@ -330,6 +332,7 @@ impl Ctx<'_> {
             processes,
             keeper,
             warnings: Vec::new(),
+            export,
         };
         if self.input.require_env {
             let missing = super::env::missing_with(&stack, self.input.os_env);
@@ -487,6 +490,102 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// The layers `env_file` and an env table add, as written (for `export`).
+    fn env_layers(
+        &self,
+        files: Option<&EnvFiles>,
+        table: Option<&BTreeMap<String, Spanned<toml::Value>>>,
+        at: &[&str],
+    ) -> Vec<EnvLayer> {
+        let mut out: Vec<EnvLayer> = files
+            .into_iter()
+            .flat_map(|f| &f.0)
+            .map(|e| EnvLayer::File {
+                path: self.resolve(&e.get_ref().path),
+                written: e.get_ref().path.clone(),
+                optional: e.get_ref().optional,
+            })
+            .collect();
+        let mut entries: Vec<(usize, String, String)> = Vec::new();
+        for (k, v) in table.into_iter().flatten() {
+            let template = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => continue,
+            };
+            let mut path = at.to_vec();
+            path.push(k);
+            let start = (self.input.key_span)(&path).map_or(0, |s| s.start);
+            entries.push((start, k.clone(), template));
+        }
+        if !entries.is_empty() {
+            entries.sort();
+            out.push(EnvLayer::Table {
+                at: at.join("."),
+                entries: entries.into_iter().map(|(_, k, t)| (k, t)).collect(),
+            });
+        }
+        out
+    }
+
+    /// `[export]`: images name processes; `workdir` is absolute.
+    fn export(&mut self, raw: Option<RawExport>, procs: &[ProcessSpec]) -> ExportSpec {
+        let mut out = ExportSpec::default();
+        let Some(raw) = raw else { return out };
+        let image_ok = |cx: &mut Self, v: &Spanned<String>, what: &str| {
+            let i = v.get_ref();
+            if i.trim().is_empty() || i.chars().any(char::is_whitespace) {
+                cx.push(
+                    Diagnostic::at(v.span(), format!("`{what}` must be an image reference"))
+                        .hint("e.g. \"ghcr.io/acme/app:1.4\" (no spaces)"),
+                );
+                false
+            } else {
+                true
+            }
+        };
+        if let Some(i) = &raw.image {
+            if image_ok(self, i, "export.image") {
+                out.image = Some(i.get_ref().clone());
+            }
+        }
+        let images = raw.images;
+        for (name, img) in self.by_place(images, &["export", "images"]) {
+            let n = name.get_ref();
+            if !procs.iter().any(|p| &p.name == n) {
+                let hint = suggest(n, procs.iter().map(|p| p.name.as_str())).unwrap_or_else(|| {
+                    "the keys of `export.images` are task and service names".to_string()
+                });
+                self.push(
+                    Diagnostic::at(
+                        name.span(),
+                        format!("`export.images` names `{n}`, which is not a task or service"),
+                    )
+                    .hint(hint),
+                );
+                continue;
+            }
+            if image_ok(self, &img, &format!("export.images.{n}")) {
+                out.images.insert(n.clone(), img.get_ref().clone());
+            }
+        }
+        if let Some(w) = &raw.workdir {
+            if w.get_ref().starts_with('/') {
+                out.workdir = Some(w.get_ref().trim_end_matches('/').to_string())
+                    .filter(|w| !w.is_empty())
+                    .or(Some("/".into()));
+            } else {
+                self.push(
+                    Diagnostic::at(w.span(), "`export.workdir` must be an absolute path")
+                        .hint("the stack's folder inside the image, e.g. \"/app\""),
+                );
+            }
+        }
+        out
     }
 
     fn env_table(
@@ -868,13 +967,19 @@ impl Ctx<'_> {
         pname: &Spanned<String>,
         kind: Kind,
         rp: RawProcess,
-        (base, base_sources): (&BTreeMap<String, String>, &EnvSources),
+        (base, base_sources, base_layers): (&BTreeMap<String, String>, &EnvSources, &[EnvLayer]),
         stack_stop_timeout: Duration,
         stack: &str,
     ) -> ProcessSpec {
         let name = pname.get_ref().clone();
         let table = format!("{kind}.{name}");
         let at = |k: &str| format!("{table}.{k}");
+        let mut env_layers = base_layers.to_vec();
+        env_layers.extend(self.env_layers(
+            rp.env_file.as_ref(),
+            rp.env.as_ref(),
+            &[kind_key(kind), &name, "env"],
+        ));
         let mut env = base.clone();
         let mut env_sources = base_sources.clone();
         if let Some(files) = &rp.env_file {
@@ -1093,6 +1198,7 @@ impl Ctx<'_> {
             replicas,
             max_replicas,
             timeout,
+            env_layers,
         }
     }
 

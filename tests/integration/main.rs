@@ -8,6 +8,7 @@ mod harness;
 mod check;
 mod core;
 mod docs;
+mod export;
 mod keeper;
 mod lock;
 mod logs;
