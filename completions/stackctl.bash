@@ -16,6 +16,9 @@ _stackctl() {
             ",$1")
                 cmd="stackctl"
                 ;;
+            stackctl,anchor)
+                cmd="stackctl__subcmd__anchor"
+                ;;
             stackctl,check)
                 cmd="stackctl__subcmd__check"
                 ;;
@@ -60,6 +63,9 @@ _stackctl() {
                 ;;
             stackctl,supervise)
                 cmd="stackctl__subcmd__supervise"
+                ;;
+            stackctl__subcmd__help,anchor)
+                cmd="stackctl__subcmd__help__subcmd__anchor"
                 ;;
             stackctl__subcmd__help,check)
                 cmd="stackctl__subcmd__help__subcmd__check"
@@ -155,7 +161,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep export probe supervise generate help"
+            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep export probe supervise anchor generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -166,6 +172,32 @@ _stackctl() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__anchor)
+            opts="-q -v -h -V --state-dir --stack --exe --no-launch --echo --color --quiet --verbose --no-color --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exe)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -231,8 +263,22 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="start stop restart status scale logs check reload lock keep export probe supervise generate help"
+            opts="start stop restart status scale logs check reload lock keep export probe supervise anchor generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__anchor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -1,6 +1,7 @@
 //! Benchmark helper: runs a command with its stdout and stderr on one pipe
-//! pumped by `stackctl::logs` into a log file, exactly as the supervisor
-//! does, and prints the wall time and the pump's own CPU time.
+//! drained by `stackctl::logs::Drain` into a log file, as the anchor does
+//! (a non-blocking read per readiness, the same sink), and prints the wall
+//! time and this process's own CPU time.
 //!
 //! ```text
 //! cargo run --release --example logs_pump -- OUT.log [--max-size BYTES]
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use nix::sys::resource::{getrusage, UsageWho};
 use stackctl::config::LogSettings;
-use stackctl::logs::{spawn_pump, LogWriter};
+use stackctl::logs::{Drain, Read, Sink, READ_BUF};
 
 fn main() -> ExitCode {
     match run() {
@@ -52,7 +53,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let (prog, rest) = cmd.split_first().ok_or("no command after --")?;
     let t0 = Instant::now();
-    let writer = LogWriter::open(out.clone(), settings)?;
+    let mut sink = Sink::open(out.clone(), settings)?;
     let (r, w) = nix::unistd::pipe()?;
     let mut child = Command::new(prog)
         .args(rest)
@@ -60,9 +61,8 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .stdout(Stdio::from(w.try_clone()?))
         .stderr(Stdio::from(w))
         .spawn()?;
-    let pump = spawn_pump("bench", r, writer.clone(), Vec::new())?;
+    drain_to_end(&r, &mut sink)?;
     let status = child.wait()?;
-    pump.join();
     let wall = t0.elapsed().as_secs_f64();
     let ru = getrusage(UsageWho::RUSAGE_SELF)?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
@@ -72,7 +72,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         "wall_s={wall:.3} cpu_s={:.3} user_s={user:.3} sys_s={sys:.3} bytes={bytes}",
         user + sys
     );
-    if let Some(e) = writer.last_error() {
+    if let Some(e) = sink.error() {
         eprintln!("logs_pump: {e}");
         return Ok(ExitCode::from(1));
     }
@@ -81,4 +81,44 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Drains `pipe` into `sink` until every writer closed it, waiting with
+/// `poll(2)` as the anchor's loop does.
+fn drain_to_end(pipe: &std::os::fd::OwnedFd, sink: &mut Sink) -> std::io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd};
+    let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(
+        pipe.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )?);
+    nix::fcntl::fcntl(
+        pipe.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let _ = nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 * 1024));
+    let mut drain = Drain::new();
+    let mut scratch = vec![0u8; READ_BUF];
+    let mut no_lines = |_: &[u8]| {};
+    loop {
+        let timeout = drain.due().map_or(PollTimeout::NONE, |t| {
+            let ms = t.saturating_duration_since(Instant::now()).as_millis() + 1;
+            PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+        });
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, timeout)? == 0 {
+            drain.flush_partial(sink);
+            continue;
+        }
+        loop {
+            match drain.read(pipe.as_fd(), &mut scratch, sink, &mut no_lines)? {
+                Read::Data => {}
+                Read::Empty => break,
+                Read::Eof => {
+                    drain.finish(sink, &mut no_lines);
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::anchor::client::{Inventory, Link};
 use crate::error::Error;
 use crate::output::Style;
 use crate::spawn::identity::PidRecord;
 use crate::state::StateDir;
 use crate::status::{Progress, Step};
-use crate::supervisor::unit::Echo;
+use crate::supervisor::offline::Cleared;
 use crate::supervisor::Supervisor;
 
 /// How the supervisor runs.
@@ -62,11 +64,6 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         });
     };
     let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
-    crate::spawn::Reaper::install_subreaper().map_err(|e| {
-        Error::failed(format!(
-            "cannot become the reaper of the stack's processes: {e}"
-        ))
-    })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,30 +80,30 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
 }
 
 async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> Result<u8, Error> {
-    // A killed predecessor's processes: stop them before starting anything,
-    // so there is never a second copy.
-    let cleared = crate::supervisor::offline::stop_all(&stack).await;
-    for (name, pid) in &cleared.stopped {
-        tracing::warn!(process = %name, "stopped pid {pid}, left running by a previous supervisor");
-    }
-    for (name, pid) in &cleared.survivors {
-        tracing::error!(process = %name, "pid {pid}, left by a previous supervisor, survived SIGKILL");
-    }
+    let (link, inventory, cleared) = anchor_link(&stack, &state, &opts).await?;
     let me = std::process::id() as i32;
     if let Ok(rec) = PidRecord::capture(me, "stackctl", me) {
         if let Err(e) = rec.write(&state.supervisor_pid()) {
             tracing::error!("cannot write {}: {e}", state.supervisor_pid().display());
         }
     }
+    let sup = Supervisor::new(stack, link.clone());
+    let adoption = sup.adopt(inventory);
+    if adoption.adopted > 0 {
+        tracing::info!(
+            "took up {} processes from the anchor (pid {})",
+            adoption.adopted,
+            link.anchor_pid()
+        );
+    }
     let socket = state.socket();
     let listener = crate::control::server::bind(&socket)
         .map_err(|e| Error::failed(format!("cannot listen on {}: {e}", socket.display())))?;
+    link.serving();
     if !opts.foreground {
         announce_ready();
     }
     let style = Style { color: opts.color };
-    let echo: Option<Echo> = opts.foreground.then(|| foreground_echo(style));
-    let sup = Supervisor::new(stack, echo);
     for (name, pid) in &cleared.stopped {
         sup.notice(
             name,
@@ -114,6 +111,17 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         );
     }
     tracing::info!(stack = %sup.stack().name, "supervisor {me} listening on {}", socket.display());
+    {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let logger = tokio::spawn(log_progress(rx, "resume"));
+            sup.reconcile(adoption, &tx).await;
+            drop(tx);
+            let _ = logger.await;
+        });
+    }
+    let mut anchor_gone = link.broken();
 
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Error::failed(format!("signal: {e}")))?;
@@ -124,7 +132,7 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
     let mut shutdown = sup.shutdown_requested();
     let mut conns = JoinSet::new();
 
-    if let Some((names, scale)) = opts.initial {
+    if let Some((names, scale)) = opts.initial.clone() {
         let sup = sup.clone();
         tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -160,12 +168,8 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 tracing::info!("SIGHUP: reloading the stack file");
                 let sup = sup.clone();
                 tokio::spawn(async move {
-                    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
-                    let logger = tokio::spawn(async move {
-                        while let Some(p) = rx.recv().await {
-                            tracing::info!(process = %p.process, "reload: {}", p.message);
-                        }
-                    });
+                    let (tx, rx) = mpsc::unbounded_channel::<Progress>();
+                    let logger = tokio::spawn(log_progress(rx, "reload"));
                     if let Err(e) = sup.reload(&tx).await {
                         let mut text = Vec::new();
                         let _ = e.render(&mut text);
@@ -176,6 +180,13 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 });
             }
             _ = shutdown.changed() => break,
+            _ = anchor_gone.wait_for(|gone| *gone) => {
+                tracing::error!("the anchor died; its processes run on, and this supervisor takes them to a new one");
+                if let Err(e) = rehome(&sup, &state, &opts).await {
+                    tracing::error!("cannot start a new anchor: {e}; the processes run on unsupervised");
+                    break;
+                }
+            }
         }
     }
     // Let the connection that asked for the stop hear that it is done.
@@ -238,10 +249,121 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style)
 /// How wide the name column of `--foreground` output is, at least.
 const FOREGROUND_WIDTH: usize = 12;
 
-fn foreground_echo(style: Style) -> Echo {
-    Arc::new(move |name: &str, line: &[u8]| {
-        let mut out = std::io::stdout().lock();
-        let text = String::from_utf8_lossy(line);
-        let _ = writeln!(out, "{}{text}", style.prefix(name, FOREGROUND_WIDTH));
-    })
+/// Progress of an operation nobody watches, into stackctl.log.
+async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static str) {
+    while let Some(p) = rx.recv().await {
+        if !matches!(p.step, Step::Starting | Step::Stopping) {
+            tracing::info!(process = %p.process, "{what}: {}", p.message);
+        }
+    }
+}
+
+/// The connection to the stack's anchor: the one that runs, or a new one
+/// this supervisor launches. With no anchor, whatever live processes the
+/// pid files name are a killed supervisor's with broken output pipes (a
+/// version without the anchor, or both killed): they are stopped first,
+/// so there is never a second copy.
+async fn anchor_link(
+    stack: &crate::config::Stack,
+    state: &StateDir,
+    opts: &Options,
+) -> Result<(Arc<Link>, Inventory, Cleared), Error> {
+    let refused = |e: std::io::Error| Error::Failed {
+        message: format!("the stack's anchor refused this supervisor: {e}"),
+        hint: Some("`stackctl status` tells what runs".into()),
+        detail: None,
+    };
+    if let Some((link, inv)) = Link::connect(state).await.map_err(refused)? {
+        // Processes the pid files name that this anchor does not have are a
+        // dead generation's (its anchor and supervisor were both killed,
+        // and a new anchor came): stop them before anything starts.
+        let keep: Vec<i32> = inv.children.iter().map(|c| c.info.pid).collect();
+        let cleared = crate::supervisor::offline::stop_all_but(stack, &keep).await;
+        log_cleared(&cleared);
+        return Ok((link, inv, cleared));
+    }
+    let cleared = crate::supervisor::offline::stop_all(stack).await;
+    log_cleared(&cleared);
+    launch_anchor(stack, state, opts).await?;
+    match Link::connect(state).await.map_err(refused)? {
+        Some((link, inv)) => Ok((link, inv, cleared)),
+        None => Err(Error::failed(format!(
+            "the anchor this supervisor launched does not answer on {}",
+            state.anchor_socket().display()
+        ))),
+    }
+}
+
+fn log_cleared(cleared: &Cleared) {
+    for (name, pid) in &cleared.stopped {
+        tracing::warn!(process = %name, "stopped pid {pid}, left running by a previous supervisor");
+    }
+    for (name, pid) in &cleared.survivors {
+        tracing::error!(process = %name, "pid {pid}, left by a previous supervisor, survived SIGKILL");
+    }
+}
+
+/// Launches an anchor that launches no supervisor (this one connects),
+/// and waits for its `ready`. With `--foreground`, it prints every
+/// process's output to this process's stdout.
+async fn launch_anchor(
+    stack: &crate::config::Stack,
+    state: &StateDir,
+    opts: &Options,
+) -> Result<(), Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
+    let mut argv = crate::anchor::command_line(&exe, &stack.state_dir, &stack.file, false);
+    let stderr = if opts.foreground {
+        argv.push("--echo".into());
+        if opts.color {
+            argv.push("--color".into());
+        }
+        std::io::stdout().as_fd().try_clone_to_owned()
+    } else {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.own_log())
+            .map(OwnedFd::from)
+    }
+    .map_err(|e| Error::failed(format!("cannot give the anchor an output: {e}")))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::failed(format!("cannot make a pipe: {e}")))?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    crate::spawn::spawn_with(
+        &argv,
+        &stack.root,
+        &env,
+        crate::spawn::Output::Split(ready_w, stderr),
+    )
+    .map_err(|e| Error::failed(format!("cannot launch the anchor: {e}")))?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(std::fs::File::from(ready_r)),
+            &mut line,
+        );
+        line
+    });
+    match tokio::time::timeout(Duration::from_secs(15), line).await {
+        Ok(Ok(l)) if l.trim() == "ready" => Ok(()),
+        _ => Err(Error::Failed {
+            message: "the anchor did not start".into(),
+            hint: Some(format!("see {}", state.own_log().display())),
+            detail: None,
+        }),
+    }
+}
+
+/// After the anchor died: a new one, and every live process handed to it
+/// (its pipe, which this supervisor kept a copy of, and its pid).
+async fn rehome(sup: &Arc<Supervisor>, state: &StateDir, opts: &Options) -> Result<(), Error> {
+    let stack = sup.stack();
+    launch_anchor(&stack, state, opts).await?;
+    sup.anchor()
+        .reconnect(state)
+        .await
+        .map_err(|e| Error::failed(format!("cannot reach the new anchor: {e}")))?;
+    Ok(())
 }

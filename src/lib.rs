@@ -4,6 +4,7 @@
 //! `supervisor` (uses `spawn`, `probe`, `logs`, `state`) → status snapshots →
 //! `control` → `cli` and `output`. Lower modules never import higher ones.
 
+pub mod anchor;
 pub mod cli;
 pub mod config;
 pub mod control;

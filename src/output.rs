@@ -144,8 +144,11 @@ pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Res
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let sup = match (doc.supervisor.running, doc.supervisor.pid) {
-        (true, Some(pid)) => format!("supervisor running (pid {pid})"),
+    let sup = match (doc.supervisor.running, doc.supervisor.pid, doc.supervisor.anchor) {
+        (true, Some(pid), _) => format!("supervisor running (pid {pid})"),
+        (false, _, Some(anchor)) => style.yellow(&format!(
+            "no supervisor answers; its anchor (pid {anchor}) keeps the processes and relaunches one: showing what the pid files prove"
+        )),
         _ => style.yellow("no supervisor running: showing what the pid files prove"),
     };
     writeln!(w, "stack {}: {}", style.bold(&doc.stack), sup)?;
@@ -194,6 +197,7 @@ mod tests {
             supervisor: SupervisorInfo {
                 pid: Some(4100),
                 running: true,
+                anchor: None,
             },
             processes: vec![
                 ProcessStatus {

@@ -1,7 +1,8 @@
 //! Every path under `state_dir`, and the files kept there.
 //!
 //! Owns: the layout (`pids/<name>.pid`, `<name>.log`, `notify/<name>.sock`,
-//! `stackctl.sock`, `stackctl.log`, `supervisor.lock`, `keeper.log`,
+//! `stackctl.sock`, `anchor.sock`, `anchor.lock`, `stackctl.log`,
+//! `supervisor.lock`, `keeper.log`,
 //! `keeper.lock`, `keeper.trigger`), the stack id derived from the folder,
 //! the modes (0700 for the folder, 0600 for the socket), and atomic writes.
 //! Every path under the state folder comes from here. Must not touch:
@@ -124,6 +125,21 @@ impl StateDir {
     /// Where the `NOTIFY_SOCKET` of `process` is bound (`notify/<process>.sock`).
     pub fn notify_socket(&self, process: &str) -> PathBuf {
         self.root.join("notify").join(format!("{process}.sock"))
+    }
+
+    /// Held (flock) by the stack's one anchor.
+    pub fn anchor_lock(&self) -> PathBuf {
+        self.root.join("anchor.lock")
+    }
+
+    /// The anchor's pid record (same format as a process pid file).
+    pub fn anchor_pid(&self) -> PathBuf {
+        self.root.join("anchor.pid")
+    }
+
+    /// The anchor's socket (`SOCK_SEQPACKET`, mode 0600).
+    pub fn anchor_socket(&self) -> PathBuf {
+        self.root.join("anchor.sock")
     }
 
     /// The supervisor's control socket.

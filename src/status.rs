@@ -96,6 +96,10 @@ pub struct StatusDoc {
 pub struct SupervisorInfo {
     pub pid: Option<i32>,
     pub running: bool,
+    /// The stack's anchor (the parent and log writer of its processes,
+    /// which relaunches the supervisor), when one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<i32>,
 }
 
 /// One process instance in `status --json`.

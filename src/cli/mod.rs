@@ -102,6 +102,9 @@ pub enum Command {
     /// Runs the supervisor (started by `start`; not for direct use).
     #[command(hide = true)]
     Supervise(start::SuperviseArgs),
+    /// Runs the stack's anchor (started by `start`; not for direct use).
+    #[command(hide = true)]
+    Anchor(start::AnchorArgs),
     /// Writes the man pages and shell completions.
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -128,7 +131,7 @@ impl Command {
     /// the last words of the file's diagnostics.
     fn outcome_when_invalid(&self) -> &'static str {
         match self {
-            Command::Start(_) | Command::Supervise(_) => "nothing was started",
+            Command::Start(_) | Command::Supervise(_) | Command::Anchor(_) => "nothing was started",
             Command::Restart(_) => "nothing was restarted",
             Command::Reload(_) => "nothing was changed",
             Command::Check(_) => "validated only, nothing was run",
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Export(a) => export::run(a, &g),
         Command::Probe(a) => probe::run(a),
         Command::Supervise(a) => start::run_supervise(a, &g),
+        Command::Anchor(a) => start::run_anchor(a),
         Command::Generate(a) => generate::run(a),
     };
     result.map_err(|e| e.with_outcome(outcome))

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::Global;
+use crate::anchor::proto::ToAnchor;
 use crate::config::Stack;
 use crate::control::client::{Client, Connect};
 use crate::control::protocol::{Request, Response, Step};
@@ -131,6 +132,23 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let mut child = match how {
         Launch::Detached => {
+            // An anchor that runs (its supervisor died, or is being
+            // relaunched) launches one and answers once it serves.
+            match crate::anchor::client::request(&state, &ToAnchor::Launch, &[]) {
+                Ok(true) => {
+                    if let Some(c) = connect(stack)? {
+                        return Ok(c);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(Error::Failed {
+                        message: format!("the stack's anchor did not launch a supervisor: {e}"),
+                        hint: Some(format!("see {}", state.own_log().display())),
+                        detail: None,
+                    })
+                }
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -138,17 +156,17 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
                 .map_err(|e| {
                     Error::failed(format!("cannot open {}: {e}", state.own_log().display()))
                 })?;
-            std::process::Command::new(&exe)
-                .arg("supervise")
-                .arg("--stack")
-                .arg(path)
+            // The anchor launches the supervisor with our pipe as its stdout:
+            // the supervisor says `ready` there once it listens.
+            let argv = crate::anchor::command_line(&exe, &stack.state_dir, path, true);
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
                 .current_dir(&stack.root)
                 .stdin(Stdio::null())
-                // It says `ready` here once it listens (see daemon::announce_ready).
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
                 .spawn()
-                .map_err(|e| Error::failed(format!("cannot launch the supervisor: {e}")))?
+                .map_err(|e| Error::failed(format!("cannot launch the stack's anchor: {e}")))?
         }
         Launch::Tmux => {
             let session = format!("stackctl-{}", stack.name);
@@ -189,14 +207,19 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             return Ok(c);
         }
         if how == Launch::Detached {
-            // Ours exits at once when another `start` launched one first
-            // (it lost the single-supervisor flock): wait for that one's
-            // socket instead, as long as it holds the lock.
+            // Our anchor exits at once when another `start` launched one
+            // first (it lost the anchor's flock): that one launches a
+            // supervisor and answers once it serves.
             if let Ok(Some(st)) = child.try_wait() {
-                if !supervisor_lock_held(&state) {
+                if crate::state::is_held(&state.anchor_lock()) {
+                    let launch = crate::anchor::client::request(&state, &ToAnchor::Launch, &[]);
+                    if let (Ok(true), Some(c)) = (launch, connect(stack)?) {
+                        return Ok(c);
+                    }
+                } else if !supervisor_lock_held(&state) {
                     return Err(supervisor_died(
                         &state,
-                        &format!("the supervisor exited at once ({st})"),
+                        &format!("the stack's anchor exited at once ({st})"),
                     ));
                 }
             }

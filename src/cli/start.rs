@@ -106,6 +106,29 @@ pub struct SuperviseArgs {
     pub foreground: bool,
 }
 
+/// Runs the stack's anchor (see `anchor`).
+#[derive(Debug, Args)]
+pub struct AnchorArgs {
+    /// The stack's state folder (absolute).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// The stack file (absolute), for the supervisors it launches.
+    #[arg(long)]
+    pub stack: PathBuf,
+    /// The stackctl binary to launch supervisors with.
+    #[arg(long)]
+    pub exe: PathBuf,
+    /// Launch no supervisor now (the one that launched this connects).
+    #[arg(long)]
+    pub no_launch: bool,
+    /// Print every process's output to stdout (`--foreground`).
+    #[arg(long)]
+    pub echo: bool,
+    /// Colour the echoed output.
+    #[arg(long)]
+    pub color: bool,
+}
+
 /// Parses `--scale NAME=N` flags.
 fn parse_scale(flags: &[String]) -> Result<BTreeMap<String, u32>> {
     let mut out = BTreeMap::new();
@@ -225,6 +248,22 @@ pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
     };
     request(&mut client, Request::Reload, g)?;
     Ok(exit::SUCCESS)
+}
+
+/// Runs the anchor.
+///
+/// # Errors
+/// When another anchor runs, or its socket cannot be bound.
+pub fn run_anchor(args: AnchorArgs) -> Result<u8> {
+    // Its own session: the terminal's Ctrl-C is not for it.
+    let _ = nix::unistd::setsid();
+    crate::anchor::run(crate::anchor::Options {
+        state_dir: args.state_dir,
+        stack_file: args.stack,
+        exe: args.exe,
+        launch: !args.no_launch,
+        echo: args.echo.then_some(args.color),
+    })
 }
 
 /// Runs the supervisor.

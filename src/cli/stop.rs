@@ -69,6 +69,15 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
             if let Some(e) = &invalid {
                 warn_invalid_offline(e, "stopping what the pid files show");
             }
+            // An anchor left without a supervisor must launch no new one
+            // while its processes are stopped here.
+            let state = crate::state::StateDir::new(&stack.state_dir);
+            let retire = crate::anchor::proto::ToAnchor::Retire;
+            if let Err(e) = crate::anchor::client::request(&state, &retire, &[]) {
+                return Err(Error::failed(format!(
+                    "cannot tell the stack's anchor to stand down: {e}"
+                )));
+            }
             // No supervisor: stop what the pid files prove is still ours.
             let cleared = crate::supervisor::offline::stop_all_now(&stack)?;
             if !g.quiet {

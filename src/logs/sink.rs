@@ -15,7 +15,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::LogSettings;
@@ -404,83 +403,6 @@ pub(crate) fn stamp(out: &mut Vec<u8>, data: &[u8], mut at_line_start: bool, now
         out.extend_from_slice(&rest[..end]);
         at_line_start = rest[end - 1] == b'\n';
         rest = &rest[end..];
-    }
-}
-
-/// The log file of one process; lives across restarts of that process.
-///
-/// Each spawn gets its own pump; they share this writer. The error is kept
-/// apart from the file lock so that `status` never waits for a slow disk.
-#[derive(Debug)]
-pub struct LogWriter {
-    path: PathBuf,
-    sink: Mutex<Sink>,
-    error: Mutex<(u64, Option<String>)>,
-}
-
-impl LogWriter {
-    /// Opens (creating, appending) the log at `path`; a path that cannot
-    /// be opened yet is reported by [`LogWriter::last_error`] and retried
-    /// (see [`Sink::open`]).
-    ///
-    /// # Errors
-    /// None today (see [`Sink::open`]).
-    pub fn open(path: PathBuf, settings: LogSettings) -> io::Result<Arc<LogWriter>> {
-        let sink = Sink::open(path.clone(), settings)?;
-        let error = Mutex::new((sink.generation(), sink.error()));
-        Ok(Arc::new(LogWriter {
-            path,
-            sink: Mutex::new(sink),
-            error,
-        }))
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// What is wrong with this log, while something is (writes failing —
-    /// output is then counted and dropped so the process keeps running —
-    /// or rotation failing). Cleared by the first write that succeeds again.
-    pub fn last_error(&self) -> Option<String> {
-        // A poisoned lock still holds the last value written.
-        self.error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .clone()
-    }
-
-    /// Writes `data` (see [`Sink::write`]). Blocks while the disk does.
-    pub fn write(&self, data: &[u8]) {
-        self.with_sink(|s| s.write(data));
-    }
-
-    /// Ends a partial last line (see [`Sink::end_line`]).
-    pub fn end_line(&self) {
-        self.with_sink(Sink::end_line);
-    }
-
-    fn with_sink(&self, f: impl FnOnce(&mut Sink)) {
-        // A panic elsewhere while holding the lock leaves a usable sink:
-        // keep logging rather than dropping output.
-        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = sink.generation();
-        f(&mut sink);
-        let changed = sink.generation() != before;
-        if changed || sink.failure.is_some() {
-            // While failing, the count of lost bytes moves on.
-            *self.error.lock().unwrap_or_else(PoisonError::into_inner) =
-                (sink.generation(), sink.error());
-        }
-        if changed {
-            let err = sink.error();
-            match &err {
-                Some(e) => tracing::warn!("log: {e}"),
-                None => tracing::info!("log {}: writing again", self.path.display()),
-            }
-        }
     }
 }
 

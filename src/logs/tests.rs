@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::rotate::{rotated_files, rotated_path};
+use super::testpump::{spawn_pump, LogWriter, Pump, Tap};
 use super::*;
 use crate::config::LogSettings;
 
@@ -195,7 +196,7 @@ fn a_multi_megabyte_line_is_kept_whole() {
     // Taps saw every line, the long one capped.
     let saw = taps_saw.lock().unwrap();
     assert_eq!(saw.len(), 4001);
-    assert_eq!(saw[2000], pump::TAP_LINE_MAX);
+    assert_eq!(saw[2000], TAP_LINE_MAX);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Probes: how to tell that a process is ready (gate) or alive (health).
 //!
 //! Owns: the polled checks (`http`, `tcp`, `exec`), the readiness loop over
-//! them ([`wait_ready`]), the log-line watcher ([`LogWatch`]) and the
+//! them ([`wait_ready`]) and the
 //! `NOTIFY_SOCKET` listener ([`NotifySocket`]); every failure carries a
 //! reason a person can read ([`ProbeFailure`]), so `start` can say *why* a
 //! gate failed.
@@ -13,7 +13,7 @@
 //! | kind | how the supervisor uses it |
 //! | --- | --- |
 //! | `http`, `tcp`, `exec` | [`expand`] once per instance, then [`check`] (health) or [`wait_ready`] (gate) |
-//! | `log` | a [`LogWatch`] per start: its [`Tap`] goes to the log pump, the gate awaits [`LogWatch::matched`] |
+//! | `log` | the anchor matches the regex against the process's lines as it writes its log, and says `Matched` (`crate::anchor`) |
 //! | `notify` | a [`NotifySocket`] per instance: `NOTIFY_SOCKET` in the child's env, the gate awaits [`NotifyMsg::Ready`] from [`NotifySocket::recv`] |
 //! | `alive` | the supervisor's own timer against the child's exit; nothing here |
 //!
@@ -26,7 +26,6 @@
 
 mod exec;
 mod http;
-mod log;
 mod notify;
 mod tcp;
 
@@ -38,7 +37,6 @@ use tokio::time::Instant;
 
 use crate::config::{CommandSpec, ProbeKind, ReadySpec};
 
-pub use self::log::{LogWatch, Tap};
 pub use self::notify::{NotifyMsg, NotifySocket};
 
 /// Why a probe did not pass: a short reason for a person, e.g.

@@ -119,6 +119,12 @@ pub struct NotifySocket {
     logged: Mutex<BTreeSet<i32>>,
 }
 
+impl std::os::fd::AsFd for NotifySocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 /// Why a datagram was not heard. Names pids, never message values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -242,6 +248,31 @@ impl NotifySocket {
                 Err(e)
             }
         }
+    }
+
+    /// The socket a previous supervisor bound at `path` and left with the
+    /// anchor (its fd comes back from there), hearing the instance whose
+    /// session is `sid`. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the fd is not a datagram socket tokio can watch.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: PathBuf, sid: i32) -> io::Result<NotifySocket> {
+        let std_sock = std::os::unix::net::UnixDatagram::from(fd);
+        std_sock.set_nonblocking(true)?;
+        let sock = UnixDatagram::from_std(std_sock)?;
+        let label = path
+            .parent()
+            .and(path.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(NotifySocket {
+            sock,
+            path,
+            fallback_dir: None,
+            label,
+            session: AtomicI32::new(sid),
+            logged: Mutex::new(BTreeSet::new()),
+        })
     }
 
     /// Where the socket is: the value for the child's `NOTIFY_SOCKET`.

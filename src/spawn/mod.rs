@@ -58,7 +58,8 @@ pub fn argv(cmd: &CommandSpec) -> Vec<String> {
 }
 
 /// Spawns `argv` in `cwd` with exactly `env`, in a new session, stdin from
-/// /dev/null, stdout and stderr into one captured pipe (or /dev/null).
+/// /dev/null, stdout and stderr into one captured pipe (or /dev/null); its
+/// exit status reaches the returned receiver through this process's reaper.
 ///
 /// # Errors
 /// When the pipe cannot be made or the program cannot be executed.
@@ -68,6 +69,57 @@ pub fn spawn(
     env: &[(String, String)],
     capture: bool,
 ) -> io::Result<Spawned> {
+    let reaper = Reaper::global()?;
+    let (pid, output, exit) =
+        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture))?;
+    Ok(Spawned { pid, exit, output })
+}
+
+/// [`spawn`] without a reaper: for a process that reaps its own children
+/// (the anchor, whose event loop waits for them). The read end of the
+/// output pipe comes back close-on-exec.
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_unreaped(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    capture: bool,
+) -> io::Result<(i32, Option<OwnedFd>)> {
+    let (out, read_end) = if capture {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        (Output::Pipe(w), Some(r))
+    } else {
+        (Output::Null, None)
+    };
+    let pid = spawn_with(argv, cwd, env, out)?;
+    Ok((pid, read_end))
+}
+
+/// Where a child's stdout and stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Nowhere (`/dev/null`).
+    Null,
+    /// Both into this fd (a pipe's write end, a log file).
+    Pipe(OwnedFd),
+    /// stdout into the first, stderr into the second.
+    Split(OwnedFd, OwnedFd),
+}
+
+/// Spawns `argv` with the child-side set-up (a new session, reset signals,
+/// only fds 0–2) and `output`, stdin from /dev/null, registered with no
+/// reaper (the caller reaps it).
+///
+/// # Errors
+/// When the program cannot be executed.
+pub fn spawn_with(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    output: Output,
+) -> io::Result<i32> {
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -80,29 +132,24 @@ pub fn spawn(
         )
         .current_dir(cwd)
         .stdin(Stdio::null());
-    let read_end = if capture {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let w2 = w.try_clone()?;
-        cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
-        Some(r)
-    } else {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        None
-    };
+    match output {
+        Output::Null => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        Output::Pipe(w) => {
+            let w2 = w.try_clone()?;
+            cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
+        }
+        Output::Split(o, e) => {
+            cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
+        }
+    }
     child_setup(&mut cmd);
-    let reaper = Reaper::global()?;
-    let (pid, (), exit) = reaper.spawn_registered(|| {
-        let child = cmd.spawn()?;
-        Ok((child.id() as i32, ()))
-    })?;
-    // Dropping the command closes this process's copies of the write end,
-    // so the pipe ends when the child's side does.
+    let child = cmd.spawn()?;
+    // Dropping the command closes this process's copies of the output fds,
+    // so a pipe ends when the child's side does.
     drop(cmd);
-    Ok(Spawned {
-        pid,
-        exit,
-        output: read_end,
-    })
+    Ok(child.id() as i32)
 }
 
 /// Installs the child-side set-up that runs between `fork` and `exec`.

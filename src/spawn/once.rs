@@ -175,7 +175,7 @@ pub async fn run_oneshot_with(
             r = &mut exit => break match r {
                 Ok(Exit::Code(c)) => OneshotOutcome::Exited(c),
                 Ok(Exit::Signal(s)) => OneshotOutcome::Signaled(s),
-                Err(_) => return Err(io::Error::other("reaper dropped the exit status")),
+                Ok(Exit::Unknown) | Err(_) => return Err(io::Error::other("reaper dropped the exit status")),
             },
             () = sleep_until_opt(deadline) => break OneshotOutcome::TimedOut,
             Some(chunk) = chunks.recv() => out.take(chunk, &mut on_line),

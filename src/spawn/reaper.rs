@@ -45,6 +45,9 @@ pub enum Exit {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+    /// Gone, and nobody can know how: it was not the child of the process
+    /// that saw it go (its anchor had died; a new one only watched it).
+    Unknown,
 }
 
 impl Exit {
@@ -53,11 +56,13 @@ impl Exit {
         self == Exit::Code(0)
     }
 
-    /// The code SPEC shows (`exit_code`): the code, or 128 + signal.
-    pub fn code(self) -> i32 {
+    /// The code SPEC shows (`exit_code`): the code, or 128 + signal; none
+    /// when unknown.
+    pub fn code(self) -> Option<i32> {
         match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
+            Exit::Code(c) => Some(c),
+            Exit::Signal(s) => Some(128 + s),
+            Exit::Unknown => None,
         }
     }
 }
@@ -70,6 +75,7 @@ impl std::fmt::Display for Exit {
                 Ok(sig) => write!(f, "killed by {}", sig.as_str()),
                 Err(_) => write!(f, "killed by signal {s}"),
             },
+            Exit::Unknown => f.write_str("exited (how is unknown: it was not our child)"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The states of one process instance, which moves between them are legal,
 //! and the restart back-off. Pure: no I/O, no clocks of its own.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::RestartPolicy;
 use crate::spawn::Exit;
@@ -97,6 +99,58 @@ impl Backoff {
     pub fn in_window(&self) -> usize {
         self.recent.len()
     }
+
+    /// What is worth keeping across a supervisor restart: when each counted
+    /// restart happened (wall clock, ms since the epoch: `Instant`s do not
+    /// outlive a process) and the next delay. `now` pairs the two clocks.
+    pub fn snapshot(&self, now: (Instant, SystemTime)) -> BackoffRecord {
+        let at = |t: Instant| {
+            let ago = now.0.saturating_duration_since(t);
+            now.1
+                .checked_sub(ago)
+                .and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        BackoffRecord {
+            recent_ms: self.recent.iter().map(|t| at(*t)).collect(),
+            next_delay_ms: self.next_delay.as_millis() as u64,
+        }
+    }
+
+    /// A back-off as a snapshot left it (see [`Backoff::snapshot`]).
+    pub fn restore(
+        max: u32,
+        window: Duration,
+        rec: &BackoffRecord,
+        now: (Instant, SystemTime),
+    ) -> Self {
+        let now_ms = now
+            .1
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let recent = rec
+            .recent_ms
+            .iter()
+            .map(|ms| {
+                let ago = Duration::from_millis(now_ms.saturating_sub(*ms));
+                now.0.checked_sub(ago).unwrap_or(now.0)
+            })
+            .collect();
+        Backoff {
+            max,
+            window,
+            recent,
+            next_delay: Duration::from_millis(rec.next_delay_ms).min(BACKOFF_MAX),
+        }
+    }
+}
+
+/// A [`Backoff`] as kept across a supervisor restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackoffRecord {
+    /// When each restart counted in the window happened, ms since the epoch.
+    pub recent_ms: Vec<u64>,
+    pub next_delay_ms: u64,
 }
 
 #[cfg(test)]
@@ -154,6 +208,40 @@ mod tests {
         assert_eq!(delays[11], BACKOFF_MAX);
         // A long run resets the delay.
         assert_eq!(b.next(t, Duration::from_secs(11)).unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_backoff_carries_its_window_and_delay_across_a_restart() {
+        let mut b = Backoff::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        let wall = SystemTime::now();
+        b.next(t, Duration::ZERO);
+        b.next(t + Duration::from_secs(1), Duration::ZERO);
+        let rec = b.snapshot((t + Duration::from_secs(2), wall + Duration::from_secs(2)));
+        assert_eq!(rec.recent_ms.len(), 2);
+        assert_eq!(rec.next_delay_ms, 200);
+        // Another process, ten seconds later by both clocks.
+        let (t2, wall2) = (
+            Instant::now() + Duration::from_secs(10),
+            wall + Duration::from_secs(12),
+        );
+        let mut again = Backoff::restore(3, Duration::from_secs(60), &rec, (t2, wall2));
+        assert_eq!(again.in_window(), 2);
+        // One more restart is allowed, then the crash loop is caught, as if
+        // the supervisor had never gone.
+        assert_eq!(
+            again.next(t2, Duration::ZERO),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(again.next(t2, Duration::ZERO), None);
+        // Restarts older than the window are forgotten after a long gap.
+        let later = (
+            t2 + Duration::from_secs(100),
+            wall2 + Duration::from_secs(100),
+        );
+        let mut old = Backoff::restore(3, Duration::from_secs(60), &rec, later);
+        assert!(old.next(later.0, Duration::ZERO).is_some());
+        assert_eq!(old.in_window(), 1);
     }
 
     #[test]

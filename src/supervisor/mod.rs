@@ -36,6 +36,7 @@ pub mod fsm;
 pub mod offline;
 mod order;
 mod pool;
+pub mod record;
 mod registry;
 mod reload;
 pub mod unit;
@@ -46,7 +47,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
 use self::registry::Registry;
-use self::unit::{Echo, UnitCtx, UnitHandle};
+use self::unit::{Resume, UnitCtx, UnitHandle};
+use crate::anchor::client::{Inventory, Link};
 use crate::config::Stack;
 use crate::error::Error;
 use crate::plan::{self, Selection};
@@ -88,8 +90,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor for `stack` (spawns nothing yet).
-    pub fn new(stack: Stack, echo: Option<Echo>) -> Arc<Supervisor> {
+    /// A supervisor for `stack` whose processes the anchor behind
+    /// `anchor` spawns (nothing is spawned yet).
+    pub fn new(stack: Stack, anchor: Arc<Link>) -> Arc<Supervisor> {
         let state = StateDir::new(&stack.state_dir);
         let pid = std::process::id() as i32;
         let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
@@ -100,7 +103,7 @@ impl Supervisor {
             supervisor_pid: pid,
             base_env,
             logs: stack.logs.clone(),
-            echo,
+            anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let (shutdown, _) = watch::channel(false);
@@ -113,6 +116,135 @@ impl Supervisor {
             notices: Mutex::new(Vec::new()),
             pid,
         })
+    }
+
+    /// The anchor connection.
+    pub fn anchor(&self) -> &Arc<Link> {
+        &self.ctx.anchor
+    }
+
+    /// Takes up what the anchor has from a previous supervisor: its
+    /// processes (same pids, states, restart counts, crash-loop windows),
+    /// pool sizes and notify sockets. Returns what is left to do once the
+    /// control socket listens ([`Supervisor::reconcile`]).
+    pub fn adopt(&self, inv: Inventory) -> Adoption {
+        let stack = self.stack();
+        let mut kept = inv.kept;
+        for (key, value) in &kept {
+            if let (Some(pool), Ok(n)) = (key.strip_prefix("pool/"), value.parse::<u32>()) {
+                if stack.process(pool).is_some_and(|p| p.is_pool()) {
+                    self.registry.resize(pool, n);
+                }
+            }
+        }
+        let mut records: BTreeMap<String, record::UnitRecord> = BTreeMap::new();
+        for (key, value) in &kept {
+            if let (Some(inst), Some(rec)) =
+                (key.strip_prefix("unit/"), record::UnitRecord::decode(value))
+            {
+                records.insert(inst.to_string(), rec);
+            }
+        }
+        kept.clear();
+        let mut held = inv.held;
+        let (mut children, mut strangers) = newest_by_instance(inv.children);
+        let mut plan = Adoption::default();
+        for spec in &stack.processes {
+            let mut insts = self.registry.instances(spec);
+            for name in children.keys().chain(records.keys()) {
+                let (base, index) = plan::split_instance(name);
+                if base == spec.name
+                    && index.is_some()
+                    && spec.is_pool()
+                    && !insts.iter().any(|i| &i.name == name)
+                {
+                    insts.push(plan::Instance {
+                        name: name.clone(),
+                        process: spec.name.clone(),
+                        index,
+                    });
+                }
+            }
+            for inst in insts {
+                let resume = Resume {
+                    child: children.remove(&inst.name),
+                    record: records.remove(&inst.name),
+                    notify: held.remove(&record::notify_key(&inst.name)),
+                };
+                if resume.child.is_none() && resume.record.is_none() {
+                    continue;
+                }
+                if resume.child.is_some() {
+                    plan.adopted += 1;
+                }
+                if let Some(r) = &resume.record {
+                    if r.wanted && r.state == State::Pending && resume.child.is_none() {
+                        plan.to_start.push(inst.name.clone());
+                    }
+                }
+                self.registry.adopt(&self.ctx, spec, &inst, resume);
+            }
+        }
+        strangers.extend(children.into_values());
+        plan.strangers = strangers;
+        for name in records.keys() {
+            self.ctx.anchor.del(&record::unit_key(name));
+        }
+        for key in held.keys() {
+            self.ctx.anchor.release(key);
+        }
+        plan
+    }
+
+    /// What adoption left to do, once the control socket listens: stop
+    /// the processes the stack file no longer names (and older copies),
+    /// finish an interrupted shrink, and start what an interrupted `start`
+    /// had not reached yet.
+    pub async fn reconcile(&self, plan: Adoption, tx: &ProgressTx) {
+        for a in plan.strangers {
+            let pid = a.info.pid;
+            tracing::warn!(process = %a.info.instance, "stopping pid {pid}: the stack file no longer has it (or it is an older copy)");
+            let target = crate::spawn::Target {
+                group: Some(pid),
+                strays: None,
+            };
+            let how = crate::spawn::How {
+                signal: nix::sys::signal::Signal::SIGTERM,
+                grace: self.stack().stop_timeout,
+            };
+            let mut exit = a.exit;
+            let _ = crate::spawn::terminate(target, how, async {
+                let _ = (&mut exit).await;
+            })
+            .await;
+            self.ctx.anchor.ack(pid);
+        }
+        let stack = self.stack();
+        for spec in stack.processes.iter().filter(|p| p.is_pool()) {
+            let size = self.registry.instances(spec).len() as u32;
+            if let Err(e) = self.shrink_to(&stack, &spec.name, size, tx).await {
+                tracing::error!(process = %spec.name, "could not finish its shrink: {e}");
+            }
+        }
+        if plan.to_start.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "resuming an interrupted start of {}",
+            plan.to_start.join(", ")
+        );
+        if let Err(e) = self
+            .start(&plan.to_start, &BTreeMap::new(), false, tx)
+            .await
+        {
+            tracing::error!("the interrupted start failed again: {e}");
+        }
+    }
+
+    /// Sets pool `name`'s size, and keeps it with the anchor.
+    fn set_pool_size(&self, name: &str, n: u32) {
+        self.registry.resize(name, n);
+        self.ctx.anchor.put(&record::pool_key(name), n.to_string());
     }
 
     /// The stack as last loaded.
@@ -176,7 +308,7 @@ impl Supervisor {
         // `--scale` sets the pool's size: members above it are stopped
         // (gracefully, as `scale` does), not left running outside the pool.
         for (name, n) in scale {
-            self.registry.resize(name, *n);
+            self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
         self.bring_up(&stack, &closure, &sel, rerun, tx).await
@@ -285,6 +417,7 @@ impl Supervisor {
             supervisor: SupervisorInfo {
                 pid: Some(self.pid),
                 running: true,
+                anchor: Some(self.ctx.anchor.anchor_pid()),
             },
             processes,
         })
@@ -344,7 +477,7 @@ impl Supervisor {
         }
         for name in &changes.added {
             if let Some(n) = new.process(name).and_then(|p| p.replicas) {
-                self.registry.resize(name, n);
+                self.set_pool_size(name, n);
             }
         }
         self.set_stack(new);
@@ -392,6 +525,10 @@ impl Supervisor {
             let again = self.bring_down(&self.stack(), active, tx).await;
             r = r.and(again);
         }
+        // The anchor ends once its last process is gone, and launches no
+        // new supervisor.
+        self.ctx.anchor.bye(false, None);
+        self.ctx.anchor.flushed().await;
         let _ = self.shutdown.send(true);
         r
     }
@@ -420,6 +557,45 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// What [`Supervisor::adopt`] found and left to do.
+#[derive(Debug, Default)]
+pub struct Adoption {
+    /// Processes taken up.
+    pub adopted: usize,
+    /// Processes to stop: not in the stack file, or an older copy.
+    strangers: Vec<crate::anchor::client::Adopted>,
+    /// Instances an interrupted `start` had not started yet.
+    to_start: Vec<String>,
+}
+
+/// The newest process of each instance, and the others (older copies: a
+/// pre_start left by a killed supervisor, a leader not yet acknowledged).
+fn newest_by_instance(
+    children: Vec<crate::anchor::client::Adopted>,
+) -> (
+    BTreeMap<String, crate::anchor::client::Adopted>,
+    Vec<crate::anchor::client::Adopted>,
+) {
+    let mut newest: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
+    let mut older = Vec::new();
+    for c in children {
+        match newest.remove(&c.info.instance) {
+            Some(prev) if prev.info.start_ticks > c.info.start_ticks => {
+                older.push(c);
+                newest.insert(prev.info.instance.clone(), prev);
+            }
+            Some(prev) => {
+                older.push(prev);
+                newest.insert(c.info.instance.clone(), c);
+            }
+            None => {
+                newest.insert(c.info.instance.clone(), c);
+            }
+        }
+    }
+    (newest, older)
 }
 
 /// The error for names the stack does not have, with the closest name or
@@ -504,7 +680,7 @@ mod tests {
     #[tokio::test]
     async fn status_shows_every_instance_before_anything_started() {
         let s = stack("[task.migrate]\ncommand = \"true\"\n[service.worker]\ncommand = \"true\"\nreplicas = 2\n");
-        let sup = Supervisor::new(s, None);
+        let sup = Supervisor::new(s, crate::anchor::client::Link::gone());
         let doc = sup.status(&[]).unwrap();
         let names: Vec<&str> = doc.processes.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["migrate", "worker.1", "worker.2"]);

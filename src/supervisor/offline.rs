@@ -101,6 +101,11 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
         supervisor: SupervisorInfo {
             pid: None,
             running: false,
+            anchor: PidRecord::read(&state.anchor_pid())
+                .ok()
+                .flatten()
+                .filter(PidRecord::is_live)
+                .map(|r| r.pid),
         },
         processes,
     })
@@ -156,9 +161,21 @@ struct Doomed {
 /// stop_signal and stop_timeout, and removes their pid files. For when no
 /// supervisor runs.
 pub async fn stop_all(stack: &Stack) -> Cleared {
+    stop_all_but(stack, &[]).await
+}
+
+/// [`stop_all`], sparing the processes `keep` (the anchor's own: they are
+/// adopted, not stopped). What is left is a dead generation's: processes
+/// whose anchor and supervisor both died, their output pipes with them.
+/// Strays are swept only when nothing is kept (a kept process's strays
+/// carry the same mark).
+pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
     let state = StateDir::new(&stack.state_dir);
     let stack_id = state.stack_id();
-    let doomed = live_records(stack, &state);
+    let doomed: Vec<Doomed> = live_records(stack, &state)
+        .into_iter()
+        .filter(|d| !keep.contains(&d.pgid))
+        .collect();
     let mut out = Cleared::default();
     for level in stop_levels(stack, &doomed) {
         let mut stops = tokio::task::JoinSet::new();
@@ -185,6 +202,9 @@ pub async fn stop_all(stack: &Stack) -> Cleared {
                 let _ = std::fs::remove_file(state.pid_file(&name));
             }
         }
+    }
+    if !keep.is_empty() {
+        return out;
     }
     // Whatever left its group but kept the stack's mark, under any name.
     let everything = Target {

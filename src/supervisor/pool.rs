@@ -28,7 +28,7 @@ impl Supervisor {
         let current = self.registry.instances(spec).len() as u32;
         let target = parse_count(count, current)?;
         check_pool_size(spec, target)?;
-        self.registry.resize(name, target);
+        self.set_pool_size(name, target);
         if target > current {
             let members: BTreeSet<u32> = (current + 1..=target).collect();
             let sel = Selection {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::unit::{UnitCtx, UnitHandle};
+use super::unit::{Resume, UnitCtx, UnitHandle};
 use crate::config::{ProcessSpec, Stack};
 use crate::plan::{self, Instance};
 
@@ -64,6 +64,18 @@ impl Registry {
             .entry(inst.name.clone())
             .or_insert_with(|| UnitHandle::spawn(ctx.clone(), Arc::new(spec.clone()), inst.clone()))
             .clone()
+    }
+
+    /// Takes up `inst` as a previous supervisor left it (replacing any unit).
+    pub(super) fn adopt(
+        &self,
+        ctx: &Arc<UnitCtx>,
+        spec: &ProcessSpec,
+        inst: &Instance,
+        resume: Resume,
+    ) {
+        let h = UnitHandle::adopt(ctx.clone(), Arc::new(spec.clone()), inst.clone(), resume);
+        self.lock().units.insert(inst.name.clone(), h);
     }
 
     /// Sets pool `name`'s size (its members are started or stopped by the

@@ -885,7 +885,7 @@ restart = "on-failure"
 }
 
 #[test]
-fn status_without_supervisor_and_start_after_it_was_killed() {
+fn status_without_supervisor_or_anchor_and_start_after_both_were_killed() {
     let s = Stack::new(
         r#"
 [service.a]
@@ -907,9 +907,7 @@ ready = { log = "g up", timeout = "60s" }
     assert_eq!(old_kids.len(), 2);
     let names = ["a", "w.1", "w.2"];
     let old: Vec<i32> = names.iter().map(|n| running_pid(&s, n)).collect();
-    let sup = s.supervisor_pid().expect("supervisor pid");
-    harness::kill(sup, 9);
-    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
+    s.kill_supervision();
 
     let r = run_code(&s, &["status", "--json"], 3);
     let doc: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
@@ -989,7 +987,7 @@ fn kids(s: &Stack) -> Vec<i32> {
 }
 
 #[test]
-fn stop_without_a_supervisor_stops_everything_the_killed_one_left() {
+fn stop_without_supervisor_or_anchor_stops_everything_they_left() {
     let s = Stack::new(
         r#"
 [service.g]
@@ -1006,11 +1004,9 @@ depends_on = ["g"]
     let mut pids = kids(&s);
     pids.push(running_pid(&s, "g"));
     pids.push(running_pid(&s, "h"));
-    let sup = s.supervisor_pid().expect("supervisor pid");
-    harness::kill(sup, 9);
-    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
+    s.kill_supervision();
     for p in &pids {
-        assert!(alive(*p), "{p} died with the supervisor");
+        assert!(alive(*p), "{p} died with the supervisor and the anchor");
     }
     let r = run_code(&s, &["stop"], 0);
     for p in &pids {
@@ -1688,7 +1684,7 @@ command = "exec sleep 1000"
 }
 
 #[test]
-fn stale_socket_of_a_killed_supervisor_does_not_block_start() {
+fn stale_sockets_of_a_killed_supervisor_and_anchor_do_not_block_start() {
     let s = Stack::new(
         r#"
 [service.svc]
@@ -1697,13 +1693,13 @@ command = "exec sleep 1000"
     );
     start_ok(&s, &[]);
     let old = running_pid(&s, "svc");
-    let sup = s.supervisor_pid().expect("supervisor pid");
-    harness::kill(sup, 9);
-    wait_for("the supervisor to die", 30, || harness::fully_dead(sup));
+    s.kill_supervision();
     {
         use std::os::unix::fs::FileTypeExt;
-        let md = std::fs::symlink_metadata(s.state("stackctl.sock")).expect("socket left behind");
-        assert!(md.file_type().is_socket());
+        for sock in ["stackctl.sock", "anchor.sock"] {
+            let md = std::fs::symlink_metadata(s.state(sock)).expect("socket left behind");
+            assert!(md.file_type().is_socket());
+        }
     }
     start_ok(&s, &[]);
     let new = running_pid(&s, "svc");
@@ -2012,9 +2008,7 @@ fn status_and_stop_work_from_pid_files_when_the_stack_file_is_broken() {
         "[service.a]\ncommand = \"sleep 1000\"\n[service.b]\ncommand = \"sleep 1001\"\n",
     );
     run_code(&s, &["start"], 0);
-    let sup = s.supervisor_pid().unwrap();
-    harness::kill(sup, 9);
-    wait_for("the supervisor to be gone", 10, || harness::fully_dead(sup));
+    s.kill_supervision();
     s.write("stack.toml", "[service.a]\ncommand = \n");
     let r = s.run(&["status"]);
     assert_eq!(r.code, Some(3), "{r:?}");
@@ -2060,21 +2054,27 @@ fn a_child_gets_default_dispositions_and_an_empty_mask_whatever_the_caller_had()
         .arg(harness::bin())
         .arg("start")
         .current_dir(s.path())
-        .env("STACKCTL_TEST_MARKER", &s.marker)
+        .env("SCTL_TEST_MARKER", &s.marker)
         .env_remove("STACKCTL_FILE")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}\n{}", s.dump());
-    // The caller's state reached the supervisor (else this proves nothing).
-    let sup = s.supervisor_pid().unwrap();
+    // The caller's state reached the process that spawns the children, the
+    // stack's anchor (else this proves nothing).
+    let pid = running_pid(&s, "svc");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
     assert_ne!(
-        signal_mask(sup, "SigIgn") >> 33,
+        signal_mask(ppid, "SigIgn") >> 33,
         0,
         "the caller's ignored signals"
     );
-    let pid = running_pid(&s, "svc");
     assert_eq!(
         format!("{:#x}", signal_mask(pid, "SigIgn")),
         "0x0",

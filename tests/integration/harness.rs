@@ -388,6 +388,28 @@ impl Stack {
         let s = self.status_json();
         s["supervisor"]["pid"].as_i64().map(|p| p as i32)
     }
+
+    /// The pid of the stack's anchor (from `status --json`).
+    pub fn anchor_pid(&self) -> Option<i32> {
+        let s = self.status_json();
+        s["supervisor"]["anchor"].as_i64().map(|p| p as i32)
+    }
+
+    /// SIGKILLs the anchor and the supervisor together and waits until
+    /// both are gone: the stack's processes are then left with nobody (what
+    /// a version without the anchor left when its supervisor was killed).
+    /// Both are frozen first (SIGSTOP): either would otherwise replace the
+    /// other the moment it sees it die.
+    pub fn kill_supervision(&self) {
+        let anchor = self.anchor_pid().expect("anchor pid");
+        let sup = self.supervisor_pid().expect("supervisor pid");
+        kill(anchor, 19);
+        kill(sup, 19);
+        kill(anchor, 9);
+        kill(sup, 9);
+        wait_for("the anchor to die", 30, || fully_dead(anchor));
+        wait_for("the supervisor to die", 30, || fully_dead(sup));
+    }
 }
 
 /// Whether every thread of `pid` has exited (it may remain a zombie). A

@@ -1,0 +1,1197 @@
+//! The anchor's event loop and everything it keeps: its children and
+//! their pipes and logs, held fds, kept values, its connections, and the
+//! supervisor it launches. One thread, one `poll(2)`.
+//!
+//! Owns: the anchor's state. Must not touch: policy (see the module doc of
+//! `anchor`).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    UnixAddr,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use regex::Regex;
+
+use super::proto::{
+    self, ChildInfo, ExitRec, FromAnchor, LogTarget, Outbox, Role, SpawnReq, ToAnchor,
+};
+use super::{dup, ms_until, nonblocking, note, Options};
+use crate::config::LogSettings;
+use crate::error::Error;
+use crate::logs::{Drain, Read, Sink};
+use crate::output::Style;
+use crate::spawn::{self, identity, Output};
+use crate::state::{Held, StateDir};
+
+/// How long an exit waits for its child's output to be drained.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// A supervisor that lived less than this is relaunched after a delay.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+const RELAUNCH_MIN: Duration = Duration::from_secs(1);
+const RELAUNCH_MAX: Duration = Duration::from_secs(30);
+/// Reads of one pipe per turn of the loop, so that one chatty process
+/// cannot starve the others.
+const READS_PER_TURN: usize = 8;
+/// The pipe's capacity where the kernel allows: bigger chunks, fewer
+/// wake-ups, and more room while nothing reads (see `logs` on the limit).
+const PIPE_SIZE: i32 = 256 * 1024;
+
+/// One connection: a supervisor or a client.
+struct Conn {
+    fd: OwnedFd,
+    role: Option<Role>,
+    out: Outbox,
+    /// What a supervisor said it does when it goes.
+    bye: Option<(bool, Option<PathBuf>)>,
+    /// A client waiting (after `Launch`) for a supervisor that serves.
+    waits_launch: bool,
+    dead: bool,
+}
+
+/// A pipe being drained into an instance's log.
+struct Pipe {
+    fd: OwnedFd,
+    drain: Drain,
+    instance: String,
+}
+
+/// A process of the stack.
+struct Child {
+    instance: String,
+    start_ticks: u64,
+    log: LogTarget,
+    watch_src: Option<String>,
+    watch: Option<Regex>,
+    matched: bool,
+    exit: Option<ExitRec>,
+    /// The exit was sent to the connected supervisor.
+    reported: bool,
+    /// The supervisor is done with it: forget it once it is gone, unsaid.
+    acked: bool,
+    /// The exit is reported at this time even if the pipe is still open.
+    report_due: Option<Instant>,
+    /// `None` once it reached its end.
+    pipe: Option<Pipe>,
+    /// For a process that is not our child (adopted after an anchor died).
+    pidfd: Option<OwnedFd>,
+}
+
+impl Child {
+    fn info(&self, pid: i32) -> ChildInfo {
+        ChildInfo {
+            instance: self.instance.clone(),
+            pid,
+            start_ticks: self.start_ticks,
+            matched: self.matched,
+            exit: self.exit,
+            log: self.log.clone(),
+            watch: self.watch_src.clone(),
+        }
+    }
+}
+
+/// An instance's log, shared by its successive processes.
+struct Log {
+    sink: Sink,
+    target: LogTarget,
+    /// The sink's error generation last told to the supervisor.
+    told: u64,
+}
+
+/// What is ready after a `poll`.
+#[derive(Clone, Copy)]
+enum Slot {
+    Listener,
+    Signal,
+    Conn(usize),
+    Pipe(i32),
+    PidFd(i32),
+    Lingering(u64),
+}
+
+pub(super) struct House {
+    opts: Options,
+    state: StateDir,
+    _lock: Held,
+    listener: OwnedFd,
+    signals: SignalFd,
+    conns: Vec<Conn>,
+    /// Index in `conns` of the connected supervisor.
+    supervisor: Option<usize>,
+    /// The connected supervisor answers on its control socket.
+    serving: bool,
+    children: BTreeMap<i32, Child>,
+    /// Pipes of processes already forgotten that something still holds open.
+    lingering: BTreeMap<u64, Pipe>,
+    next_lingering: u64,
+    logs: BTreeMap<String, Log>,
+    held: BTreeMap<String, OwnedFd>,
+    kept: BTreeMap<String, String>,
+    /// The supervisor this anchor launched, while it runs, and since when.
+    launched: Option<(i32, Instant)>,
+    relaunch_at: Option<Instant>,
+    relaunch_delay: Duration,
+    /// Supervisors in a row that died young.
+    young_deaths: u32,
+    /// Launch no more supervisors; end once no process is left.
+    retiring: bool,
+    /// The binary the next launch runs (an upgrade changes it).
+    exe: PathBuf,
+    scratch: Vec<u8>,
+    recv_buf: Vec<u8>,
+    echo: Option<Style>,
+}
+
+impl House {
+    pub(super) fn new(opts: Options, state: StateDir, lock: Held) -> Result<House, Error> {
+        let listener = listen_on(&state)?;
+        let signals =
+            signal_fd().map_err(|e| Error::failed(format!("cannot watch signals: {e}")))?;
+        let echo = opts.echo.map(|color| Style { color });
+        let exe = opts.exe.clone();
+        let mut house = House {
+            launched: None,
+            relaunch_at: None,
+            relaunch_delay: Duration::ZERO,
+            young_deaths: 0,
+            retiring: false,
+            exe,
+            opts,
+            state,
+            _lock: lock,
+            listener,
+            signals,
+            conns: Vec::new(),
+            supervisor: None,
+            serving: false,
+            children: BTreeMap::new(),
+            lingering: BTreeMap::new(),
+            next_lingering: 0,
+            logs: BTreeMap::new(),
+            held: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            scratch: vec![0u8; crate::logs::READ_BUF],
+            recv_buf: vec![0u8; proto::MAX_MESSAGE],
+            echo,
+        };
+        if house.opts.launch {
+            // The launching command waits for the supervisor's `ready` on
+            // our stdout: it is the supervisor's stdout.
+            let ready = std::io::stdout().as_fd().try_clone_to_owned().ok();
+            house.launch(ready);
+            detach_stdout();
+        } else {
+            // Launched by a supervisor, which waits for our `ready`.
+            announce_ready();
+            match house.echo {
+                // `--foreground`: our stderr is that terminal (or whatever
+                // the foreground supervisor's stdout is): echo there.
+                Some(_) => {
+                    let _ = nix::unistd::dup2(2, 1);
+                }
+                None => detach_stdout(),
+            }
+        }
+        Ok(house)
+    }
+
+    /// Runs until done.
+    pub(super) fn serve(&mut self) {
+        let me = std::process::id() as i32;
+        match identity::PidRecord::capture(me, "anchor", me) {
+            Ok(rec) => {
+                if let Err(e) = rec.write(&self.state.anchor_pid()) {
+                    note(
+                        "ERROR",
+                        &format!("cannot write {}: {e}", self.state.anchor_pid().display()),
+                    );
+                }
+            }
+            Err(e) => note("ERROR", &format!("cannot read its own identity: {e}")),
+        }
+        note(
+            "INFO",
+            &format!("anchor {me} serving {}", self.state.root().display()),
+        );
+        while !self.done() {
+            let timeout = self.next_deadline();
+            self.turn(timeout);
+            self.on_timers();
+            self.conns_cleanup();
+        }
+        note(
+            "INFO",
+            "no process left and no supervisor wanted: anchor exiting",
+        );
+        let _ = std::fs::remove_file(self.state.anchor_socket());
+        let _ = std::fs::remove_file(self.state.anchor_pid());
+    }
+
+    fn done(&self) -> bool {
+        self.retiring && self.supervisor.is_none() && self.children.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let pipes = self
+            .children
+            .values()
+            .filter_map(|c| c.pipe.as_ref())
+            .chain(self.lingering.values())
+            .filter_map(|p| p.drain.due());
+        let reports = self.children.values().filter_map(|c| c.report_due);
+        pipes.chain(reports).chain(self.relaunch_at).min()
+    }
+
+    /// One `poll` and what it found.
+    fn turn(&mut self, deadline: Option<Instant>) {
+        let ready = {
+            let mut entries: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![
+                (Slot::Listener, self.listener.as_fd(), PollFlags::POLLIN),
+                (Slot::Signal, self.signals.as_fd(), PollFlags::POLLIN),
+            ];
+            for (i, c) in self.conns.iter().enumerate() {
+                let mut flags = PollFlags::POLLIN;
+                if !c.out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                entries.push((Slot::Conn(i), c.fd.as_fd(), flags));
+            }
+            for (pid, c) in &self.children {
+                if let Some(p) = &c.pipe {
+                    entries.push((Slot::Pipe(*pid), p.fd.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(fd) = &c.pidfd {
+                    entries.push((Slot::PidFd(*pid), fd.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            for (id, p) in &self.lingering {
+                entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
+            }
+            let mut fds: Vec<PollFd<'_>> = entries
+                .iter()
+                .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
+                .collect();
+            let slots: Vec<Slot> = entries.iter().map(|(s, _, _)| *s).collect();
+            let timeout = deadline.map_or(PollTimeout::NONE, |t| PollTimeout::from(ms_until(t)));
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => Vec::new(),
+                Ok(_) => slots
+                    .into_iter()
+                    .zip(fds.iter())
+                    .filter_map(|(s, f)| f.revents().filter(|r| !r.is_empty()).map(|r| (s, r)))
+                    .collect(),
+                Err(e) => {
+                    note("ERROR", &format!("poll failed: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                    Vec::new()
+                }
+            }
+        };
+        for (slot, revents) in ready {
+            match slot {
+                Slot::Listener => self.accept(),
+                Slot::Signal => self.on_signals(),
+                Slot::Conn(i) => {
+                    if revents.intersects(PollFlags::POLLOUT) {
+                        self.flush(i);
+                    }
+                    if revents
+                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    {
+                        self.read_conn(i);
+                    }
+                }
+                Slot::Pipe(pid) => self.drain_child(pid),
+                Slot::PidFd(pid) => self.foreign_exited(pid),
+                Slot::Lingering(id) => self.drain_lingering(id),
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<i32> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.report_due.is_some_and(|t| t <= now))
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in due {
+            self.report_exit(pid);
+        }
+        for c in self.children.values_mut() {
+            if let Some(p) = c
+                .pipe
+                .as_mut()
+                .filter(|p| p.drain.due().is_some_and(|t| t <= now))
+            {
+                if let Some(log) = self.logs.get_mut(&p.instance) {
+                    p.drain.flush_partial(&mut log.sink);
+                }
+            }
+        }
+        for p in self.lingering.values_mut() {
+            if p.drain.due().is_some_and(|t| t <= now) {
+                if let Some(log) = self.logs.get_mut(&p.instance) {
+                    p.drain.flush_partial(&mut log.sink);
+                }
+            }
+        }
+        if self.relaunch_at.is_some_and(|t| t <= now) {
+            self.relaunch_at = None;
+            self.launch(None);
+        }
+    }
+
+    // ---- connections ----
+
+    fn accept(&mut self) {
+        loop {
+            let raw = match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            // SAFETY: accept4 just returned this fd; it is ours alone.
+            #[allow(unsafe_code)]
+            let fd = unsafe { super::owned(raw) };
+            let ours = getsockopt(&fd, sockopt::PeerCredentials)
+                .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw());
+            if !ours {
+                note("WARN", "refused a connection from another user");
+                continue;
+            }
+            self.conns.push(Conn {
+                fd,
+                role: None,
+                out: Outbox::default(),
+                bye: None,
+                waits_launch: false,
+                dead: false,
+            });
+        }
+    }
+
+    fn read_conn(&mut self, i: usize) {
+        loop {
+            let Some(c) = self.conns.get(i).filter(|c| !c.dead) else {
+                return;
+            };
+            match proto::recv::<ToAnchor>(c.fd.as_fd(), &mut self.recv_buf) {
+                Ok((msg, fds)) => self.on_message(i, msg, fds),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        note("WARN", &format!("dropping a connection: {e}"));
+                    }
+                    self.conn_gone(i);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, i: usize, msg: &FromAnchor, fds: Vec<OwnedFd>) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if let Err(e) = c.out.push(msg, fds) {
+            note("ERROR", &format!("cannot encode a message: {e}"));
+        }
+        self.flush(i);
+    }
+
+    fn tell_supervisor(&mut self, msg: &FromAnchor, fds: Vec<OwnedFd>) -> bool {
+        match self.supervisor {
+            Some(i) => {
+                self.send(i, msg, fds);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        if let Err(e) = c.out.flush(c.fd.as_fd()) {
+            note("WARN", &format!("a connection failed: {e}"));
+            self.conn_gone(i);
+        }
+    }
+
+    fn conn_gone(&mut self, i: usize) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        c.dead = true;
+        let bye = c.bye.take();
+        if self.supervisor != Some(i) {
+            return;
+        }
+        self.supervisor = None;
+        self.serving = false;
+        for ch in self.children.values_mut() {
+            ch.reported = false;
+        }
+        match bye {
+            Some((true, exe)) => {
+                if let Some(exe) = exe {
+                    self.exe = exe;
+                }
+                note(
+                    "INFO",
+                    "the supervisor left for an upgrade: launching the new one",
+                );
+                self.relaunch_delay = Duration::ZERO;
+                self.relaunch_at = Some(Instant::now());
+            }
+            Some((false, _)) => {
+                note("INFO", "the supervisor stopped the stack");
+                self.retiring = true;
+            }
+            None if self.retiring => {}
+            None => {
+                let young = self
+                    .launched
+                    .is_some_and(|(_, t)| t.elapsed() < STABLE_AFTER);
+                self.young_deaths = if young { self.young_deaths + 1 } else { 0 };
+                self.relaunch_delay = relaunch_delay(self.young_deaths);
+                note(
+                    "WARN",
+                    &format!(
+                        "the supervisor went away without a word; relaunching it in {}",
+                        humantime::format_duration(self.relaunch_delay)
+                    ),
+                );
+                self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
+            }
+        }
+    }
+
+    /// Drops dead connections (indices shift: `supervisor` follows).
+    fn conns_cleanup(&mut self) {
+        if !self.conns.iter().any(|c| c.dead) {
+            return;
+        }
+        let sup = self.supervisor;
+        let mut map = Vec::with_capacity(self.conns.len());
+        let mut kept = Vec::new();
+        for c in std::mem::take(&mut self.conns) {
+            if c.dead {
+                map.push(None);
+            } else {
+                map.push(Some(kept.len()));
+                kept.push(c);
+            }
+        }
+        self.conns = kept;
+        self.supervisor = sup.and_then(|i| map.get(i).copied().flatten());
+    }
+
+    fn on_message(&mut self, i: usize, msg: ToAnchor, mut fds: Vec<OwnedFd>) {
+        let is_supervisor = self.supervisor == Some(i);
+        match msg {
+            ToAnchor::Hello { role, version } => self.hello(i, role, version),
+            ToAnchor::Spawn(req) if is_supervisor => self.spawn(i, req),
+            ToAnchor::Ack { pid } if is_supervisor => self.forget(pid),
+            ToAnchor::Put { key, value } if is_supervisor => {
+                self.kept.insert(key, value);
+            }
+            ToAnchor::Del { key } if is_supervisor => {
+                self.kept.remove(&key);
+            }
+            ToAnchor::Hold { key } if is_supervisor => {
+                if let Some(fd) = fds.pop() {
+                    self.held.insert(key, fd);
+                }
+            }
+            ToAnchor::Release { key } if is_supervisor => {
+                self.held.remove(&key);
+            }
+            ToAnchor::Adopt(info) if is_supervisor => self.adopt(info, fds.pop()),
+            ToAnchor::Bye { relaunch, exe } if is_supervisor => {
+                if let Some(c) = self.conns.get_mut(i) {
+                    c.bye = Some((relaunch, exe));
+                }
+            }
+            ToAnchor::Launch => {
+                if self.serving {
+                    self.send(i, &FromAnchor::Done, Vec::new());
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(i) {
+                    c.waits_launch = true;
+                }
+                if self.supervisor.is_none() {
+                    self.retiring = false;
+                    self.relaunch_delay = Duration::ZERO;
+                    self.relaunch_at = None;
+                    self.launch(None);
+                }
+            }
+            ToAnchor::Serving if is_supervisor => {
+                self.serving = true;
+                let waiting: Vec<usize> = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.waits_launch && !c.dead)
+                    .map(|(i, _)| i)
+                    .collect();
+                for w in waiting {
+                    if let Some(c) = self.conns.get_mut(w) {
+                        c.waits_launch = false;
+                    }
+                    self.send(w, &FromAnchor::Done, Vec::new());
+                }
+            }
+            ToAnchor::Retire => {
+                note("INFO", "retired: no supervisor will be launched");
+                self.retiring = true;
+                self.relaunch_at = None;
+                self.send(i, &FromAnchor::Done, Vec::new());
+            }
+            ToAnchor::Upgrade { exe } => self.upgrade(i, exe),
+            other => {
+                let reason = format!("`{}` is only for the connected supervisor", kind_of(&other));
+                self.send(i, &FromAnchor::Refused { reason }, Vec::new());
+            }
+        }
+    }
+
+    fn hello(&mut self, i: usize, role: Role, version: u32) {
+        let welcome = FromAnchor::Welcome {
+            version: proto::VERSION,
+            anchor_pid: std::process::id() as i32,
+            stackctl: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if version != proto::VERSION {
+            let reason = format!(
+                "this anchor speaks anchor protocol v{}, the other side v{version} (stackctl {}); run `stackctl upgrade` with the new binary",
+                proto::VERSION,
+                env!("CARGO_PKG_VERSION")
+            );
+            self.send(i, &FromAnchor::Refused { reason }, Vec::new());
+            return;
+        }
+        if let Role::Supervisor { pid } = role {
+            if let Some(other) = self.supervisor.filter(|s| *s != i) {
+                let who = match self.conns.get(other).and_then(|c| c.role.clone()) {
+                    Some(Role::Supervisor { pid }) => format!(" (pid {pid})"),
+                    _ => String::new(),
+                };
+                let reason = format!("a supervisor{who} is already connected");
+                self.send(i, &FromAnchor::Refused { reason }, Vec::new());
+                return;
+            }
+            note("INFO", &format!("supervisor {pid} connected"));
+            self.supervisor = Some(i);
+            self.relaunch_at = None;
+            self.retiring = false;
+            if let Some(c) = self.conns.get_mut(i) {
+                c.role = Some(Role::Supervisor { pid });
+            }
+            self.send(i, &welcome, Vec::new());
+            self.send_inventory(i);
+        } else {
+            if let Some(c) = self.conns.get_mut(i) {
+                c.role = Some(Role::Client);
+            }
+            self.send(i, &welcome, Vec::new());
+        }
+    }
+
+    /// Everything the new supervisor needs: every child (with its pipe),
+    /// every held fd, every kept value.
+    fn send_inventory(&mut self, i: usize) {
+        let children: Vec<(ChildInfo, Option<OwnedFd>)> = self
+            .children
+            .iter()
+            .map(|(pid, c)| (c.info(*pid), c.pipe.as_ref().and_then(|p| dup(&p.fd))))
+            .collect();
+        for (info, fd) in children {
+            self.send(i, &FromAnchor::Child(info), fd.into_iter().collect());
+        }
+        let held: Vec<(String, Option<OwnedFd>)> = self
+            .held
+            .iter()
+            .map(|(k, fd)| (k.clone(), dup(fd)))
+            .collect();
+        for (key, fd) in held {
+            self.send(i, &FromAnchor::Held { key }, fd.into_iter().collect());
+        }
+        let kept: Vec<(String, String)> = self
+            .kept
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, value) in kept {
+            self.send(i, &FromAnchor::Value { key, value }, Vec::new());
+        }
+        for c in self.children.values_mut() {
+            c.reported = c.exit.is_some();
+        }
+        self.send(i, &FromAnchor::Inventoried, Vec::new());
+    }
+
+    // ---- children ----
+
+    fn spawn(&mut self, i: usize, req: SpawnReq) {
+        let (pid, read_end) = match spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = e.to_string();
+                self.send(
+                    i,
+                    &FromAnchor::SpawnFailed { id: req.id, error },
+                    Vec::new(),
+                );
+                return;
+            }
+        };
+        let start_ticks = identity::proc_stat(pid).map_or(0, |s| s.start_ticks);
+        let pipe = read_end.and_then(|fd| self.pipe_for(&req.instance, fd));
+        let copy = pipe.as_ref().and_then(|p| dup(&p.fd));
+        self.ensure_log(&req.instance, &req.log);
+        let watch = req.watch.as_deref().and_then(|w| Regex::new(w).ok());
+        self.children.insert(
+            pid,
+            Child {
+                instance: req.instance,
+                start_ticks,
+                log: req.log,
+                watch_src: req.watch,
+                watch,
+                matched: false,
+                exit: None,
+                reported: false,
+                acked: false,
+                report_due: None,
+                pipe,
+                pidfd: None,
+            },
+        );
+        self.send(
+            i,
+            &FromAnchor::Spawned {
+                id: req.id,
+                pid,
+                start_ticks,
+            },
+            copy.into_iter().collect(),
+        );
+    }
+
+    fn pipe_for(&self, instance: &str, fd: OwnedFd) -> Option<Pipe> {
+        if let Err(e) = nonblocking(&fd) {
+            note(
+                "ERROR",
+                &format!("{instance}: cannot use its output pipe: {e}"),
+            );
+            return None;
+        }
+        // Bigger chunks, fewer wake-ups; an unprivileged limit is fine to hit.
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+        );
+        Some(Pipe {
+            fd,
+            drain: Drain::new(),
+            instance: instance.to_string(),
+        })
+    }
+
+    fn ensure_log(&mut self, instance: &str, target: &LogTarget) {
+        if self.logs.get(instance).is_some_and(|l| &l.target == target) {
+            return;
+        }
+        let settings = LogSettings {
+            max_size: target.max_size,
+            keep: target.keep,
+            timestamps: target.timestamps,
+        };
+        match Sink::open(target.path.clone(), settings) {
+            Ok(sink) => {
+                let told = u64::MAX;
+                self.logs.insert(
+                    instance.to_string(),
+                    Log {
+                        sink,
+                        target: target.clone(),
+                        told,
+                    },
+                );
+                self.tell_log_state(instance);
+            }
+            Err(e) => note(
+                "ERROR",
+                &format!("{instance}: cannot open {}: {e}", target.path.display()),
+            ),
+        }
+    }
+
+    fn tell_log_state(&mut self, instance: &str) {
+        let Some(log) = self.logs.get_mut(instance) else {
+            return;
+        };
+        let generation = log.sink.generation();
+        if generation == log.told {
+            return;
+        }
+        let first = log.told == u64::MAX;
+        log.told = generation;
+        let error = log.sink.error();
+        if first && error.is_none() {
+            return;
+        }
+        let msg = FromAnchor::LogState {
+            instance: instance.to_string(),
+            error,
+        };
+        self.tell_supervisor(&msg, Vec::new());
+    }
+
+    fn drain_child(&mut self, pid: i32) {
+        let Some(c) = self.children.get_mut(&pid) else {
+            return;
+        };
+        let Some(p) = c.pipe.as_mut() else {
+            return;
+        };
+        let Some(log) = self.logs.get_mut(&p.instance) else {
+            c.pipe = None;
+            return;
+        };
+        let echo = self.echo;
+        let mut matched_now = false;
+        let (watch, matched) = (c.watch.as_ref(), c.matched);
+        let instance = p.instance.clone();
+        let mut on_line = |line: &[u8]| {
+            if let Some(style) = echo {
+                echo_line(style, &instance, line);
+            }
+            if !matched && !matched_now {
+                if let Some(re) = watch {
+                    matched_now = re.is_match(&String::from_utf8_lossy(line));
+                }
+            }
+        };
+        let mut ended = false;
+        for _ in 0..READS_PER_TURN {
+            match p
+                .drain
+                .read(p.fd.as_fd(), &mut self.scratch, &mut log.sink, &mut on_line)
+            {
+                Ok(Read::Data) => {}
+                Ok(Read::Empty) => break,
+                Ok(Read::Eof) | Err(_) => {
+                    p.drain.finish(&mut log.sink, &mut on_line);
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if matched_now {
+            c.matched = true;
+        }
+        if ended {
+            c.pipe = None;
+        }
+        let exit_waiting = ended && c.exit.is_some() && !c.reported;
+        self.tell_log_state(&instance);
+        if matched_now {
+            self.tell_supervisor(&FromAnchor::Matched { pid }, Vec::new());
+        }
+        if exit_waiting {
+            self.report_exit(pid);
+        }
+    }
+
+    fn drain_lingering(&mut self, id: u64) {
+        let Some(p) = self.lingering.get_mut(&id) else {
+            return;
+        };
+        let Some(log) = self.logs.get_mut(&p.instance) else {
+            self.lingering.remove(&id);
+            return;
+        };
+        let echo = self.echo;
+        let instance = p.instance.clone();
+        let mut on_line = |line: &[u8]| {
+            if let Some(style) = echo {
+                echo_line(style, &instance, line);
+            }
+        };
+        for _ in 0..READS_PER_TURN {
+            match p
+                .drain
+                .read(p.fd.as_fd(), &mut self.scratch, &mut log.sink, &mut on_line)
+            {
+                Ok(Read::Data) => {}
+                Ok(Read::Empty) => return,
+                Ok(Read::Eof) | Err(_) => {
+                    p.drain.finish(&mut log.sink, &mut on_line);
+                    self.lingering.remove(&id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => self.reap(),
+                    Ok(Signal::SIGTERM) => {
+                        note("INFO", "SIGTERM: retiring (the processes keep running; `stackctl stop` stops them)");
+                        self.retiring = true;
+                        self.relaunch_at = None;
+                    }
+                    _ => {}
+                },
+                Ok(None) => return,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitRec::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid.as_raw(), ExitRec::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    note("ERROR", &format!("waitpid failed: {e}"));
+                    return;
+                }
+            };
+            self.exited(pid, exit);
+        }
+    }
+
+    fn exited(&mut self, pid: i32, exit: ExitRec) {
+        if self.launched.is_some_and(|(p, _)| p == pid) {
+            self.launched = None;
+            // Exited before it ever connected (a broken stack file, a bad
+            // binary): try again later, unless told not to.
+            if self.supervisor.is_none() && self.relaunch_at.is_none() && !self.retiring {
+                self.relaunch_delay = (self.relaunch_delay * 2).clamp(RELAUNCH_MIN, RELAUNCH_MAX);
+                note("WARN", &format!("the supervisor {pid} exited ({}) before it connected; relaunching it in {}", crate::spawn::Exit::from(exit), humantime::format_duration(self.relaunch_delay)));
+                self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
+            }
+            return;
+        }
+        let Some(c) = self.children.get_mut(&pid) else {
+            // An orphan of a child (a daemon of a task): reaped, nothing more.
+            return;
+        };
+        c.exit = Some(exit);
+        if c.pipe.is_some() {
+            c.report_due = Some(Instant::now() + DRAIN_WAIT);
+            // Usually the pipe ended with the process: see it now.
+            self.drain_child(pid);
+        } else {
+            self.report_exit(pid);
+        }
+    }
+
+    fn foreign_exited(&mut self, pid: i32) {
+        if let Some(c) = self.children.get_mut(&pid) {
+            c.pidfd = None;
+            if c.exit.is_none() {
+                self.exited(pid, ExitRec::Unknown);
+            }
+        }
+    }
+
+    fn report_exit(&mut self, pid: i32) {
+        let Some(c) = self.children.get_mut(&pid) else {
+            return;
+        };
+        c.report_due = None;
+        if c.acked && c.exit.is_some() {
+            self.forget(pid);
+            return;
+        }
+        let Some(exit) = c.exit.filter(|_| !c.reported) else {
+            return;
+        };
+        if self.tell_supervisor(&FromAnchor::Exited { pid, exit }, Vec::new()) {
+            if let Some(c) = self.children.get_mut(&pid) {
+                c.reported = true;
+            }
+        }
+    }
+
+    /// The supervisor acted on the exit of `pid`: forget it; its pipe, if
+    /// something still holds it, is drained to its end.
+    fn forget(&mut self, pid: i32) {
+        let Some(c) = self.children.get_mut(&pid) else {
+            return;
+        };
+        if c.exit.is_none() {
+            c.acked = true;
+            return;
+        }
+        if let Some(mut c) = self.children.remove(&pid) {
+            if let Some(p) = c.pipe.take() {
+                self.lingering.insert(self.next_lingering, p);
+                self.next_lingering += 1;
+            }
+        }
+    }
+
+    /// A live process whose anchor died, handed over by the supervisor.
+    fn adopt(&mut self, info: ChildInfo, pipe: Option<OwnedFd>) {
+        let alive = identity::proc_stat(info.pid)
+            .is_ok_and(|s| s.start_ticks == info.start_ticks && s.state != 'Z');
+        let pidfd = if alive { pidfd_open(info.pid) } else { None };
+        let pipe = pipe.and_then(|fd| self.pipe_for(&info.instance, fd));
+        self.ensure_log(&info.instance, &info.log);
+        let watch = info.watch.as_deref().and_then(|w| Regex::new(w).ok());
+        let gone = pidfd.is_none();
+        self.children.insert(
+            info.pid,
+            Child {
+                instance: info.instance,
+                start_ticks: info.start_ticks,
+                log: info.log,
+                watch_src: info.watch,
+                watch,
+                matched: info.matched,
+                exit: info.exit,
+                reported: info.exit.is_some(),
+                acked: false,
+                report_due: None,
+                pipe,
+                pidfd,
+            },
+        );
+        if gone && info.exit.is_none() {
+            self.exited(info.pid, ExitRec::Unknown);
+        }
+    }
+
+    // ---- the supervisor ----
+
+    fn launch(&mut self, ready: Option<OwnedFd>) {
+        if self.retiring {
+            return;
+        }
+        if let Some((pid, _)) = self.launched {
+            if identity::is_alive(pid) {
+                // Still starting (or holding the lock): not a second one.
+                return;
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.own_log());
+        let (Ok(log), Some(stdout)) = (log, ready.or_else(dev_null)) else {
+            note(
+                "ERROR",
+                "cannot open stackctl.log or /dev/null for the supervisor",
+            );
+            return;
+        };
+        let argv = vec![
+            self.exe.display().to_string(),
+            "supervise".to_string(),
+            "--stack".to_string(),
+            self.opts.stack_file.display().to_string(),
+        ];
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let cwd = self
+            .opts
+            .stack_file
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        match spawn::spawn_with(&argv, &cwd, &env, Output::Split(stdout, OwnedFd::from(log))) {
+            Ok(pid) => {
+                note("INFO", &format!("launched supervisor {pid}"));
+                self.launched = Some((pid, Instant::now()));
+            }
+            Err(e) => {
+                self.relaunch_delay = (self.relaunch_delay * 2).clamp(RELAUNCH_MIN, RELAUNCH_MAX);
+                note(
+                    "ERROR",
+                    &format!(
+                        "cannot launch {}: {e}; trying again in {}",
+                        self.exe.display(),
+                        humantime::format_duration(self.relaunch_delay)
+                    ),
+                );
+                self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
+            }
+        }
+    }
+
+    fn upgrade(&mut self, i: usize, exe: PathBuf) {
+        let reason = format!(
+            "re-executing the anchor from {} is not built yet; the supervisor can be upgraded alone",
+            exe.display()
+        );
+        self.send(i, &FromAnchor::Refused { reason }, Vec::new());
+    }
+}
+
+/// How long to wait before relaunching a supervisor after `young` of them
+/// in a row died young: at once the first time, then 1 s doubling to 30 s.
+fn relaunch_delay(young: u32) -> Duration {
+    match young {
+        0 | 1 => Duration::ZERO,
+        n => (RELAUNCH_MIN * 2u32.saturating_pow(n - 2)).min(RELAUNCH_MAX),
+    }
+}
+
+fn kind_of(m: &ToAnchor) -> &'static str {
+    match m {
+        ToAnchor::Hello { .. } => "hello",
+        ToAnchor::Spawn(_) => "spawn",
+        ToAnchor::Ack { .. } => "ack",
+        ToAnchor::Put { .. } => "put",
+        ToAnchor::Del { .. } => "del",
+        ToAnchor::Hold { .. } => "hold",
+        ToAnchor::Release { .. } => "release",
+        ToAnchor::Adopt(_) => "adopt",
+        ToAnchor::Launch => "launch",
+        ToAnchor::Retire => "retire",
+        ToAnchor::Serving => "serving",
+        ToAnchor::Bye { .. } => "bye",
+        ToAnchor::Upgrade { .. } => "upgrade",
+    }
+}
+
+fn echo_line(style: Style, instance: &str, line: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}{}",
+        style.prefix(instance, 12),
+        String::from_utf8_lossy(line)
+    );
+}
+
+/// Binds `anchor.sock` (mode 0600), removing a stale one.
+fn listen_on(state: &StateDir) -> Result<OwnedFd, Error> {
+    let path = state.anchor_socket();
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::failed(format!("cannot listen on {}: {e}", path.display()))
+    };
+    let _ = std::fs::remove_file(&path);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| fail(&e))?;
+    let (addr_path, _dir) = crate::control::socket_address(&path).map_err(|e| fail(&e))?;
+    let addr = UnixAddr::new(&addr_path).map_err(|e| fail(&e))?;
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(|e| fail(&e))?;
+    listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN)).map_err(|e| fail(&e))?;
+    Ok(fd)
+}
+
+/// SIGCHLD, SIGTERM, SIGINT and SIGHUP as events on an fd (blocked for
+/// normal delivery; children get a clean mask from the spawn set-up).
+fn signal_fd() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set.thread_block()?;
+    // A write to a connection whose peer is gone must be an error, not death.
+    // SAFETY: setting SIG_IGN installs no handler code.
+    #[allow(unsafe_code)]
+    unsafe {
+        nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)?;
+    }
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// A pidfd for `pid` (`pidfd_open(2)`): readable once it exits.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: a plain syscall with integer arguments; on success it
+    // returns a new fd that nobody else owns.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return None;
+    }
+    let raw = RawFd::try_from(r).ok()?;
+    // SAFETY: the kernel just returned this fd for us.
+    #[allow(unsafe_code)]
+    Some(unsafe { super::owned(raw) })
+}
+
+fn dev_null() -> Option<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .ok()
+        .map(OwnedFd::from)
+}
+
+/// Tells the supervisor that launched this anchor that it listens.
+fn announce_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+}
+
+/// Points stdout at /dev/null: the launcher's pipe must end when the
+/// launched side is done with it, and nothing here may block on it.
+fn detach_stdout() {
+    if let Some(null) = dev_null() {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_supervisor_that_keeps_dying_young_is_relaunched_ever_later() {
+        let d: Vec<u64> = (0..9).map(|n| relaunch_delay(n).as_secs()).collect();
+        assert_eq!(d, [0, 0, 1, 2, 4, 8, 16, 30, 30]);
+    }
+}

@@ -1,0 +1,626 @@
+//! One process instance: the task that owns it.
+//!
+//! Theory of operation. A unit is one tokio task per instance (`api`,
+//! `worker.2`). It alone decides about its process and signals it; the
+//! anchor (`crate::anchor`) spawns it on the unit's request, is its parent,
+//! drains its output into its log and reports its exit. The unit holds the
+//! exit receiver, the pid file and the notify socket. Commands arrive as
+//! messages carrying a oneshot reply ([`Cmd`]); what it is doing is
+//! published on a `watch` channel ([`UnitStatus`]) that the supervisor reads
+//! for `status` and for dependency ordering, and kept with the anchor
+//! ([`super::record::UnitRecord`]) on every change, so that the next
+//! supervisor resumes it where this one left it ([`adopt`]). Nothing
+//! polls: every wait is a `select!` over the child's exit, the next
+//! command, the readiness gate, the health timer or the notify socket. The
+//! one exception is the short wait for a process *group* to empty during a
+//! stop, which has no event (`spawn::terminate`).
+//!
+//! Life of an attempt (`attempt`): `starting` (pre_start commands, spawn,
+//! pid file, the readiness gate) → `running` (ready; health checks) → on
+//! exit the restart policy decides between `backoff` → `starting` again,
+//! `stopped`, `completed` (a task that exited 0) and `failed` (including a
+//! crash loop: more than `max_restarts` in `restart_window`). A stop
+//! request at any point goes through the one stop sequence (`stop`).
+//!
+//! Owns: one instance's process decisions and its published state. Must
+//! not touch: other instances, the registry, the control socket.
+
+mod adopt;
+mod attempt;
+mod gate;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::fsm::{self, Backoff, State};
+use super::record::{self, UnitRecord};
+use crate::anchor::client::Link;
+use crate::config::{Kind, LogSettings, ProcessSpec};
+use crate::plan::Instance;
+use crate::probe::NotifySocket;
+use crate::spawn::{Exit, How, StopReport};
+use crate::state::StateDir;
+use crate::status::Observed;
+
+pub use adopt::Resume;
+pub use gate::expand_argv;
+pub use stop::killed_message;
+
+/// What every unit of one supervisor shares.
+pub struct UnitCtx {
+    pub stack_name: String,
+    /// Marks every process of this stack (`STACKCTL_STACK_ID`), so that
+    /// descendants that left their group can still be found.
+    pub stack_id: String,
+    pub state: StateDir,
+    pub supervisor_pid: i32,
+    /// stackctl's own environment, which every process inherits.
+    pub base_env: Vec<(String, String)>,
+    pub logs: LogSettings,
+    /// The anchor: every process is spawned through it.
+    pub anchor: Arc<Link>,
+    /// Set when the whole stack is being stopped and the supervisor will
+    /// exit: a unit then refuses to start or restart its process.
+    pub closing: std::sync::atomic::AtomicBool,
+}
+
+impl UnitCtx {
+    fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a start or restart once the stack is being stopped.
+fn closing_failure() -> StartFailure {
+    StartFailure {
+        reason: "the stack is being stopped".into(),
+    }
+}
+
+/// A request to a unit.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Start if not running (a completed task is left alone); reply once
+    /// ready, completed or failed.
+    Start { reply: oneshot::Sender<StartResult> },
+    /// Stop (if running) and start again; a task runs again.
+    Restart { reply: oneshot::Sender<StartResult> },
+    /// Stop; reply once the whole group is gone.
+    Stop { reply: oneshot::Sender<StopReport> },
+}
+
+/// Why a start did not end ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub reason: String,
+}
+
+/// The answer to a start.
+pub type StartResult = Result<(), StartFailure>;
+
+/// What a unit publishes.
+#[derive(Debug, Clone)]
+pub struct UnitStatus {
+    pub state: State,
+    pub pid: Option<i32>,
+    pub ready: bool,
+    pub restarts: u32,
+    /// When the current process was spawned (monotonic).
+    pub since: Option<Instant>,
+    pub exit: Option<Exit>,
+    pub message: Option<String>,
+}
+
+impl UnitStatus {
+    fn new() -> UnitStatus {
+        UnitStatus {
+            state: State::Pending,
+            pid: None,
+            ready: false,
+            restarts: 0,
+            since: None,
+            exit: None,
+            message: None,
+        }
+    }
+}
+
+/// The supervisor's handle on a unit.
+#[derive(Clone)]
+pub struct UnitHandle {
+    pub inst: Instance,
+    pub spec: Arc<ProcessSpec>,
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub status: watch::Receiver<UnitStatus>,
+    pub log_path: PathBuf,
+    anchor: Arc<Link>,
+}
+
+impl UnitHandle {
+    /// Starts the unit's task, idle (pending).
+    pub fn spawn(ctx: Arc<UnitCtx>, spec: Arc<ProcessSpec>, inst: Instance) -> UnitHandle {
+        Self::start_task(ctx, spec, inst, None)
+    }
+
+    /// Starts the unit's task resuming what a previous supervisor left
+    /// (see [`adopt`]).
+    pub fn adopt(
+        ctx: Arc<UnitCtx>,
+        spec: Arc<ProcessSpec>,
+        inst: Instance,
+        resume: Resume,
+    ) -> UnitHandle {
+        Self::start_task(ctx, spec, inst, Some(resume))
+    }
+
+    fn start_task(
+        ctx: Arc<UnitCtx>,
+        spec: Arc<ProcessSpec>,
+        inst: Instance,
+        resume: Option<Resume>,
+    ) -> UnitHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(UnitStatus::new());
+        let log_path = ctx.state.log_file(&inst.name);
+        let anchor = ctx.anchor.clone();
+        let unit = Unit {
+            backoff: Backoff::new(spec.max_restarts, spec.restart_window),
+            been_ready: false,
+            wanted: false,
+            notify_path: None,
+            ctx,
+            spec: spec.clone(),
+            inst: inst.clone(),
+            rx,
+            status: status_tx,
+            waiters: Vec::new(),
+        };
+        tokio::spawn(unit.run(resume));
+        UnitHandle {
+            inst,
+            spec,
+            tx,
+            status,
+            log_path,
+            anchor,
+        }
+    }
+
+    /// Starts it and waits until it is ready, completed or failed.
+    pub async fn start(&self) -> StartResult {
+        let (reply, rx) = oneshot::channel();
+        self.request(Cmd::Start { reply }, rx).await
+    }
+
+    /// Restarts it and waits until it is ready, completed or failed.
+    pub async fn restart(&self) -> StartResult {
+        let (reply, rx) = oneshot::channel();
+        self.request(Cmd::Restart { reply }, rx).await
+    }
+
+    async fn request(&self, cmd: Cmd, rx: oneshot::Receiver<StartResult>) -> StartResult {
+        let gone = || StartFailure {
+            reason: "its supervisor task is gone".into(),
+        };
+        if self.tx.send(cmd).is_err() {
+            return Err(gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Stops it and waits until its group is gone.
+    pub async fn stop(&self) -> StopReport {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop { reply }).is_err() {
+            return StopReport::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The current status.
+    pub fn now(&self) -> UnitStatus {
+        self.status.borrow().clone()
+    }
+
+    /// What `status` shows of it: its current status, and a failing log
+    /// (a full disk, as the anchor reports it) as its message.
+    pub fn observed(&self) -> Observed {
+        let s = self.now();
+        let log_error = self.anchor.log_error(&self.inst.name);
+        Observed {
+            state: s.state,
+            pid: s.pid,
+            ready: s.ready,
+            restarts: s.restarts,
+            uptime: s.since.map(|t| t.elapsed()),
+            exit_code: s.exit.and_then(Exit::code),
+            message: log_error.map(|e| format!("log: {e}")).or(s.message),
+        }
+    }
+}
+
+/// How one attempt (spawn → gate → run) ended.
+enum End {
+    /// Stopped on request; these replies wait for the stop to be reported.
+    Stopped(Vec<oneshot::Sender<StopReport>>, StopReport),
+    /// A task exited 0.
+    Completed,
+    /// Could not start or did not become ready. Whether it had been ready
+    /// before in this lifecycle decides if that counts as a crash.
+    NotReady(String),
+    /// Exited (or was stopped by a failing health check) after being ready.
+    Exited {
+        exit: Exit,
+        ran_for: Duration,
+        why: Option<String>,
+    },
+    /// Restart requested: go again without counting a crash.
+    Restart,
+}
+
+/// Where a lifecycle begins.
+enum Next {
+    /// A fresh attempt.
+    Attempt,
+    /// A process the anchor already has (a previous supervisor's).
+    Resume(adopt::Resumed),
+    /// Waiting to restart after `reason` (the process was gone when this
+    /// supervisor came).
+    Backoff(String),
+}
+
+/// A process of the attempt, as the anchor spawned it.
+struct Child {
+    pid: i32,
+    exit_rx: oneshot::Receiver<Exit>,
+    exited: Option<Exit>,
+    /// Resolves when the log gate's line was seen.
+    matched: Option<oneshot::Receiver<()>>,
+    spawned: Instant,
+}
+
+impl Child {
+    /// Waits for the leader's exit (cancel safe: the status is kept).
+    async fn wait(&mut self) -> Exit {
+        if let Some(e) = self.exited {
+            return e;
+        }
+        let e = (&mut self.exit_rx).await.unwrap_or(Exit::Unknown);
+        self.exited = Some(e);
+        e
+    }
+}
+
+struct Unit {
+    ctx: Arc<UnitCtx>,
+    spec: Arc<ProcessSpec>,
+    inst: Instance,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    status: watch::Sender<UnitStatus>,
+    /// Start requests waiting for "ready".
+    waiters: Vec<oneshot::Sender<StartResult>>,
+    /// Restarts in this life: delays and the crash-loop window.
+    backoff: Backoff,
+    /// Ready once in this life (a failure is then a crash).
+    been_ready: bool,
+    /// The operator wants it up.
+    wanted: bool,
+    /// Where the current notify socket is.
+    notify_path: Option<PathBuf>,
+}
+
+impl Unit {
+    async fn run(mut self, resume: Option<Resume>) {
+        if let Some(r) = resume {
+            if let Some(next) = self.resume(r).await {
+                self.lifecycle(next).await;
+            }
+        }
+        while let Some(cmd) = self.rx.recv().await {
+            match cmd {
+                Cmd::Start { reply } | Cmd::Restart { reply } if self.ctx.closing() => {
+                    let _ = reply.send(Err(closing_failure()));
+                }
+                Cmd::Start { reply } => {
+                    self.wanted = true;
+                    let st = self.status.borrow().state;
+                    if st == State::Completed {
+                        self.persist();
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    self.waiters.push(reply);
+                    self.fresh_life();
+                    self.lifecycle(Next::Attempt).await;
+                }
+                Cmd::Restart { reply } => {
+                    self.wanted = true;
+                    self.waiters.push(reply);
+                    self.fresh_life();
+                    self.lifecycle(Next::Attempt).await;
+                }
+                Cmd::Stop { reply } => {
+                    self.wanted = false;
+                    self.set(|s| {
+                        if matches!(s.state, State::Pending | State::Backoff) {
+                            s.state = State::Stopped;
+                        }
+                    });
+                    let _ = reply.send(StopReport::default());
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.inst.name
+    }
+
+    /// A new life: earlier crashes no longer count.
+    fn fresh_life(&mut self) {
+        self.backoff = Backoff::new(self.spec.max_restarts, self.spec.restart_window);
+        self.been_ready = false;
+    }
+
+    /// Changes the published status (legal transitions only) and keeps it
+    /// with the anchor.
+    fn set(&self, f: impl FnOnce(&mut UnitStatus)) {
+        self.status.send_modify(|s| {
+            let before = s.state;
+            f(s);
+            debug_assert!(
+                fsm::allowed(before, s.state),
+                "illegal transition {before} -> {} for {}",
+                s.state,
+                self.inst.name
+            );
+            if !fsm::allowed(before, s.state) {
+                tracing::error!(process = %self.inst.name, "bug: illegal transition {before} -> {}", s.state);
+            }
+        });
+        self.persist();
+    }
+
+    /// Keeps this unit's record with the anchor, for the next supervisor.
+    fn persist(&self) {
+        let s = self.status.borrow().clone();
+        let rec = UnitRecord {
+            state: s.state,
+            pid: s.pid,
+            ready: s.ready,
+            restarts: s.restarts,
+            exit: s.exit.map(Into::into),
+            message: s.message,
+            wanted: self.wanted,
+            been_ready: self.been_ready,
+            backoff: self.backoff.snapshot((Instant::now(), SystemTime::now())),
+            notify_path: self.notify_path.clone(),
+        };
+        self.ctx
+            .anchor
+            .put(&record::unit_key(&self.inst.name), rec.encode());
+    }
+
+    fn answer_waiters(&mut self, r: &StartResult) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(r.clone());
+        }
+    }
+
+    /// Runs attempts until the process is down for good.
+    async fn lifecycle(&mut self, first: Next) {
+        let mut next = first;
+        loop {
+            let end = match std::mem::replace(&mut next, Next::Attempt) {
+                Next::Attempt => self.attempt().await,
+                Next::Resume(r) => self.resumed(r).await,
+                Next::Backoff(reason) => {
+                    if !self.backoff_wait(Duration::ZERO, &reason).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.release_notify();
+            match end {
+                End::Stopped(replies, report) => {
+                    self.stopped(replies, report);
+                    return;
+                }
+                End::Completed => {
+                    self.set(|s| {
+                        s.state = State::Completed;
+                        s.pid = None;
+                        s.ready = true;
+                        s.exit = Some(Exit::Code(0));
+                        s.message = None;
+                    });
+                    tracing::info!(process = %self.name(), "completed");
+                    self.answer_waiters(&Ok(()));
+                    return;
+                }
+                // A restart the operator asked for begins a fresh life:
+                // its crashes before it no longer count.
+                End::Restart => {
+                    self.backoff = Backoff::new(self.spec.max_restarts, self.spec.restart_window);
+                }
+                End::NotReady(reason) if !self.been_ready => {
+                    tracing::warn!(process = %self.name(), "failed to start: {reason}");
+                    self.set(|s| {
+                        s.state = State::Failed;
+                        s.pid = None;
+                        s.ready = false;
+                        s.message = Some(reason.clone());
+                    });
+                    self.answer_waiters(&Err(StartFailure { reason }));
+                    return;
+                }
+                End::NotReady(reason) => {
+                    // A restart that did not become ready counts as a crash.
+                    if !self.backoff_wait(Duration::ZERO, &reason).await {
+                        return;
+                    }
+                }
+                End::Exited { exit, ran_for, why } => {
+                    let reason = why.unwrap_or_else(|| exit.to_string());
+                    tracing::info!(process = %self.name(), "{reason}");
+                    if !fsm::wants_restart(self.spec.restart, exit) {
+                        self.ended(exit, reason);
+                        return;
+                    }
+                    if !self.backoff_wait(ran_for, &reason).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stopped on request: say so (a SIGKILL never as a clean stop) and
+    /// answer whoever waits.
+    fn stopped(&mut self, replies: Vec<oneshot::Sender<StopReport>>, report: StopReport) {
+        let how = How {
+            signal: self.spec.stop_signal,
+            grace: self.spec.stop_timeout,
+        };
+        self.set(|s| {
+            s.state = State::Stopped;
+            s.pid = None;
+            s.ready = false;
+            s.message = report.killed.then(|| killed_message(&how));
+        });
+        if report.killed {
+            tracing::info!(process = %self.name(), "stopped (killed)");
+        } else {
+            tracing::info!(process = %self.name(), "stopped");
+        }
+        let r = Err(StartFailure {
+            reason: "it was stopped before it was ready".into(),
+        });
+        self.answer_waiters(&r);
+        for reply in replies {
+            let _ = reply.send(report.clone());
+        }
+    }
+
+    /// Exited with no restart due: failed, stopped, or (a task) completed.
+    fn ended(&mut self, exit: Exit, reason: String) {
+        let failed = !exit.success();
+        let task = self.spec.kind == Kind::Task;
+        self.set(|s| {
+            s.state = match (failed, task) {
+                (true, _) => State::Failed,
+                (false, true) => State::Completed,
+                (false, false) => State::Stopped,
+            };
+            s.pid = None;
+            s.ready = s.state == State::Completed;
+            s.exit = Some(exit);
+            s.message = failed.then(|| reason.clone());
+        });
+        let r = if failed {
+            Err(StartFailure { reason })
+        } else {
+            Ok(())
+        };
+        self.answer_waiters(&r);
+    }
+
+    /// Waits out the restart delay. `false`: do not restart (crash loop or
+    /// a stop request).
+    async fn backoff_wait(&mut self, ran_for: Duration, reason: &str) -> bool {
+        let Some(delay) = self.backoff.next(Instant::now(), ran_for) else {
+            let msg = format!(
+                "crash loop: {} restarts within {}; last: {reason}",
+                self.backoff.in_window(),
+                humantime::format_duration(self.spec.restart_window)
+            );
+            let tail =
+                crate::logs::tail(&self.ctx.state.log_file(&self.inst.name), 5).unwrap_or_default();
+            tracing::error!(
+                process = %self.name(),
+                "{msg}; giving up. Last lines of its log: {}",
+                if tail.is_empty() { "(none)".to_string() } else { tail.join(" | ") }
+            );
+            self.set(|s| {
+                s.state = State::Failed;
+                s.pid = None;
+                s.ready = false;
+                s.message = Some(msg.clone());
+            });
+            self.answer_waiters(&Err(StartFailure { reason: msg }));
+            return false;
+        };
+        self.set(|s| {
+            s.state = State::Backoff;
+            s.pid = None;
+            s.ready = false;
+            s.restarts += 1;
+            s.message = Some(format!(
+                "restarting in {} after: {reason}",
+                humantime::format_duration(delay)
+            ));
+        });
+        tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                cmd = self.rx.recv() => match cmd {
+                    None => return false,
+                    Some(Cmd::Start { reply }) | Some(Cmd::Restart { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Stop { reply }) => {
+                        self.wanted = false;
+                        self.set(|s| { s.state = State::Stopped; s.message = None; });
+                        self.answer_waiters(&Err(StartFailure { reason: "it was stopped".into() }));
+                        let _ = reply.send(StopReport::default());
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The environment of this instance's processes.
+    fn env(&self, notify: Option<&NotifySocket>) -> Vec<(String, String)> {
+        let mut m: BTreeMap<String, String> = self.ctx.base_env.iter().cloned().collect();
+        for (k, v) in &self.spec.env.0 {
+            m.insert(k.clone(), v.clone());
+        }
+        m.insert("STACKCTL_STACK".into(), self.ctx.stack_name.clone());
+        m.insert("STACKCTL_STACK_ID".into(), self.ctx.stack_id.clone());
+        m.insert("STACKCTL_PROCESS".into(), self.inst.name.clone());
+        match self.inst.index {
+            Some(i) => {
+                m.insert("STACKCTL_INSTANCE".into(), i.to_string());
+            }
+            None => {
+                m.remove("STACKCTL_INSTANCE");
+            }
+        }
+        match notify {
+            Some(n) => {
+                m.insert("NOTIFY_SOCKET".into(), n.path().display().to_string());
+            }
+            None => {
+                m.remove("NOTIFY_SOCKET");
+            }
+        }
+        m.into_iter().collect()
+    }
+
+    /// The anchor need not keep the notify socket of an attempt that ended.
+    fn release_notify(&mut self) {
+        if self.notify_path.take().is_some() {
+            self.ctx
+                .anchor
+                .release(&record::notify_key(&self.inst.name));
+        }
+    }
+}
