@@ -64,6 +64,9 @@ _stackctl() {
             stackctl,supervise)
                 cmd="stackctl__subcmd__supervise"
                 ;;
+            stackctl,upgrade)
+                cmd="stackctl__subcmd__upgrade"
+                ;;
             stackctl__subcmd__help,anchor)
                 cmd="stackctl__subcmd__help__subcmd__anchor"
                 ;;
@@ -111,6 +114,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,supervise)
                 cmd="stackctl__subcmd__help__subcmd__supervise"
+                ;;
+            stackctl__subcmd__help,upgrade)
+                cmd="stackctl__subcmd__help__subcmd__upgrade"
                 ;;
             stackctl__subcmd__help__subcmd__lock,acquire)
                 cmd="stackctl__subcmd__help__subcmd__lock__subcmd__acquire"
@@ -161,7 +167,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep export probe supervise anchor generate help"
+            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,7 +189,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__anchor)
-            opts="-q -v -h -V --state-dir --stack --exe --no-launch --echo --color --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --state-dir --stack --exe --resume --no-launch --echo --color --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +204,10 @@ _stackctl() {
                     return 0
                     ;;
                 --exe)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -263,7 +273,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="start stop restart status scale logs check reload lock keep export probe supervise anchor generate help"
+            opts="start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -543,6 +553,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__supervise)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__upgrade)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -915,6 +939,20 @@ _stackctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__upgrade)
+            opts="-q -v -h -V --quiet --verbose --no-color --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

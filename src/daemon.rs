@@ -194,6 +194,13 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         while conns.join_next().await.is_some() {}
     })
     .await;
+    if sup.upgrading() {
+        // Nothing is stopped, nothing is cleaned up (the socket is the next
+        // supervisor's; a notify socket's file belongs to a live process):
+        // this process just goes.
+        tracing::info!("supervisor {me} leaving for the new binary");
+        std::process::exit(0);
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("supervisor {me} exiting");
     Ok(crate::error::exit::SUCCESS)

@@ -137,6 +137,12 @@ impl StateDir {
         self.root.join("anchor.pid")
     }
 
+    /// What an anchor re-executing itself (an upgrade) leaves for its new
+    /// image.
+    pub fn anchor_resume(&self) -> PathBuf {
+        self.root.join("anchor.resume")
+    }
+
     /// The anchor's socket (`SOCK_SEQPACKET`, mode 0600).
     pub fn anchor_socket(&self) -> PathBuf {
         self.root.join("anchor.sock")
@@ -184,10 +190,27 @@ impl StateDir {
 #[derive(Debug)]
 pub struct Held(fs::File);
 
+impl std::os::fd::AsRawFd for Held {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Held {
     /// The open lock file (to record the holder in it).
     pub fn file(&mut self) -> &mut fs::File {
         &mut self.0
+    }
+
+    /// The lock as an fd, to keep across an `execve` (the flock belongs to
+    /// the open file, so the re-executed process still holds it).
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.0.into()
+    }
+
+    /// A lock kept across an `execve` (see [`Held::into_fd`]).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Held {
+        Held(fs::File::from(fd))
     }
 }
 

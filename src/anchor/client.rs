@@ -325,6 +325,12 @@ impl Link {
         );
     }
 
+    /// The supervisor leaves for the binary at `exe`: the anchor re-executes
+    /// itself from it, then launches it (see [`ToAnchor::Upgrade`]).
+    pub fn upgrade(&self, exe: PathBuf) {
+        self.send(&ToAnchor::Upgrade { exe }, Vec::new());
+    }
+
     /// The supervisor leaves on purpose (see [`ToAnchor::Bye`]).
     pub fn bye(&self, relaunch: bool, exe: Option<PathBuf>) {
         self.send(&ToAnchor::Bye { relaunch, exe }, Vec::new());

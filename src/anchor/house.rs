@@ -145,6 +145,8 @@ pub(super) struct House {
     retiring: bool,
     /// The binary the next launch runs (an upgrade changes it).
     exe: PathBuf,
+    /// Re-execute from this binary once the supervisor has gone.
+    reexec: Option<PathBuf>,
     scratch: Vec<u8>,
     recv_buf: Vec<u8>,
     echo: Option<Style>,
@@ -164,6 +166,7 @@ impl House {
             young_deaths: 0,
             retiring: false,
             exe,
+            reexec: None,
             opts,
             state,
             _lock: lock,
@@ -452,6 +455,15 @@ impl House {
         for ch in self.children.values_mut() {
             ch.reported = false;
         }
+        if let Some(exe) = self.reexec.take() {
+            self.exe = exe.clone();
+            self.reexec_from(&exe);
+            // Only reached when the exec failed: go on with this binary,
+            // and launch the new supervisor anyway.
+            self.relaunch_delay = Duration::ZERO;
+            self.relaunch_at = Some(Instant::now());
+            return;
+        }
         match bye {
             Some((true, exe)) => {
                 if let Some(exe) = exe {
@@ -570,7 +582,10 @@ impl House {
                 self.relaunch_at = None;
                 self.send(i, &FromAnchor::Done, Vec::new());
             }
-            ToAnchor::Upgrade { exe } => self.upgrade(i, exe),
+            ToAnchor::Upgrade { exe } if is_supervisor => {
+                note("INFO", &format!("told to upgrade to {}", exe.display()));
+                self.reexec = Some(exe);
+            }
             other => {
                 let reason = format!("`{}` is only for the connected supervisor", kind_of(&other));
                 self.send(i, &FromAnchor::Refused { reason }, Vec::new());
@@ -1053,12 +1068,195 @@ impl House {
         }
     }
 
-    fn upgrade(&mut self, i: usize, exe: PathBuf) {
-        let reason = format!(
-            "re-executing the anchor from {} is not built yet; the supervisor can be upgraded alone",
-            exe.display()
+    /// Re-executes the anchor from `exe`, keeping everything: the same
+    /// pid (so every process stays its child, and the subreaper bit stays),
+    /// the listening socket, the lock, every pipe with what was read of it
+    /// and not yet written, every held fd and kept value. Returns only when
+    /// the exec failed (the anchor then goes on as it was).
+    fn reexec_from(&mut self, exe: &std::path::Path) {
+        let snapshot = self.snapshot();
+        let path = self.state.anchor_resume();
+        let written = serde_json::to_vec(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::state::write_atomic(&path, &bytes, 0o600));
+        if let Err(e) = written {
+            note(
+                "ERROR",
+                &format!(
+                    "cannot keep the anchor's state in {}: {e}; not re-executing",
+                    path.display()
+                ),
+            );
+            return;
+        }
+        for fd in snapshot.fds() {
+            keep_across_exec(fd);
+        }
+        note("INFO", &format!("re-executing from {}", exe.display()));
+        let argv: Vec<std::ffi::CString> = [
+            exe.display().to_string(),
+            "anchor".to_string(),
+            "--resume".to_string(),
+            path.display().to_string(),
+        ]
+        .into_iter()
+        .filter_map(|a| std::ffi::CString::new(a).ok())
+        .collect();
+        let Ok(prog) = std::ffi::CString::new(exe.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        let err = nix::unistd::execv(&prog, &argv);
+        note(
+            "ERROR",
+            &format!(
+                "cannot re-execute from {}: {err:?}; going on with this binary",
+                exe.display()
+            ),
         );
-        self.send(i, &FromAnchor::Refused { reason }, Vec::new());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let pipe = |p: &Pipe| {
+            let (partial, open_line) = p.drain.held();
+            SnapPipe {
+                fd: p.fd.as_raw_fd(),
+                instance: p.instance.clone(),
+                partial: partial.to_vec(),
+                open_line,
+            }
+        };
+        Snapshot {
+            version: proto::VERSION,
+            state_dir: self.opts.state_dir.clone(),
+            stack_file: self.opts.stack_file.clone(),
+            exe: self.exe.clone(),
+            echo: self.opts.echo,
+            listener: self.listener.as_raw_fd(),
+            lock: self.lock_fd(),
+            children: self
+                .children
+                .iter()
+                .map(|(pid, c)| SnapChild {
+                    info: c.info(*pid),
+                    acked: c.acked,
+                    pipe: c.pipe.as_ref().map(pipe),
+                    pidfd: c.pidfd.as_ref().map(AsRawFd::as_raw_fd),
+                })
+                .collect(),
+            lingering: self.lingering.values().map(pipe).collect(),
+            held: self
+                .held
+                .iter()
+                .map(|(k, fd)| (k.clone(), fd.as_raw_fd()))
+                .collect(),
+            kept: self.kept.clone(),
+            young_deaths: self.young_deaths,
+        }
+    }
+
+    fn lock_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd as _;
+        self._lock.as_raw_fd()
+    }
+
+    /// The anchor a re-execution left (see [`House::reexec_from`]).
+    pub(super) fn resume(snap: Snapshot, state: StateDir) -> Result<House, Error> {
+        #[allow(unsafe_code)]
+        let own = |fd: RawFd| {
+            // SAFETY: each fd number was open and ours in the process image
+            // that wrote the snapshot, was kept open across the exec, and
+            // nothing in this image has touched it yet; each is taken once.
+            unsafe { super::owned(fd) }
+        };
+        let signals =
+            signal_fd().map_err(|e| Error::failed(format!("cannot watch signals: {e}")))?;
+        let listener = own(snap.listener);
+        let lock = Held::from_fd(own(snap.lock));
+        let mut children = BTreeMap::new();
+        let mut logs: Vec<(String, LogTarget)> = Vec::new();
+        for c in snap.children {
+            let watch = c.info.watch.as_deref().and_then(|w| Regex::new(w).ok());
+            logs.push((c.info.instance.clone(), c.info.log.clone()));
+            children.insert(
+                c.info.pid,
+                Child {
+                    instance: c.info.instance,
+                    start_ticks: c.info.start_ticks,
+                    log: c.info.log,
+                    watch_src: c.info.watch,
+                    watch,
+                    matched: c.info.matched,
+                    exit: c.info.exit,
+                    reported: false,
+                    acked: c.acked,
+                    report_due: c.info.exit.map(|_| Instant::now()),
+                    pipe: c.pipe.map(|p| Pipe {
+                        fd: own(p.fd),
+                        drain: Drain::resume(p.partial, p.open_line),
+                        instance: p.instance,
+                    }),
+                    pidfd: c.pidfd.map(own),
+                },
+            );
+        }
+        let lingering: BTreeMap<u64, Pipe> = snap
+            .lingering
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    i as u64,
+                    Pipe {
+                        fd: own(p.fd),
+                        drain: Drain::resume(p.partial, p.open_line),
+                        instance: p.instance,
+                    },
+                )
+            })
+            .collect();
+        let opts = Options {
+            state_dir: snap.state_dir,
+            stack_file: snap.stack_file,
+            exe: snap.exe.clone(),
+            launch: false,
+            echo: snap.echo,
+        };
+        let mut house = House {
+            launched: None,
+            // The supervisor that asked for this left for the new binary:
+            // launch it now.
+            relaunch_at: Some(Instant::now()),
+            relaunch_delay: Duration::ZERO,
+            young_deaths: snap.young_deaths,
+            retiring: false,
+            exe: snap.exe,
+            reexec: None,
+            echo: snap.echo.map(|color| Style { color }),
+            opts,
+            state,
+            _lock: lock,
+            listener,
+            signals,
+            conns: Vec::new(),
+            supervisor: None,
+            serving: false,
+            next_lingering: lingering.len() as u64,
+            children,
+            lingering,
+            logs: BTreeMap::new(),
+            held: snap.held.into_iter().map(|(k, fd)| (k, own(fd))).collect(),
+            kept: snap.kept,
+            scratch: vec![0u8; crate::logs::READ_BUF],
+            recv_buf: vec![0u8; proto::MAX_MESSAGE],
+        };
+        for (instance, target) in logs {
+            house.ensure_log(&instance, &target);
+        }
+        // Children that exited while the exec happened are waiting to be
+        // reaped.
+        house.reap();
+        Ok(house)
     }
 }
 
@@ -1068,6 +1266,88 @@ fn relaunch_delay(young: u32) -> Duration {
     match young {
         0 | 1 => Duration::ZERO,
         n => (RELAUNCH_MIN * 2u32.saturating_pow(n - 2)).min(RELAUNCH_MAX),
+    }
+}
+
+/// What a re-executed anchor needs of the one before it. Fds are numbers
+/// valid in the new image (kept open across the exec).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Snapshot {
+    version: u32,
+    state_dir: PathBuf,
+    stack_file: PathBuf,
+    exe: PathBuf,
+    echo: Option<bool>,
+    listener: RawFd,
+    lock: RawFd,
+    children: Vec<SnapChild>,
+    lingering: Vec<SnapPipe>,
+    held: Vec<(String, RawFd)>,
+    kept: BTreeMap<String, String>,
+    young_deaths: u32,
+}
+
+impl Snapshot {
+    /// Reads what [`House::reexec_from`] wrote, and removes the file.
+    ///
+    /// # Errors
+    /// When it cannot be read or is another version's.
+    pub(super) fn take(path: &std::path::Path) -> Result<Snapshot, Error> {
+        let text = std::fs::read(path)
+            .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+        let _ = std::fs::remove_file(path);
+        let snap: Snapshot = serde_json::from_slice(&text).map_err(|e| {
+            Error::failed(format!("{} is not an anchor's state: {e}", path.display()))
+        })?;
+        if snap.version != proto::VERSION {
+            return Err(Error::failed(format!(
+                "{} was written by anchor protocol v{}, this binary speaks v{}",
+                path.display(),
+                snap.version,
+                proto::VERSION
+            )));
+        }
+        Ok(snap)
+    }
+
+    pub(super) fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        let mut out = vec![self.listener, self.lock];
+        for c in &self.children {
+            out.extend(c.pipe.as_ref().map(|p| p.fd));
+            out.extend(c.pidfd);
+        }
+        out.extend(self.lingering.iter().map(|p| p.fd));
+        out.extend(self.held.iter().map(|(_, fd)| *fd));
+        out
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SnapChild {
+    info: ChildInfo,
+    acked: bool,
+    pipe: Option<SnapPipe>,
+    pidfd: Option<RawFd>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SnapPipe {
+    fd: RawFd,
+    instance: String,
+    partial: Vec<u8>,
+    open_line: bool,
+}
+
+/// Clears `FD_CLOEXEC` on `fd`, so that it survives an `execve`.
+fn keep_across_exec(fd: RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    if let Ok(bits) = fcntl(fd, FcntlArg::F_GETFD) {
+        let flags = FdFlag::from_bits_truncate(bits) - FdFlag::FD_CLOEXEC;
+        let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
     }
 }
 

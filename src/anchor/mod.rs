@@ -67,6 +67,24 @@ pub struct Options {
     pub echo: Option<bool>,
 }
 
+/// Goes on as the anchor a re-execution left (`stackctl anchor --resume`:
+/// an upgrade), from the state it wrote at `path`.
+///
+/// # Errors
+/// When the state cannot be read (the processes then have no anchor: the
+/// supervisor launches a new one and hands them over).
+pub fn resume(path: &std::path::Path) -> Result<u8, Error> {
+    let snap = house::Snapshot::take(path)?;
+    let state = StateDir::new(snap.state_dir());
+    let mut house = house::House::resume(snap, state)?;
+    note(
+        "INFO",
+        &format!("re-executed as stackctl {}", env!("CARGO_PKG_VERSION")),
+    );
+    house.serve();
+    Ok(crate::error::exit::SUCCESS)
+}
+
 /// Runs the anchor until the stack is stopped (or it is retired and no
 /// process is left).
 ///
@@ -119,8 +137,9 @@ pub fn command_line(
 fn note(level: &str, msg: &str) {
     use std::io::Write;
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{now} {level:>5} anchor: {msg}");
+    // One write: the supervisor appends to the same file.
+    let line = format!("{now} {level:>5} anchor: {msg}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// `fd` as an owned fd (a duplicate), for handing out a copy.

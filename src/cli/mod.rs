@@ -17,6 +17,7 @@ pub mod session;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod upgrade;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,7 @@ pub enum Command {
     Reload(start::ReloadArgs),
     Lock(lock::LockArgs),
     Keep(keep::KeepArgs),
+    Upgrade(upgrade::UpgradeArgs),
     Export(export::ExportArgs),
     /// Runs one of stackctl's probes (called by units `export systemd` writes).
     #[command(hide = true)]
@@ -139,6 +141,7 @@ impl Command {
             Command::Scale(_) => "nothing was scaled",
             Command::Stop(_) => "nothing was stopped",
             Command::Keep(_) => "the keeper was not started",
+            Command::Upgrade(_) => "nothing was upgraded",
             Command::Export(_) => "nothing was exported",
             Command::Probe(_) => "nothing was probed",
             Command::Logs(_) | Command::Lock(_) | Command::Generate(_) => "nothing was done",
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Reload(a) => start::run_reload(a, &g),
         Command::Lock(a) => lock::run(a, &g),
         Command::Keep(a) => keep::run(a, &g),
+        Command::Upgrade(a) => upgrade::run(a, &g),
         Command::Export(a) => export::run(a, &g),
         Command::Probe(a) => probe::run(a),
         Command::Supervise(a) => start::run_supervise(a, &g),

@@ -324,6 +324,7 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
                 let _ = writeln!(out, "{}", crate::output::progress_line(&p, style));
             }
             Some(Response::Status(d)) => doc = Some(d),
+            Some(Response::Pong { .. }) => {}
             Some(Response::Done { ok: true, .. }) => return Ok(doc),
             Some(Response::Done { ok: false, error }) => {
                 return Err(error
@@ -332,6 +333,44 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
             }
         }
     }
+}
+
+/// Who answers on the control socket: its stackctl version, protocol,
+/// pid, and its anchor's pid.
+///
+/// # Errors
+/// When it does not answer a ping.
+pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
+    client
+        .send(Request::Ping)
+        .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    let mut pong = None;
+    loop {
+        match client
+            .recv()
+            .map_err(|e| Error::failed(format!("lost the supervisor: {e}")))?
+        {
+            Some(Response::Pong {
+                stackctl,
+                protocol,
+                pid,
+                anchor,
+            }) => pong = Some((stackctl, protocol, pid, anchor)),
+            Some(Response::Done { ok: true, .. }) => break,
+            Some(Response::Done { ok: false, error }) => {
+                return Err(error
+                    .map(Error::from)
+                    .unwrap_or_else(|| Error::failed("the supervisor refused a ping")))
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    pong.ok_or_else(|| {
+        Error::failed(
+            "the supervisor answered a ping without saying who it is (an older stackctl?)",
+        )
+    })
 }
 
 /// Whether a supervisor holds the stack's single-supervisor flock now.

@@ -110,14 +110,17 @@ pub struct SuperviseArgs {
 #[derive(Debug, Args)]
 pub struct AnchorArgs {
     /// The stack's state folder (absolute).
-    #[arg(long)]
-    pub state_dir: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub state_dir: Option<PathBuf>,
     /// The stack file (absolute), for the supervisors it launches.
-    #[arg(long)]
-    pub stack: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub stack: Option<PathBuf>,
     /// The stackctl binary to launch supervisors with.
+    #[arg(long, required_unless_present = "resume")]
+    pub exe: Option<PathBuf>,
+    /// Go on as a re-executed anchor, from the state it left in this file.
     #[arg(long)]
-    pub exe: PathBuf,
+    pub resume: Option<PathBuf>,
     /// Launch no supervisor now (the one that launched this connects).
     #[arg(long)]
     pub no_launch: bool,
@@ -255,12 +258,21 @@ pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
 /// # Errors
 /// When another anchor runs, or its socket cannot be bound.
 pub fn run_anchor(args: AnchorArgs) -> Result<u8> {
+    if let Some(path) = args.resume {
+        return crate::anchor::resume(&path);
+    }
+    let (Some(state_dir), Some(stack_file), Some(exe)) = (args.state_dir, args.stack, args.exe)
+    else {
+        return Err(Error::usage(
+            "anchor: --state-dir, --stack and --exe are required",
+        ));
+    };
     // Its own session: the terminal's Ctrl-C is not for it.
     let _ = nix::unistd::setsid();
     crate::anchor::run(crate::anchor::Options {
-        state_dir: args.state_dir,
-        stack_file: args.stack,
-        exe: args.exe,
+        state_dir,
+        stack_file,
+        exe,
         launch: !args.no_launch,
         echo: args.echo.then_some(args.color),
     })

@@ -4,7 +4,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use super::protocol::{Envelope, Request, Response, VERSION};
+use super::protocol::{Envelope, Request, Response};
 
 /// An open connection to a running supervisor.
 pub struct Client {
@@ -57,8 +57,7 @@ impl Client {
     /// # Errors
     /// When the supervisor is gone.
     pub fn send(&mut self, req: Request) -> io::Result<()> {
-        let mut line =
-            serde_json::to_string(&Envelope { v: VERSION, req }).map_err(io::Error::other)?;
+        let mut line = serde_json::to_string(&Envelope::new(req)).map_err(io::Error::other)?;
         line.push('\n');
         self.writer.write_all(line.as_bytes())?;
         self.writer.flush()

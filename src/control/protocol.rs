@@ -7,15 +7,34 @@ use serde::{Deserialize, Serialize};
 use crate::status::StatusDoc;
 pub use crate::status::{Progress, Step};
 
-/// Bumped on any incompatible change.
-pub const VERSION: u32 = 1;
+/// Bumped on any incompatible change. `ping` and `upgrade` keep their
+/// shape across versions: a supervisor answers them whatever the client's
+/// version, so an old supervisor can always be replaced.
+pub const VERSION: u32 = 2;
 
-/// A request line: `{"v":1,"req":"start",…}`.
+/// This build's version, named in every mismatch.
+pub const STACKCTL: &str = env!("CARGO_PKG_VERSION");
+
+/// A request line: `{"v":2,"stackctl":"0.1.0","req":"start",…}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     pub v: u32,
+    /// The client's stackctl version (absent from version 1 clients).
+    #[serde(default)]
+    pub stackctl: Option<String>,
     #[serde(flatten)]
     pub req: Request,
+}
+
+impl Envelope {
+    /// `req` from this build.
+    pub fn new(req: Request) -> Envelope {
+        Envelope {
+            v: VERSION,
+            stackctl: Some(STACKCTL.to_string()),
+            req,
+        }
+    }
 }
 
 /// What the CLI asks for.
@@ -47,6 +66,11 @@ pub enum Request {
     },
     /// Re-read the stack file and apply the difference.
     Reload,
+    /// Leave for the binary at `exe`: the anchor re-executes itself from
+    /// it and launches it as the new supervisor; no process is touched.
+    Upgrade {
+        exe: std::path::PathBuf,
+    },
 }
 
 /// What the supervisor answers: any number of progress lines, then `done`.
@@ -55,6 +79,14 @@ pub enum Request {
 pub enum Response {
     Progress(Progress),
     Status(StatusDoc),
+    /// The answer to `ping`: who answers.
+    Pong {
+        stackctl: String,
+        protocol: u32,
+        pid: i32,
+        #[serde(default)]
+        anchor: Option<i32>,
+    },
     Done {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,16 +178,22 @@ mod tests {
     fn request_lines_are_flat_json() {
         let e = Envelope {
             v: VERSION,
+            stackctl: Some("9.9.9".into()),
             req: Request::Scale {
                 name: "worker".into(),
                 count: "+1".into(),
             },
         };
         let s = serde_json::to_string(&e).unwrap();
-        assert_eq!(s, r#"{"v":1,"req":"scale","name":"worker","count":"+1"}"#);
+        assert_eq!(
+            s,
+            r#"{"v":2,"stackctl":"9.9.9","req":"scale","name":"worker","count":"+1"}"#
+        );
         assert_eq!(serde_json::from_str::<Envelope>(&s).unwrap(), e);
+        // A version 1 client: no stackctl field.
         let ping: Envelope = serde_json::from_str(r#"{"v":1,"req":"ping"}"#).unwrap();
         assert_eq!(ping.req, Request::Ping);
+        assert_eq!(ping.stackctl, None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use super::protocol::{Envelope, ErrorBody, Request, Response, VERSION};
+use super::protocol::{Envelope, ErrorBody, Request, Response, STACKCTL, VERSION};
 use crate::error::Error;
 use crate::status::{Progress, StatusDoc};
 use crate::supervisor::{ProgressTx, Supervisor};
@@ -103,8 +103,8 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
         .await
         .unwrap_or_else(|e| Err(Error::failed(format!("internal error: {e}"))));
     let result = match result {
-        Ok(Some(doc)) => {
-            let _ = write(&mut w, &Response::Status(doc)).await;
+        Ok(Some(answer)) => {
+            let _ = write(&mut w, &answer.into_response()).await;
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -128,17 +128,22 @@ async fn read_request(r: OwnedReadHalf) -> Option<Result<Request, Error>> {
     Some(parse_request(&line))
 }
 
-/// A request line, checked for the protocol version.
+/// A request line, checked for the protocol version. `ping` and `upgrade`
+/// are answered whatever the version (see `protocol::VERSION`).
 fn parse_request(line: &str) -> Result<Request, Error> {
     let env: Envelope =
         serde_json::from_str(line).map_err(|e| Error::usage(format!("bad request: {e}")))?;
-    if env.v != VERSION {
+    let timeless = matches!(env.req, Request::Ping | Request::Upgrade { .. });
+    if env.v != VERSION && !timeless {
+        let client = env.stackctl.as_deref().unwrap_or("older than 0.2");
         return Err(Error::Usage {
             message: format!(
-                "this supervisor speaks protocol v{VERSION}, the client v{}",
+                "this supervisor is stackctl {STACKCTL} (protocol v{VERSION}); the client is stackctl {client} (protocol v{})",
                 env.v
             ),
-            hint: Some("stop the stack with the old binary, then start it with the new one".into()),
+            hint: Some(
+                "use the binary the stack was started with, or `stackctl upgrade` with the new one (no process is restarted)".into(),
+            ),
         });
     }
     Ok(env.req)
@@ -150,10 +155,11 @@ async fn dispatch(
     sup: Arc<Supervisor>,
     req: Request,
     tx: ProgressTx,
-) -> Result<Option<StatusDoc>, Error> {
+) -> Result<Option<Answer>, Error> {
     match req {
-        Request::Ping => Ok(None),
-        Request::Status { names } => sup.status(&names).map(Some),
+        Request::Ping => Ok(Some(Answer::Pong(sup.pong()))),
+        Request::Upgrade { exe } => sup.upgrade(exe).await.map(|_| None),
+        Request::Status { names } => sup.status(&names).map(|d| Some(Answer::Status(d))),
         Request::Start { names, scale } => {
             sup.start(&names, &scale, false, &tx).await.map(|_| None)
         }
@@ -162,6 +168,26 @@ async fn dispatch(
         Request::Restart { names } => sup.restart(&names, &tx).await.map(|_| None),
         Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
         Request::Reload => sup.reload(&tx).await.map(|_| None),
+    }
+}
+
+/// What an operation answers before `done`.
+enum Answer {
+    Status(StatusDoc),
+    Pong(crate::supervisor::Pong),
+}
+
+impl Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Status(d) => Response::Status(d),
+            Answer::Pong(p) => Response::Pong {
+                stackctl: p.stackctl,
+                protocol: VERSION,
+                pid: p.pid,
+                anchor: Some(p.anchor),
+            },
+        }
     }
 }
 
@@ -191,10 +217,29 @@ mod tests {
 
     #[test]
     fn a_request_of_another_version_is_refused_naming_both() {
-        let e = parse_request(r#"{"v":99,"req":"ping"}"#).unwrap_err();
+        let e =
+            parse_request(r#"{"v":99,"stackctl":"9.0.0","req":"status","names":[]}"#).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("v1") && text.contains("v99"), "{text}");
+        assert!(
+            text.contains(&format!("stackctl {STACKCTL} (protocol v{VERSION})"))
+                && text.contains("stackctl 9.0.0 (protocol v99)"),
+            "{text}"
+        );
         assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+        let old = parse_request(r#"{"v":1,"req":"stop","names":[]}"#).unwrap_err();
+        assert!(old.to_string().contains("older than 0.2"), "{old}");
+    }
+
+    #[test]
+    fn ping_and_upgrade_are_answered_whatever_the_version() {
+        assert_eq!(
+            parse_request(r#"{"v":99,"req":"ping"}"#).unwrap(),
+            Request::Ping
+        );
+        assert!(matches!(
+            parse_request(r#"{"v":1,"req":"upgrade","exe":"/x"}"#).unwrap(),
+            Request::Upgrade { .. }
+        ));
     }
 
     #[test]
@@ -202,7 +247,7 @@ mod tests {
         let e = parse_request("{not json").unwrap_err();
         assert!(e.to_string().contains("bad request"), "{e}");
         assert_eq!(
-            parse_request(r#"{"v":1,"req":"status","names":["api"]}"#).unwrap(),
+            parse_request(r#"{"v":2,"req":"status","names":["api"]}"#).unwrap(),
             Request::Status {
                 names: vec!["api".into()]
             }

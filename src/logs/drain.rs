@@ -109,6 +109,23 @@ impl Drain {
         Ok(Read::Data)
     }
 
+    /// What is held and not yet written, and whether the file has an open
+    /// line of ours: to carry a drain across an `execve` ([`Drain::resume`]).
+    pub fn held(&self) -> (&[u8], bool) {
+        (&self.partial, self.open_line)
+    }
+
+    /// A drain that goes on from what [`Drain::held`] said.
+    pub fn resume(partial: Vec<u8>, open_line: bool) -> Drain {
+        let since = (!partial.is_empty()).then(Instant::now);
+        Drain {
+            partial,
+            since,
+            open_line,
+            line: Vec::new(),
+        }
+    }
+
     /// When the held partial line is to be written anyway, if one is held.
     pub fn due(&self) -> Option<Instant> {
         self.since.map(|t| t + PARTIAL_WAIT)

@@ -86,7 +86,17 @@ pub struct Supervisor {
     notices: Mutex<Vec<(String, String)>>,
     /// Reloads run one at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Leaving for an upgrade.
+    upgrading: std::sync::atomic::AtomicBool,
     pid: i32,
+}
+
+/// Who answers `ping`.
+#[derive(Debug, Clone)]
+pub struct Pong {
+    pub stackctl: String,
+    pub pid: i32,
+    pub anchor: i32,
 }
 
 impl Supervisor {
@@ -113,6 +123,7 @@ impl Supervisor {
             ctx,
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
+            upgrading: std::sync::atomic::AtomicBool::new(false),
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -121,6 +132,68 @@ impl Supervisor {
     /// The anchor connection.
     pub fn anchor(&self) -> &Arc<Link> {
         &self.ctx.anchor
+    }
+
+    /// Who answers `ping`.
+    pub fn pong(&self) -> Pong {
+        Pong {
+            stackctl: crate::control::protocol::STACKCTL.to_string(),
+            pid: self.pid,
+            anchor: self.ctx.anchor.anchor_pid(),
+        }
+    }
+
+    /// Leaves for the binary at `exe`, touching no process: once this
+    /// supervisor is gone, the anchor re-executes itself from `exe` (same
+    /// pid: every process stays its child) and launches `exe` as the next
+    /// supervisor, which adopts everything. The new binary is tried first
+    /// (`exe --version` must succeed), so a broken one is refused here.
+    ///
+    /// # Errors
+    /// The binary does not run (1); the stack is being stopped (1).
+    pub async fn upgrade(&self, exe: std::path::PathBuf) -> Result<(), Error> {
+        self.refuse_if_stopping()?;
+        let check = crate::config::CommandSpec::Argv(vec![
+            exe.display().to_string(),
+            "--version".to_string(),
+        ]);
+        let ran = crate::spawn::run_oneshot(
+            &check,
+            std::path::Path::new("/"),
+            &self.ctx.base_env,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+        match ran {
+            Ok(o) if o.outcome == crate::spawn::OneshotOutcome::Exited(0) => {
+                tracing::info!("upgrading to {} ({})", exe.display(), o.output.trim());
+            }
+            Ok(o) => {
+                return Err(Error::failed(format!(
+                    "{} --version did not succeed ({:?}); nothing was changed",
+                    exe.display(),
+                    o.outcome
+                )))
+            }
+            Err(e) => {
+                return Err(Error::failed(format!(
+                    "cannot run {}: {e}; nothing was changed",
+                    exe.display()
+                )))
+            }
+        }
+        self.ctx.anchor.upgrade(exe);
+        self.ctx.anchor.flushed().await;
+        self.upgrading
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        Ok(())
+    }
+
+    /// Whether this supervisor is leaving for an upgrade (it then exits
+    /// without stopping anything).
+    pub fn upgrading(&self) -> bool {
+        self.upgrading.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Takes up what the anchor has from a previous supervisor: its
