@@ -103,6 +103,7 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
             running: false,
         },
         processes,
+        autoscale: std::collections::BTreeMap::new(),
     })
 }
 
