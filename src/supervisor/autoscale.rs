@@ -377,25 +377,39 @@ impl Supervisor {
                 }
                 continue;
             }
+            // Crashed and not yet up long enough to count as stable (what
+            // resets the back-off): caught between two crashes too.
+            let unsteady = s.restarts > 0
+                && s.since
+                    .is_some_and(|t| t.elapsed() < super::fsm::BACKOFF_RESET_AFTER);
             let looping = match s.state {
-                State::Backoff => Some("is in backoff"),
-                State::Failed => Some("has failed"),
-                State::Starting if s.restarts > 0 => Some("is restarting after a crash"),
+                State::Backoff => Some("is in backoff".to_string()),
+                State::Failed => Some("has failed".to_string()),
+                st if unsteady && !st.is_at_rest() => Some(format!(
+                    "restarted {} after a crash",
+                    if s.restarts == 1 {
+                        "once".to_string()
+                    } else {
+                        format!("{} times", s.restarts)
+                    }
+                )),
                 _ => None,
             };
-            if let (None, Some(what)) = (&pool.crash_looping, looping) {
+            if let (None, Some(what)) = (&pool.crash_looping, &looping) {
                 pool.crash_looping = Some(format!("{} {what}", h.inst.name));
             }
         }
         pool
     }
 
-    /// One tick: read, decide, apply, record. `None` ends the autoscaler
+    /// One tick: read, decide, record, apply. `None` ends the autoscaler
     /// (the supervisor is stopping, the pool or its section is gone).
+    /// `drains`: the shrinks still under way.
     async fn autoscale_tick(
         self: &Arc<Self>,
         name: &str,
         memory: &Mutex<Memory>,
+        drains: &mut Vec<JoinHandle<()>>,
     ) -> Option<Duration> {
         if self.ctx.closing.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
@@ -406,7 +420,7 @@ impl Supervisor {
         let reading = self.read_depth(spec, policy).await;
         let now = now_millis();
         let pool = self.pool_now(spec);
-        let (decision, depth, before, new_failure) = {
+        let decision = {
             let mut m = lock(memory);
             let failing = (m.errors.in_a_row > 0).then(|| m.errors.last.clone());
             let new_failure = match &reading {
@@ -415,40 +429,56 @@ impl Supervisor {
             };
             m.observe(reading, now, policy.scale_in_window);
             let d = decide::decide(&m, &pool, policy, now);
-            (d, m.latest().map(|s| s.depth), m.last.clone(), new_failure)
+            let news = worth_a_line(m.last.as_ref(), &d, pool.current, new_failure);
+            let depth = m.latest().map(|s| s.depth);
+            if news {
+                log_decision(name, pool.current, &d, depth);
+            }
+            // Recorded before it is applied: a growth that waits is shown.
+            m.last = Some(Record {
+                at: now,
+                from: pool.current,
+                decision: d.clone(),
+                depth,
+                error: None,
+            });
+            d
         };
-        if worth_a_line(before.as_ref(), &decision, pool.current, new_failure) {
-            log_decision(name, pool.current, &decision, depth);
-        }
-        let error = self
-            .autoscale_apply(&stack, spec, pool.current, decision.target)
-            .await
-            .err();
-        if let Some(e) = &error {
+        let applied = self
+            .autoscale_apply(&stack, spec, pool.current, decision.target, drains)
+            .await;
+        if let Err(e) = applied {
             tracing::warn!(process = %name, "autoscale: resizing {} → {} failed: {e}", pool.current, decision.target);
+            if let Some(r) = lock(memory).last.as_mut().filter(|r| r.at == now) {
+                r.error = Some(e);
+            }
         }
-        lock(memory).last = Some(Record {
-            at: now,
-            from: pool.current,
-            decision,
-            depth,
-            error,
-        });
         Some(policy.interval)
     }
 
-    /// Resizes the pool from `from` to `to`: growth through the scale
-    /// path, awaited; a shrink sets the size now and drains in its own task.
+    /// Resizes the pool from `from` to `to`. Growth goes through the scale
+    /// path and is awaited, after the shrinks still under way (a member
+    /// grown back into must not be started while its predecessor of the
+    /// same name drains, nor swept by that shrink). A shrink sets the size
+    /// now and drains in a task of its own, added to `drains`.
     async fn autoscale_apply(
         self: &Arc<Self>,
         stack: &Arc<Stack>,
         spec: &ProcessSpec,
         from: u32,
         to: u32,
+        drains: &mut Vec<JoinHandle<()>>,
     ) -> Result<(), String> {
+        drains.retain(|h| !h.is_finished());
         // Progress of the resize is for nobody: the units log what they do.
         let (tx, _) = mpsc::unbounded_channel();
         if to > from {
+            if !drains.is_empty() {
+                tracing::info!(process = %spec.name, "autoscale: growing to {to} once the draining members have stopped");
+            }
+            for h in drains.drain(..) {
+                let _ = h.await;
+            }
             return self
                 .grow(stack, &spec.name, from, to, &tx)
                 .await
@@ -459,11 +489,11 @@ impl Supervisor {
             let sup = self.clone();
             let stack = stack.clone();
             let name = spec.name.clone();
-            tokio::spawn(async move {
+            drains.push(tokio::spawn(async move {
                 if let Err(e) = sup.shrink_to(&stack, &name, to, &tx).await {
                     tracing::error!(process = %name, "autoscale: shrinking to {to}: {e}");
                 }
-            });
+            }));
         }
         Ok(())
     }
@@ -564,9 +594,10 @@ impl Supervisor {
 /// The life of one autoscaler: a tick every interval until it ends. It
 /// holds only a weak reference, so it never keeps a supervisor alive.
 async fn run(me: Weak<Supervisor>, name: String, memory: Arc<Mutex<Memory>>) {
+    let mut drains = Vec::new();
     loop {
         let Some(sup) = me.upgrade() else { return };
-        let Some(interval) = sup.autoscale_tick(&name, &memory).await else {
+        let Some(interval) = sup.autoscale_tick(&name, &memory, &mut drains).await else {
             tracing::info!(process = %name, "autoscale: ended");
             return;
         };

@@ -95,9 +95,7 @@ impl Supervisor {
 
     /// Stops every member of pool `name` numbered above `target` and
     /// forgets it. Every member, not just those up to the recorded size:
-    /// `scale 0` must leave none, whatever was started before. A member
-    /// the pool grew back into while it drained is not forgotten: it
-    /// starts again once its stop is done (the registry keeps it).
+    /// `scale 0` must leave none, whatever was started before.
     pub(super) async fn shrink_to(
         &self,
         stack: &Stack,

@@ -84,19 +84,11 @@ impl Registry {
         };
     }
 
-    /// Forgets these units (members stopped by a shrink), except a member
-    /// its pool has grown back into meanwhile (its unit, asked to start
-    /// again, is the member now).
+    /// Forgets these units (members stopped by a shrink).
     pub(super) fn forget(&self, names: &[String]) {
         let mut inner = self.lock();
         for n in names {
-            let kept = inner.units.get(n).is_some_and(|h| {
-                let size = inner.sizes.get(&h.inst.process).copied().unwrap_or(0);
-                h.inst.index.is_some_and(|i| i <= size)
-            });
-            if !kept {
-                inner.units.remove(n);
-            }
+            inner.units.remove(n);
         }
     }
 

@@ -361,10 +361,17 @@ fn grow(want: u32, pool: &Pool, p: &AutoscaleSpec, why: Why, say: String) -> Dec
     } else {
         ""
     };
+    // The members it grows into may be the ones draining: they start again
+    // once stopped.
+    let after = if pool.draining > 0 {
+        " once the draining members have stopped"
+    } else {
+        ""
+    };
     Decision {
         target,
         why,
-        reason: format!("{say}: growing{step}"),
+        reason: format!("{say}: growing{after}{step}"),
     }
 }
 
