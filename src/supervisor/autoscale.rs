@@ -669,3 +669,63 @@ fn shown(m: &Memory, pool: &Pool, p: &AutoscaleSpec, active: bool, now: Millis) 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn stack() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stack.toml");
+        std::fs::write(
+            &p,
+            "[service.worker]\ncommand = \"true\"\nreplicas = 1\nmax_replicas = 4\n\
+             [service.worker.autoscale]\ndepth = { file = \"d\" }\nper_instance = 5\n",
+        )
+        .unwrap();
+        crate::config::load(&p).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_carries_the_memory_to_another_supervisor() {
+        let s = stack();
+        let mut m = Memory::default();
+        let now = now_millis();
+        m.observe(Ok(12), now, Duration::from_secs(300));
+        m.observe(
+            Err("file d: cannot read it".into()),
+            now + 1,
+            Duration::from_secs(300),
+        );
+        m.hold_manual(3, now, Duration::from_secs(600));
+        let a = Supervisor::new(s.clone(), None);
+        a.autoscale_restore(Snapshot {
+            v: SNAPSHOT_VERSION,
+            pools: [("worker".to_string(), m.clone())].into_iter().collect(),
+        });
+        let snap = a.autoscale_snapshot();
+        assert_eq!(snap.pools["worker"], m);
+
+        // Through its serialized form, as a successor would read it.
+        let text = serde_json::to_string(&snap).unwrap();
+        let b = Supervisor::new(s, None);
+        b.autoscale_restore(serde_json::from_str(&text).unwrap());
+        assert_eq!(b.autoscale_snapshot(), snap);
+        let doc = b.status(&[]).unwrap();
+        let w = &doc.autoscale["worker"];
+        assert_eq!((w.depth, w.desired, w.size), (Some(12), Some(3), 1));
+        assert_eq!(w.source_errors.in_a_row, 1);
+        assert_eq!(w.paused.as_ref().map(|p| p.size), Some(3));
+        assert!(!w.active, "nothing started yet");
+
+        // Another version is not guessed at.
+        let c = Supervisor::new(stack(), None);
+        c.autoscale_restore(Snapshot {
+            v: SNAPSHOT_VERSION + 1,
+            ..snap
+        });
+        assert!(c.autoscale_snapshot().pools.is_empty());
+    }
+}
