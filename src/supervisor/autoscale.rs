@@ -15,13 +15,17 @@
 //! 2. look at the pool in the registry: its size, the members above it
 //!    still draining, a member that crash-loops;
 //! 3. [`decide::decide`] (pure) on the memory, the pool and the policy;
-//! 4. apply it through the scale path (`pool.rs`): growth is awaited (the
-//!    new members are ready, or failed, before the next tick); a shrink sets
-//!    the size at once and drains the highest members in a task of its own,
-//!    so that the next ticks see them draining (no capacity, never stopped
-//!    twice);
-//! 5. record it; a decision that changes the size, or whose kind differs
-//!    from the last one, is one line in `stackctl.log` with the depth.
+//!    record it (`status` shows it at once); a decision that changes the
+//!    size, or whose kind differs from the last one, or a new kind of
+//!    source failure, is one line in `stackctl.log` with the depth;
+//! 4. apply it through the scale path (`pool.rs`): a shrink sets the size
+//!    at once and drains the highest members in a task of its own, so that
+//!    the next ticks see them draining (no capacity, never stopped twice);
+//!    growth is awaited (the new members are ready, or failed, before the
+//!    next tick), and first waits for the shrinks still under way: members
+//!    are numbered, so the member it grows into may be one that drains,
+//!    and the new one must neither run next to its predecessor nor be
+//!    swept by that shrink.
 //!
 //! The policy is read from the stack each tick, so `reload` changes it
 //! without touching a member. The memory ([`Memory`]: history, errors, the
@@ -260,16 +264,16 @@ impl Supervisor {
             progress(tx, name, Step::Info, what);
             tracing::info!(process = %name, "reload: {what}");
         }
-        let known: Vec<String> = self.autoscale.lock().keys().cloned().collect();
-        for name in known {
-            if new
-                .process(&name)
-                .and_then(|p| p.autoscale.as_ref())
-                .is_none()
-            {
-                self.autoscale.stop(&name);
+        // A pool no longer autoscaled (or gone) loses its task and memory.
+        self.autoscale.lock().retain(|name, s| {
+            let keep = new.process(name).is_some_and(|p| p.autoscale.is_some());
+            if !keep {
+                if let Some(t) = s.task.take() {
+                    t.abort();
+                }
             }
-        }
+            keep
+        });
         let running: Vec<String> = new
             .processes
             .iter()

@@ -32,8 +32,8 @@
 //! adopted.
 //!
 //! Owns: the units, the pool sizes, the autoscalers, and what each
-//! operation does. Must not
-//! touch: the wire (`control`), the terminal (`output`), the lock file.
+//! operation does. Must not touch: the wire (`control`), the terminal
+//! (`output`), the lock file.
 
 pub mod autoscale;
 pub mod fsm;
