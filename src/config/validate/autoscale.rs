@@ -27,6 +27,9 @@ pub(super) struct Pool<'a> {
     pub(super) max_replicas: Option<(u32, Range<usize>)>,
 }
 
+/// Readings no closer together than this.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The most readings a scale-in window may hold (window / interval).
 const MAX_READINGS: u128 = 10_000;
 
@@ -60,6 +63,16 @@ impl Ctx<'_> {
             &format!("{key}.interval"),
             Duration::from_secs(15),
         );
+        if let Some(v) = raw
+            .interval
+            .as_ref()
+            .filter(|_| !interval.is_zero() && interval < MIN_INTERVAL)
+        {
+            self.push(
+                Diagnostic::at(v.span(), format!("`{key}.interval` must be at least 100ms"))
+                    .hint("each reading may run a command: e.g. \"1s\", \"15s\""),
+            );
+        }
         let depth = self.depth(raw.depth.as_ref(), &path, interval, env);
         let per_instance = match &raw.per_instance {
             Some(v) => self.count(v, &format!("{key}.per_instance"), 1),
