@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::status::{Progress, State, StatusDoc, Step};
+use crate::status::{AutoscaleStatus, Progress, State, StatusDoc, Step};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -182,14 +182,96 @@ pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Res
         }
         writeln!(w, "{}", text.trim_end())?;
     }
+    for (name, a) in &doc.autoscale {
+        autoscale_lines(w, name, a, style)?;
+    }
+    Ok(())
+}
+
+/// An autoscaled pool under the table: its size and what it wants, the
+/// last decision, and what holds it (a failing source, a manual size).
+fn autoscale_lines(
+    w: &mut dyn Write,
+    name: &str,
+    a: &AutoscaleStatus,
+    style: Style,
+) -> io::Result<()> {
+    let ago = |s: Option<f64>| s.map(|s| format!("{} ago", short_duration(s)));
+    let wanted = match (a.desired, a.depth, ago(a.depth_age_s)) {
+        (Some(d), Some(depth), Some(when)) => format!("{d} wanted (depth {depth}, read {when})"),
+        _ => "no depth read yet".to_string(),
+    };
+    writeln!(
+        w,
+        "autoscale {}: {} of {}..{}, {wanted}; {} per member",
+        style.bold(name),
+        a.size,
+        a.min,
+        a.max,
+        a.per_instance
+    )?;
+    if !a.active {
+        writeln!(
+            w,
+            "  {}",
+            style.dim("not running (the pool is not started)")
+        )?;
+    }
+    if let Some(d) = &a.decision {
+        let what = if d.target == d.from {
+            format!("hold at {}", d.target)
+        } else {
+            format!("{} → {}", d.from, d.target)
+        };
+        writeln!(
+            w,
+            "  last decision {}: {what}: {}",
+            ago(Some(d.age_s)).unwrap_or_default(),
+            d.reason
+        )?;
+        if let Some(e) = &d.error {
+            writeln!(w, "  {}", style.red(&format!("that failed: {e}")))?;
+        }
+    }
+    if a.draining > 0 {
+        writeln!(w, "  {} draining", a.draining)?;
+    }
+    let e = &a.source_errors;
+    if e.total > 0 {
+        let last = e.last.as_deref().unwrap_or("");
+        let line = format!(
+            "depth source: {} failed in a row, {} in all; last: {last}",
+            e.in_a_row, e.total
+        );
+        if e.in_a_row > 0 {
+            writeln!(w, "  {}", style.yellow(&line))?;
+        } else {
+            writeln!(w, "  {}", style.dim(&line))?;
+        }
+    }
+    if let Some(p) = &a.paused {
+        writeln!(
+            w,
+            "  {}",
+            style.yellow(&format!(
+                "held at {} by `stackctl scale` for {} more (`stackctl scale {name} auto` resumes now)",
+                p.size,
+                short_duration(p.remaining_s)
+            ))
+        )?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use crate::config::Kind;
-    use crate::status::{ProcessStatus, SupervisorInfo};
+    use crate::status::{
+        AutoscaleDecision, AutoscalePause, ProcessStatus, SourceErrors, SupervisorInfo,
+    };
 
     fn doc() -> StatusDoc {
         StatusDoc {
@@ -229,6 +311,7 @@ mod tests {
                     message: None,
                 },
             ],
+            autoscale: BTreeMap::new(),
         }
     }
 
@@ -272,6 +355,67 @@ api      4242  running    yes    12s     0         45.1
 migrate  -     completed  yes    -       0         -
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn an_autoscaled_pool_says_what_it_read_and_decided() {
+        let mut d = doc();
+        d.autoscale.insert(
+            "worker".into(),
+            AutoscaleStatus {
+                active: true,
+                size: 3,
+                desired: Some(6),
+                min: 1,
+                max: 6,
+                per_instance: 5,
+                draining: 1,
+                depth: Some(30),
+                depth_read_at: Some("2026-05-20T14:00:00Z".into()),
+                depth_age_s: Some(1.2),
+                decision: Some(AutoscaleDecision {
+                    at: "2026-05-20T14:00:00Z".into(),
+                    age_s: 1.2,
+                    from: 2,
+                    target: 3,
+                    kind: "grow".into(),
+                    reason: "depth 30 needs 6 at 5 per instance: growing".into(),
+                    error: None,
+                }),
+                source_errors: SourceErrors {
+                    in_a_row: 0,
+                    total: 2,
+                    last: Some("exec `q` exited 1".into()),
+                    last_at: Some("2026-05-20T13:59:00Z".into()),
+                },
+                paused: Some(AutoscalePause {
+                    size: 3,
+                    until: "2026-05-20T14:10:00Z".into(),
+                    remaining_s: 600.0,
+                }),
+            },
+        );
+        let mut out = Vec::new();
+        status_table(&mut out, &d, Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let tail: Vec<&str> = text.lines().skip(4).collect();
+        assert_eq!(
+            tail,
+            [
+                "autoscale worker: 3 of 1..6, 6 wanted (depth 30, read 1s ago); 5 per member",
+                "  last decision 1s ago: 2 → 3: depth 30 needs 6 at 5 per instance: growing",
+                "  1 draining",
+                "  depth source: 0 failed in a row, 2 in all; last: exec `q` exited 1",
+                "  held at 3 by `stackctl scale` for 10m00s more (`stackctl scale worker auto` resumes now)",
+            ]
+        );
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["autoscale"]["worker"]["decision"]["kind"], "grow");
+        let back: StatusDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(back, d);
+        // No autoscaled pool: no key at all.
+        let v = serde_json::to_value(doc()).unwrap();
+        assert!(v.get("autoscale").is_none(), "{v}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! `plan`'s instance names. Must not touch: deciding states (that is
 //! `supervisor::fsm`), rendering (`output`), transport (`control`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,81 @@ pub struct StatusDoc {
     pub stack: String,
     pub supervisor: SupervisorInfo,
     pub processes: Vec<ProcessStatus>,
+    /// Autoscaled pools, by pool name; absent when there are none (and
+    /// without a supervisor).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub autoscale: BTreeMap<String, AutoscaleStatus>,
+}
+
+/// An autoscaled pool in `status --json`: its size and what its
+/// autoscaler last read and decided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoscaleStatus {
+    /// Whether its autoscaler runs (it does while the pool is started).
+    pub active: bool,
+    /// Members now (`NAME.1` … `NAME.size`).
+    pub size: u32,
+    /// The size the last depth wants, within `min..=max`.
+    pub desired: Option<u32>,
+    pub min: u32,
+    pub max: u32,
+    pub per_instance: u32,
+    /// Members above the size still being stopped (draining their job).
+    pub draining: u32,
+    /// The last depth read, when (RFC 3339) and how long ago.
+    pub depth: Option<u64>,
+    pub depth_read_at: Option<String>,
+    pub depth_age_s: Option<f64>,
+    /// The last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AutoscaleDecision>,
+    /// Failed readings of the depth source.
+    pub source_errors: SourceErrors,
+    /// A manual `stackctl scale` holding the size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<AutoscalePause>,
+}
+
+/// One decision of an autoscaler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoscaleDecision {
+    /// When (RFC 3339), and how long ago.
+    pub at: String,
+    pub age_s: f64,
+    /// The size before, and the size decided.
+    pub from: u32,
+    pub target: u32,
+    /// `grow`, `shrink`, `steady`, `window`, `draining`, `crash_loop`,
+    /// `source_failing`, `fallback`, `paused` or `no_reading`.
+    pub kind: String,
+    /// Why, naming the depth.
+    pub reason: String,
+    /// Why applying it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The failures of a depth source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SourceErrors {
+    /// Since the last good reading.
+    pub in_a_row: u32,
+    /// Since the autoscaler began.
+    pub total: u64,
+    /// Why the last one failed, and when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+}
+
+/// A manual size in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoscalePause {
+    pub size: u32,
+    /// When autoscaling resumes (RFC 3339), and in how long.
+    pub until: String,
+    pub remaining_s: f64,
 }
 
 /// The supervisor part of `status --json`.

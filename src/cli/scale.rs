@@ -15,6 +15,10 @@ use crate::error::{exit, Error, Result};
 /// new size lasts until the supervisor exits (the next `start` uses
 /// `replicas` again).
 ///
+/// A pool with an `autoscale` section sizes itself from its queue depth: a
+/// manual size holds for its `manual_hold` (10m by default), then
+/// autoscaling resumes; `auto` resumes it at once. `status` shows the hold.
+///
 /// Examples:
 ///
 /// $ stackctl scale worker 4
@@ -22,11 +26,14 @@ use crate::error::{exit, Error, Result};
 /// $ stackctl scale worker +1
 ///
 /// $ stackctl scale worker -1
+///
+/// $ stackctl scale worker auto
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// The pool (a service with `replicas`).
     pub name: String,
-    /// The new size N, or +K / -K relative to the current size.
+    /// The new size N, +K / -K relative to the current size, or `auto` (an
+    /// autoscaled pool: end a manual hold now).
     #[arg(allow_hyphen_values = true)]
     pub count: String,
     /// Scale even while the stack-owner lock is held by an export.

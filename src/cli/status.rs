@@ -18,6 +18,10 @@ use crate::output::{status_table, Style};
 /// process (start time and boot id). Exits 0 when every named process is
 /// running and ready and a supervisor runs, 3 otherwise.
 ///
+/// An autoscaled pool gets a few lines under the table: its size and the
+/// size its last depth wants, when that depth was read, the last decision
+/// and why, failures of its depth source and a manual hold.
+///
 /// States: pending, starting, running, backoff, stopping, stopped,
 /// completed, failed.
 ///

@@ -70,6 +70,45 @@ pub fn expand(
     Ok(out)
 }
 
+/// `text` (a message about something expanded from `templates`) with the
+/// value of every variable the templates name put back as `${NAME}`, so a
+/// token in a URL or a command never reaches a message or a log. `env` is
+/// the environment they were expanded from (the last entry of a name
+/// wins). Values shorter than 3 bytes are left alone: no secret, and
+/// replacing them would garble the text.
+pub fn redact_values(text: &str, templates: &[&str], env: &[(String, String)]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for t in templates {
+        let mut rest = *t;
+        while let Some(i) = rest.find("${") {
+            rest = &rest[i + 2..];
+            let len = rest
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(rest.len());
+            if len > 0 && !names.contains(&&rest[..len]) {
+                names.push(&rest[..len]);
+            }
+        }
+    }
+    let mut values: Vec<(&str, &str)> = names
+        .iter()
+        .filter_map(|n| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+        .filter(|(_, v)| v.len() >= 3)
+        .collect();
+    // Longest first, so a value that holds another is replaced whole.
+    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for (k, v) in values {
+        out = out.replace(v, &format!("${{{k}}}"));
+    }
+    out
+}
+
 /// Where `template` has a `$$` escape that is not needed: a run of exactly
 /// two `$` that is not before `{`. It expands to one `$`, just as a single
 /// `$` there would, so whoever wrote it most likely meant something else
@@ -461,6 +500,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn redacted_messages_name_variables_not_values() {
+        let env = vec![
+            ("TOKEN".to_string(), "hunter2-secret".to_string()),
+            ("PORT".to_string(), "80".to_string()),
+            ("UNUSED".to_string(), "hunter2".to_string()),
+        ];
+        let t = ["http://q:${PORT}/depth?t=${TOKEN}"];
+        assert_eq!(
+            redact_values("HTTP 500 from http://q:80/depth?t=hunter2-secret", &t, &env),
+            "HTTP 500 from http://q:80/depth?t=${TOKEN}"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let v: Vec<(String, String)> = pairs

@@ -252,6 +252,9 @@ pub struct ProcessSpec {
     /// Templates as written, never values: `stackctl export` writes these
     /// by reference instead of the merged, expanded `env`.
     pub env_layers: Vec<EnvLayer>,
+    /// Pools only: size the pool from a queue depth (`replicas` is then
+    /// the size it starts at).
+    pub autoscale: Option<AutoscaleSpec>,
 }
 
 /// One layer of a process's environment, as the stack file writes it.
@@ -291,6 +294,82 @@ impl ProcessSpec {
     pub fn is_pool(&self) -> bool {
         self.replicas.is_some()
     }
+}
+
+/// `[service.NAME.autoscale]`: how a pool sizes itself from a queue depth.
+/// Validation has proven `min <= replicas <= max <= max_replicas`, and a
+/// fallback size within `min..=max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleSpec {
+    /// Where the depth is read.
+    pub depth: DepthSpec,
+    /// Jobs one member handles: the pool wants ceil(depth / per_instance).
+    pub per_instance: u32,
+    /// Never fewer members than this (default 1).
+    pub min: u32,
+    /// Never more (default `max_replicas`).
+    pub max: u32,
+    /// Time between readings (default 15s).
+    pub interval: Duration,
+    /// Scale in only to the highest size wanted over this long (default 5m).
+    pub scale_in_window: Duration,
+    /// At most this much growth per decision (`None`: straight to the size wanted).
+    pub scale_out_step: Option<StepLimit>,
+    /// At most this many members stopped per decision (`None`: no limit).
+    pub scale_in_step: Option<u32>,
+    /// What a failing depth source does (default: hold the size).
+    pub on_error: OnError,
+    /// How long a manual `scale` holds the size before autoscaling resumes
+    /// (default 10m).
+    pub manual_hold: Duration,
+}
+
+/// `depth = { … }`: one source, its optional JSON field and its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthSpec {
+    pub source: DepthSource,
+    /// A dotted path into a JSON answer (`queue.waiting`, `items.0.n`).
+    pub field: Option<String>,
+    /// A reading is cut off after this long (default: the interval, at most 10s).
+    pub timeout: Duration,
+}
+
+/// Where a queue depth comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepthSource {
+    /// A command printing the number on stdout (in the pool's cwd and env).
+    Exec(CommandSpec),
+    /// A URL answering the number (2xx). Keeps its `${…}` templates.
+    Http(String),
+    /// A file holding the number (absolute).
+    File(PathBuf),
+}
+
+impl fmt::Display for DepthSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DepthSource::Exec(c) => write!(f, "exec `{c}`"),
+            DepthSource::Http(u) => write!(f, "http {u}"),
+            DepthSource::File(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+/// `scale_out_step`: members, or a percentage of the current size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepLimit {
+    Members(u32),
+    /// At least one member.
+    Percent(u32),
+}
+
+/// `on_error`: what the pool does while its depth source fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Keep the size it has (the default).
+    Hold,
+    /// After `after` failed readings in a row, go to `size`.
+    Fallback { size: u32, after: u32 },
 }
 
 /// `prereqs = [{ tcp = … }, …]` entries of the keeper.

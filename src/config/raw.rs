@@ -6,7 +6,7 @@
 //! into the model. Unknown keys are not rejected here: `mod.rs` collects all
 //! of them through `serde_ignored`. No `#[serde(untagged)]`: "string or
 //! array" and "string or table" are small visitors, so type errors stay
-//! precise. Tables (`ready`, `health`, `[keeper]`, prereqs) are not
+//! precise. Tables (`ready`, `health`, `autoscale`, `[keeper]`, prereqs) are not
 //! `Spanned`: a table written with dotted keys or a `[header]` has no span
 //! for serde, so `validate` locates their keys through `toml_edit`.
 //! Must not touch: the model, the environment, the file system.
@@ -83,6 +83,7 @@ pub(crate) struct RawProcess {
     pub(crate) replicas: Option<Spanned<i64>>,
     pub(crate) max_replicas: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) autoscale: Option<RawAutoscale>,
 }
 
 /// Every key a process table may hold, for "did you mean".
@@ -104,7 +105,28 @@ pub(crate) const PROCESS_KEYS: &[&str] = &[
     "replicas",
     "max_replicas",
     "timeout",
+    "autoscale",
 ];
+
+/// `[service.NAME.autoscale]` keys.
+pub(crate) const AUTOSCALE_KEYS: &[&str] = &[
+    "depth",
+    "per_instance",
+    "min",
+    "max",
+    "interval",
+    "scale_in_window",
+    "scale_out_step",
+    "scale_in_step",
+    "on_error",
+    "manual_hold",
+];
+
+/// `autoscale.depth` keys.
+pub(crate) const DEPTH_KEYS: &[&str] = &["exec", "http", "file", "field", "timeout"];
+
+/// `autoscale.on_error = { … }` keys.
+pub(crate) const ON_ERROR_KEYS: &[&str] = &["fallback", "after"];
 
 /// Top-level keys.
 pub(crate) const TOP_KEYS: &[&str] = &["stack", "env", "task", "service", "keeper", "export"];
@@ -247,6 +269,69 @@ pub(crate) struct RawKeeper {
     pub(crate) restart: Option<Vec<Spanned<String>>>,
     pub(crate) step_timeout: Option<Spanned<String>>,
     pub(crate) deploy_timeout: Option<Spanned<String>>,
+}
+
+/// `[service.NAME.autoscale]`: what `validate` turns into an
+/// `AutoscaleSpec`. A table, so not `Spanned` (see the module doc).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAutoscale {
+    pub(crate) depth: Option<RawDepth>,
+    pub(crate) per_instance: Option<Spanned<i64>>,
+    pub(crate) min: Option<Spanned<i64>>,
+    pub(crate) max: Option<Spanned<i64>>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) scale_in_window: Option<Spanned<String>>,
+    /// A number of members (`2`) or a percentage of the size (`"100%"`).
+    pub(crate) scale_out_step: Option<Spanned<toml::Value>>,
+    pub(crate) scale_in_step: Option<Spanned<i64>>,
+    pub(crate) on_error: Option<RawOnError>,
+    pub(crate) manual_hold: Option<Spanned<String>>,
+}
+
+/// `depth = { exec = … }`: a flat struct; "exactly one source" is checked
+/// by `validate`, as for probes.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawDepth {
+    pub(crate) exec: Option<Spanned<RawCommand>>,
+    pub(crate) http: Option<Spanned<String>>,
+    pub(crate) file: Option<Spanned<String>>,
+    pub(crate) field: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+}
+
+/// `on_error = "hold"` or `on_error = { fallback = 2, after = 3 }`. Not
+/// `Spanned` (it may be a table): `validate` points at its key.
+#[derive(Debug)]
+pub(crate) enum RawOnError {
+    Word(String),
+    Fallback(RawFallback),
+}
+
+/// The table form of `on_error`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFallback {
+    pub(crate) fallback: Option<Spanned<i64>>,
+    pub(crate) after: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawOnError {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOnError;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"hold\", or a table { fallback = N, after = K }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawOnError, E> {
+                Ok(RawOnError::Word(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOnError, A::Error> {
+                RawFallback::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawOnError::Fallback)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `command = "…"` (shell) or `command = ["argv", …]`.

@@ -25,6 +25,8 @@ use super::graph;
 use super::model::*;
 use super::raw::*;
 
+mod autoscale;
+
 /// The three variables only known per instance at spawn time.
 pub(crate) const SPAWN_VARS: [&str; 3] =
     ["STACKCTL_STACK", "STACKCTL_PROCESS", "STACKCTL_INSTANCE"];
@@ -1164,6 +1166,28 @@ impl Ctx<'_> {
                 );
             }
         }
+        let autoscale = match (&rp.autoscale, kind) {
+            (None, _) => None,
+            (Some(_), Kind::Task) => {
+                let at = (self.input.key_span)(&["task", &name, "autoscale"]).unwrap_or(0..0);
+                self.push(
+                    Diagnostic::at(at, format!("task `{name}` cannot have `autoscale`"))
+                        .hint("only a [service] pool can size itself"),
+                );
+                None
+            }
+            // `replicas` itself is wrong: that diagnostic says enough.
+            (Some(_), Kind::Service) if rp.replicas.is_some() && replicas.is_none() => None,
+            (Some(a), Kind::Service) => {
+                let span = |v: &Option<Spanned<i64>>| v.as_ref().map_or(0..0, Spanned::span);
+                let pool = autoscale::Pool {
+                    name: &name,
+                    replicas: replicas.map(|r| (r, span(&rp.replicas))),
+                    max_replicas: max_replicas.map(|m| (m, span(&rp.max_replicas))),
+                };
+                self.autoscale(a, &pool, &env)
+            }
+        };
         let timeout = match (&rp.timeout, kind) {
             (Some(t), Kind::Task) => self.duration(t, &at("timeout")),
             (Some(t), Kind::Service) => {
@@ -1199,6 +1223,7 @@ impl Ctx<'_> {
             max_replicas,
             timeout,
             env_layers,
+            autoscale,
         }
     }
 

@@ -432,6 +432,7 @@ mod tests {
             timeout: None,
             env_layers: sources,
             env_sources: Default::default(),
+            autoscale: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! ureq is blocking, so each request runs on tokio's blocking pool with its
 //! own overall deadline (connect, TLS, request and status line); the caller
-//! bounds the whole check again. The body is never read.
+//! bounds the whole check again. A check never reads the body; [`text`]
+//! (a reading, such as an autoscaled pool's queue depth) reads at most
+//! [`TEXT_LIMIT`] of it.
 
 use std::io;
 use std::sync::OnceLock;
@@ -34,6 +36,41 @@ pub(super) async fn check(url: &str, timeout: Duration) -> Result<(), ProbeFailu
             "http probe of {url} failed: {e}"
         ))),
     }
+}
+
+/// The most of a body [`text`] reads.
+pub(super) const TEXT_LIMIT: u64 = 64 * 1024;
+
+/// GETs `url` and returns its body (2xx only, at most [`TEXT_LIMIT`]).
+pub(super) async fn text(url: &str, timeout: Duration) -> Result<String, ProbeFailure> {
+    let owned = url.to_string();
+    let job = tokio::task::spawn_blocking(move || get_text(&owned, timeout));
+    match job.await {
+        Ok(r) => r,
+        Err(e) => Err(ProbeFailure::new(format!("GET {url} failed: {e}"))),
+    }
+}
+
+fn get_text(url: &str, timeout: Duration) -> Result<String, ProbeFailure> {
+    use std::io::Read;
+    let resp = match agent().get(url).timeout(timeout).call() {
+        Ok(resp) if (200..300).contains(&resp.status()) => resp,
+        Ok(resp) => return Err(status_failure(resp.status(), url)),
+        Err(ureq::Error::Status(code, _)) => return Err(status_failure(code, url)),
+        Err(ureq::Error::Transport(t)) => return Err(transport_failure(&t, url, timeout)),
+    };
+    let mut body = String::new();
+    resp.into_reader()
+        .take(TEXT_LIMIT)
+        .read_to_string(&mut body)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(timeout),
+            io::ErrorKind::InvalidData => {
+                ProbeFailure::new(format!("the answer of {url} is not UTF-8 text"))
+            }
+            _ => ProbeFailure::new(format!("reading the answer of {url}: {e}")),
+        })?;
+    Ok(body)
 }
 
 fn get(url: &str, timeout: Duration) -> Result<(), ProbeFailure> {

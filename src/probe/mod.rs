@@ -1,10 +1,10 @@
 //! Probes: how to tell that a process is ready (gate) or alive (health).
 //!
 //! Owns: the polled checks (`http`, `tcp`, `exec`), the readiness loop over
-//! them ([`wait_ready`]) and the
-//! `NOTIFY_SOCKET` listener ([`NotifySocket`]); every failure carries a
-//! reason a person can read ([`ProbeFailure`]), so `start` can say *why* a
-//! gate failed.
+//! them ([`wait_ready`]), the `NOTIFY_SOCKET` listener ([`NotifySocket`]),
+//! and reading a short text answer over http ([`fetch_text`], an
+//! autoscaled pool's queue depth); every failure carries a reason a person
+//! can read ([`ProbeFailure`]), so `start` can say *why* a gate failed.
 //! Must not touch: signalling, restarting or reaping processes; the status
 //! table. A probe only observes; the supervisor decides what a failure means.
 //!
@@ -140,6 +140,19 @@ pub async fn check(
     // Each kind bounds itself; this is the backstop that makes the bound a
     // promise (a slow DNS lookup, a blocking thread pool that is busy).
     match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+/// GETs `url` (already [`expand`]ed) and returns its body: a 2xx answer,
+/// at most 64 KiB of UTF-8, within `timeout` in all. Redirects are not
+/// followed.
+///
+/// # Errors
+/// Why there is no body: the connection, the status, the deadline.
+pub async fn fetch_text(url: &str, timeout: Duration) -> Result<String, ProbeFailure> {
+    match tokio::time::timeout(timeout, http::text(url, timeout)).await {
         Ok(r) => r,
         Err(_) => Err(timed_out(timeout)),
     }

@@ -18,6 +18,8 @@
 //!   name are swept (`spawn::terminate`, the one stop sequence).
 //! - restart, scale ([`pool`]), reload ([`reload`] decides, `reload` here
 //!   applies) and shutdown are made of those two.
+//! - an autoscaled pool has an [`autoscale`] task while it is started,
+//!   which resizes it through the scale path.
 //!
 //! The supervisor does not know the control socket: `control::server`
 //! calls these methods, and progress leaves through a [`ProgressTx`].
@@ -29,9 +31,11 @@
 //! output pipes died with the old supervisor, which is why they are not
 //! adopted.
 //!
-//! Owns: the units, the pool sizes, and what each operation does. Must not
-//! touch: the wire (`control`), the terminal (`output`), the lock file.
+//! Owns: the units, the pool sizes, the autoscalers, and what each
+//! operation does. Must not touch: the wire (`control`), the terminal
+//! (`output`), the lock file.
 
+pub mod autoscale;
 pub mod fsm;
 pub mod offline;
 mod order;
@@ -42,7 +46,7 @@ mod reload;
 pub mod unit;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tokio::sync::{mpsc, watch};
 
@@ -89,6 +93,9 @@ pub struct Supervisor {
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
     pid: i32,
+    // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
+    me: Weak<Supervisor>,
+    autoscale: autoscale::Autoscalers,
 }
 
 /// Who answers `ping`.
@@ -117,7 +124,9 @@ impl Supervisor {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let (shutdown, _) = watch::channel(false);
-        Arc::new(Supervisor {
+        Arc::new_cyclic(|me| Supervisor {
+            me: me.clone(),
+            autoscale: autoscale::Autoscalers::default(),
             registry: Registry::new(&stack),
             stack: RwLock::new(Arc::new(stack)),
             ctx,
@@ -206,9 +215,15 @@ impl Supervisor {
         for (key, value) in &kept {
             if let (Some(pool), Ok(n)) = (key.strip_prefix("pool/"), value.parse::<u32>()) {
                 if stack.process(pool).is_some_and(|p| p.is_pool()) {
-                    self.registry.resize(pool, n);
+                    self.set_pool_size(pool, n);
                 }
             }
+        }
+        if let Some(snap) = kept
+            .get(record::AUTOSCALE_KEY)
+            .and_then(|t| serde_json::from_str::<autoscale::Snapshot>(t).ok())
+        {
+            self.autoscale_restore(snap);
         }
         let mut records: BTreeMap<String, record::UnitRecord> = BTreeMap::new();
         for (key, value) in &kept {
@@ -293,12 +308,22 @@ impl Supervisor {
             self.ctx.anchor.ack(pid);
         }
         let stack = self.stack();
+        let mut running_pools = Vec::new();
         for spec in stack.processes.iter().filter(|p| p.is_pool()) {
             let size = self.registry.instances(spec).len() as u32;
             if let Err(e) = self.shrink_to(&stack, &spec.name, size, tx).await {
                 tracing::error!(process = %spec.name, "could not finish its shrink: {e}");
             }
+            if !self
+                .registry
+                .matching(|h| h.inst.process == spec.name && h.now().state.has_process())
+                .is_empty()
+            {
+                running_pools.push(spec.name.clone());
+            }
         }
+        // Autoscaling goes on where it was, for the pools that run.
+        self.autoscale_start(&stack, &running_pools);
         if plan.to_start.is_empty() {
             return;
         }
@@ -381,10 +406,15 @@ impl Supervisor {
         // `--scale` sets the pool's size: members above it are stopped
         // (gracefully, as `scale` does), not left running outside the pool.
         for (name, n) in scale {
+            if let Some(spec) = stack.process(name) {
+                self.autoscale_hold(spec, *n, tx);
+            }
             self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
-        self.bring_up(&stack, &closure, &sel, rerun, tx).await
+        let up = self.bring_up(&stack, &closure, &sel, rerun, tx).await;
+        self.autoscale_after_start(&stack, &closure, up.is_ok());
+        up
     }
 
     fn tell_notices(&self, tx: &ProgressTx) {
@@ -402,6 +432,7 @@ impl Supervisor {
     pub async fn stop(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
+        self.autoscale_stop(&sel.processes);
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
         self.bring_down(&stack, handles, tx).await
     }
@@ -417,6 +448,7 @@ impl Supervisor {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         if names.is_empty() {
+            self.autoscale_stop(&sel.processes);
             self.bring_down(&stack, self.registry.all(), tx).await?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
@@ -493,6 +525,7 @@ impl Supervisor {
                 anchor: Some(self.ctx.anchor.anchor_pid()),
             },
             processes,
+            autoscale: self.autoscale_status(&stack, &sel),
         })
     }
 
@@ -521,10 +554,13 @@ impl Supervisor {
         let changes = reload::Changes::between(&old, &new);
         if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
-            // fingerprint (`max_replicas`) may have changed: keep the new file.
+            // fingerprint (`max_replicas`, `autoscale`) may have changed:
+            // keep the new file.
             self.set_stack(new);
-            progress(tx, "stack", Step::Info, "no change");
-            tracing::info!("reload: no change");
+            if !self.autoscale_reloaded(&self.stack(), &changes.retuned, tx) {
+                progress(tx, "stack", Step::Info, "no change");
+                tracing::info!("reload: no change");
+            }
             return Ok(());
         }
         // Stop what was removed or changed, remembering what was active.
@@ -543,10 +579,17 @@ impl Supervisor {
             })
             .cloned()
             .collect();
+        let dropped: Vec<String> = changes
+            .removed
+            .iter()
+            .chain(&changes.changed)
+            .cloned()
+            .collect();
+        self.autoscale_stop(&dropped);
         let down = self.bring_down(&old, doomed, tx).await;
-        for name in changes.removed.iter().chain(&changes.changed) {
+        for name in &dropped {
             self.registry
-                .reset(name, new.process(name).and_then(|p| p.replicas));
+                .reset(name, self.autoscale_size_after_reload(&new, name));
         }
         for name in &changes.added {
             if let Some(n) = new.process(name).and_then(|p| p.replicas) {
@@ -554,6 +597,7 @@ impl Supervisor {
             }
         }
         self.set_stack(new);
+        self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
         for r in &changes.removed {
             progress(tx, r, Step::Info, "removed from the stack file");
         }
@@ -586,6 +630,7 @@ impl Supervisor {
         self.ctx
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.autoscale_stop_all();
         let mut r = self.stop(&[], tx).await;
         // A start that was already under way when the stop began may have
         // brought a unit back up; stop again until none is active, so that

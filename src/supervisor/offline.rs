@@ -108,6 +108,7 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
                 .map(|r| r.pid),
         },
         processes,
+        autoscale: std::collections::BTreeMap::new(),
     })
 }
 

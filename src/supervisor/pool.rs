@@ -1,11 +1,14 @@
 //! Resizing pools: `scale` and `start --scale`.
 //!
-//! Owns: reading a size request (`N`, `+K`, `-K`), its bounds, growing (new
-//! members started with their dependencies) and shrinking (the highest
-//! members stopped gracefully, then forgotten). Must not touch: the size
-//! itself (the registry's).
+//! Owns: reading a size request (`N`, `+K`, `-K`, and `auto` for an
+//! autoscaled pool), its bounds, growing (new members started with their
+//! dependencies) and shrinking (the highest members stopped gracefully,
+//! then forgotten). The autoscaler resizes through the same two paths. A
+//! manual size for an autoscaled pool is a temporary override (see
+//! `autoscale`). Must not touch: the size itself (the registry's).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::{ProgressTx, Supervisor};
 use crate::config::{Kind, ProcessSpec, Stack};
@@ -16,32 +19,58 @@ use crate::plan::{self, Selection};
 pub(super) const MAX_POOL: u32 = 1000;
 
 impl Supervisor {
-    /// Resizes pool `name` to `count` (`N`, `+K`, `-K`).
+    /// Resizes pool `name` to `count` (`N`, `+K`, `-K`). An autoscaled
+    /// pool holds that size for its `manual_hold`, then autoscales again;
+    /// `auto` resumes autoscaling at once.
     ///
     /// # Errors
-    /// Unknown name, a task or not a pool, a size out of bounds (2); a new
-    /// member that failed to start, a member that could not be stopped (1).
+    /// Unknown name, a task or not a pool, a size out of bounds, `auto` for
+    /// a pool that is not autoscaled (2); a new member that failed to
+    /// start, a member that could not be stopped (1).
     pub async fn scale(&self, name: &str, count: &str, tx: &ProgressTx) -> Result<u32, Error> {
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let spec = self.pool_named(&stack, name)?;
         let current = self.registry.instances(spec).len() as u32;
+        if count.trim() == "auto" {
+            self.autoscale_resume(spec, tx)?;
+            return Ok(current);
+        }
         let target = parse_count(count, current)?;
         check_pool_size(spec, target)?;
-        self.set_pool_size(name, target);
+        // Held before it changes, so the autoscaler never undoes it.
+        self.autoscale_hold(spec, target, tx);
         if target > current {
-            let members: BTreeSet<u32> = (current + 1..=target).collect();
-            let sel = Selection {
-                processes: Vec::new(),
-                members: [(name.to_string(), members)].into_iter().collect(),
-            };
-            let closure = plan::closure(&stack, &[name.to_string()]);
-            self.bring_up(&stack, &closure, &sel, false, tx).await?;
+            self.grow(&stack, name, current, target, tx).await?;
         } else {
+            self.set_pool_size(name, target);
             self.shrink_to(&stack, name, target, tx).await?;
         }
         tracing::info!(process = %name, "scaled from {current} to {target}");
+        if target > 0 {
+            self.autoscale_start(&stack, &[name.to_string()]);
+        }
         Ok(target)
+    }
+
+    /// Grows pool `name` from `current` to `target` members: the new ones
+    /// start with their dependencies; running members are not touched.
+    pub(super) async fn grow(
+        &self,
+        stack: &Arc<Stack>,
+        name: &str,
+        current: u32,
+        target: u32,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        self.set_pool_size(name, target);
+        let members: BTreeSet<u32> = (current + 1..=target).collect();
+        let sel = Selection {
+            processes: Vec::new(),
+            members: [(name.to_string(), members)].into_iter().collect(),
+        };
+        let closure = plan::closure(stack, &[name.to_string()]);
+        self.bring_up(stack, &closure, &sel, false, tx).await
     }
 
     /// The pool called `name`, or why it is not one.

@@ -30,6 +30,9 @@ pub fn notify_key(instance: &str) -> String {
     format!("notify/{instance}")
 }
 
+/// The key of the autoscalers' decision state.
+pub const AUTOSCALE_KEY: &str = "autoscale";
+
 /// The key of the stack file text the supervisor last loaded.
 pub const STACK_FILE_KEY: &str = "stack/file";
 

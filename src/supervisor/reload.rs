@@ -2,8 +2,9 @@
 //! the stack file as it is now. Pure.
 //!
 //! Owns: deciding, per process, whether it was added, removed, redefined
-//! (restart) or only resized (scale). Must not touch: applying it (the
-//! supervisor's `reload`).
+//! (restart), only resized (scale) or only retuned (its `autoscale`
+//! policy: neither a restart nor a resize). Must not touch: applying it
+//! (the supervisor's `reload`).
 
 use crate::config::{ProcessSpec, Stack};
 
@@ -15,7 +16,12 @@ pub(super) struct Changes {
     /// Redefined: stopped and, if it was active, started again.
     pub changed: Vec<String>,
     /// Only `replicas` changed: a resize, not a restart. The new size.
+    /// Not for an autoscaled pool, whose size is its autoscaler's
+    /// (`replicas` is only the size it starts at).
     pub resized: Vec<(String, Option<u32>)>,
+    /// Its `autoscale` section changed (added, removed, edited), and
+    /// nothing that needs a restart: the autoscaler reads the new policy.
+    pub retuned: Vec<String>,
 }
 
 impl Changes {
@@ -23,11 +29,19 @@ impl Changes {
     pub(super) fn between(old: &Stack, new: &Stack) -> Changes {
         let mut c = Changes::default();
         for p in &old.processes {
-            match new.process(&p.name) {
-                None => c.removed.push(p.name.clone()),
-                Some(n) if fingerprint(n) != fingerprint(p) => c.changed.push(p.name.clone()),
-                Some(n) if n.replicas != p.replicas => c.resized.push((p.name.clone(), n.replicas)),
-                Some(_) => {}
+            let Some(n) = new.process(&p.name) else {
+                c.removed.push(p.name.clone());
+                continue;
+            };
+            if fingerprint(n) != fingerprint(p) {
+                c.changed.push(p.name.clone());
+                continue;
+            }
+            if n.autoscale != p.autoscale {
+                c.retuned.push(p.name.clone());
+            }
+            if n.replicas != p.replicas && n.autoscale.is_none() {
+                c.resized.push((p.name.clone(), n.replicas));
             }
         }
         c.added = new
@@ -39,7 +53,7 @@ impl Changes {
         c
     }
 
-    /// Nothing to start, stop or resize.
+    /// Nothing to start, stop or resize (a retuned policy is none of these).
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
@@ -55,12 +69,14 @@ impl Changes {
 
 /// What makes two versions of a process the same, for `reload`: every
 /// setting but the pool size (a changed `replicas` is a resize, not a
-/// restart) and `max_replicas` (a bound for `scale`, read when scaling).
-/// Compared, never printed: it holds env values.
+/// restart), `max_replicas` (a bound for `scale`, read when scaling) and
+/// `autoscale` (a policy its autoscaler reads each tick). Compared, never
+/// printed: it holds env values.
 fn fingerprint(p: &ProcessSpec) -> String {
     let mut q = p.clone();
     q.replicas = q.replicas.map(|_| 0);
     q.max_replicas = None;
+    q.autoscale = None;
     format!("{q:?}|{:?}", p.env.0)
 }
 
@@ -121,6 +137,32 @@ max_replicas = 4
     fn max_replicas_alone_is_no_restart() {
         let c = diff(BASE, &BASE.replace("max_replicas = 4", "max_replicas = 8"));
         assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn an_autoscale_change_is_neither_a_restart_nor_a_resize() {
+        let auto = |per: u32, replicas: u32| {
+            BASE.replace("replicas = 2", &format!("replicas = {replicas}"))
+                + &format!("[service.worker.autoscale]\ndepth = {{ file = \"d\" }}\nper_instance = {per}\n")
+        };
+        // Edited, and `replicas` with it: only retuned.
+        let c = diff(&auto(5, 2), &auto(3, 3));
+        assert_eq!(c.retuned, ["worker"]);
+        assert!(c.is_empty(), "{c:?}");
+        // Added and removed.
+        assert_eq!(diff(BASE, &auto(5, 2)).retuned, ["worker"]);
+        let c = diff(&auto(5, 2), &BASE.replace("replicas = 2", "replicas = 3"));
+        assert_eq!(c.retuned, ["worker"]);
+        assert_eq!(c.resized, [("worker".to_string(), Some(3))]);
+        // Untouched.
+        assert!(diff(&auto(5, 2), &auto(5, 2)).retuned.is_empty());
+        // With a redefinition, a restart (which reads the new policy).
+        let c = diff(
+            &auto(5, 2),
+            &auto(3, 2).replace("sleep 100\"\nreplicas", "sleep 101\"\nreplicas"),
+        );
+        assert_eq!(c.changed, ["worker"]);
+        assert!(c.retuned.is_empty());
     }
 
     #[test]

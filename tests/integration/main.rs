@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod autoscale;
 mod check;
 mod core;
 mod docs;
