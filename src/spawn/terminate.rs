@@ -41,6 +41,10 @@ pub struct Target<'a> {
     pub group: Option<i32>,
     /// Marked processes to stop with it, wherever their group.
     pub strays: Option<Mark<'a>>,
+    /// Groups whose members are never strays (the live incarnations of the
+    /// same names: a sweep must not take the new process for a leftover of
+    /// the old).
+    pub spare: &'a [i32],
 }
 
 /// How to stop it.
@@ -94,7 +98,9 @@ pub async fn terminate(
 ) -> StopReport {
     let group = target.group.filter(|g| *g > 1);
     let mut report = StopReport::default();
-    let mut strays: Vec<(String, i32)> = target.strays.map_or_else(Vec::new, |m| find(m, group));
+    let mut strays: Vec<(String, i32)> = target
+        .strays
+        .map_or_else(Vec::new, |m| find(m, group, target.spare));
     let deadline = Instant::now() + how.grace;
 
     send(group, &strays, how.signal);
@@ -117,7 +123,7 @@ pub async fn terminate(
     }
     // Forked during the stop: they had their grace with the rest.
     if let Some(m) = target.strays {
-        let late: Vec<(String, i32)> = find(m, group)
+        let late: Vec<(String, i32)> = find(m, group, target.spare)
             .into_iter()
             .filter(|s| !strays.contains(s))
             .collect();
@@ -137,12 +143,14 @@ pub async fn terminate(
     report
 }
 
-/// The marked processes outside `group`.
-fn find(mark: Mark<'_>, group: Option<i32>) -> Vec<(String, i32)> {
+/// The marked processes outside `group` and outside the `spare` groups.
+fn find(mark: Mark<'_>, group: Option<i32>, spare: &[i32]) -> Vec<(String, i32)> {
     strays::marked(mark)
         .into_iter()
         .filter(|(pid, _)| {
-            group.is_none_or(|g| super::identity::proc_stat(*pid).map_or(true, |st| st.pgid != g))
+            super::identity::proc_stat(*pid).map_or(true, |st| {
+                group != Some(st.pgid) && !spare.contains(&st.pgid)
+            })
         })
         .map(|(pid, name)| (name, pid))
         .collect()
@@ -241,6 +249,7 @@ mod tests {
             Target {
                 group: Some(pid),
                 strays: None,
+                spare: &[],
             },
             how,
             async {
@@ -268,6 +277,7 @@ mod tests {
             Target {
                 group: Some(pid),
                 strays: None,
+                spare: &[],
             },
             How {
                 signal: Signal::SIGTERM,
@@ -312,6 +322,7 @@ mod tests {
             Target {
                 group: Some(pid),
                 strays: Some(mark),
+                spare: &[],
             },
             How {
                 signal: Signal::SIGTERM,

@@ -295,6 +295,7 @@ impl Supervisor {
             let target = crate::spawn::Target {
                 group: Some(pid),
                 strays: None,
+                spare: &[],
             };
             let how = crate::spawn::How {
                 signal: nix::sys::signal::Signal::SIGTERM,

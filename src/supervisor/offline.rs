@@ -191,6 +191,7 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
                         stack_id: &id,
                         instances: Some(&names),
                     }),
+                    spare: &[],
                 };
                 let r = crate::spawn::terminate(target, how, std::future::pending()).await;
                 let [name] = names;
@@ -204,16 +205,15 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
             }
         }
     }
-    if !keep.is_empty() {
-        return out;
-    }
-    // Whatever left its group but kept the stack's mark, under any name.
+    // Whatever left its group but kept the stack's mark, under any name,
+    // but the kept processes' own groups.
     let everything = Target {
         group: None,
         strays: Some(Mark {
             stack_id: &stack_id,
             instances: None,
         }),
+        spare: keep,
     };
     let how = How {
         signal: Signal::SIGTERM,

@@ -191,12 +191,21 @@ impl Supervisor {
     /// Processes that left their group but kept the mark of one of `names`
     /// (a task's daemon, a stray forked late).
     async fn sweep(&self, stack: &Stack, names: &[String]) -> StopReport {
+        // A unit of one of `names` may already run a new incarnation (a
+        // concurrent start or scale): its groups are not leftovers.
+        let live: Vec<i32> = self
+            .registry
+            .matching(|h| names.contains(&h.inst.name))
+            .iter()
+            .filter_map(|h| h.now().pid)
+            .collect();
         let target = Target {
             group: None,
             strays: Some(Mark {
                 stack_id: &self.ctx.stack_id,
                 instances: Some(names),
             }),
+            spare: &live,
         };
         let how = How {
             signal: nix::sys::signal::Signal::SIGTERM,

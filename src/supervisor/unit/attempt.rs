@@ -132,7 +132,7 @@ impl Unit {
                 tokio::select! {
                     exit = child.wait() => break exit,
                     () = &mut deadline => {
-                        let target = Target { group: Some(child.pid), strays: None };
+                        let target = Target { group: Some(child.pid), strays: None, spare: &[] };
                         let _ = spawn::terminate(target, How::KILL, async {
                             child.wait().await;
                         }).await;
@@ -153,6 +153,7 @@ impl Unit {
             let target = Target {
                 group: Some(child.pid),
                 strays: None,
+                spare: &[],
             };
             let _ = spawn::terminate(target, How::KILL, async {}).await;
             self.ctx.anchor.ack(child.pid);

@@ -37,6 +37,7 @@ impl Unit {
         let target = Target {
             group: Some(child.pid),
             strays,
+            spare: &[],
         };
         let report = spawn::terminate(target, How::KILL, async {}).await;
         self.log_stop_findings(&report);
@@ -69,6 +70,7 @@ impl Unit {
         let target = Target {
             group: Some(child.pid),
             strays: Some(self.mark()),
+            spare: &[],
         };
         let report = spawn::terminate(target, how, async {
             child.wait().await;
