@@ -295,14 +295,18 @@ impl NotifySocket {
     pub async fn recv(&self) -> io::Result<Vec<NotifyMsg>> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let (n, sender) = self
+            let (n, sender, passed) = self
                 .sock
                 .async_io(Interest::READABLE, || {
                     recv_with_sender(self.sock.as_raw_fd(), &mut buf)
                 })
                 .await?;
-            // Checked at once: the sender may exit at any moment.
+            // Checked at once, and before the passed fds are closed: closing
+            // a barrier's fd releases its sender (systemd-notify), which may
+            // exit and be reaped at once, and would then look like a
+            // stranger that has gone.
             let verdict = admit(self.session.load(Ordering::Relaxed), sender, proc_stat);
+            drop(passed);
             let msgs = NotifyMsg::parse(&buf[..n]);
             match verdict {
                 Ok(()) => return Ok(msgs),
@@ -366,10 +370,14 @@ impl Drop for NotifySocket {
     }
 }
 
-/// Reads one datagram into `buf` without blocking: its length, and the
-/// sender's pid as the kernel gave it. Closes any fds passed along with it
-/// (systemd-notify's barrier waits for exactly that).
-fn recv_with_sender(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)> {
+/// Reads one datagram into `buf` without blocking: its length, the
+/// sender's pid as the kernel gave it, and any fds passed along with it
+/// (the caller closes them once it has checked the sender: systemd-notify's
+/// barrier waits for exactly that close).
+fn recv_with_sender(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<i32>, Vec<std::os::fd::OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!(libc::ucred, [RawFd; 16]);
     let msg = recvmsg::<()>(
@@ -380,18 +388,24 @@ fn recv_with_sender(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i32>
     )?;
     let n = msg.bytes;
     let mut sender = None;
+    let mut passed = Vec::new();
     for c in msg.cmsgs()? {
         match c {
             ControlMessageOwned::ScmCredentials(cred) => sender = Some(cred.pid()),
             ControlMessageOwned::ScmRights(fds) => {
                 for f in fds {
-                    let _ = nix::unistd::close(f);
+                    // SAFETY: the kernel just installed `f` in this process
+                    // for this message; nothing else owns it.
+                    #[allow(unsafe_code)]
+                    passed.push(unsafe {
+                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(f)
+                    });
                 }
             }
             _ => {}
         }
     }
-    Ok((n, sender))
+    Ok((n, sender, passed))
 }
 
 fn bind_at(path: &Path) -> io::Result<UnixDatagram> {
