@@ -65,8 +65,11 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
     };
     let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: units mostly wait, and what blocks (an
+    // http probe, a /proc scan of a stop) is short or on the blocking pool.
+    // Fewer threads, fewer stacks and allocator arenas: the supervisor's
+    // memory is most of stackctl's (see bench/core.sh).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(32)
         .thread_stack_size(256 * 1024)
         .enable_all()

@@ -141,6 +141,9 @@ pub(super) struct House {
     relaunch_delay: Duration,
     /// Supervisors in a row that died young.
     young_deaths: u32,
+    /// The supervisor's connection ended without a word and it is our
+    /// child: its exit status decides when to relaunch.
+    awaiting_exit: bool,
     /// Launch no more supervisors; end once no process is left.
     retiring: bool,
     /// The binary the next launch runs (an upgrade changes it).
@@ -164,6 +167,7 @@ impl House {
             relaunch_at: None,
             relaunch_delay: Duration::ZERO,
             young_deaths: 0,
+            awaiting_exit: false,
             retiring: false,
             exe,
             reexec: None,
@@ -481,22 +485,40 @@ impl House {
                 self.retiring = true;
             }
             None if self.retiring => {}
-            None => {
-                let young = self
-                    .launched
-                    .is_some_and(|(_, t)| t.elapsed() < STABLE_AFTER);
-                self.young_deaths = if young { self.young_deaths + 1 } else { 0 };
-                self.relaunch_delay = relaunch_delay(self.young_deaths);
-                note(
-                    "WARN",
-                    &format!(
-                        "the supervisor went away without a word; relaunching it in {}",
-                        humantime::format_duration(self.relaunch_delay)
-                    ),
-                );
-                self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
+            // Our own child: how it ended (its exit status, next) decides.
+            None if self.launched.is_some() => {
+                self.awaiting_exit = true;
             }
+            None => self.schedule_relaunch(None),
         }
+    }
+
+    /// A supervisor went away without a word: relaunch one, at once unless
+    /// they keep crashing young (`exit` is how our child ended, when it was
+    /// ours). One killed with SIGKILL (an operator, the OOM killer) is not
+    /// crashing: it is relaunched at once every time.
+    fn schedule_relaunch(&mut self, exit: Option<ExitRec>) {
+        let killed = exit == Some(ExitRec::Signal(Signal::SIGKILL as i32));
+        let young = self
+            .launched
+            .is_some_and(|(_, t)| t.elapsed() < STABLE_AFTER);
+        self.young_deaths = if young && !killed {
+            self.young_deaths + 1
+        } else {
+            0
+        };
+        self.relaunch_delay = relaunch_delay(self.young_deaths);
+        let how = exit.map_or_else(String::new, |e| {
+            format!(" ({})", crate::spawn::Exit::from(e))
+        });
+        note(
+            "WARN",
+            &format!(
+                "the supervisor went away without a word{how}; relaunching it in {}",
+                humantime::format_duration(self.relaunch_delay)
+            ),
+        );
+        self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
     }
 
     /// Drops dead connections (indices shift: `supervisor` follows).
@@ -912,14 +934,17 @@ impl House {
 
     fn exited(&mut self, pid: i32, exit: ExitRec) {
         if self.launched.is_some_and(|(p, _)| p == pid) {
-            self.launched = None;
-            // Exited before it ever connected (a broken stack file, a bad
-            // binary): try again later, unless told not to.
-            if self.supervisor.is_none() && self.relaunch_at.is_none() && !self.retiring {
+            if self.awaiting_exit {
+                self.awaiting_exit = false;
+                self.schedule_relaunch(Some(exit));
+            } else if self.supervisor.is_none() && self.relaunch_at.is_none() && !self.retiring {
+                // Exited before it ever connected (a broken stack file, a
+                // bad binary): try again later.
                 self.relaunch_delay = (self.relaunch_delay * 2).clamp(RELAUNCH_MIN, RELAUNCH_MAX);
                 note("WARN", &format!("the supervisor {pid} exited ({}) before it connected; relaunching it in {}", crate::spawn::Exit::from(exit), humantime::format_duration(self.relaunch_delay)));
                 self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
             }
+            self.launched = None;
             return;
         }
         let Some(c) = self.children.get_mut(&pid) else {
@@ -1229,6 +1254,7 @@ impl House {
             relaunch_at: Some(Instant::now()),
             relaunch_delay: Duration::ZERO,
             young_deaths: snap.young_deaths,
+            awaiting_exit: false,
             retiring: false,
             exe: snap.exe,
             reexec: None,
