@@ -673,6 +673,15 @@ impl Keeper {
             self.stackctl_step(stack, &["start"], seen).await?;
             return Ok("started the stack".into());
         }
+        // The deploy rebuilt stackctl itself: the running supervisor hands
+        // over to the new binary first (no process restarts for that).
+        let upgraded = before
+            .supervisor
+            .pid
+            .is_some_and(|pid| binary_changed(pid, &self.exe));
+        if upgraded {
+            self.stackctl_step(stack, &["upgrade"], seen).await?;
+        }
         self.stackctl_step(stack, &["reload"], seen).await?;
         let plan = decide::restart_plan(stack, spec.restart.as_deref(), also);
         for names in [&plan.first, &plan.pools] {
@@ -683,7 +692,8 @@ impl Keeper {
             args.extend(names.iter().map(String::as_str));
             self.stackctl_step(stack, &args, seen).await?;
         }
-        Ok(format!("reloaded; {}", plan.describe()))
+        let up = if upgraded { "upgraded stackctl; " } else { "" };
+        Ok(format!("{up}reloaded; {}", plan.describe()))
     }
 
     /// `stackctl ARGS…` as a step of the restart; a failure names the
@@ -780,5 +790,24 @@ impl Keeper {
             ),
             seen.remote.clone(),
         ))
+    }
+}
+
+/// Whether the supervisor `pid` runs another binary than the file at `exe`
+/// now holds (the deploy rebuilt or replaced it): `/proc/<pid>/exe` is the
+/// file it was started from, even once deleted or replaced. The same file,
+/// or one with the same bytes, is no change.
+fn binary_changed(pid: i32, exe: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let running = format!("/proc/{pid}/exe");
+    match (std::fs::metadata(&running), std::fs::metadata(exe)) {
+        (Ok(r), Ok(d)) if (r.dev(), r.ino()) == (d.dev(), d.ino()) => false,
+        (Ok(r), Ok(d)) if r.len() != d.len() => true,
+        (Ok(_), Ok(_)) => match (std::fs::read(&running), std::fs::read(exe)) {
+            (Ok(a), Ok(b)) => a != b,
+            _ => false,
+        },
+        // Not ours to read (another user) or no file: nothing to do.
+        _ => false,
     }
 }

@@ -103,7 +103,12 @@ impl Stack {
 
     /// A `stackctl` command in this stack's folder, with the marker set.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(&bin(), args)
+    }
+
+    /// [`Stack::cmd`] with another stackctl binary (a copy, for upgrades).
+    pub fn cmd_of(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(binary);
         c.args(args)
             .current_dir(self.dir.path())
             .env("SCTL_TEST_MARKER", &self.marker)

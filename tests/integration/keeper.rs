@@ -1119,3 +1119,64 @@ deploy_timeout = "soon"
         assert!(r.stderr.contains(want), "{want:?} not in\n{}", r.stderr);
     }
 }
+
+/// A stack whose deploy step rebuilds "stackctl" (the copy in logs/ that
+/// the stack and the keeper run): a byte appended is another binary that
+/// runs the same.
+fn rebuilding_stack(version: &str, keeper_extra: &str) -> String {
+    format!(
+        r#"
+[stack]
+name = "kt"
+stop_timeout = "2s"
+
+[service.app]
+command = "echo \"$(cat VERSION)\" >> logs/started.txt; echo up; exec sleep 300"
+ready = {{ log = "^up$", timeout = "20s" }}
+
+[service.infra]
+command = "exec sleep 300"
+
+[keeper]
+branch = "develop"
+restart = ["app"]
+{keeper_extra}
+deploy = ["cp logs/stackctl logs/stackctl.new && printf {version} >> logs/stackctl.new && mv logs/stackctl.new logs/stackctl"]
+"#
+    )
+}
+
+#[test]
+fn a_deploy_that_rebuilds_stackctl_upgrades_the_supervisor_and_restarts_no_infra() {
+    let mut f = Fixture::with(rebuilding_stack, r#"interval = "1s""#);
+    let copy = f.stack.path().join("logs/stackctl");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(crate::harness::bin(), &copy).unwrap();
+    let out = f.stack.cmd_of(&copy, &["start"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sup = f.stack.supervisor_pid().unwrap();
+    let infra = f.stack.pid_of("infra").unwrap();
+    let running = |pid: i32| std::fs::read(format!("/proc/{pid}/exe")).unwrap_or_default();
+    assert_eq!(running(sup), std::fs::read(&copy).unwrap());
+    let keeper = f
+        .stack
+        .cmd_of(&copy, &["keep"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    f.keeper = Some(keeper);
+    f.wait_tick("nothing to do", 30);
+    f.push_v2();
+    let line = f.wait_tick("deployed in", 90);
+    assert!(line.contains("upgraded stackctl"), "{line}");
+    let new_sup = f.stack.supervisor_pid().unwrap();
+    assert_ne!(new_sup, sup, "the supervisor was not replaced");
+    assert_eq!(
+        running(new_sup),
+        std::fs::read(&copy).unwrap(),
+        "the new supervisor does not run the rebuilt binary"
+    );
+    assert_eq!(f.stack.pid_of("infra"), Some(infra), "infra was restarted");
+    assert_eq!(f.started(), ["v1", "v2"]);
+}
