@@ -92,6 +92,8 @@ pub struct Supervisor {
     reloading: tokio::sync::Mutex<()>,
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
+    /// Starts begun (each keeps a record with the anchor while under way).
+    starts: std::sync::atomic::AtomicU64,
     pid: i32,
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
@@ -133,6 +135,7 @@ impl Supervisor {
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
+            starts: std::sync::atomic::AtomicU64::new(0),
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -225,6 +228,18 @@ impl Supervisor {
         {
             self.autoscale_restore(snap);
         }
+        // Starts a killed supervisor had under way: finished by this one.
+        let mut interrupted: Vec<String> = Vec::new();
+        let mut start_all = false;
+        for (key, value) in &kept {
+            if key.starts_with(record::START_PREFIX) {
+                let names = serde_json::from_str::<Vec<String>>(value).unwrap_or_default();
+                // No names: everything.
+                start_all |= names.is_empty();
+                interrupted.extend(names);
+                self.ctx.anchor.del(key);
+            }
+        }
         let mut records: BTreeMap<String, record::UnitRecord> = BTreeMap::new();
         for (key, value) in &kept {
             if let (Some(inst), Some(rec)) =
@@ -275,6 +290,10 @@ impl Supervisor {
         }
         strangers.extend(children.into_values());
         plan.strangers = strangers;
+        plan.to_start.extend(interrupted);
+        plan.to_start.sort();
+        plan.to_start.dedup();
+        plan.start_all = start_all;
         for name in records.keys() {
             self.ctx.anchor.del(&record::unit_key(name));
         }
@@ -325,17 +344,17 @@ impl Supervisor {
         }
         // Autoscaling goes on where it was, for the pools that run.
         self.autoscale_start(&stack, &running_pools);
-        if plan.to_start.is_empty() {
+        let names: &[String] = if plan.start_all { &[] } else { &plan.to_start };
+        if names.is_empty() && !plan.start_all {
             return;
         }
-        tracing::info!(
-            "resuming an interrupted start of {}",
-            plan.to_start.join(", ")
-        );
-        if let Err(e) = self
-            .start(&plan.to_start, &BTreeMap::new(), false, tx)
-            .await
-        {
+        let what = if plan.start_all {
+            "the stack".to_string()
+        } else {
+            names.join(", ")
+        };
+        tracing::info!("resuming an interrupted start of {what}");
+        if let Err(e) = self.start(names, &BTreeMap::new(), false, tx).await {
             tracing::error!("the interrupted start failed again: {e}");
         }
     }
@@ -413,7 +432,18 @@ impl Supervisor {
             self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
+        // Kept with the anchor while under way: a supervisor killed meanwhile
+        // leaves it for the next one to finish.
+        let key = record::start_key(
+            self.starts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        );
+        let named: Vec<String> = names.to_vec();
+        self.ctx
+            .anchor
+            .put(&key, serde_json::to_string(&named).unwrap_or_default());
         let up = self.bring_up(&stack, &closure, &sel, rerun, tx).await;
+        self.ctx.anchor.del(&key);
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
     }
@@ -687,6 +717,8 @@ pub struct Adoption {
     strangers: Vec<crate::anchor::client::Adopted>,
     /// Instances an interrupted `start` had not started yet.
     to_start: Vec<String>,
+    /// An interrupted `start` of everything.
+    start_all: bool,
 }
 
 /// The newest process of each instance, and the others (older copies: a

@@ -30,6 +30,14 @@ pub fn notify_key(instance: &str) -> String {
     format!("notify/{instance}")
 }
 
+/// The keys of starts under way (`start/<n>`: the names they were given).
+pub const START_PREFIX: &str = "start/";
+
+/// The key of the `n`th start of this supervisor.
+pub fn start_key(n: u64) -> String {
+    format!("{START_PREFIX}{}-{n}", std::process::id())
+}
+
 /// The key of the autoscalers' decision state.
 pub const AUTOSCALE_KEY: &str = "autoscale";
 
