@@ -96,7 +96,10 @@ fn drain_to_end(pipe: &std::os::fd::OwnedFd, sink: &mut Sink) -> std::io::Result
         pipe.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
     )?;
-    let _ = nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 * 1024));
+    let _ = nix::fcntl::fcntl(
+        pipe.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(256 * 1024),
+    );
     let mut drain = Drain::new();
     let mut scratch = vec![0u8; READ_BUF];
     let mut no_lines = |_: &[u8]| {};
