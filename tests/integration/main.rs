@@ -13,3 +13,4 @@ mod keeper;
 mod lock;
 mod logs;
 mod pools;
+mod survival;
