@@ -660,6 +660,9 @@ restart = "never"
             .is_some_and(|p| p["state"] == "running" && p["pid"] != again)
     });
     assert_eq!(status_of(&s, "again")["restarts"], 1);
+    wait_for("the restarted again's first line", 30, || {
+        lines(&s, "logs/again.log").len() >= 2
+    });
     assert_eq!(lines(&s, "logs/again.log").len(), 2, "{}", s.dump());
     // Its dependent is left alone.
     assert_eq!(
@@ -837,6 +840,10 @@ depends_on = ["migrate"]
         vec![format!("start {task}"), format!("end {task}")],
         "the migration ran more than once"
     );
+    // (Ready as soon as spawned: its first line may come just after.)
+    wait_for("api to record its start", 30, || {
+        !lines(&s, "api.txt").is_empty()
+    });
     let api = lines(&s, "api.txt");
     assert_eq!(api.len(), 1, "{api:?}");
     assert!(
@@ -1497,7 +1504,7 @@ depends_on = ["migrate"]
     let m = lines(&s, "migrate.txt");
     assert!(
         m.last().is_some_and(|l| l.starts_with("run ")) && s.read("migrated").contains("yes"),
-        "the migration's command never ran (its pre_start was taken for it): {m:?}\n{}",
+        "BUG: the migration's command never ran (its pre_start was taken for it): {m:?}\n{}",
         s.dump()
     );
     assert_eq!(
@@ -1505,10 +1512,13 @@ depends_on = ["migrate"]
         1,
         "{m:?}"
     );
+    let _ = within(10, || {
+        lines(&s, "api.txt").iter().any(|l| l.starts_with("run "))
+    });
     let a = lines(&s, "api.txt");
     assert!(
         a.last().is_some_and(|l| l.starts_with("run ")),
-        "api's command never ran: {a:?}\n{}",
+        "BUG: api's command never ran: {a:?}\n{}",
         s.dump()
     );
     // The pid status shows is the command's, not a pre_start step's.
