@@ -183,7 +183,11 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 });
             }
             _ = shutdown.changed() => break,
-            _ = anchor_gone.wait_for(|gone| *gone) => {
+            gone = anchor_gone.wait_for(|gone| *gone) => {
+                // `wait_for` hands back a read guard on the watch: it must
+                // go before `rehome`, whose `reconnect` writes to that watch
+                // (held, it deadlocked this thread for good).
+                drop(gone);
                 tracing::error!("the anchor died; its processes run on, and this supervisor takes them to a new one");
                 if let Err(e) = rehome(&sup, &state, &opts).await {
                     tracing::error!("cannot start a new anchor: {e}; the processes run on unsupervised");
@@ -370,6 +374,14 @@ async fn launch_anchor(
 /// (its pipe, which this supervisor kept a copy of, and its pid).
 async fn rehome(sup: &Arc<Supervisor>, state: &StateDir, opts: &Options) -> Result<(), Error> {
     let stack = sup.stack();
+    // The dead anchor's flock is released with its last file, a moment
+    // after its connection ended (an exiting process closes its files one
+    // by one): a new anchor started before that refuses to run.
+    let lock = state.anchor_lock();
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::state::wait_released(&lock, Duration::from_secs(5))
+    })
+    .await;
     launch_anchor(&stack, state, opts).await?;
     sup.anchor()
         .reconnect(state)

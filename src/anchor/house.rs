@@ -242,8 +242,13 @@ impl House {
         let _ = std::fs::remove_file(self.state.anchor_pid());
     }
 
+    /// Retired, no supervisor, and no process left running. An exit that
+    /// no supervisor acknowledged does not keep it: none will come for it
+    /// (after a `stop` that ran without a supervisor, it waited forever).
     fn done(&self) -> bool {
-        self.retiring && self.supervisor.is_none() && self.children.is_empty()
+        self.retiring
+            && self.supervisor.is_none()
+            && self.children.values().all(|c| c.exit.is_some())
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -199,12 +199,22 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // Best effort: a graceful stop, then kill whatever carries our marker.
-        let _ = self
+        // Best effort: a graceful stop (bounded: a supervisor that accepts
+        // but never answers must not hang the whole test run), then kill
+        // whatever carries our marker.
+        if let Ok(mut stop) = self
             .cmd(&["stop", "--force"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .spawn()
+        {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(stop.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = stop.kill();
+            let _ = stop.wait();
+        }
         for _ in 0..3 {
             let pids = self.marked_pids();
             if pids.is_empty() {

@@ -14,3 +14,4 @@ mod keeper;
 mod lock;
 mod logs;
 mod pools;
+mod survival;
