@@ -95,6 +95,10 @@ pub struct SpawnReq {
     /// A regex: the anchor says `Matched` at the first line that matches.
     #[serde(default)]
     pub watch: Option<String>,
+    /// Keys of held fds (listening sockets) the process gets at fds 3, 4,
+    /// … in this order (`spawn::listen`).
+    #[serde(default)]
+    pub listen: Vec<String>,
 }
 
 /// A live process of the stack, as the anchor knows it.

@@ -73,10 +73,14 @@ fn progress(tx: &ProgressTx, process: &str, step: Step, message: impl Into<Strin
 }
 
 /// The variables of stackctl's own environment that never reach a process:
-/// its own namespace (each process gets fresh values) and a notify socket
-/// meant for stackctl itself.
+/// its own namespace (each process gets fresh values), and a notify socket
+/// and socket-activation fds meant for stackctl itself.
 fn inherited(key: &str) -> bool {
-    !key.starts_with("STACKCTL_") && key != "NOTIFY_SOCKET"
+    !key.starts_with("STACKCTL_")
+        && !matches!(
+            key,
+            "NOTIFY_SOCKET" | "LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES"
+        )
 }
 
 /// The supervisor's state.
@@ -122,6 +126,7 @@ impl Supervisor {
             logs: stack.logs.clone(),
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
+            listeners: unit::listen::Listeners::default(),
         });
         let (shutdown, _) = watch::channel(false);
         Arc::new_cyclic(|me| Supervisor {
@@ -235,7 +240,8 @@ impl Supervisor {
         }
         kept.clear();
         let mut held = inv.held;
-        let (mut children, mut strangers) = newest_by_instance(inv.children);
+        self.ctx.listeners.adopt(&mut held, &stack);
+        let (mut children, mut strangers) = current_by_instance(inv.children, &records);
         let mut plan = Adoption::default();
         for spec in &stack.processes {
             let mut insts = self.registry.instances(spec);
@@ -435,7 +441,20 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         self.autoscale_stop(&sel.processes);
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
-        self.bring_down(&stack, handles, tx).await
+        let down = self.bring_down(&stack, handles, tx).await;
+        // A service stopped whole closes its sockets (members alone do not).
+        self.close_sockets(&stack, &sel.processes);
+        down
+    }
+
+    /// Closes the listening sockets of `names` (the port is free once
+    /// their processes are gone).
+    fn close_sockets(&self, stack: &Stack, names: &[String]) {
+        for name in names {
+            if stack.process(name).is_some_and(|p| !p.listen.is_empty()) {
+                self.ctx.listeners.release(name, &self.ctx.anchor);
+            }
+        }
     }
 
     /// Stops `names` and starts them again (default: the whole stack, tasks
@@ -450,7 +469,13 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
-            self.bring_down(&stack, self.registry.all(), tx).await?;
+            // Serving processes with `listen` are not stopped first: the
+            // start below replaces each (its successor on the same
+            // sockets, then the old one stopped).
+            let down = self
+                .registry
+                .matching(|h| !(overlaps(&h.spec) && h.now().state == State::Running));
+            self.bring_down(&stack, down, tx).await?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
         let mut rest = Vec::new();
@@ -553,6 +578,14 @@ impl Supervisor {
             });
         }
         let changes = reload::Changes::between(&old, &new);
+        // Redefined services with `listen` that serve are replaced in
+        // place (overlapping), after the rest is applied.
+        let in_place: Vec<String> = changes
+            .changed
+            .iter()
+            .filter(|c| self.replaceable(&old, &new, c))
+            .cloned()
+            .collect();
         if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
             // fingerprint (`max_replicas`, `autoscale`) may have changed:
@@ -565,7 +598,9 @@ impl Supervisor {
             return Ok(());
         }
         // Stop what was removed or changed, remembering what was active.
-        let doomed = self.registry.matching(|h| changes.drops(&h.inst.process));
+        let doomed = self
+            .registry
+            .matching(|h| changes.drops(&h.inst.process) && !in_place.contains(&h.inst.process));
         let was_active: Vec<String> = changes
             .changed
             .iter()
@@ -584,10 +619,14 @@ impl Supervisor {
             .removed
             .iter()
             .chain(&changes.changed)
+            .filter(|n| !in_place.contains(n))
             .cloned()
             .collect();
         self.autoscale_stop(&dropped);
         let down = self.bring_down(&old, doomed, tx).await;
+        // What was removed or restarted the plain way closes its sockets
+        // (a new definition binds its own at its start).
+        self.close_sockets(&old, &dropped);
         for name in &dropped {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
@@ -614,11 +653,81 @@ impl Supervisor {
             changes.resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
         );
         let mut to_start = changes.added.clone();
-        to_start.extend(was_active);
-        if to_start.is_empty() {
-            return Ok(());
+        to_start.extend(was_active.into_iter().filter(|n| !in_place.contains(n)));
+        if !to_start.is_empty() {
+            self.start(&to_start, &BTreeMap::new(), false, tx).await?;
         }
-        self.start(&to_start, &BTreeMap::new(), false, tx).await
+        self.replace_in_place(&old, &in_place, tx).await
+    }
+
+    /// Whether a reload replaces process `name` in place: a service with
+    /// `listen` in both versions, every instance serving.
+    fn replaceable(&self, old: &Stack, new: &Stack, name: &str) -> bool {
+        let units = self.registry.matching(|h| h.inst.process == name);
+        old.process(name).is_some_and(overlaps)
+            && new.process(name).is_some_and(overlaps)
+            && !units.is_empty()
+            && units.iter().all(|h| h.now().state == State::Running)
+    }
+
+    /// Gives each of `names` (redefined services with `listen`) its new
+    /// definition, member by member, each successor ready before its
+    /// predecessor stops (in dependency order); then closes the sockets
+    /// the new definition no longer names and resizes a pool whose
+    /// `replicas` changed with it. The first failure stops the roll:
+    /// what was not replaced goes on serving.
+    ///
+    /// # Errors
+    /// The member whose successor failed (1).
+    async fn replace_in_place(
+        &self,
+        old: &Stack,
+        names: &[String],
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let new = self.stack();
+        for name in crate::config::start_order(&new).into_iter().flatten() {
+            if !names.contains(&name) {
+                continue;
+            }
+            let Some(spec) = new.process(&name).cloned().map(Arc::new) else {
+                continue;
+            };
+            self.registry.respec(&name, &spec);
+            for inst in self.registry.instances(&spec) {
+                let h = self.registry.unit(&self.ctx, &spec, &inst);
+                progress(
+                    tx,
+                    &inst.name,
+                    Step::Starting,
+                    "restarting (new definition)",
+                );
+                let t = std::time::Instant::now();
+                if let Err(f) = h.redefine(spec.clone()).await {
+                    progress(
+                        tx,
+                        &inst.name,
+                        Step::Failed,
+                        format!("failed: {}", f.reason),
+                    );
+                    return Err(order::start_failure(
+                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                        &[],
+                    ));
+                }
+                let took = t.elapsed().as_secs_f64();
+                progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+            }
+            let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
+            self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
+            let before = old.process(&name).and_then(|p| p.replicas);
+            if spec.replicas != before && spec.autoscale.is_none() {
+                if let Some(n) = spec.replicas {
+                    self.scale(&name, &n.to_string(), tx).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops everything and asks the supervisor to exit.
@@ -678,6 +787,12 @@ impl Supervisor {
     }
 }
 
+/// Whether a restart of `spec`'s serving processes overlaps (a service
+/// with `listen`: see `unit::replace`).
+fn overlaps(spec: &crate::config::ProcessSpec) -> bool {
+    spec.kind == crate::config::Kind::Service && !spec.listen.is_empty()
+}
+
 /// What [`Supervisor::adopt`] found and left to do.
 #[derive(Debug, Default)]
 pub struct Adoption {
@@ -689,32 +804,46 @@ pub struct Adoption {
     to_start: Vec<String>,
 }
 
-/// The newest process of each instance, and the others (older copies: a
-/// pre_start left by a killed supervisor, a leader not yet acknowledged).
-fn newest_by_instance(
+/// The current process of each instance, and the others (older copies:
+/// a pre_start left by a killed supervisor, a leader not yet
+/// acknowledged, the other side of an overlapping restart). The current
+/// one is the pid its record names when that process is there (during an
+/// overlapping restart: the old one until its successor is ready, then
+/// the successor), else the newest.
+fn current_by_instance(
     children: Vec<crate::anchor::client::Adopted>,
+    records: &BTreeMap<String, record::UnitRecord>,
 ) -> (
     BTreeMap<String, crate::anchor::client::Adopted>,
     Vec<crate::anchor::client::Adopted>,
 ) {
-    let mut newest: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
+    let recorded = |c: &crate::anchor::client::Adopted| {
+        records
+            .get(&c.info.instance)
+            .and_then(|r| r.pid)
+            .is_some_and(|p| p == c.info.pid)
+    };
+    let mut current: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
     let mut older = Vec::new();
     for c in children {
-        match newest.remove(&c.info.instance) {
-            Some(prev) if prev.info.start_ticks > c.info.start_ticks => {
+        match current.remove(&c.info.instance) {
+            Some(prev)
+                if recorded(&prev)
+                    || (!recorded(&c) && prev.info.start_ticks > c.info.start_ticks) =>
+            {
                 older.push(c);
-                newest.insert(prev.info.instance.clone(), prev);
+                current.insert(prev.info.instance.clone(), prev);
             }
             Some(prev) => {
                 older.push(prev);
-                newest.insert(c.info.instance.clone(), c);
+                current.insert(c.info.instance.clone(), c);
             }
             None => {
-                newest.insert(c.info.instance.clone(), c);
+                current.insert(c.info.instance.clone(), c);
             }
         }
     }
-    (newest, older)
+    (current, older)
 }
 
 /// The error for names the stack does not have, with the closest name or
@@ -765,6 +894,7 @@ mod tests {
         assert!(!inherited("STACKCTL_FILE"));
         assert!(!inherited("STACKCTL_TEST_MARKER"));
         assert!(!inherited("NOTIFY_SOCKET"));
+        assert!(!inherited("LISTEN_FDS") && !inherited("LISTEN_PID"));
         assert!(inherited("PATH"));
         assert!(inherited("SCTL_TEST_MARKER"));
     }
