@@ -198,11 +198,11 @@ impl Ctx<'_> {
             let span = span.unwrap_or(0..0);
             match probe {
                 ProbeKind::Tcp(_) => self.push(
-                    Diagnostic::at(span, format!("`{key}.tcp` is `{}`, which this service gets from `listen`: it would pass before the process even runs", held.addr))
+                    Diagnostic::at(span, format!("`{key}.tcp` reaches `{}`, which this service gets from `listen`: it would pass before the process even runs", held.addr))
                         .hint("stackctl holds that socket, so the kernel completes every connection into its backlog whoever accepts; use `log`, `notify`, or an `http` probe (it waits for an answer)"),
                 ),
                 _ if role == "ready" => self.warnings.push(
-                    Diagnostic::at(span, format!("`{key}.http` is on `{}`, which this service gets from `listen`: during a restart the old instance may answer it", held.addr))
+                    Diagnostic::at(span, format!("`{key}.http` reaches `{}`, which this service gets from `listen`: during a restart the old process may answer it", held.addr))
                         .hint("`restart` starts the new instance on the same socket before it stops the old one; a `log` or `notify` gate (or an http gate on a port of the new process's own) waits for the new one itself"),
                 ),
                 _ => {}
