@@ -22,6 +22,16 @@
 //! crash loop: more than `max_restarts` in `restart_window`). A stop
 //! request at any point goes through the one stop sequence (`stop`).
 //!
+//! A service with `listen` gets its held sockets at fds 3… in every
+//! attempt (`listen`: bound by the first unit that needs them, shared by a
+//! pool). A restart request (or a reload's `Redefine`) while it runs ready
+//! is not stop-then-start but an overlap (`replace`): `running` → its
+//! successor's spawn and gate next to the serving process → the successor
+//! takes over (pid, pid file, record) → the old one is stopped; a failing
+//! successor is stopped instead and the old process goes on (`End::Replace`
+//! carries it from `run_service` to the lifecycle, `Next::Replace` runs the
+//! overlap).
+//!
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
