@@ -151,7 +151,9 @@ pub enum ToAnchor {
     /// the message): pump its output, watch it.
     Adopt(ChildInfo),
     /// From a client: launch a supervisor now, unless one runs; the
-    /// answer (`Done`) comes once a supervisor serves.
+    /// answer (`Done`) comes once a supervisor serves. From the serving
+    /// supervisor it is a barrier: `Done` at once, after everything it
+    /// sent before (`client::Link::synced`).
     Launch,
     /// Launch no more supervisors; exit once no child is left.
     Retire,

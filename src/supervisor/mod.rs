@@ -443,17 +443,23 @@ impl Supervisor {
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
         let down = self.bring_down(&stack, handles, tx).await;
         // A service stopped whole closes its sockets (members alone do not).
-        self.close_sockets(&stack, &sel.processes);
+        self.close_sockets(&stack, &sel.processes).await;
         down
     }
 
-    /// Closes the listening sockets of `names` (the port is free once
-    /// their processes are gone).
-    fn close_sockets(&self, stack: &Stack, names: &[String]) {
+    /// Closes the listening sockets of `names`, and returns once the
+    /// anchor has closed its copies too: the port is free when the stop
+    /// that asked for it answers.
+    async fn close_sockets(&self, stack: &Stack, names: &[String]) {
+        let mut closed = false;
         for name in names {
             if stack.process(name).is_some_and(|p| !p.listen.is_empty()) {
                 self.ctx.listeners.release(name, &self.ctx.anchor);
+                closed = true;
             }
+        }
+        if closed {
+            self.ctx.anchor.synced().await;
         }
     }
 
@@ -626,7 +632,7 @@ impl Supervisor {
         let down = self.bring_down(&old, doomed, tx).await;
         // What was removed or restarted the plain way closes its sockets
         // (a new definition binds its own at its start).
-        self.close_sockets(&old, &dropped);
+        self.close_sockets(&old, &dropped).await;
         for name in &dropped {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
@@ -720,6 +726,7 @@ impl Supervisor {
             }
             let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
             self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
+            self.ctx.anchor.synced().await;
             let before = old.process(&name).and_then(|p| p.replicas);
             if spec.replicas != before && spec.autoscale.is_none() {
                 if let Some(n) = spec.replicas {

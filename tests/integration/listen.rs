@@ -172,6 +172,18 @@ fn pids_served(seen: &[Result<i32, Outcome>]) -> Vec<i32> {
     out
 }
 
+/// Waits for a supervisor other than `old` to answer (a `status` that
+/// reaches the dying one may fail: that is not an answer).
+fn wait_new_supervisor(s: &Stack, old: i32) {
+    wait_for("a new supervisor", 60, || {
+        let r = s.run(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v["supervisor"]["pid"].as_i64())
+            .is_some_and(|p| p as i32 != old)
+    });
+}
+
 fn api_pid(s: &Stack) -> i32 {
     s.pid_of("api")
         .unwrap_or_else(|| panic!("no api pid: {}\n{}", s.status_json(), s.dump()))
@@ -413,9 +425,7 @@ fn the_sockets_survive_a_killed_supervisor_and_a_restart_after_adoption_still_ov
     let client = Client::start(port);
     let_it_run(&client, 10);
     kill(sup, 9);
-    wait_for("a new supervisor", 60, || {
-        s.supervisor_pid().is_some_and(|p| p != sup)
-    });
+    wait_new_supervisor(&s, sup);
     let_it_run(&client, 10);
     assert_eq!(api_pid(&s), pid, "the process was not adopted");
     ok(&s, &["restart", "api"]);
@@ -459,6 +469,7 @@ fn a_supervisor_killed_during_an_overlap_leaves_exactly_one_process() {
     wait_for("one api process left", 60, || {
         s.pids_of_process("api") == vec![old] && !alive(successor)
     });
+    wait_new_supervisor(&s, sup);
     assert_eq!(api_pid(&s), old);
     assert_eq!(served_by(port), Ok(old));
 }
@@ -532,12 +543,22 @@ async def app(scope, receive, send):
     ok(&s, &["restart", "api"]);
     let_it_run(&client, 20);
     let seen = client.finish();
-    assert!(failures(&seen).is_empty(), "{seen:?}\n{}", s.dump());
+    // Nothing refused, nothing left waiting. (uvicorn itself closes, when
+    // it shuts down, a connection it accepted but has not read a request
+    // from yet — `Server.shutdown`: a reset the client may see once.)
+    let bad: Vec<Outcome> = failures(&seen)
+        .into_iter()
+        .filter(|o| *o != Outcome::Reset)
+        .collect();
+    assert!(bad.is_empty(), "{seen:?}\n{}", s.dump());
     // Both accept on the one socket while they overlap; then only the new.
     let (served, new) = (pids_served(&seen), api_pid(&s));
     assert_eq!(served.first(), Some(&first));
     assert_eq!(served.last(), Some(&new));
-    assert!(served.iter().all(|p| *p == first || *p == new), "{served:?}");
+    assert!(
+        served.iter().all(|p| *p == first || *p == new),
+        "{served:?}"
+    );
     assert!(!alive(first));
 }
 
