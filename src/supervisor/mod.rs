@@ -933,6 +933,68 @@ mod tests {
         assert_eq!(hint.as_deref(), Some("the stack has: api, web"));
     }
 
+    #[test]
+    fn the_current_process_of_an_instance_is_the_recorded_one_else_the_newest() {
+        let child = |instance: &str, pid: i32, start_ticks: u64| {
+            let (_, exit) = tokio::sync::oneshot::channel();
+            let (_, matched) = tokio::sync::oneshot::channel();
+            crate::anchor::client::Adopted {
+                info: crate::anchor::proto::ChildInfo {
+                    instance: instance.into(),
+                    pid,
+                    start_ticks,
+                    matched: false,
+                    exit: None,
+                    log: crate::anchor::proto::LogTarget {
+                        path: "/dev/null".into(),
+                        max_size: 1,
+                        keep: 1,
+                        timestamps: false,
+                    },
+                    watch: None,
+                },
+                exit,
+                matched,
+            }
+        };
+        let record = |pid: i32| record::UnitRecord {
+            state: State::Running,
+            pid: Some(pid),
+            ready: true,
+            restarts: 0,
+            exit: None,
+            message: None,
+            wanted: true,
+            been_ready: true,
+            backoff: fsm::BackoffRecord {
+                recent_ms: vec![],
+                next_delay_ms: 0,
+            },
+            notify_path: None,
+        };
+        let pids = |(cur, old): (
+            BTreeMap<String, crate::anchor::client::Adopted>,
+            Vec<crate::anchor::client::Adopted>,
+        )| {
+            (
+                cur.values().map(|c| c.info.pid).collect::<Vec<_>>(),
+                old.iter().map(|c| c.info.pid).collect::<Vec<_>>(),
+            )
+        };
+        // Mid-overlap: the record names the old one, which stays.
+        let records = BTreeMap::from([("api".to_string(), record(10))]);
+        let got = current_by_instance(vec![child("api", 10, 1), child("api", 11, 2)], &records);
+        assert_eq!(pids(got), (vec![10], vec![11]));
+        let got = current_by_instance(vec![child("api", 11, 2), child("api", 10, 1)], &records);
+        assert_eq!(pids(got), (vec![10], vec![11]));
+        // No record naming one of them: the newest.
+        let got = current_by_instance(
+            vec![child("api", 11, 2), child("api", 10, 1)],
+            &BTreeMap::new(),
+        );
+        assert_eq!(pids(got), (vec![11], vec![10]));
+    }
+
     #[tokio::test]
     async fn status_shows_every_instance_before_anything_started() {
         let s = stack("[task.migrate]\ncommand = \"true\"\n[service.worker]\ncommand = \"true\"\nreplicas = 2\n");
