@@ -34,6 +34,9 @@ _stackctl() {
             stackctl,keep)
                 cmd="stackctl__subcmd__keep"
                 ;;
+            stackctl,listen-exec)
+                cmd="stackctl__subcmd__listen__subcmd__exec"
+                ;;
             stackctl,lock)
                 cmd="stackctl__subcmd__lock"
                 ;;
@@ -84,6 +87,9 @@ _stackctl() {
                 ;;
             stackctl__subcmd__help,keep)
                 cmd="stackctl__subcmd__help__subcmd__keep"
+                ;;
+            stackctl__subcmd__help,listen-exec)
+                cmd="stackctl__subcmd__help__subcmd__listen__subcmd__exec"
                 ;;
             stackctl__subcmd__help,lock)
                 cmd="stackctl__subcmd__help__subcmd__lock"
@@ -167,7 +173,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate help"
+            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,7 +279,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate help"
+            opts="start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -357,6 +363,20 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help__subcmd__keep)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__listen__subcmd__exec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -587,6 +607,24 @@ _stackctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__listen__subcmd__exec)
+            opts="-q -v -h -V --fds --quiet --verbose --no-color --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --fds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

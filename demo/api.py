@@ -1,4 +1,5 @@
-"""The demo's `api` service (stands in for uvicorn):
+"""The demo's `api` service (stands in for uvicorn; like `uvicorn --fd 3`
+it serves on the socket stackctl holds for it):
 
     GET  /health      200 {"ok": true}
     POST /jobs        enqueue a job; the body is its payload (text or JSON)
@@ -8,9 +9,9 @@
 
 import json
 import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from common import connect, log, port, send_json, serve_until_sigterm
+from common import connect, http_server, log, send_json, serve_until_sigterm
 
 
 class Api(BaseHTTPRequestHandler):
@@ -45,7 +46,8 @@ def main():
     # `require_env` in stack.toml makes stackctl refuse to start us without it.
     if not os.environ.get("JWT_SECRET"):
         raise SystemExit("JWT_SECRET is not set")
-    server = ThreadingHTTPServer(("127.0.0.1", port("API_PORT", 18000)), Api)
+    # stackctl passes its socket (`listen`); without one it binds API_PORT.
+    server = http_server(Api, "API_PORT", 18000)
     serve_until_sigterm(server, "api")
 
 

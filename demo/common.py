@@ -64,6 +64,30 @@ def forward(handler, upstream, path):
     handler.wfile.write(data)
 
 
+def http_server(handler, port_var, default):
+    """A threading HTTP server for `handler`: on the socket stackctl passes
+    at fd 3 (`listen` in stack.toml: systemd's LISTEN_FDS protocol, so it
+    survives restarts and a restart refuses no connection), else bound to
+    127.0.0.1 and the port in `port_var` itself."""
+    import socket
+    from http.server import ThreadingHTTPServer
+
+    if os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=3)
+        # Another process (the one being replaced) may take a connection
+        # first: then accept says so instead of blocking.
+        server.socket.setblocking(False)
+        server.server_address = server.socket.getsockname()
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", port(port_var, default)), handler)
+    # Requests in flight finish before the process exits.
+    server.daemon_threads = False
+    server.block_on_close = True
+    return server
+
+
 def serve_until_sigterm(server, what):
     """Serves until SIGTERM or SIGINT, then stops accepting, lets requests in
     flight finish and returns."""

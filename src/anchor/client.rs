@@ -87,6 +87,8 @@ struct Routes {
     exits: HashMap<i32, Slot<Exit>>,
     matched: HashMap<i32, Slot<()>>,
     log_errors: HashMap<String, String>,
+    /// Waiting for the anchor's `Done` to a barrier (see [`Link::synced`]).
+    barriers: std::collections::VecDeque<oneshot::Sender<()>>,
 }
 
 /// What the writer task is given: a message, or a marker that resolves
@@ -329,6 +331,18 @@ impl Link {
     /// itself from it, then launches it (see [`ToAnchor::Upgrade`]).
     pub fn upgrade(&self, exe: PathBuf) {
         self.send(&ToAnchor::Upgrade { exe }, Vec::new());
+    }
+
+    /// Resolves once the anchor has handled everything sent before (a
+    /// `Release` that frees a port), at most 2 s. The barrier is `Launch`,
+    /// which the anchor answers `Done` at once for the serving supervisor
+    /// (and once it serves, before that), after every earlier message: it
+    /// handles one connection's messages in order.
+    pub async fn synced(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.routes().barriers.push_back(tx);
+        self.send(&ToAnchor::Launch, Vec::new());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
     }
 
     /// The supervisor leaves on purpose (see [`ToAnchor::Bye`]).
@@ -664,6 +678,11 @@ fn route(routes: &Arc<Mutex<Routes>>, msg: FromAnchor, mut fds: Vec<OwnedFd>) {
             set_log_error(routes, instance, error);
         }
         FromAnchor::Refused { reason } => tracing::error!("the anchor refused: {reason}"),
+        FromAnchor::Done => {
+            if let Some(tx) = r.barriers.pop_front() {
+                let _ = tx.send(());
+            }
+        }
         other => tracing::debug!("anchor: {other:?}"),
     }
 }

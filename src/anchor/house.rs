@@ -698,10 +698,16 @@ impl House {
     // ---- children ----
 
     fn spawn(&mut self, i: usize, req: SpawnReq) {
-        let (pid, read_end) = match spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true) {
+        let spawned = match self.passed(&req.listen) {
+            Ok(pass) => spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass)
+                .map_err(|e| e.to_string()),
+            Err(missing) => Err(format!(
+                "the anchor holds no socket under `{missing}` (it was released)"
+            )),
+        };
+        let (pid, read_end) = match spawned {
             Ok(r) => r,
-            Err(e) => {
-                let error = e.to_string();
+            Err(error) => {
                 self.send(
                     i,
                     &FromAnchor::SpawnFailed { id: req.id, error },
@@ -741,6 +747,13 @@ impl House {
             },
             copy.into_iter().collect(),
         );
+    }
+
+    /// The held fds under `keys`, in order; the first key with none, if any.
+    fn passed(&self, keys: &[String]) -> Result<Vec<BorrowedFd<'_>>, String> {
+        keys.iter()
+            .map(|k| self.held.get(k).map(AsFd::as_fd).ok_or_else(|| k.clone()))
+            .collect()
     }
 
     fn pipe_for(&self, instance: &str, fd: OwnedFd) -> Option<Pipe> {

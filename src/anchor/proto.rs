@@ -95,6 +95,10 @@ pub struct SpawnReq {
     /// A regex: the anchor says `Matched` at the first line that matches.
     #[serde(default)]
     pub watch: Option<String>,
+    /// Keys of held fds (listening sockets) the process gets at fds 3, 4,
+    /// … in this order (`spawn::listen`).
+    #[serde(default)]
+    pub listen: Vec<String>,
 }
 
 /// A live process of the stack, as the anchor knows it.
@@ -147,7 +151,9 @@ pub enum ToAnchor {
     /// the message): pump its output, watch it.
     Adopt(ChildInfo),
     /// From a client: launch a supervisor now, unless one runs; the
-    /// answer (`Done`) comes once a supervisor serves.
+    /// answer (`Done`) comes once a supervisor serves. From the serving
+    /// supervisor it is a barrier: `Done` at once, after everything it
+    /// sent before (`client::Link::synced`).
     Launch,
     /// Launch no more supervisors; exit once no child is left.
     Retire,

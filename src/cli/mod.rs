@@ -110,6 +110,32 @@ pub enum Command {
     /// Writes the man pages and shell completions.
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
+    /// Places passed sockets at fds 3… and runs a program with
+    /// `LISTEN_PID` (how a service with `listen` is started; not for
+    /// direct use).
+    #[command(hide = true, name = "listen-exec")]
+    ListenExec(ListenExecArgs),
+}
+
+/// `stackctl listen-exec --fds 7,9 -- PROGRAM ARGS…`.
+#[derive(Debug, clap::Args)]
+pub struct ListenExecArgs {
+    /// The fds to place at 3, 4, … (in this order).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub fds: Vec<i32>,
+    /// What to run.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
+}
+
+/// Runs the trampoline; returns only when the program could not be
+/// executed (exit 127, as a shell does).
+fn listen_exec(a: &ListenExecArgs) -> u8 {
+    use std::io::Write;
+    let e = crate::spawn::listen::exec_with_fds(&a.fds, &a.argv);
+    let program = a.argv.first().map_or("", String::as_str);
+    let _ = writeln!(std::io::stderr(), "error: cannot run `{program}`: {e}");
+    127
 }
 
 impl Cli {
@@ -145,6 +171,7 @@ impl Command {
             Command::Export(_) => "nothing was exported",
             Command::Probe(_) => "nothing was probed",
             Command::Logs(_) | Command::Lock(_) | Command::Generate(_) => "nothing was done",
+            Command::ListenExec(_) => "nothing was run",
         }
     }
 }
@@ -173,6 +200,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Supervise(a) => start::run_supervise(a, &g),
         Command::Anchor(a) => start::run_anchor(a),
         Command::Generate(a) => generate::run(a),
+        Command::ListenExec(a) => Ok(listen_exec(&a)),
     };
     result.map_err(|e| e.with_outcome(outcome))
 }

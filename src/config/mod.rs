@@ -467,6 +467,7 @@ fn unknown_key(path: &[Segment], doc: Option<&toml_edit::ImDocument<&str>>) -> D
         ["task" | "service", _] => raw::PROCESS_KEYS,
         ["task" | "service", _, "ready" | "health"] => raw::PROBE_KEYS,
         ["task" | "service", _, "autoscale"] => raw::AUTOSCALE_KEYS,
+        ["task" | "service", _, "listen"] => raw::LISTEN_KEYS,
         ["task" | "service", _, "autoscale", "depth"] => raw::DEPTH_KEYS,
         ["task" | "service", _, "autoscale", "on_error"] => raw::ON_ERROR_KEYS,
         ["keeper"] => raw::KEEPER_KEYS,

@@ -255,6 +255,71 @@ pub struct ProcessSpec {
     /// Pools only: size the pool from a queue depth (`replicas` is then
     /// the size it starts at).
     pub autoscale: Option<AutoscaleSpec>,
+    /// Services only: sockets stackctl binds and holds, passed to every
+    /// spawn as fds 3… (systemd's `LISTEN_FDS` protocol); shared by a
+    /// pool's members (one accept queue).
+    pub listen: Vec<ListenSpec>,
+}
+
+/// One `listen` entry: a socket stackctl binds before the first spawn and
+/// keeps open across restarts (and supervisors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub addr: ListenAddr,
+    /// Its name in `LISTEN_FDNAMES` (default: the service's name, as
+    /// systemd names a socket unit's fds after the unit).
+    pub name: String,
+}
+
+/// Where a held socket listens.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenAddr {
+    /// A TCP address (an IPv6 one is bound `IPV6_V6ONLY`: it never takes
+    /// the IPv4 port as well).
+    Tcp(std::net::SocketAddr),
+    /// A unix stream socket at this absolute path.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Whether binding both would collide: the same path, or the same port
+    /// of one family where the addresses are equal or one is the wildcard.
+    pub fn overlaps(&self, other: &ListenAddr) -> bool {
+        match (self, other) {
+            (ListenAddr::Unix(a), ListenAddr::Unix(b)) => a == b,
+            (ListenAddr::Tcp(a), ListenAddr::Tcp(b)) => {
+                a.port() == b.port()
+                    && a.is_ipv4() == b.is_ipv4()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a client connecting to `host:port` (a probe's target)
+    /// reaches this socket.
+    pub fn serves(&self, host: &str, port: u16) -> bool {
+        let ListenAddr::Tcp(a) = self else {
+            return false;
+        };
+        if a.port() != port {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip == a.ip() || (a.ip().is_unspecified() && ip.is_ipv4() == a.is_ipv4()),
+            Err(_) => host == "localhost" && (a.ip().is_loopback() || a.ip().is_unspecified()),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// One layer of a process's environment, as the stack file writes it.

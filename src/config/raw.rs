@@ -84,6 +84,7 @@ pub(crate) struct RawProcess {
     pub(crate) max_replicas: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) autoscale: Option<RawAutoscale>,
+    pub(crate) listen: Option<Vec<Spanned<RawListen>>>,
 }
 
 /// Every key a process table may hold, for "did you mean".
@@ -106,7 +107,11 @@ pub(crate) const PROCESS_KEYS: &[&str] = &[
     "max_replicas",
     "timeout",
     "autoscale",
+    "listen",
 ];
+
+/// Keys of a `listen = [{ … }]` entry.
+pub(crate) const LISTEN_KEYS: &[&str] = &["addr", "name"];
 
 /// `[service.NAME.autoscale]` keys.
 pub(crate) const AUTOSCALE_KEYS: &[&str] = &[
@@ -328,6 +333,43 @@ impl<'de> Deserialize<'de> for RawOnError {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOnError, A::Error> {
                 RawFallback::deserialize(de::value::MapAccessDeserializer::new(map))
                     .map(RawOnError::Fallback)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `listen` entry: `"127.0.0.1:8000"`, `"unix:api.sock"`, or
+/// `{ addr = "…", name = "http" }`.
+#[derive(Debug)]
+pub(crate) enum RawListen {
+    Addr(String),
+    Table(RawListenTable),
+}
+
+/// The table form of a `listen` entry.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawListenTable {
+    pub(crate) addr: Option<Spanned<String>>,
+    pub(crate) name: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "an address (\"127.0.0.1:8000\", \"unix:PATH\") or { addr = …, name = … }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Addr(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawListen, A::Error> {
+                RawListenTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawListen::Table)
             }
         }
         d.deserialize_any(V)

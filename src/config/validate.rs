@@ -26,6 +26,7 @@ use super::model::*;
 use super::raw::*;
 
 mod autoscale;
+mod listen;
 
 /// The three variables only known per instance at spawn time.
 pub(crate) const SPAWN_VARS: [&str; 3] =
@@ -56,6 +57,8 @@ struct Ctx<'a> {
     warnings: Vec<Diagnostic>,
     /// Where each `(process, variable)` of `require_env` is written.
     require_spans: BTreeMap<(String, String), Range<usize>>,
+    /// Every `listen` address, with its process and where it is written.
+    listens: listen::Placed,
 }
 
 /// Where a probe is used: decides which keys make sense.
@@ -89,6 +92,7 @@ pub(crate) fn validate(
         diags: Vec::new(),
         warnings: Vec::new(),
         require_spans: BTreeMap::new(),
+        listens: Vec::new(),
     };
     let stack = cx.stack(raw);
     if cx.diags.is_empty() {
@@ -319,6 +323,8 @@ impl Ctx<'_> {
             }
         }
         self.dependencies(&processes, &spans);
+        let listens = std::mem::take(&mut self.listens);
+        self.listen_conflicts(&listens);
 
         let keeper = raw.keeper.map(|k| self.keeper(k, &processes, &base));
         let export = self.export(raw.export, &processes);
@@ -1196,6 +1202,22 @@ impl Ctx<'_> {
             }
             (None, _) => None,
         };
+        let mut listens = std::mem::take(&mut self.listens);
+        let listen = self.listen(rp.listen.as_ref(), kind, &name, &env, stack, &mut listens);
+        self.listens = listens;
+        self.gates_on_held_sockets(
+            &name,
+            &listen,
+            [
+                ("ready", rp.ready.as_ref(), ready.as_ref().map(|r| &r.probe)),
+                (
+                    "health",
+                    rp.health.as_ref(),
+                    health.as_ref().map(|h| &h.probe),
+                ),
+            ],
+            &env,
+        );
         let mut depends_on: Vec<String> = Vec::new();
         for d in rp.depends_on.iter().flatten() {
             if !depends_on.contains(d.get_ref()) {
@@ -1224,6 +1246,7 @@ impl Ctx<'_> {
             timeout,
             env_layers,
             autoscale,
+            listen,
         }
     }
 

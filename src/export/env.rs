@@ -433,6 +433,7 @@ mod tests {
             env_layers: sources,
             env_sources: Default::default(),
             autoscale: None,
+            listen: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! Owns: building a child's command line, environment, working directory
 //! and file descriptors; the child-side set-up (a new session, so its group
 //! is its own and stopping it reaches everything it spawned; an empty signal
-//! mask and default dispositions; only fds 0–2 survive `exec`); signalling a
+//! mask and default dispositions; only fds 0–2 survive `exec`, and the
+//! listening sockets a service is given, at 3… ([`listen`])); signalling a
 //! whole group; the one stop sequence ([`terminate`]); the stack's mark and
 //! finding processes by it ([`strays`]); and one-shot commands (`exec`
 //! probes, the keeper's steps).
@@ -17,6 +18,7 @@
 //! log pump drains it); the write end lives only in the child.
 
 pub mod identity;
+pub mod listen;
 mod once;
 pub mod reaper;
 pub mod strays;
@@ -24,7 +26,7 @@ mod terminate;
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -71,13 +73,14 @@ pub fn spawn(
 ) -> io::Result<Spawned> {
     let reaper = Reaper::global()?;
     let (pid, output, exit) =
-        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture))?;
+        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture, &[]))?;
     Ok(Spawned { pid, exit, output })
 }
 
 /// [`spawn`] without a reaper: for a process that reaps its own children
-/// (the anchor, whose event loop waits for them). The read end of the
-/// output pipe comes back close-on-exec.
+/// (the anchor, whose event loop waits for them), `pass` placed at fds
+/// 3… (see [`spawn_passing`]). The read end of the output pipe comes back
+/// close-on-exec.
 ///
 /// # Errors
 /// As [`spawn`].
@@ -86,6 +89,7 @@ pub fn spawn_unreaped(
     cwd: &Path,
     env: &[(String, String)],
     capture: bool,
+    pass: &[BorrowedFd<'_>],
 ) -> io::Result<(i32, Option<OwnedFd>)> {
     let (out, read_end) = if capture {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -93,7 +97,7 @@ pub fn spawn_unreaped(
     } else {
         (Output::Null, None)
     };
-    let pid = spawn_with(argv, cwd, env, out)?;
+    let pid = spawn_passing(argv, cwd, env, out, pass)?;
     Ok((pid, read_end))
 }
 
@@ -120,6 +124,31 @@ pub fn spawn_with(
     env: &[(String, String)],
     output: Output,
 ) -> io::Result<i32> {
+    spawn_passing(argv, cwd, env, output, &[])
+}
+
+/// [`spawn_with`], and `pass` (listening sockets) reaches the program at
+/// fds 3, 4, … in order, every other fd above 2 still closed on exec.
+/// With fds to pass the child runs the `listen-exec` trampoline of this
+/// very binary (`/proc/self/exe`), which places them, sets `LISTEN_PID`
+/// and execs `argv` (see [`listen`] for why).
+///
+/// # Errors
+/// As [`spawn_with`].
+pub fn spawn_passing(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    output: Output,
+    pass: &[BorrowedFd<'_>],
+) -> io::Result<i32> {
+    let wrapped;
+    let argv = if pass.is_empty() {
+        argv
+    } else {
+        wrapped = listen::trampoline_argv(argv, pass);
+        &wrapped[..]
+    };
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -144,7 +173,7 @@ pub fn spawn_with(
             cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
         }
     }
-    child_setup(&mut cmd);
+    child_setup(&mut cmd, pass.iter().map(AsRawFd::as_raw_fd).collect());
     let child = cmd.spawn()?;
     // Dropping the command closes this process's copies of the output fds,
     // so a pipe ends when the child's side does.
@@ -157,9 +186,10 @@ pub fn spawn_with(
 /// Every signal the kernel has, 1 to `SIGRTMAX` (real-time ones included),
 /// gets its default disposition, and the mask is emptied: an ignored or
 /// blocked signal survives `exec`, so whatever the supervisor inherited from
-/// its own caller would otherwise reach every child.
+/// its own caller would otherwise reach every child. Every fd above 2 is
+/// closed on exec but those in `keep` (for the trampoline to place).
 #[allow(unsafe_code)]
-fn child_setup(cmd: &mut std::process::Command) {
+fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>) {
     // Read before fork: the highest signal number the C library knows.
     let sigrtmax = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and calls
@@ -202,6 +232,13 @@ fn child_setup(cmd: &mut std::process::Command) {
             if r != 0 {
                 for fd in 3..4096 {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            // The fds passed on stay open across exec (allocated before
+            // fork: the closure only reads it).
+            for fd in &keep {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
                 }
             }
             Ok(())

@@ -73,10 +73,14 @@ fn progress(tx: &ProgressTx, process: &str, step: Step, message: impl Into<Strin
 }
 
 /// The variables of stackctl's own environment that never reach a process:
-/// its own namespace (each process gets fresh values) and a notify socket
-/// meant for stackctl itself.
+/// its own namespace (each process gets fresh values), and a notify socket
+/// and socket-activation fds meant for stackctl itself.
 fn inherited(key: &str) -> bool {
-    !key.starts_with("STACKCTL_") && key != "NOTIFY_SOCKET"
+    !key.starts_with("STACKCTL_")
+        && !matches!(
+            key,
+            "NOTIFY_SOCKET" | "LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES"
+        )
 }
 
 /// The supervisor's state.
@@ -124,6 +128,7 @@ impl Supervisor {
             logs: stack.logs.clone(),
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
+            listeners: unit::listen::Listeners::default(),
         });
         let (shutdown, _) = watch::channel(false);
         Arc::new_cyclic(|me| Supervisor {
@@ -250,7 +255,8 @@ impl Supervisor {
         }
         kept.clear();
         let mut held = inv.held;
-        let (mut children, mut strangers) = newest_by_instance(inv.children);
+        self.ctx.listeners.adopt(&mut held, &stack);
+        let (mut children, mut strangers) = current_by_instance(inv.children, &records);
         let mut plan = Adoption::default();
         for spec in &stack.processes {
             let mut insts = self.registry.instances(spec);
@@ -465,7 +471,26 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         self.autoscale_stop(&sel.processes);
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
-        self.bring_down(&stack, handles, tx).await
+        let down = self.bring_down(&stack, handles, tx).await;
+        // A service stopped whole closes its sockets (members alone do not).
+        self.close_sockets(&stack, &sel.processes).await;
+        down
+    }
+
+    /// Closes the listening sockets of `names`, and returns once the
+    /// anchor has closed its copies too: the port is free when the stop
+    /// that asked for it answers.
+    async fn close_sockets(&self, stack: &Stack, names: &[String]) {
+        let mut closed = false;
+        for name in names {
+            if stack.process(name).is_some_and(|p| !p.listen.is_empty()) {
+                self.ctx.listeners.release(name, &self.ctx.anchor);
+                closed = true;
+            }
+        }
+        if closed {
+            self.ctx.anchor.synced().await;
+        }
     }
 
     /// Stops `names` and starts them again (default: the whole stack, tasks
@@ -480,7 +505,13 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
-            self.bring_down(&stack, self.registry.all(), tx).await?;
+            // Serving processes with `listen` are not stopped first: the
+            // start below replaces each (its successor on the same
+            // sockets, then the old one stopped).
+            let down = self
+                .registry
+                .matching(|h| !(overlaps(&h.spec) && h.now().state == State::Running));
+            self.bring_down(&stack, down, tx).await?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
         let mut rest = Vec::new();
@@ -583,6 +614,14 @@ impl Supervisor {
             });
         }
         let changes = reload::Changes::between(&old, &new);
+        // Redefined services with `listen` that serve are replaced in
+        // place (overlapping), after the rest is applied.
+        let in_place: Vec<String> = changes
+            .changed
+            .iter()
+            .filter(|c| self.replaceable(&old, &new, c))
+            .cloned()
+            .collect();
         if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
             // fingerprint (`max_replicas`, `autoscale`) may have changed:
@@ -595,7 +634,9 @@ impl Supervisor {
             return Ok(());
         }
         // Stop what was removed or changed, remembering what was active.
-        let doomed = self.registry.matching(|h| changes.drops(&h.inst.process));
+        let doomed = self
+            .registry
+            .matching(|h| changes.drops(&h.inst.process) && !in_place.contains(&h.inst.process));
         let was_active: Vec<String> = changes
             .changed
             .iter()
@@ -614,10 +655,14 @@ impl Supervisor {
             .removed
             .iter()
             .chain(&changes.changed)
+            .filter(|n| !in_place.contains(n))
             .cloned()
             .collect();
         self.autoscale_stop(&dropped);
         let down = self.bring_down(&old, doomed, tx).await;
+        // What was removed or restarted the plain way closes its sockets
+        // (a new definition binds its own at its start).
+        self.close_sockets(&old, &dropped).await;
         for name in &dropped {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
@@ -644,11 +689,82 @@ impl Supervisor {
             changes.resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
         );
         let mut to_start = changes.added.clone();
-        to_start.extend(was_active);
-        if to_start.is_empty() {
-            return Ok(());
+        to_start.extend(was_active.into_iter().filter(|n| !in_place.contains(n)));
+        if !to_start.is_empty() {
+            self.start(&to_start, &BTreeMap::new(), false, tx).await?;
         }
-        self.start(&to_start, &BTreeMap::new(), false, tx).await
+        self.replace_in_place(&old, &in_place, tx).await
+    }
+
+    /// Whether a reload replaces process `name` in place: a service with
+    /// `listen` in both versions, every instance serving.
+    fn replaceable(&self, old: &Stack, new: &Stack, name: &str) -> bool {
+        let units = self.registry.matching(|h| h.inst.process == name);
+        old.process(name).is_some_and(overlaps)
+            && new.process(name).is_some_and(overlaps)
+            && !units.is_empty()
+            && units.iter().all(|h| h.now().state == State::Running)
+    }
+
+    /// Gives each of `names` (redefined services with `listen`) its new
+    /// definition, member by member, each successor ready before its
+    /// predecessor stops (in dependency order); then closes the sockets
+    /// the new definition no longer names and resizes a pool whose
+    /// `replicas` changed with it. The first failure stops the roll:
+    /// what was not replaced goes on serving.
+    ///
+    /// # Errors
+    /// The member whose successor failed (1).
+    async fn replace_in_place(
+        &self,
+        old: &Stack,
+        names: &[String],
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let new = self.stack();
+        for name in crate::config::start_order(&new).into_iter().flatten() {
+            if !names.contains(&name) {
+                continue;
+            }
+            let Some(spec) = new.process(&name).cloned().map(Arc::new) else {
+                continue;
+            };
+            self.registry.respec(&name, &spec);
+            for inst in self.registry.instances(&spec) {
+                let h = self.registry.unit(&self.ctx, &spec, &inst);
+                progress(
+                    tx,
+                    &inst.name,
+                    Step::Starting,
+                    "restarting (new definition)",
+                );
+                let t = std::time::Instant::now();
+                if let Err(f) = h.redefine(spec.clone()).await {
+                    progress(
+                        tx,
+                        &inst.name,
+                        Step::Failed,
+                        format!("failed: {}", f.reason),
+                    );
+                    return Err(order::start_failure(
+                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                        &[],
+                    ));
+                }
+                let took = t.elapsed().as_secs_f64();
+                progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+            }
+            let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
+            self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
+            self.ctx.anchor.synced().await;
+            let before = old.process(&name).and_then(|p| p.replicas);
+            if spec.replicas != before && spec.autoscale.is_none() {
+                if let Some(n) = spec.replicas {
+                    self.scale(&name, &n.to_string(), tx).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops everything and asks the supervisor to exit.
@@ -708,6 +824,12 @@ impl Supervisor {
     }
 }
 
+/// Whether a restart of `spec`'s serving processes overlaps (a service
+/// with `listen`: see `unit::replace`).
+fn overlaps(spec: &crate::config::ProcessSpec) -> bool {
+    spec.kind == crate::config::Kind::Service && !spec.listen.is_empty()
+}
+
 /// What [`Supervisor::adopt`] found and left to do.
 #[derive(Debug, Default)]
 pub struct Adoption {
@@ -721,32 +843,46 @@ pub struct Adoption {
     start_all: bool,
 }
 
-/// The newest process of each instance, and the others (older copies: a
-/// pre_start left by a killed supervisor, a leader not yet acknowledged).
-fn newest_by_instance(
+/// The current process of each instance, and the others (older copies:
+/// a pre_start left by a killed supervisor, a leader not yet
+/// acknowledged, the other side of an overlapping restart). The current
+/// one is the pid its record names when that process is there (during an
+/// overlapping restart: the old one until its successor is ready, then
+/// the successor), else the newest.
+fn current_by_instance(
     children: Vec<crate::anchor::client::Adopted>,
+    records: &BTreeMap<String, record::UnitRecord>,
 ) -> (
     BTreeMap<String, crate::anchor::client::Adopted>,
     Vec<crate::anchor::client::Adopted>,
 ) {
-    let mut newest: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
+    let recorded = |c: &crate::anchor::client::Adopted| {
+        records
+            .get(&c.info.instance)
+            .and_then(|r| r.pid)
+            .is_some_and(|p| p == c.info.pid)
+    };
+    let mut current: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
     let mut older = Vec::new();
     for c in children {
-        match newest.remove(&c.info.instance) {
-            Some(prev) if prev.info.start_ticks > c.info.start_ticks => {
+        match current.remove(&c.info.instance) {
+            Some(prev)
+                if recorded(&prev)
+                    || (!recorded(&c) && prev.info.start_ticks > c.info.start_ticks) =>
+            {
                 older.push(c);
-                newest.insert(prev.info.instance.clone(), prev);
+                current.insert(prev.info.instance.clone(), prev);
             }
             Some(prev) => {
                 older.push(prev);
-                newest.insert(c.info.instance.clone(), c);
+                current.insert(c.info.instance.clone(), c);
             }
             None => {
-                newest.insert(c.info.instance.clone(), c);
+                current.insert(c.info.instance.clone(), c);
             }
         }
     }
-    (newest, older)
+    (current, older)
 }
 
 /// The error for names the stack does not have, with the closest name or
@@ -797,6 +933,7 @@ mod tests {
         assert!(!inherited("STACKCTL_FILE"));
         assert!(!inherited("STACKCTL_TEST_MARKER"));
         assert!(!inherited("NOTIFY_SOCKET"));
+        assert!(!inherited("LISTEN_FDS") && !inherited("LISTEN_PID"));
         assert!(inherited("PATH"));
         assert!(inherited("SCTL_TEST_MARKER"));
     }
@@ -826,6 +963,68 @@ mod tests {
             panic!()
         };
         assert_eq!(hint.as_deref(), Some("the stack has: api, web"));
+    }
+
+    #[test]
+    fn the_current_process_of_an_instance_is_the_recorded_one_else_the_newest() {
+        let child = |instance: &str, pid: i32, start_ticks: u64| {
+            let (_, exit) = tokio::sync::oneshot::channel();
+            let (_, matched) = tokio::sync::oneshot::channel();
+            crate::anchor::client::Adopted {
+                info: crate::anchor::proto::ChildInfo {
+                    instance: instance.into(),
+                    pid,
+                    start_ticks,
+                    matched: false,
+                    exit: None,
+                    log: crate::anchor::proto::LogTarget {
+                        path: "/dev/null".into(),
+                        max_size: 1,
+                        keep: 1,
+                        timestamps: false,
+                    },
+                    watch: None,
+                },
+                exit,
+                matched,
+            }
+        };
+        let record = |pid: i32| record::UnitRecord {
+            state: State::Running,
+            pid: Some(pid),
+            ready: true,
+            restarts: 0,
+            exit: None,
+            message: None,
+            wanted: true,
+            been_ready: true,
+            backoff: fsm::BackoffRecord {
+                recent_ms: vec![],
+                next_delay_ms: 0,
+            },
+            notify_path: None,
+        };
+        let pids = |(cur, old): (
+            BTreeMap<String, crate::anchor::client::Adopted>,
+            Vec<crate::anchor::client::Adopted>,
+        )| {
+            (
+                cur.values().map(|c| c.info.pid).collect::<Vec<_>>(),
+                old.iter().map(|c| c.info.pid).collect::<Vec<_>>(),
+            )
+        };
+        // Mid-overlap: the record names the old one, which stays.
+        let records = BTreeMap::from([("api".to_string(), record(10))]);
+        let got = current_by_instance(vec![child("api", 10, 1), child("api", 11, 2)], &records);
+        assert_eq!(pids(got), (vec![10], vec![11]));
+        let got = current_by_instance(vec![child("api", 11, 2), child("api", 10, 1)], &records);
+        assert_eq!(pids(got), (vec![10], vec![11]));
+        // No record naming one of them: the newest.
+        let got = current_by_instance(
+            vec![child("api", 11, 2), child("api", 10, 1)],
+            &BTreeMap::new(),
+        );
+        assert_eq!(pids(got), (vec![11], vec![10]));
     }
 
     #[tokio::test]

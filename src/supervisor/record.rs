@@ -38,6 +38,12 @@ pub fn start_key(n: u64) -> String {
     format!("{START_PREFIX}{}-{n}", std::process::id())
 }
 
+/// The key under which one of a service's listening sockets is held:
+/// `listen/api/127.0.0.1:8000` (a service's name has no `/`).
+pub fn listen_key(service: &str, addr: &crate::config::ListenAddr) -> String {
+    format!("listen/{service}/{addr}")
+}
+
 /// The key of the autoscalers' decision state.
 pub const AUTOSCALE_KEY: &str = "autoscale";
 

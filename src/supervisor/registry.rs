@@ -78,6 +78,16 @@ impl Registry {
         self.lock().units.insert(inst.name.clone(), h);
     }
 
+    /// Gives the units of process `name` its new definition (their tasks
+    /// get it from the caller: `UnitHandle::redefine`).
+    pub(super) fn respec(&self, name: &str, spec: &Arc<ProcessSpec>) {
+        for h in self.lock().units.values_mut() {
+            if h.inst.process == name {
+                h.spec = spec.clone();
+            }
+        }
+    }
+
     /// Sets pool `name`'s size (its members are started or stopped by the
     /// caller).
     pub(super) fn resize(&self, name: &str, n: u32) {

@@ -11,6 +11,7 @@ mod core;
 mod docs;
 mod export;
 mod keeper;
+mod listen;
 mod lock;
 mod logs;
 mod pools;

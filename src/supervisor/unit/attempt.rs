@@ -28,6 +28,14 @@ pub(super) enum Phase {
     Task,
 }
 
+/// The regex the anchor watches for a `log` gate.
+pub(super) fn log_watch(ready: Option<&ReadySpec>) -> Option<String> {
+    match ready.map(|r| &r.probe) {
+        Some(ProbeKind::Log(re)) => Some(re.as_str().to_string()),
+        _ => None,
+    }
+}
+
 impl Unit {
     /// One fresh attempt: spawn, gate, run, until it ends.
     pub(super) async fn attempt(&mut self) -> End {
@@ -44,15 +52,16 @@ impl Unit {
         if let Some(reason) = self.gate_already_passes(ready.as_ref(), &env).await {
             return End::NotReady(reason);
         }
+        let listen = match self.ctx.listeners.ensure(&self.spec, &self.ctx.anchor) {
+            Ok(keys) => keys,
+            Err(reason) => return End::NotReady(reason),
+        };
         if let Err(end) = self.pre_start(&env).await {
             return end;
         }
-        let watch = match ready.as_ref().map(|r| &r.probe) {
-            Some(ProbeKind::Log(re)) => Some(re.as_str().to_string()),
-            _ => None,
-        };
+        let watch = log_watch(ready.as_ref());
         let command = self.spec.command.clone();
-        let child = match self.spawn_child(&command, &env, watch).await {
+        let child = match self.spawn_child(&command, &env, watch, &listen).await {
             Ok(c) => c,
             Err(reason) => return End::NotReady(reason),
         };
@@ -93,7 +102,7 @@ impl Unit {
                 ctx: &ctx,
                 notify: notify.as_ref(),
             };
-            if let Err(end) = self.await_gate(&mut child, pid_path, g).await {
+            if let Err(end) = self.await_gate(&mut child, Some(pid_path), g, false).await {
                 return end;
             }
         }
@@ -111,19 +120,28 @@ impl Unit {
             });
             self.answer_waiters(&Ok(()));
         }
-        self.run_service(child, pid_path, &ctx, notify.as_ref())
+        match self
+            .run_service(child, pid_path, &ctx, notify.as_ref())
             .await
+        {
+            // The old process of an overlapping restart keeps its socket.
+            End::Replace(mut old) => {
+                old.notify = notify;
+                End::Replace(old)
+            }
+            end => end,
+        }
     }
 
     /// Runs the `pre_start` commands in order, each in its own session with
     /// its output in the log, each within the task timeout (10 minutes for
     /// a service); a stop request meanwhile stops it and ends the attempt.
-    async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), End> {
+    pub(super) async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), End> {
         let cmds = self.spec.pre_start.clone();
         let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
         for cmd in &cmds {
             let mut child = self
-                .spawn_child(cmd, env, None)
+                .spawn_child(cmd, env, None, &[])
                 .await
                 .map_err(|e| End::NotReady(format!("pre_start `{cmd}`: {e}")))?;
             let deadline = tokio::time::sleep(limit);
@@ -165,20 +183,29 @@ impl Unit {
     }
 
     /// Asks the anchor to spawn `cmd` (templates expanded from `env`), its
-    /// output into this instance's log; `watch`: a log gate's regex.
-    async fn spawn_child(
+    /// output into this instance's log; `watch`: a log gate's regex;
+    /// `listen`: the held sockets it gets at fds 3… (with `LISTEN_FDS` and
+    /// `LISTEN_FDNAMES`; the anchor's trampoline adds `LISTEN_PID`).
+    pub(super) async fn spawn_child(
         &mut self,
         cmd: &CommandSpec,
         env: &[(String, String)],
         watch: Option<String>,
+        listen: &[String],
     ) -> Result<Child, String> {
         let logs = &self.ctx.logs;
+        let mut env = env.to_vec();
+        if !listen.is_empty() {
+            let names: Vec<&str> = self.spec.listen.iter().map(|l| l.name.as_str()).collect();
+            env.push(("LISTEN_FDS".into(), listen.len().to_string()));
+            env.push(("LISTEN_FDNAMES".into(), names.join(":")));
+        }
         let req = SpawnReq {
             id: 0,
             instance: self.inst.name.clone(),
-            argv: gate::expand_argv(cmd, env),
+            argv: gate::expand_argv(cmd, &env),
             cwd: self.spec.cwd.clone(),
-            env: env.to_vec(),
+            env,
             log: LogTarget {
                 path: self.ctx.state.log_file(&self.inst.name),
                 max_size: logs.max_size,
@@ -186,6 +213,7 @@ impl Unit {
                 timestamps: logs.timestamps,
             },
             watch,
+            listen: listen.to_vec(),
         };
         let s =
             self.ctx.anchor.spawn(req).await.map_err(|e| {
@@ -280,6 +308,11 @@ impl Unit {
         if self.inst.index.is_some() || !matches!(r.probe, ProbeKind::Tcp(_) | ProbeKind::Http(_)) {
             return None;
         }
+        // Its own held socket answers before it runs (the kernel queues the
+        // connection); nobody else can hold those addresses.
+        if !self.spec.listen.is_empty() {
+            return None;
+        }
         let ctx = ProbeCtx {
             cwd: self.spec.cwd.clone(),
             env: env.to_vec(),
@@ -299,11 +332,16 @@ impl Unit {
     }
 
     /// Waits for the readiness gate while watching the child and commands.
-    async fn await_gate(
+    /// `pid_path`: the pid file to remove when it ends (none for the
+    /// successor in an overlapping restart); `serving`: an older process
+    /// of the instance serves meanwhile (a start request is answered at
+    /// once).
+    pub(super) async fn await_gate(
         &mut self,
         child: &mut Child,
-        pid_path: &Path,
+        pid_path: Option<&Path>,
         g: Gate<'_>,
+        serving: bool,
     ) -> Result<(), End> {
         // `STATUS=` sent while the gate waits for `READY=1` is shown at once
         // (as systemd does), through this channel: the gate cannot touch
@@ -320,7 +358,7 @@ impl Unit {
                     return Err(End::NotReady(format!("{exit} before it was ready")));
                 }
                 cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, child, Some(pid_path), false).await {
+                    if let Some(end) = self.on_command(cmd, child, pid_path, serving).await {
                         return Err(end);
                     }
                 }
@@ -331,7 +369,7 @@ impl Unit {
             self.set(|s| s.message = Some(said));
         }
         if let Err(reason) = result {
-            let _ = self.stop_child(child, Some(pid_path)).await;
+            let _ = self.stop_child(child, pid_path).await;
             let reason = match &self.spec.ready {
                 Some(r) => redact(&reason, &r.probe, &g.ctx.env),
                 None => reason,
@@ -353,7 +391,7 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path).await;
+                    self.cleanup_after_exit(&child, Some(pid_path)).await;
                     let ran_for = child.spawned.elapsed();
                     return if exit.success() {
                         End::Completed
@@ -404,10 +442,15 @@ impl Unit {
         loop {
             tokio::select! {
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, pid_path).await;
+                    self.cleanup_after_exit(&child, Some(pid_path)).await;
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
                 cmd = self.rx.recv() => {
+                    // A service with `listen` is replaced, not stopped first.
+                    let cmd = match self.wants_replace(cmd) {
+                        Ok(()) => return End::Replace(super::replace::Serving::new(child)),
+                        Err(cmd) => cmd,
+                    };
                     if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), true).await {
                         return end;
                     }
@@ -459,7 +502,7 @@ impl Unit {
         pid_path: Option<&Path>,
         ready: bool,
     ) -> Option<End> {
-        match cmd {
+        match self.redefined(cmd) {
             Some(Cmd::Start { reply }) if ready => {
                 self.wanted = true;
                 self.persist();
@@ -471,11 +514,12 @@ impl Unit {
                 self.waiters.push(reply);
                 None
             }
-            Some(Cmd::Restart { reply }) if self.ctx.closing() => {
+            // (A redefinition has become a restart by now.)
+            Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) if self.ctx.closing() => {
                 let _ = reply.send(Err(closing_failure()));
                 None
             }
-            Some(Cmd::Restart { reply }) => {
+            Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => {
                 self.wanted = true;
                 self.waiters.push(reply);
                 tracing::info!(process = %self.name(), "restarting on request");

@@ -22,12 +22,24 @@
 //! crash loop: more than `max_restarts` in `restart_window`). A stop
 //! request at any point goes through the one stop sequence (`stop`).
 //!
+//! A service with `listen` gets its held sockets at fds 3… in every
+//! attempt (`listen`: bound by the first unit that needs them, shared by a
+//! pool). A restart request (or a reload's `Redefine`) while it runs ready
+//! is not stop-then-start but an overlap (`replace`): `running` → its
+//! successor's spawn and gate next to the serving process → the successor
+//! takes over (pid, pid file, record) → the old one is stopped; a failing
+//! successor is stopped instead and the old process goes on (`End::Replace`
+//! carries it from `run_service` to the lifecycle, `Next::Replace` runs the
+//! overlap).
+//!
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
 mod adopt;
 mod attempt;
 mod gate;
+pub mod listen;
+mod replace;
 mod stop;
 
 use std::collections::BTreeMap;
@@ -67,6 +79,8 @@ pub struct UnitCtx {
     /// Set when the whole stack is being stopped and the supervisor will
     /// exit: a unit then refuses to start or restart its process.
     pub closing: std::sync::atomic::AtomicBool,
+    /// The services' listening sockets (`listen`).
+    pub listeners: listen::Listeners,
 }
 
 impl UnitCtx {
@@ -88,8 +102,15 @@ pub enum Cmd {
     /// Start if not running (a completed task is left alone); reply once
     /// ready, completed or failed.
     Start { reply: oneshot::Sender<StartResult> },
-    /// Stop (if running) and start again; a task runs again.
+    /// Stop (if running) and start again; a task runs again. A ready
+    /// service with `listen` is replaced instead (`replace`).
     Restart { reply: oneshot::Sender<StartResult> },
+    /// Take this definition (a reload changed it), then restart as
+    /// `Restart` does.
+    Redefine {
+        spec: Arc<ProcessSpec>,
+        reply: oneshot::Sender<StartResult>,
+    },
     /// Stop; reply once the whole group is gone.
     Stop { reply: oneshot::Sender<StopReport> },
 }
@@ -173,6 +194,7 @@ impl UnitHandle {
             been_ready: false,
             wanted: false,
             notify_path: None,
+            overlap: None,
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
@@ -201,6 +223,13 @@ impl UnitHandle {
     pub async fn restart(&self) -> StartResult {
         let (reply, rx) = oneshot::channel();
         self.request(Cmd::Restart { reply }, rx).await
+    }
+
+    /// Gives it a new definition and restarts it (by replacement for a
+    /// ready service with `listen`).
+    pub async fn redefine(&self, spec: Arc<ProcessSpec>) -> StartResult {
+        let (cmd, rx) = replace::redefine_cmd(spec);
+        self.request(cmd, rx).await
     }
 
     async fn request(&self, cmd: Cmd, rx: oneshot::Receiver<StartResult>) -> StartResult {
@@ -261,6 +290,9 @@ enum End {
     },
     /// Restart requested: go again without counting a crash.
     Restart,
+    /// Restart requested of a ready service with `listen`: its successor
+    /// starts while this process goes on serving (`replace`).
+    Replace(Box<replace::Serving>),
 }
 
 /// Where a lifecycle begins.
@@ -272,6 +304,8 @@ enum Next {
     /// Waiting to restart after `reason` (the process was gone when this
     /// supervisor came).
     Backoff(String),
+    /// An overlapping restart of this serving process.
+    Replace(Box<replace::Serving>),
 }
 
 /// A process of the attempt, as the anchor spawned it.
@@ -312,6 +346,9 @@ struct Unit {
     wanted: bool,
     /// Where the current notify socket is.
     notify_path: Option<PathBuf>,
+    /// During an overlapping restart: the group of the other process of
+    /// this instance, which no stop or clean-up may take for a stray.
+    overlap: Option<i32>,
 }
 
 impl Unit {
@@ -339,6 +376,13 @@ impl Unit {
                     self.lifecycle(Next::Attempt).await;
                 }
                 Cmd::Restart { reply } => {
+                    self.wanted = true;
+                    self.waiters.push(reply);
+                    self.fresh_life();
+                    self.lifecycle(Next::Attempt).await;
+                }
+                Cmd::Redefine { spec, reply } => {
+                    self.spec = spec;
                     self.wanted = true;
                     self.waiters.push(reply);
                     self.fresh_life();
@@ -419,6 +463,7 @@ impl Unit {
             let end = match std::mem::replace(&mut next, Next::Attempt) {
                 Next::Attempt => self.attempt().await,
                 Next::Resume(r) => self.resumed(r).await,
+                Next::Replace(old) => self.replace(old).await,
                 Next::Backoff(reason) => {
                     if !self.backoff_wait(Duration::ZERO, &reason).await {
                         return;
@@ -426,8 +471,11 @@ impl Unit {
                     continue;
                 }
             };
-            self.release_notify();
+            if !matches!(end, End::Replace(_)) {
+                self.release_notify();
+            }
             match end {
+                End::Replace(old) => next = Next::Replace(old),
                 End::Stopped(replies, report) => {
                     self.stopped(replies, report);
                     return;
@@ -572,9 +620,9 @@ impl Unit {
         loop {
             tokio::select! {
                 () = &mut sleep => return true,
-                cmd = self.rx.recv() => match cmd {
+                cmd = self.rx.recv() => match self.redefined(cmd) {
                     None => return false,
-                    Some(Cmd::Start { reply }) | Some(Cmd::Restart { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Start { reply } | Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => self.waiters.push(reply),
                     Some(Cmd::Stop { reply }) => {
                         self.wanted = false;
                         self.set(|s| { s.state = State::Stopped; s.message = None; });

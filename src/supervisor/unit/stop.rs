@@ -14,7 +14,7 @@ use crate::status::State;
 
 impl Unit {
     /// This instance's mark: how its processes are found outside its group.
-    fn mark(&self) -> Mark<'_> {
+    pub(super) fn mark(&self) -> Mark<'_> {
         Mark {
             stack_id: &self.ctx.stack_id,
             instances: Some(std::slice::from_ref(&self.inst.name)),
@@ -29,7 +29,7 @@ impl Unit {
     /// anchor may forget the exit. (The anchor reports an exit only once
     /// the output is drained, so a failure's log tail ends with its last
     /// line.)
-    pub(super) async fn cleanup_after_exit(&self, child: &Child, pid_path: &Path) {
+    pub(super) async fn cleanup_after_exit(&self, child: &Child, pid_path: Option<&Path>) {
         if spawn::group_exists(child.pid) {
             tracing::info!(process = %self.name(), "killing what pid {} left in its group", child.pid);
         }
@@ -37,11 +37,13 @@ impl Unit {
         let target = Target {
             group: Some(child.pid),
             strays,
-            spare: &[],
+            spare: self.overlap.as_slice(),
         };
         let report = spawn::terminate(target, How::KILL, async {}).await;
         self.log_stop_findings(&report);
-        let _ = std::fs::remove_file(pid_path);
+        if let Some(p) = pid_path {
+            let _ = std::fs::remove_file(p);
+        }
         self.ctx.anchor.ack(child.pid);
     }
 
@@ -56,12 +58,16 @@ impl Unit {
 
     /// Stops the child and what it started, through the one stop sequence
     /// (`spawn::terminate`): stop_signal, up to stop_timeout, SIGKILL.
+    /// During an overlapping restart the other process serves: the state
+    /// stays `running`, and that process is never taken for a stray.
     pub(super) async fn stop_child(
         &mut self,
         child: &mut Child,
         pid_path: Option<&Path>,
     ) -> StopReport {
-        self.set(|s| s.state = State::Stopping);
+        if self.overlap.is_none() {
+            self.set(|s| s.state = State::Stopping);
+        }
         let how = How {
             signal: self.spec.stop_signal,
             grace: self.spec.stop_timeout,
@@ -70,7 +76,7 @@ impl Unit {
         let target = Target {
             group: Some(child.pid),
             strays: Some(self.mark()),
-            spare: &[],
+            spare: self.overlap.as_slice(),
         };
         let report = spawn::terminate(target, how, async {
             child.wait().await;
