@@ -27,6 +27,7 @@ use crate::supervisor::offline::Cleared;
 use crate::supervisor::Supervisor;
 
 /// How the supervisor runs.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Stream every process's output to stdout, prefixed by its name.
     pub foreground: bool,
@@ -134,6 +135,7 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         signal(SignalKind::hangup()).map_err(|e| Error::failed(format!("signal: {e}")))?;
     let mut shutdown = sup.shutdown_requested();
     let mut conns = JoinSet::new();
+    let mut rehoming = JoinSet::new();
 
     if let Some((names, scale)) = opts.initial.clone() {
         let sup = sup.clone();
@@ -183,17 +185,15 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 });
             }
             _ = shutdown.changed() => break,
-            gone = anchor_gone.wait_for(|gone| *gone) => {
+            gone = anchor_gone.wait_for(|gone| *gone), if rehoming.is_empty() => {
                 // `wait_for` hands back a read guard on the watch: it must
                 // go before `rehome`, whose `reconnect` writes to that watch
                 // (held, it deadlocked this thread for good).
                 drop(gone);
                 tracing::error!("the anchor died; its processes run on, and this supervisor takes them to a new one");
-                if let Err(e) = rehome(&sup, &state, &opts).await {
-                    tracing::error!("cannot start a new anchor: {e}; the processes run on unsupervised");
-                    break;
-                }
+                rehoming.spawn(rehome_until_done(sup.clone(), state.clone(), opts.clone()));
             }
+            Some(_) = rehoming.join_next(), if !rehoming.is_empty() => {}
         }
     }
     // Let the connection that asked for the stop hear that it is done.
@@ -325,7 +325,7 @@ async fn launch_anchor(
     state: &StateDir,
     opts: &Options,
 ) -> Result<(), Error> {
-    let exe = std::env::current_exe()
+    let exe = crate::spawn::stackctl_binary()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let mut argv = crate::anchor::command_line(&exe, &stack.state_dir, &stack.file, false);
     let stderr = if opts.foreground {
@@ -370,10 +370,31 @@ async fn launch_anchor(
     }
 }
 
+/// [`rehome`] until it works: this supervisor keeps every process's output
+/// pipe open meanwhile (they would die of `SIGPIPE` at their next write
+/// if it exited), and answers commands. A binary replaced on disk, a full
+/// disk, a process table at its limit: each passes, and nothing was lost.
+async fn rehome_until_done(sup: Arc<Supervisor>, state: StateDir, opts: Options) {
+    let mut delay = Duration::from_secs(1);
+    while let Err(e) = rehome(&sup, &state, &opts).await {
+        tracing::error!(
+            "cannot start a new anchor: {e}; trying again in {}",
+            humantime::format_duration(delay)
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// After the anchor died: a new one, and every live process handed to it
 /// (its pipe, which this supervisor kept a copy of, and its pid).
 async fn rehome(sup: &Arc<Supervisor>, state: &StateDir, opts: &Options) -> Result<(), Error> {
     let stack = sup.stack();
+    // One a try before this one launched, that could not be reached then.
+    if sup.anchor().reconnect(state).await.is_ok() {
+        sup.anchor().serving();
+        return Ok(());
+    }
     // The dead anchor's flock is released with its last file, a moment
     // after its connection ended (an exiting process closes its files one
     // by one): a new anchor started before that refuses to run.
@@ -387,5 +408,6 @@ async fn rehome(sup: &Arc<Supervisor>, state: &StateDir, opts: &Options) -> Resu
         .reconnect(state)
         .await
         .map_err(|e| Error::failed(format!("cannot reach the new anchor: {e}")))?;
+    sup.anchor().serving();
     Ok(())
 }

@@ -103,7 +103,7 @@ pub fn run(args: ExportArgs, g: &Global) -> Result<u8> {
     let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
     let env_texts = read_env_files(&stack)?;
     let (image, images) = parse_images(&args.image, &stack)?;
-    let stackctl = std::env::current_exe()
+    let stackctl = crate::spawn::stackctl_binary()
         .and_then(|p| p.canonicalize())
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));

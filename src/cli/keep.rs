@@ -97,7 +97,7 @@ fn run_in_tmux(path: &std::path::Path, stack: &crate::config::Stack, g: &Global)
             detail: None,
         });
     }
-    let exe = std::env::current_exe()
+    let exe = crate::spawn::stackctl_binary()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let quote = super::session::shell_quote;
     let cmdline = format!(

@@ -128,7 +128,7 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
         return Ok(c);
     }
     let state = StateDir::prepared(&stack.state_dir)?;
-    let exe = std::env::current_exe()
+    let exe = crate::spawn::stackctl_binary()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let mut child = match how {
         Launch::Detached => {

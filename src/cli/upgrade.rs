@@ -44,7 +44,7 @@ pub fn run(_args: UpgradeArgs, g: &Global) -> Result<u8> {
         });
     };
     let (old, _, old_pid, _) = ping(&mut client)?;
-    let exe = std::env::current_exe()
+    let exe = crate::spawn::stackctl_binary()
         .and_then(std::fs::canonicalize)
         .map_err(|e| Error::failed(format!("cannot find this stackctl binary: {e}")))?;
     let mut client = connect(&stack)?.ok_or_else(|| Error::failed("the supervisor went away"))?;

@@ -91,7 +91,7 @@ pub fn run(stack_file: &Path, stack: Stack, quiet: bool) -> Result<u8, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::failed(format!("cannot start the keeper's runtime: {e}")))?;
-    let exe = std::env::current_exe()
+    let exe = crate::spawn::stackctl_binary()
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let result = runtime.block_on(async move {
         let stop = stop_signals()

@@ -51,6 +51,28 @@ pub struct Spawned {
     pub output: Option<OwnedFd>,
 }
 
+/// The path to run this stackctl binary again from (a supervisor, an
+/// anchor, a keeper's step). A binary replaced on disk while it runs (a
+/// rebuild, an upgrade) shows in `/proc/self/exe` as `PATH (deleted)`:
+/// `PATH` is then what runs next, the new binary, as it would for the
+/// operator. With nothing left at `PATH`, `/proc/self/exe` itself still
+/// runs this image.
+///
+/// # Errors
+/// When `/proc/self/exe` cannot be read.
+pub fn stackctl_binary() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let Some(name) = exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) else {
+        return Ok(exe);
+    };
+    let path = std::path::PathBuf::from(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    }
+}
+
 /// The argv for a command whose templates are already expanded.
 pub fn argv(cmd: &CommandSpec) -> Vec<String> {
     match cmd {
