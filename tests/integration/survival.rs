@@ -348,7 +348,16 @@ sys.stdout.flush()
 /// Every line of `text` is `<name> <n>` for n = 0, 1, … in order, then
 /// `END <name> <count>` and nothing after; describes the first violation.
 fn check_numbered(name: &str, text: &str) -> Result<u64, String> {
+    check_numbered_with_gaps(name, text, 0)
+}
+
+/// As [`check_numbered`], but up to `gaps` runs of lines may be missing:
+/// what an anchor killed with `kill -9` had read from a pipe and not yet
+/// written (at most one read per pipe and kill; README, "What survives
+/// what"). Nothing duplicated, split or out of order, ever.
+fn check_numbered_with_gaps(name: &str, text: &str, gaps: usize) -> Result<u64, String> {
     let mut next = 0u64;
+    let mut skipped = 0usize;
     let mut lines = text.split_inclusive('\n');
     for line in lines.by_ref() {
         let Some(body) = line.strip_suffix('\n') else {
@@ -373,7 +382,18 @@ fn check_numbered(name: &str, text: &str) -> Result<u64, String> {
         }
         let want = format!("{name} {next:09}");
         if body != want {
-            return Err(format!("line {next} is {body:?}, expected {want:?} (lost, duplicated, split or out of order)"));
+            let later = body
+                .strip_prefix(&format!("{name} "))
+                .filter(|n| n.len() == 9)
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > next);
+            match later {
+                Some(n) if skipped < gaps => {
+                    skipped += 1;
+                    next = n;
+                }
+                _ => return Err(format!("line {next} is {body:?}, expected {want:?} (lost, duplicated, split or out of order)")),
+            }
         }
         next += 1;
     }
@@ -1733,8 +1753,11 @@ fn a_supervisor_killed_young_again_and_again_is_relaunched_ever_later() {
     sentry.assert_clean(&s);
 }
 
+/// The anchor is the part meant never to die; killed anyway, it is
+/// replaced each time, every process runs on and logs, and what is lost is
+/// at most what it had read from a pipe and not yet written.
 #[test]
-fn the_anchor_killed_again_and_again_is_replaced_each_time_and_nothing_is_lost() {
+fn the_anchor_killed_again_and_again_is_replaced_each_time_and_loses_at_most_a_read() {
     let s = Stack::new(&format!(
         r#"
 [stack.logs]
@@ -1794,13 +1817,22 @@ restart = "never"
     wait_for("ticker's next lines in its log", 30, || {
         lines(&s, "logs/ticker.log").len() >= at_end + 10
     });
-    for (i, l) in lines(&s, "logs/ticker.log").iter().enumerate() {
-        assert_eq!(
-            l,
-            &format!("tick {i}"),
-            "ticker.log line {i} (lost, duplicated or split)"
-        );
-    }
+    // A kill may take what the anchor was writing (one read per pipe):
+    // never a duplicate, a split line or a line out of order.
+    let ticks: Vec<u64> = lines(&s, "logs/ticker.log")
+        .iter()
+        .map(|l| {
+            l.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("ticker.log: a split or foreign line {l:?}"))
+        })
+        .collect();
+    assert!(
+        ticks.windows(2).all(|w| w[0] < w[1]),
+        "ticker.log: duplicated or out of order: {ticks:?}"
+    );
+    let gaps = ticks.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert!(gaps <= 6, "ticker.log: {gaps} gaps in 6 kills: {ticks:?}");
     s.write("stop", "");
     wait_for("every writer to finish", 60, || {
         pids[1..].iter().all(|p| !alive(*p))
@@ -1811,7 +1843,7 @@ restart = "never"
             .all(|n| s.read(&format!("logs/{n}.log")).contains("END "))
     });
     for n in &names[1..] {
-        if let Err(e) = check_numbered(n, &s.read(&format!("logs/{n}.log"))) {
+        if let Err(e) = check_numbered_with_gaps(n, &s.read(&format!("logs/{n}.log")), 6) {
             panic!("{n}.log: {e}");
         }
     }
