@@ -8,6 +8,7 @@
 //! collected, located with `toml_edit`) → `validate` (every other problem)
 //! → `model::Stack`. `diag` renders the problems.
 
+pub mod cron;
 pub mod diag;
 pub mod duration;
 pub mod env;
@@ -179,6 +180,7 @@ pub fn shell(path: &Path) -> Stack {
         keeper: None,
         warnings: Vec::new(),
         export: Default::default(),
+        on_failure: None,
     }
 }
 

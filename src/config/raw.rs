@@ -50,6 +50,9 @@ pub(crate) struct RawStack {
     pub(crate) stop_timeout: Option<Spanned<String>>,
     pub(crate) lock_file: Option<Spanned<String>>,
     pub(crate) logs: Option<RawLogs>,
+    pub(crate) on_failure: Option<Spanned<RawCommand>>,
+    pub(crate) on_failure_timeout: Option<Spanned<String>>,
+    pub(crate) on_failure_exits: Option<Spanned<bool>>,
 }
 
 /// `[stack.logs]`.
@@ -84,6 +87,13 @@ pub(crate) struct RawProcess {
     pub(crate) max_replicas: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) autoscale: Option<RawAutoscale>,
+    pub(crate) on_failure: Option<Spanned<RawCommand>>,
+    pub(crate) on_failure_timeout: Option<Spanned<String>>,
+    pub(crate) on_failure_exits: Option<Spanned<bool>>,
+    /// A size like `"512MB"`, or an integer number of bytes.
+    pub(crate) memory_max: Option<Spanned<toml::Value>>,
+    pub(crate) schedule: Option<Spanned<String>>,
+    pub(crate) every: Option<Spanned<String>>,
 }
 
 /// Every key a process table may hold, for "did you mean".
@@ -106,6 +116,12 @@ pub(crate) const PROCESS_KEYS: &[&str] = &[
     "max_replicas",
     "timeout",
     "autoscale",
+    "on_failure",
+    "on_failure_timeout",
+    "on_failure_exits",
+    "memory_max",
+    "schedule",
+    "every",
 ];
 
 /// `[service.NAME.autoscale]` keys.
@@ -142,6 +158,9 @@ pub(crate) const STACK_KEYS: &[&str] = &[
     "stop_timeout",
     "lock_file",
     "logs",
+    "on_failure",
+    "on_failure_timeout",
+    "on_failure_exits",
 ];
 
 /// `[stack.logs]` keys.

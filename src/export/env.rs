@@ -433,6 +433,9 @@ mod tests {
             env_layers: sources,
             env_sources: Default::default(),
             autoscale: None,
+            on_failure: None,
+            memory_max: None,
+            schedule: None,
         }
     }
 
