@@ -295,6 +295,8 @@ mod tests {
                     rss_mb: Some(45.1),
                     exit_code: None,
                     message: None,
+                    env_generation: None,
+                    schedule: None,
                 },
                 ProcessStatus {
                     name: "migrate".into(),
@@ -309,6 +311,8 @@ mod tests {
                     rss_mb: None,
                     exit_code: Some(0),
                     message: None,
+                    env_generation: None,
+                    schedule: None,
                 },
             ],
             autoscale: BTreeMap::new(),

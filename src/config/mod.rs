@@ -14,6 +14,7 @@ pub mod duration;
 pub mod env;
 mod graph;
 pub mod model;
+pub mod refresh;
 mod raw;
 mod validate;
 

@@ -36,7 +36,9 @@
 //! (`output`), the lock file.
 
 pub mod autoscale;
+pub mod env;
 pub mod fsm;
+pub mod hooks;
 pub mod offline;
 mod order;
 mod pool;
@@ -113,12 +115,15 @@ impl Supervisor {
         let state = StateDir::new(&stack.state_dir);
         let pid = std::process::id() as i32;
         let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
+        let hooks = hooks::Hooks::default();
+        hooks.configure(&stack);
         let ctx = Arc::new(UnitCtx {
             stack_name: stack.name.clone(),
             stack_id: state.stack_id(),
             state,
             supervisor_pid: pid,
-            base_env,
+            envs: env::Envs::new(base_env, &stack),
+            hooks,
             logs: stack.logs.clone(),
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -166,10 +171,11 @@ impl Supervisor {
             exe.display().to_string(),
             "--version".to_string(),
         ]);
+        let base: Vec<(String, String)> = self.ctx.envs.base().as_ref().clone().into_iter().collect();
         let ran = crate::spawn::run_oneshot(
             &check,
             std::path::Path::new("/"),
-            &self.ctx.base_env,
+            &base,
             std::time::Duration::from_secs(10),
         )
         .await;

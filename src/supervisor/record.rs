@@ -54,6 +54,9 @@ pub struct UnitRecord {
     /// path), when it has one.
     #[serde(default)]
     pub notify_path: Option<PathBuf>,
+    /// The environment generation of its process.
+    #[serde(default)]
+    pub env_generation: Option<u64>,
 }
 
 impl UnitRecord {
@@ -89,6 +92,7 @@ mod tests {
                 next_delay_ms: 400,
             },
             notify_path: None,
+            env_generation: Some(2),
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
         assert_eq!(UnitRecord::decode("{"), None);
