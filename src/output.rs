@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::status::{AutoscaleStatus, Progress, State, StatusDoc, Step};
+use crate::status::{AutoscaleStatus, Progress, ScheduleStatus, State, StatusDoc, Step};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -182,10 +182,47 @@ pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Res
         }
         writeln!(w, "{}", text.trim_end())?;
     }
+    for p in &doc.processes {
+        if let Some(sched) = &p.schedule {
+            writeln!(w, "{}", schedule_line(&p.name, sched, style))?;
+        }
+    }
     for (name, a) in &doc.autoscale {
         autoscale_lines(w, name, a, style)?;
     }
     Ok(())
+}
+
+/// A scheduled task under the table: its schedule and zone, its next run,
+/// its last run and how it ended, the slots it skipped.
+fn schedule_line(name: &str, s: &ScheduleStatus, style: Style) -> String {
+    let mut out = format!("{name}: {} ({})", s.spec, s.time_zone);
+    match (&s.next_run, s.next_run_in_s, s.armed) {
+        (Some(n), Some(secs), true) => {
+            out.push_str(&format!(": next run {n} (in {})", short_duration(secs)));
+        }
+        (_, _, true) => out.push_str(": no next run"),
+        (_, _, false) => out.push_str(&format!(
+            ": {}",
+            style.yellow(&format!("not armed (`stackctl start {name}` arms it)"))
+        )),
+    }
+    if let Some(at) = &s.last_run {
+        let result = s.last_result.as_deref().unwrap_or("?");
+        let shown = match s.last_ok {
+            Some(false) => style.red(result),
+            _ => result.to_string(),
+        };
+        out.push_str(&format!("; last run {at}: {shown}"));
+    }
+    if s.skipped > 0 {
+        out.push_str(&format!(
+            "; {} slot{} skipped",
+            s.skipped,
+            if s.skipped == 1 { "" } else { "s" }
+        ));
+    }
+    out
 }
 
 /// An autoscaled pool under the table: its size and what it wants, the

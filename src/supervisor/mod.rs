@@ -45,6 +45,7 @@ mod pool;
 pub mod record;
 mod registry;
 mod reload;
+pub mod schedule;
 pub mod unit;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,17 @@ pub struct Supervisor {
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
     autoscale: autoscale::Autoscalers,
+    // Scheduled tasks (`schedule.rs`).
+    schedules: schedule::Schedules,
+}
+
+/// What a start does with the scheduled tasks it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheduled {
+    /// Arm their schedules; run them at their times.
+    Arm,
+    /// Arm them, and run them now (`restart backup`, a slot that is due).
+    RunNow,
 }
 
 /// Who answers `ping`.
@@ -132,6 +144,7 @@ impl Supervisor {
         Arc::new_cyclic(|me| Supervisor {
             me: me.clone(),
             autoscale: autoscale::Autoscalers::default(),
+            schedules: schedule::Schedules::default(),
             registry: Registry::new(&stack),
             stack: RwLock::new(Arc::new(stack)),
             ctx,
@@ -231,6 +244,14 @@ impl Supervisor {
         {
             self.autoscale_restore(snap);
         }
+        if let Some(g) = kept
+            .get(record::ENV_GENERATION_KEY)
+            .and_then(|t| serde_json::from_str::<env::GenerationRecord>(t).ok())
+        {
+            self.ctx.envs.resume(&g);
+            self.env_persist(false);
+        }
+        self.schedule_restore(&stack, &kept);
         let mut records: BTreeMap<String, record::UnitRecord> = BTreeMap::new();
         for (key, value) in &kept {
             if let (Some(inst), Some(rec)) =
@@ -329,8 +350,10 @@ impl Supervisor {
                 running_pools.push(spec.name.clone());
             }
         }
-        // Autoscaling goes on where it was, for the pools that run.
+        // Autoscaling goes on where it was, for the pools that run, and so
+        // do the schedules that were armed.
         self.autoscale_start(&stack, &running_pools);
+        self.schedule_resume(&stack);
         if plan.to_start.is_empty() {
             return;
         }
@@ -358,7 +381,43 @@ impl Supervisor {
     }
 
     fn set_stack(&self, stack: Stack) {
+        self.ctx.hooks.configure(&stack);
         *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stack);
+    }
+
+    /// Keeps the environment's generation (and, when it changed, the base
+    /// itself) with the anchor, for the next supervisor. Never shown.
+    fn env_persist(&self, base_changed: bool) {
+        if let Ok(g) = serde_json::to_string(&self.ctx.envs.record()) {
+            self.ctx.anchor.put(record::ENV_GENERATION_KEY, g);
+        }
+        if base_changed {
+            if let Ok(b) = serde_json::to_string(self.ctx.envs.base().as_ref()) {
+                self.ctx.anchor.put(record::BASE_ENV_KEY, b);
+            }
+        }
+    }
+
+    /// Gives `names` their environment afresh (env files re-read; with
+    /// `caller`, the caller's environment as the new base) and says which
+    /// generation that is, naming changed variables, never their values.
+    fn refresh_env(
+        &self,
+        stack: &Stack,
+        names: &[String],
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let with_base = caller.is_some();
+        let caller = caller.map(|c| c.into_iter().filter(|(k, _)| inherited(k)).collect());
+        let r = self.ctx.envs.refresh(stack, names, caller)?;
+        if with_base || r.new_generation {
+            let line = r.describe(with_base);
+            tracing::info!("{line} (for {})", names.join(", "));
+            progress(tx, "stack", Step::Info, line);
+        }
+        self.env_persist(with_base);
+        Ok(())
     }
 
     /// Queues a line for the next `start` to show.
@@ -394,14 +453,67 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
+        self.start_with(names, scale, rerun, Scheduled::Arm, tx).await
+    }
+
+    /// [`Supervisor::start`], with `caller` (`start --update-env`) as the
+    /// environment of what it starts (the named processes and their
+    /// dependencies, from their next spawn: running ones keep theirs).
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`]; an environment that cannot be computed (2).
+    pub async fn start_env(
+        &self,
+        names: &[String],
+        scale: &BTreeMap<String, u32>,
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        if caller.is_some() {
+            self.refuse_if_stopping()?;
+            let stack = self.stack();
+            let sel = self.select(&stack, names)?;
+            let mut wanted: Vec<String> = sel.processes.clone();
+            wanted.extend(sel.members.keys().cloned());
+            let closure = plan::closure(&stack, &wanted);
+            self.refresh_env(&stack, &closure, caller, tx)?;
+        }
+        self.start_with(names, scale, false, Scheduled::Arm, tx).await
+    }
+
+    async fn start_with(
+        &self,
+        names: &[String],
+        scale: &BTreeMap<String, u32>,
+        rerun: bool,
+        scheduled: Scheduled,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         self.tell_notices(tx);
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut wanted: Vec<String> = sel.processes.clone();
         wanted.extend(sel.members.keys().cloned());
-        let closure = plan::closure(&stack, &wanted);
-        refuse_missing_env(&stack, &closure)?;
+        let mut closure = plan::closure(&stack, &wanted);
+        if let Some((message, hint)) =
+            env::missing_required(&stack, &closure, &|spec| self.ctx.envs.of(spec))
+        {
+            return Err(Error::Usage {
+                message,
+                hint: Some(format!("{hint}; the running supervisor keeps the environment it was given: fix the env_file and `stackctl restart` what needs it, or pass the variables with `stackctl start --update-env`; nothing was started")),
+            });
+        }
+        // A scheduled task is armed, and runs at its times (or now, when asked).
+        let timed: Vec<String> = closure
+            .iter()
+            .filter(|n| stack.process(n).is_some_and(|p| p.schedule.is_some()))
+            .cloned()
+            .collect();
+        self.schedule_arm(&stack, &timed, tx);
+        if scheduled == Scheduled::Arm {
+            closure.retain(|n| !timed.contains(n));
+        }
         for (name, n) in scale {
             let Some(spec) = stack.process(name) else {
                 return Err(Error::usage(format!(
@@ -437,11 +549,73 @@ impl Supervisor {
     /// # Errors
     /// Unknown names (2); a process that survived SIGKILL (1).
     pub async fn stop(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
+        self.stop_with(names, false, tx).await
+    }
+
+    /// Stops `names`; `with_dependents`: everything that depends on them
+    /// too, first (systemd's `Requires=`). Without it, what depends on them
+    /// and keeps running (or stays scheduled) is said.
+    ///
+    /// # Errors
+    /// As [`Supervisor::stop`].
+    pub async fn stop_with(
+        &self,
+        names: &[String],
+        with_dependents: bool,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         let stack = self.stack();
-        let sel = self.select(&stack, names)?;
+        let mut sel = self.select(&stack, names)?;
+        if with_dependents && !names.is_empty() {
+            let mut roots = sel.processes.clone();
+            roots.extend(sel.members.keys().cloned());
+            for d in plan::dependents_closure(&stack, &roots) {
+                if !sel.processes.contains(&d) {
+                    sel.processes.push(d);
+                }
+            }
+        }
         self.autoscale_stop(&sel.processes);
+        self.schedule_disarm(&sel.processes);
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
-        self.bring_down(&stack, handles, tx).await
+        let down = self.bring_down(&stack, handles, tx).await;
+        if !names.is_empty() {
+            self.tell_left_behind(&stack, &sel.processes, tx);
+        }
+        down
+    }
+
+    /// Says which processes outside a stop still run (or stay scheduled)
+    /// while something they depend on was stopped.
+    fn tell_left_behind(&self, stack: &Stack, stopped: &[String], tx: &ProgressTx) {
+        for name in plan::dependents_closure(stack, stopped) {
+            let on = plan::depends_on_among(stack, &name, stopped);
+            let hint = format!(
+                "`stackctl stop --with-dependents {}` stops it too",
+                on.join(" ")
+            );
+            let what = if self.schedules.armed(&name) {
+                format!(
+                    "stays scheduled: it depends on {}, which was stopped, and its next run starts {} again ({hint})",
+                    on.join(", "),
+                    if on.len() == 1 { "it" } else { "them" }
+                )
+            } else if self.registry.matching(|h| h.inst.process == name).iter().any(|h| {
+                matches!(
+                    h.now().state,
+                    State::Starting | State::Running | State::Backoff
+                )
+            }) {
+                format!(
+                    "still running: it depends on {}, which was stopped ({hint})",
+                    on.join(", ")
+                )
+            } else {
+                continue;
+            };
+            tracing::info!(process = %name, "{what}");
+            progress(tx, &name, Step::Info, what);
+        }
     }
 
     /// Stops `names` and starts them again (default: the whole stack, tasks
@@ -451,9 +625,28 @@ impl Supervisor {
     /// # Errors
     /// As [`Supervisor::start`].
     pub async fn restart(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
+        self.restart_env(names, None, tx).await
+    }
+
+    /// [`Supervisor::restart`]: what it restarts gets its env files read
+    /// again and, with `caller` (`restart --update-env`), the caller's
+    /// environment as its base. A scheduled task named runs now.
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`]; an environment that cannot be computed
+    /// (2, nothing is restarted).
+    pub async fn restart_env(
+        &self,
+        names: &[String],
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
+        let mut fresh = sel.processes.clone();
+        fresh.extend(sel.members.keys().cloned());
+        self.refresh_env(&stack, &fresh, caller, tx)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
             self.bring_down(&stack, self.registry.all(), tx).await?;
@@ -472,7 +665,8 @@ impl Supervisor {
         if rest.is_empty() {
             return Ok(());
         }
-        self.start(&rest, &BTreeMap::new(), true, tx).await
+        self.start_with(&rest, &BTreeMap::new(), true, Scheduled::RunNow, tx)
+            .await
     }
 
     /// Restarts a pool member by member, each ready before the next.
@@ -521,7 +715,10 @@ impl Supervisor {
                 let observed = unit
                     .as_ref()
                     .map_or_else(Observed::nothing, UnitHandle::observed);
-                processes.push(observed.status(&inst, spec.kind));
+                let mut st = observed.status(&inst, spec.kind);
+                st.env_generation = unit.as_ref().and_then(|u| u.now().env_generation);
+                st.schedule = self.schedule_status(spec);
+                processes.push(st);
             }
         }
         Ok(StatusDoc {
@@ -547,7 +744,9 @@ impl Supervisor {
         self.refuse_if_stopping()?;
         let _serial = self.reloading.lock().await;
         let old = self.stack();
-        let new = crate::config::load(&old.file)?;
+        // The stack file's `${VAR}` read the environment processes get.
+        let base = self.ctx.envs.base();
+        let new = crate::config::load_with(&old.file, false, &|k| base.get(k).cloned())?;
         if new.state_dir != old.state_dir {
             return Err(Error::Usage {
                 message: format!(
@@ -576,13 +775,14 @@ impl Supervisor {
             .changed
             .iter()
             .filter(|c| {
-                doomed.iter().any(|h| {
-                    &h.inst.process == *c
-                        && matches!(
-                            h.now().state,
-                            State::Starting | State::Running | State::Backoff | State::Completed
-                        )
-                })
+                self.schedules.armed(c)
+                    || doomed.iter().any(|h| {
+                        &h.inst.process == *c
+                            && matches!(
+                                h.now().state,
+                                State::Starting | State::Running | State::Backoff | State::Completed
+                            )
+                    })
             })
             .cloned()
             .collect();
@@ -593,6 +793,7 @@ impl Supervisor {
             .cloned()
             .collect();
         self.autoscale_stop(&dropped);
+        self.schedule_disarm(&dropped);
         let down = self.bring_down(&old, doomed, tx).await;
         for name in &dropped {
             self.registry
@@ -604,6 +805,14 @@ impl Supervisor {
             }
         }
         self.set_stack(new);
+        // What is new or redefined gets the environment its new definition says.
+        let defined: Vec<String> = changes.added.iter().chain(&changes.changed).cloned().collect();
+        for name in dropped.iter().chain(&changes.added) {
+            self.ctx.envs.forget(name);
+        }
+        if let Err(e) = self.refresh_env(&self.stack(), &defined, None, tx) {
+            tracing::error!("reload: {e}");
+        }
         self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
         for r in &changes.removed {
             progress(tx, r, Step::Info, "removed from the stack file");
@@ -638,6 +847,7 @@ impl Supervisor {
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.autoscale_stop_all();
+        self.schedule_disarm_all();
         let mut r = self.stop(&[], tx).await;
         // A start that was already under way when the stop began may have
         // brought a unit back up; stop again until none is active, so that
@@ -745,20 +955,6 @@ fn unknown_names(stack: &Stack, unknown: &[plan::UnknownName]) -> Error {
             stack.name
         ),
         hint: Some(hint),
-    }
-}
-
-/// A start of `closure` is refused while a variable it requires is unset:
-/// the supervisor checks the environment it was started with.
-fn refuse_missing_env(stack: &Stack, closure: &[String]) -> Result<(), Error> {
-    let os = |k: &str| std::env::var(k).ok();
-    let show = |f: &std::path::Path| f.display().to_string();
-    match crate::config::env::missing_env_problem(stack, closure, &os, &show) {
-        None => Ok(()),
-        Some((message, hint)) => Err(Error::Usage {
-            message,
-            hint: Some(format!("{hint}; the running supervisor keeps the environment it was started with: fix the env_file and `stackctl reload`, or `stackctl stop` and start again; nothing was started")),
-        }),
     }
 }
 

@@ -30,6 +30,21 @@ pub fn notify_key(instance: &str) -> String {
     format!("notify/{instance}")
 }
 
+/// What the keys of scheduled tasks begin with.
+pub const SCHEDULE_PREFIX: &str = "schedule/";
+
+/// The key of a scheduled task's record (`supervisor::schedule`).
+pub fn schedule_key(task: &str) -> String {
+    format!("{SCHEDULE_PREFIX}{task}")
+}
+
+/// The key of the base environment (`supervisor::env`): the anchor
+/// launches the next supervisor with it.
+pub use crate::anchor::proto::BASE_ENV_KEY;
+
+/// The key of the environment generation (`supervisor::env`).
+pub const ENV_GENERATION_KEY: &str = "env/generation";
+
 /// The key of the autoscalers' decision state.
 pub const AUTOSCALE_KEY: &str = "autoscale";
 
