@@ -49,8 +49,8 @@ impl Watch {
         let r = rss.unwrap_or_default();
         Some(format!(
             "memory {} over memory_max {} for {} checks in a row ({}s)",
-            size(r),
-            size(self.limit),
+            size(r, self.limit),
+            size(self.limit, self.limit),
             self.over,
             self.over as u64 * CHECK_EVERY.as_secs()
         ))
@@ -75,13 +75,21 @@ pub(super) async fn over_limit(watch: &mut Option<Watch>, pgid: i32) -> String {
     }
 }
 
-/// Bytes as `61.2MiB`.
-fn size(bytes: u64) -> String {
-    const MIB: f64 = 1_048_576.0;
-    if bytes >= 1 << 30 {
-        format!("{:.2}GiB", bytes as f64 / (MIB * 1024.0))
+/// Bytes in the units `limit` was most likely written in: `61.2MiB`
+/// for a limit in MiB or GiB, `64.2MB` for one in MB or GB.
+fn size(bytes: u64, limit: u64) -> String {
+    let binary = limit % (1 << 20) == 0 || limit % 1_000_000 != 0;
+    let (unit, big, small) = if binary {
+        (1_048_576.0, "GiB", "MiB")
     } else {
-        format!("{:.1}MiB", bytes as f64 / MIB)
+        (1_000_000.0, "GB", "MB")
+    };
+    let mb = bytes as f64 / unit;
+    let kilo = if binary { 1024.0 } else { 1000.0 };
+    if mb >= kilo {
+        format!("{:.2}{big}", mb / kilo)
+    } else {
+        format!("{mb:.1}{small}")
     }
 }
 
@@ -107,6 +115,14 @@ mod tests {
             Some("memory 150.0MiB over memory_max 100.0MiB for 3 checks in a row (3s)")
         );
         assert!(Watch::new(None).is_none());
-        assert_eq!(size(3 << 30), "3.00GiB");
+        assert_eq!(size(3 << 30, 1 << 30), "3.00GiB");
+        // A limit written in MB reads in MB.
+        let mut w = Watch::new(Some(40_000_000)).unwrap();
+        w.decide(Some(94_600_000));
+        w.decide(Some(94_600_000));
+        assert_eq!(
+            w.decide(Some(94_600_000)).as_deref(),
+            Some("memory 94.6MB over memory_max 40.0MB for 3 checks in a row (3s)")
+        );
     }
 }
