@@ -357,6 +357,45 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_task_gets_a_line_under_the_table() {
+        let mut d = doc();
+        d.processes[1].schedule = Some(crate::status::ScheduleStatus {
+            spec: "schedule \"0 3 * * *\"".into(),
+            time_zone: "Europe/Paris (+02:00)".into(),
+            armed: true,
+            next_run: Some("2026-05-21T03:00:00+02:00".into()),
+            next_run_in_s: Some(3600.0 * 5.0 + 120.0),
+            last_run: Some("2026-05-20T03:00:00+02:00".into()),
+            last_result: Some("completed in 2.1s".into()),
+            last_ok: Some(true),
+            skipped: 1,
+            last_skip: Some("…".into()),
+        });
+        let mut out = Vec::new();
+        status_table(&mut out, &d, Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("migrate: schedule \"0 3 * * *\" (Europe/Paris (+02:00)): next run 2026-05-21T03:00:00+02:00 (in 5h02m); last run 2026-05-20T03:00:00+02:00: completed in 2.1s; 1 slot skipped\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["processes"][1]["schedule"]["skipped"], 1);
+        assert!(json["processes"][0].get("schedule").is_none());
+        assert!(json["processes"][0].get("env_generation").is_none());
+        if let Some(s) = d.processes[1].schedule.as_mut() {
+            s.armed = false;
+            s.next_run = None;
+        }
+        let mut out = Vec::new();
+        status_table(&mut out, &d, Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(": not armed (`stackctl start migrate` arms it)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_has_spec_shape() {
         let v = serde_json::to_value(doc()).unwrap();
         assert_eq!(v["supervisor"]["pid"], 4100);

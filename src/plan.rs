@@ -236,12 +236,21 @@ mod tests {
         .unwrap();
         let stack = crate::config::load(&file).unwrap();
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(dependents_closure(&stack, &names(&["db"])), ["api", "worker"]);
+        assert_eq!(
+            dependents_closure(&stack, &names(&["db"])),
+            ["api", "worker"]
+        );
         assert_eq!(dependents_closure(&stack, &names(&["api"])), ["worker"]);
-        assert_eq!(dependents_closure(&stack, &names(&["db", "api"])), ["worker"]);
+        assert_eq!(
+            dependents_closure(&stack, &names(&["db", "api"])),
+            ["worker"]
+        );
         assert!(dependents_closure(&stack, &names(&["web"])).is_empty());
         assert_eq!(depends_on_among(&stack, "worker", &names(&["db"])), ["db"]);
-        assert_eq!(depends_on_among(&stack, "worker", &names(&["db", "web"])), ["db"]);
+        assert_eq!(
+            depends_on_among(&stack, "worker", &names(&["db", "web"])),
+            ["db"]
+        );
         assert!(depends_on_among(&stack, "web", &names(&["db"])).is_empty());
     }
 

@@ -154,7 +154,8 @@ impl Cron {
         }
         const LONGEST: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         (1..=12u32).any(|m| {
-            self.months & (1 << m) != 0 && (1..=LONGEST[m as usize - 1]).any(|d| self.days & (1 << d) != 0)
+            self.months & (1 << m) != 0
+                && (1..=LONGEST[m as usize - 1]).any(|d| self.days & (1 << d) != 0)
         })
     }
 }
@@ -205,7 +206,10 @@ fn value(i: usize, text: &str) -> Result<u32, String> {
     let (lo, hi) = RANGES[i];
     let lower = text.to_ascii_lowercase();
     let named = match i {
-        3 => MONTHS.iter().position(|m| *m == lower).map(|p| p as u32 + 1),
+        3 => MONTHS
+            .iter()
+            .position(|m| *m == lower)
+            .map(|p| p as u32 + 1),
         4 => WEEKDAYS.iter().position(|d| *d == lower).map(|p| p as u32),
         _ => None,
     };
@@ -286,13 +290,33 @@ mod tests {
         let cases: &[(&str, Option<usize>, &str)] = &[
             ("0 3 * *", None, "4 fields, expected 5"),
             ("0 3 * * * *", None, "6 fields, expected 5"),
-            ("60 3 * * *", Some(0), "minute `60`: 60 is out of range 0-59"),
+            (
+                "60 3 * * *",
+                Some(0),
+                "minute `60`: 60 is out of range 0-59",
+            ),
             ("0 25 * * *", Some(1), "hour `25`: 25 is out of range 0-23"),
-            ("0 3 0 * *", Some(2), "day of month `0`: 0 is out of range 1-31"),
-            ("0 3 * foo *", Some(3), "month `foo`: `foo` is not a month (1-12 or jan-dec)"),
-            ("0 3 * * 8", Some(4), "day of week `8`: 8 is out of range 0-7"),
+            (
+                "0 3 0 * *",
+                Some(2),
+                "day of month `0`: 0 is out of range 1-31",
+            ),
+            (
+                "0 3 * foo *",
+                Some(3),
+                "month `foo`: `foo` is not a month (1-12 or jan-dec)",
+            ),
+            (
+                "0 3 * * 8",
+                Some(4),
+                "day of week `8`: 8 is out of range 0-7",
+            ),
             ("*/0 * * * *", Some(0), "minute `*/0`: a step cannot be 0"),
-            ("0 5-3 * * *", Some(1), "hour `5-3`: range `5-3` goes backwards"),
+            (
+                "0 5-3 * * *",
+                Some(1),
+                "hour `5-3`: range `5-3` goes backwards",
+            ),
             ("0 1,,2 * * *", Some(1), "hour `1,,2`: an empty list entry"),
             ("x * * * *", Some(0), "minute `x`: `x` is not a number"),
             ("@reboot", None, "unknown macro `@reboot`"),
@@ -307,6 +331,9 @@ mod tests {
             assert_eq!((e.field, e.message.as_str()), (*field, *message), "{expr}");
         }
         assert!(Cron::parse("0 0 29 2 *").is_ok(), "a leap day comes");
-        assert!(Cron::parse("0 0 30 2 1").is_ok(), "Mondays come in February");
+        assert!(
+            Cron::parse("0 0 30 2 1").is_ok(),
+            "Mondays come in February"
+        );
     }
 }

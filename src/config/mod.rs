@@ -14,8 +14,8 @@ pub mod duration;
 pub mod env;
 mod graph;
 pub mod model;
-pub mod refresh;
 mod raw;
+pub mod refresh;
 mod validate;
 
 pub use env::{expand, missing_required_env, ExpandError};

@@ -162,27 +162,51 @@ mod tests {
         let os = |k: &str| (k == "HOST").then(|| "127.0.0.1".to_string());
         let stack = crate::config::load_with(&file, false, &os).unwrap();
         let api = stack.process("api").unwrap();
-        let (vars, sources) =
-            layered_env(&api.env_layers, &stack.name, &stack.file, &os, &api.env_sources).unwrap();
+        let (vars, sources) = layered_env(
+            &api.env_layers,
+            &stack.name,
+            &stack.file,
+            &os,
+            &api.env_sources,
+        )
+        .unwrap();
         assert_eq!(vars, api.env.0);
         assert_eq!(sources, api.env_sources);
         // An edited file and a new environment are seen.
         std::fs::write(dir.path().join("api.env"), "PORT=9000\n").unwrap();
         std::fs::write(dir.path().join(".env.local"), "LEVEL=debug\n").unwrap();
         let os2 = |k: &str| (k == "HOST").then(|| "10.0.0.1".to_string());
-        let (vars, _) =
-            layered_env(&api.env_layers, &stack.name, &stack.file, &os2, &api.env_sources).unwrap();
+        let (vars, _) = layered_env(
+            &api.env_layers,
+            &stack.name,
+            &stack.file,
+            &os2,
+            &api.env_sources,
+        )
+        .unwrap();
         assert_eq!(vars["URL"], "http://10.0.0.1:9000");
         assert_eq!(vars["LEVEL"], "debug");
         assert!(!vars.contains_key("RAW"));
         // A file that went missing, and a template that no longer expands.
         std::fs::remove_file(dir.path().join("api.env")).unwrap();
-        let e = layered_env(&api.env_layers, &stack.name, &stack.file, &os2, &api.env_sources)
-            .unwrap_err();
+        let e = layered_env(
+            &api.env_layers,
+            &stack.name,
+            &stack.file,
+            &os2,
+            &api.env_sources,
+        )
+        .unwrap_err();
         assert_eq!(e.message, "env file `api.env` does not exist");
         std::fs::write(dir.path().join("api.env"), "PORT=1\n").unwrap();
-        let e = layered_env(&api.env_layers, &stack.name, &stack.file, &|_| None, &api.env_sources)
-            .unwrap_err();
+        let e = layered_env(
+            &api.env_layers,
+            &stack.name,
+            &stack.file,
+            &|_| None,
+            &api.env_sources,
+        )
+        .unwrap_err();
         assert_eq!(
             e.message,
             "in `service.api.env.URL`: `${HOST}` is not set and has no default"

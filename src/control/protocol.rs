@@ -247,8 +247,15 @@ mod tests {
         };
         let line = serde_json::to_string(&Envelope::new(plain.clone())).unwrap();
         assert!(!line.contains("with_dependents"), "{line}");
-        let old: Envelope = serde_json::from_str(r#"{"v":2,"req":"restart","names":["api"]}"#).unwrap();
-        assert_eq!(old.req, Request::Restart { names: vec!["api".into()], env: None });
+        let old: Envelope =
+            serde_json::from_str(r#"{"v":2,"req":"restart","names":["api"]}"#).unwrap();
+        assert_eq!(
+            old.req,
+            Request::Restart {
+                names: vec!["api".into()],
+                env: None
+            }
+        );
     }
 
     #[test]

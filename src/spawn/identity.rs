@@ -248,7 +248,10 @@ mod tests {
         let leader = rss_bytes(pgid).unwrap();
         assert!(group >= 32 << 20, "group {group}");
         assert!(group > leader, "group {group} > leader {leader}");
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = child.wait();
         // The child dies at once, but is reaped by another process: wait.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

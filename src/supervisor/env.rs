@@ -269,8 +269,11 @@ fn digest(base: &Vars, stack: &Stack) -> String {
         ctx.update(&(v.len() as u64).to_le_bytes());
         ctx.update(v.as_bytes());
     }
-    let layers: Vec<&[crate::config::EnvLayer]> =
-        stack.processes.iter().map(|p| p.env_layers.as_slice()).collect();
+    let layers: Vec<&[crate::config::EnvLayer]> = stack
+        .processes
+        .iter()
+        .map(|p| p.env_layers.as_slice())
+        .collect();
     for path in crate::config::refresh::env_files(&layers) {
         ctx.update(path.as_os_str().as_encoded_bytes());
         match std::fs::read(&path) {
@@ -370,10 +373,17 @@ mod tests {
         assert_eq!(envs.of(stack.process("web").unwrap()).generation, 1);
         // A new base, named by what changed.
         let r = envs
-            .refresh(&stack, &["web".into()], Some(vars(&[("A", "1"), ("B", "3"), ("C", "4")])))
+            .refresh(
+                &stack,
+                &["web".into()],
+                Some(vars(&[("A", "1"), ("B", "3"), ("C", "4")])),
+            )
             .unwrap();
         assert_eq!(r.generation, 3);
-        assert_eq!((r.added.clone(), r.changed.clone(), r.removed.clone()), (vec!["C".to_string()], vec!["B".to_string()], vec![]));
+        assert_eq!(
+            (r.added.clone(), r.changed.clone(), r.removed.clone()),
+            (vec!["C".to_string()], vec!["B".to_string()], vec![])
+        );
         assert_eq!(
             r.describe(true),
             "environment generation 3; from the caller's environment: added C; changed B"
@@ -383,8 +393,13 @@ mod tests {
         assert_eq!(envs.of(api).merged()["B"], "2");
         // A refresh that cannot be done changes nothing.
         std::fs::remove_file(dir.path().join("api.env")).unwrap();
-        let e = envs.refresh(&stack, &["api".into()], Some(vars(&[]))).unwrap_err();
-        assert!(e.to_string().contains("env file `api.env` does not exist"), "{e}");
+        let e = envs
+            .refresh(&stack, &["api".into()], Some(vars(&[])))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("env file `api.env` does not exist"),
+            "{e}"
+        );
         assert_eq!(envs.generation(), 3);
         assert_eq!(envs.base()["C"], "4");
         // A relaunched supervisor goes on from the kept generation.

@@ -169,7 +169,11 @@ impl Gate {
     /// Counts a hook beginning at `now` when the window has room.
     fn admit(&self, now: Instant) -> bool {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        while w.0.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
+        while w
+            .0
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
             w.0.pop_front();
         }
         if w.0.len() >= RATE_LIMIT {
@@ -252,10 +256,14 @@ async fn run(
                     "on_failure hook ({event}) failed: still running after its timeout of {}; its process group was killed",
                     humantime::format_duration(spec.timeout)
                 ),
-                other => tracing::error!(process = %who, "on_failure hook ({event}) failed: it {other} after {took:.1}s"),
+                other => {
+                    tracing::error!(process = %who, "on_failure hook ({event}) failed: it {other} after {took:.1}s")
+                }
             }
         }
-        Err(e) => tracing::error!(process = %who, "on_failure hook ({event}) failed: cannot run `{}`: {e}", spec.command),
+        Err(e) => {
+            tracing::error!(process = %who, "on_failure hook ({event}) failed: cannot run `{}`: {e}", spec.command)
+        }
     }
 }
 
@@ -300,8 +308,9 @@ mod tests {
             log: PathBuf::from("/s/logs/worker.2.log"),
             restarts: 5,
         };
-        let base: super::super::env::Vars =
-            [("PATH".to_string(), "/bin".to_string())].into_iter().collect();
+        let base: super::super::env::Vars = [("PATH".to_string(), "/bin".to_string())]
+            .into_iter()
+            .collect();
         let env: HashMap<String, String> = hook_env(&occ, "demo", &base, 3).into_iter().collect();
         assert_eq!(env["STACKCTL_EVENT"], "failed");
         assert_eq!(env["STACKCTL_PROCESS"], "worker.2");

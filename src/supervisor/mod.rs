@@ -20,6 +20,13 @@
 //!   applies) and shutdown are made of those two.
 //! - an autoscaled pool has an [`autoscale`] task while it is started,
 //!   which resizes it through the scale path.
+//! - a scheduled task is armed by start and disarmed by stop; its
+//!   [`schedule`] task starts it at its times through the start path.
+//! - stop says what depends on what it stopped and keeps running; with
+//!   dependents, it stops those too, first.
+//! - each process keeps the environment it was last given ([`env`]);
+//!   restart reads its env files again, `--update-env` brings a new base.
+//! - a unit that fails tells the failure [`hooks`].
 //!
 //! The supervisor does not know the control socket: `control::server`
 //! calls these methods, and progress leaves through a [`ProgressTx`].
@@ -31,9 +38,10 @@
 //! output pipes died with the old supervisor, which is why they are not
 //! adopted.
 //!
-//! Owns: the units, the pool sizes, the autoscalers, and what each
-//! operation does. Must not touch: the wire (`control`), the terminal
-//! (`output`), the lock file.
+//! Owns: the units, the pool sizes, the autoscalers, the schedules, the
+//! environments, the hooks, and what each operation does. Must not touch:
+//! the wire (`control`), the terminal (`output`), the lock file (it only
+//! reads it, before a scheduled run).
 
 pub mod autoscale;
 pub mod env;
@@ -184,7 +192,8 @@ impl Supervisor {
             exe.display().to_string(),
             "--version".to_string(),
         ]);
-        let base: Vec<(String, String)> = self.ctx.envs.base().as_ref().clone().into_iter().collect();
+        let base: Vec<(String, String)> =
+            self.ctx.envs.base().as_ref().clone().into_iter().collect();
         let ran = crate::spawn::run_oneshot(
             &check,
             std::path::Path::new("/"),
@@ -453,7 +462,8 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
-        self.start_with(names, scale, rerun, Scheduled::Arm, tx).await
+        self.start_with(names, scale, rerun, Scheduled::Arm, tx)
+            .await
     }
 
     /// [`Supervisor::start`], with `caller` (`start --update-env`) as the
@@ -478,7 +488,8 @@ impl Supervisor {
             let closure = plan::closure(&stack, &wanted);
             self.refresh_env(&stack, &closure, caller, tx)?;
         }
-        self.start_with(names, scale, false, Scheduled::Arm, tx).await
+        self.start_with(names, scale, false, Scheduled::Arm, tx)
+            .await
     }
 
     async fn start_with(
@@ -600,12 +611,17 @@ impl Supervisor {
                     on.join(", "),
                     if on.len() == 1 { "it" } else { "them" }
                 )
-            } else if self.registry.matching(|h| h.inst.process == name).iter().any(|h| {
-                matches!(
-                    h.now().state,
-                    State::Starting | State::Running | State::Backoff
-                )
-            }) {
+            } else if self
+                .registry
+                .matching(|h| h.inst.process == name)
+                .iter()
+                .any(|h| {
+                    matches!(
+                        h.now().state,
+                        State::Starting | State::Running | State::Backoff
+                    )
+                })
+            {
                 format!(
                     "still running: it depends on {}, which was stopped ({hint})",
                     on.join(", ")
@@ -780,7 +796,10 @@ impl Supervisor {
                         &h.inst.process == *c
                             && matches!(
                                 h.now().state,
-                                State::Starting | State::Running | State::Backoff | State::Completed
+                                State::Starting
+                                    | State::Running
+                                    | State::Backoff
+                                    | State::Completed
                             )
                     })
             })
@@ -806,7 +825,12 @@ impl Supervisor {
         }
         self.set_stack(new);
         // What is new or redefined gets the environment its new definition says.
-        let defined: Vec<String> = changes.added.iter().chain(&changes.changed).cloned().collect();
+        let defined: Vec<String> = changes
+            .added
+            .iter()
+            .chain(&changes.changed)
+            .cloned()
+            .collect();
         for name in dropped.iter().chain(&changes.added) {
             self.ctx.envs.forget(name);
         }

@@ -224,7 +224,9 @@ impl Supervisor {
     /// Arms the scheduled tasks among `names` (each says when it runs).
     pub(super) fn schedule_arm(&self, stack: &Stack, names: &[String], tx: &ProgressTx) {
         for spec in stack.processes.iter().filter(|p| names.contains(&p.name)) {
-            let Some(sched) = &spec.schedule else { continue };
+            let Some(sched) = &spec.schedule else {
+                continue;
+            };
             let fresh = {
                 let mut all = self.schedules.lock();
                 let e = all.entry(spec.name.clone()).or_insert_with(|| Entry {
@@ -247,7 +249,11 @@ impl Supervisor {
             let when = next.map_or_else(|| "never again".to_string(), |n| format!("next run {n}"));
             let msg = format!(
                 "{}{sched}, host time zone {}: {when}",
-                if fresh { "scheduled: " } else { "already scheduled: " },
+                if fresh {
+                    "scheduled: "
+                } else {
+                    "already scheduled: "
+                },
                 zone::describe(now_millis() / 1000)
             );
             if fresh {
@@ -323,7 +329,9 @@ impl Supervisor {
             return;
         }
         for name in &armed {
-            let Some(spec) = stack.process(name) else { continue };
+            let Some(spec) = stack.process(name) else {
+                continue;
+            };
             let h = self.schedule_unit(spec);
             if h.as_ref().is_some_and(|h| running(h.now().state)) {
                 if let (Some(me), Some(h)) = (self.me.upgrade(), h) {
@@ -372,7 +380,9 @@ impl Supervisor {
     }
 
     fn schedule_persist(&self, name: &str) {
-        let Some(rec) = self.schedules.record(name) else { return };
+        let Some(rec) = self.schedules.record(name) else {
+            return;
+        };
         if let Ok(text) = serde_json::to_string(&rec) {
             self.ctx.anchor.put(&record::schedule_key(name), text);
         }
@@ -387,8 +397,12 @@ impl Supervisor {
     /// Acts on the slot `slot` of task `name`: skip it, or start a run.
     async fn schedule_fire(&self, name: &str, slot: Millis) {
         let stack = self.stack();
-        let Some(spec) = stack.process(name) else { return };
-        let Some(h) = self.schedule_unit(spec) else { return };
+        let Some(spec) = stack.process(name) else {
+            return;
+        };
+        let Some(h) = self.schedule_unit(spec) else {
+            return;
+        };
         let slot_text = local_rfc3339(slot);
         let skip = |why: String| {
             tracing::info!(process = %name, "slot {slot_text} skipped: {why}");
@@ -436,7 +450,13 @@ impl Supervisor {
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
             let names = [name.clone()];
             let r = me
-                .start_with(&names, &BTreeMap::new(), true, super::Scheduled::RunNow, &tx)
+                .start_with(
+                    &names,
+                    &BTreeMap::new(),
+                    true,
+                    super::Scheduled::RunNow,
+                    &tx,
+                )
                 .await;
             match r {
                 // Not run at all (a dependency did not come up, the stack is
@@ -501,7 +521,9 @@ async fn run(me: Weak<Supervisor>, name: String) {
             let Some(sched) = stack.process(&name).and_then(|p| p.schedule.clone()) else {
                 return;
             };
-            let Some(rec) = sup.schedules.record(&name) else { return };
+            let Some(rec) = sup.schedules.record(&name) else {
+                return;
+            };
             let Some(due) = next_slot(&sched, rec.last_slot.unwrap_or(rec.armed_at)) else {
                 tracing::warn!(process = %name, "its schedule never comes again");
                 return;
@@ -558,7 +580,11 @@ mod tests {
             ("*/15 * * * *", t, at(2026, 5, 20, 10, 30)),
             ("0 3 * * *", t, at(2026, 5, 21, 3, 0)),
             ("17 10 * * *", t, at(2026, 5, 21, 10, 17)),
-            ("0 9 * * mon-fri", at(2026, 5, 22, 9, 0), at(2026, 5, 25, 9, 0)),
+            (
+                "0 9 * * mon-fri",
+                at(2026, 5, 22, 9, 0),
+                at(2026, 5, 25, 9, 0),
+            ),
             ("0 0 1 * *", t, at(2026, 6, 1, 0, 0)),
             ("0 0 1 1 *", t, at(2027, 1, 1, 0, 0)),
             ("0 0 29 2 *", t, at(2028, 2, 29, 0, 0)),
@@ -596,7 +622,13 @@ mod tests {
         // (03:00 local goes back to 02:00).
         let spring = at(2026, 3, 29, 1, 0);
         let autumn = at(2026, 10, 25, 1, 0);
-        let zone = move |e: i64| if (spring..autumn).contains(&e) { 7200 } else { 3600 };
+        let zone = move |e: i64| {
+            if (spring..autumn).contains(&e) {
+                7200
+            } else {
+                3600
+            }
+        };
         // 02:30 does not exist on the 29th: it runs at 03:30 (after the jump).
         let c = Cron::parse("30 2 * * *").unwrap();
         let got = next_after(&c, at(2026, 3, 28, 12, 0), &zone).unwrap();

@@ -30,7 +30,11 @@ fn restart_reads_the_env_files_again_and_status_says_the_generation() {
     s.write("api.env", "PORT=8002\n");
     let r = s.run(&["restart", "api"]);
     r.success();
-    assert!(r.stdout.contains("environment generation 2"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("environment generation 2"),
+        "{}",
+        r.stdout
+    );
     let pid = s.pid_of("api").unwrap();
     assert_eq!(env_of(pid, "PORT").as_deref(), Some("8002"));
     assert_eq!(generation(&s, "api"), Some(2));
@@ -40,7 +44,11 @@ fn restart_reads_the_env_files_again_and_status_says_the_generation() {
     std::fs::remove_file(s.path().join("api.env")).unwrap();
     let r = s.run(&["restart", "api"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("env file `api.env` does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("env file `api.env` does not exist"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(s.pid_of("api"), Some(pid));
 }
 
@@ -98,7 +106,11 @@ require_env = ["BILLING_KEY"]
         .success();
     let r = s.run_env(&["start", "billing"], &[("BILLING_KEY", Some("k-1"))]);
     r.expect_code(2);
-    assert!(r.stderr.contains("BILLING_KEY (required by billing)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("BILLING_KEY (required by billing)"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("--update-env"), "{}", r.stderr);
     let r = s.run_env(
         &["start", "--update-env", "billing"],

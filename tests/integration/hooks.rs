@@ -92,7 +92,11 @@ on_failure_exits = true
     );
     assert_eq!(value(&failed, "STACKCTL_STATE"), Some("failed"));
     // The first exit always gets its hook (nothing else was running).
-    assert!(s.path().join("hook-flaky-exit.env").exists(), "{}", s.dump());
+    assert!(
+        s.path().join("hook-flaky-exit.env").exists(),
+        "{}",
+        s.dump()
+    );
     let exit = env_lines(&s, "hook-flaky-exit.env");
     assert_eq!(value(&exit, "STACKCTL_EVENT"), Some("exit"));
     assert_eq!(value(&exit, "STACKCTL_STATE"), Some("backoff"));
@@ -144,10 +148,17 @@ on_failure = ["sh", "-c", "echo hook for ${STACKCTL_PROCESS} ran; exit 4"]
             .contains("on_failure hook (failed) failed: it exited 4")
     });
     let log = s.read("logs/stackctl.log");
-    assert!(log.contains("on_failure hook: hook for migrate ran"), "{log}");
+    assert!(
+        log.contains("on_failure hook: hook for migrate ran"),
+        "{log}"
+    );
     let p = s.process_status("migrate").unwrap();
     assert_eq!(p["state"], "failed");
     assert_eq!(p["message"], "exited with code 3");
     // The hook has no hook of its own, and ran once.
-    assert_eq!(log.matches("on_failure hook (failed): running").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("on_failure hook (failed): running").count(),
+        1,
+        "{log}"
+    );
 }

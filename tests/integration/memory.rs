@@ -38,7 +38,11 @@ memory_max = "40MB"
         "{log}"
     );
     let table = s.run(&["status"]);
-    assert!(table.stdout.contains("restarted after: memory"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("restarted after: memory"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]

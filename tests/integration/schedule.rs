@@ -41,14 +41,21 @@ every = "1s"
     assert!(sch["next_run"].as_str().is_some(), "{sch}");
     assert!(sch["last_run"].as_str().is_some(), "{sch}");
     assert!(
-        sch["last_result"].as_str().unwrap_or_default().starts_with("completed in "),
+        sch["last_result"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("completed in "),
         "{sch}"
     );
     assert!(!sch["time_zone"].as_str().unwrap_or_default().is_empty());
     // Same log as any task.
     assert!(s.read("logs/tick.log").contains("ticked"));
     let table = s.run(&["status"]);
-    assert!(table.stdout.contains("tick: every 1s ("), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("tick: every 1s ("),
+        "{}",
+        table.stdout
+    );
     assert!(table.stdout.contains(": next run "), "{}", table.stdout);
     // `stop tick` disarms it.
     s.run(&["stop", "tick"]).success();
@@ -83,7 +90,10 @@ every = "1s"
     let sch = schedule_of(&s, "slow");
     assert!(sch["skipped"].as_u64().unwrap_or(0) >= 1, "{sch}");
     assert!(
-        sch["last_skip"].as_str().unwrap_or_default().contains("is still going"),
+        sch["last_skip"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is still going"),
         "{sch}"
     );
 }
@@ -107,7 +117,10 @@ every = "1s"
     });
     let sch = schedule_of(&s, "tick");
     assert!(
-        sch["last_skip"].as_str().unwrap_or_default().contains("held by export"),
+        sch["last_skip"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("held by export"),
         "{sch}"
     );
     s.run(&["lock", "release", "job-7"]).success();

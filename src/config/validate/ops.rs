@@ -103,10 +103,13 @@ impl Ctx<'_> {
                     "this table or [stack]"
                 };
                 self.push(
-                    Diagnostic::at(span, format!("`{table}.{key}` without an `on_failure` command"))
-                        .hint(format!(
-                            "add on_failure = \"…\" (the command to run) to {whom}, or remove `{key}`"
-                        )),
+                    Diagnostic::at(
+                        span,
+                        format!("`{table}.{key}` without an `on_failure` command"),
+                    )
+                    .hint(format!(
+                        "add on_failure = \"…\" (the command to run) to {whom}, or remove `{key}`"
+                    )),
                 );
             }
         }
@@ -142,8 +145,7 @@ impl Ctx<'_> {
         };
         if bytes == 0 {
             self.push(
-                Diagnostic::at(v.span(), format!("`{what}` must be more than 0"))
-                    .hint(SIZE_HINT),
+                Diagnostic::at(v.span(), format!("`{what}` must be more than 0")).hint(SIZE_HINT),
             );
             return None;
         }
@@ -245,7 +247,10 @@ impl Ctx<'_> {
                     continue;
                 };
                 let Some(sched) = &dep.schedule else { continue };
-                let span = dep_spans.get(j).cloned().unwrap_or_else(|| name_span.clone());
+                let span = dep_spans
+                    .get(j)
+                    .cloned()
+                    .unwrap_or_else(|| name_span.clone());
                 self.push(
                     Diagnostic::at(
                         span,

@@ -65,10 +65,11 @@ pub(super) async fn over_limit(watch: &mut Option<Watch>, pgid: i32) -> String {
     };
     loop {
         w.tick.tick().await;
-        let rss = tokio::task::spawn_blocking(move || crate::spawn::identity::group_rss_bytes(pgid))
-            .await
-            .ok()
-            .flatten();
+        let rss =
+            tokio::task::spawn_blocking(move || crate::spawn::identity::group_rss_bytes(pgid))
+                .await
+                .ok()
+                .flatten();
         if let Some(why) = w.decide(rss) {
             return why;
         }
