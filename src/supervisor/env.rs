@@ -114,15 +114,22 @@ pub struct Envs {
 }
 
 impl Envs {
-    /// Generation 1 over `base`, for `stack`.
+    /// Generation 1 over `base`: every process of `stack` with its layers
+    /// as loaded.
     pub fn new(base: Vars, stack: &Stack) -> Envs {
         let digest = digest(&base, stack);
+        let base = Arc::new(base);
+        let procs = stack
+            .processes
+            .iter()
+            .map(|p| (p.name.clone(), Arc::new(loaded(&base, p, 1))))
+            .collect();
         Envs {
             inner: Mutex::new(Inner {
-                base: Arc::new(base),
+                base,
                 generation: 1,
                 digest,
-                procs: HashMap::new(),
+                procs,
             }),
         }
     }
@@ -154,26 +161,29 @@ impl Envs {
     /// nothing it was made of changed since, else the next.
     pub fn resume(&self, kept: &GenerationRecord) {
         let mut i = self.lock();
-        i.generation = if kept.digest == i.digest {
+        let g = if kept.digest == i.digest {
             kept.generation
         } else {
             kept.generation + 1
         };
+        i.generation = g;
+        // What was loaded now is of this generation.
+        for p in i.procs.values_mut() {
+            let mut q = (**p).clone();
+            q.generation = g;
+            *p = Arc::new(q);
+        }
     }
 
-    /// The environment `spec` runs with now: the one it was last given, or
-    /// (never given one) the base under its layers as loaded.
+    /// The environment `spec` runs with now: the one it was last given
+    /// (every process has one from the start; one a reload added and could
+    /// not be given one gets its layers as loaded, at this generation).
     pub fn of(&self, spec: &ProcessSpec) -> Arc<ProcEnv> {
         let mut i = self.lock();
         if let Some(p) = i.procs.get(&spec.name) {
             return p.clone();
         }
-        let p = Arc::new(ProcEnv {
-            base: i.base.clone(),
-            layered: spec.env.0.clone(),
-            sources: spec.env_sources.clone(),
-            generation: i.generation,
-        });
+        let p = Arc::new(loaded(&i.base, spec, i.generation));
         i.procs.insert(spec.name.clone(), p.clone());
         p
     }
@@ -256,6 +266,16 @@ impl Envs {
             i.procs.insert(name, p);
         }
         Ok(out)
+    }
+}
+
+/// `spec`'s environment as loaded, over `base`.
+fn loaded(base: &Arc<Vars>, spec: &ProcessSpec, generation: u64) -> ProcEnv {
+    ProcEnv {
+        base: base.clone(),
+        layered: spec.env.0.clone(),
+        sources: spec.env_sources.clone(),
+        generation,
     }
 }
 
