@@ -326,7 +326,19 @@ pub fn missing_required(
     for spec in stack.processes.iter().filter(|p| closure.contains(&p.name)) {
         let pe = env_of(spec);
         for var in &spec.require_env {
-            let set = pe.layered.get(var).or_else(|| pe.base.get(var));
+            // A name the base never carries (`STACKCTL_*`) is looked up in
+            // the supervisor's own environment, as it always was.
+            let own = || {
+                (!super::inherited(var))
+                    .then(|| std::env::var(var).ok())
+                    .flatten()
+            };
+            let set = pe
+                .layered
+                .get(var)
+                .cloned()
+                .or_else(|| pe.base.get(var).cloned())
+                .or_else(own);
             if set.is_some_and(|v| !v.is_empty()) {
                 continue;
             }

@@ -13,11 +13,13 @@
 //! it ended go to `stackctl.log`; a hook that fails is logged there and
 //! nothing else happens (a hook has no hook).
 //!
-//! Rate: one hook at a time per instance. A `failed` event always runs (it
-//! waits for a hook still running; an instance fails once per life); an
-//! `exit` event is dropped while a hook of the instance runs or when
-//! [`RATE_LIMIT`] hooks ran within [`RATE_WINDOW`], and the next hook is
-//! told how many were dropped (`STACKCTL_SUPPRESSED`).
+//! Rate: one hook at a time per instance, at most [`RATE_LIMIT`] within
+//! [`RATE_WINDOW`]: an event beyond that is dropped (and logged). A
+//! `failed` event otherwise waits for a hook still running (an instance
+//! fails once per life, so it gets its hook; a scheduled task that fails
+//! at every run is held to the limit); an `exit` event is dropped while a
+//! hook of the instance runs. The next hook is told how many were dropped
+//! (`STACKCTL_SUPPRESSED`).
 //!
 //! Owns: which hook applies, the rate limit, the hook's environment and
 //! its run. Must not touch: the unit's state (it only hears of it).
@@ -31,8 +33,7 @@ use crate::config::{CommandSpec, HookSpec, Stack, HOOK_VARS};
 use crate::spawn::{OneshotOptions, OneshotOutcome};
 use crate::status::State;
 
-/// At most this many hooks of one instance within [`RATE_WINDOW`]
-/// (`failed` events are not counted out).
+/// At most this many hooks of one instance within [`RATE_WINDOW`].
 pub const RATE_LIMIT: usize = 5;
 
 /// See [`RATE_LIMIT`].
@@ -148,16 +149,22 @@ impl Hooks {
                     }
                 }
             }
-            HookEvent::Failed => None,
+            HookEvent::Failed if gate.admit(Instant::now()) => None,
+            HookEvent::Failed => {
+                gate.suppress();
+                tracing::warn!(
+                    process = %occ.instance,
+                    "on_failure hook not run for this failure ({}): {RATE_LIMIT} already ran within {}",
+                    occ.reason,
+                    humantime::format_duration(RATE_WINDOW)
+                );
+                return;
+            }
         };
         tokio::spawn(async move {
             let _held = match guard {
                 Some(g) => g,
-                None => {
-                    let g = gate.running.clone().lock_owned().await;
-                    gate.admit_always(Instant::now());
-                    g
-                }
+                None => gate.running.clone().lock_owned().await,
             };
             let suppressed = gate.take_suppressed();
             run(&spec, &occ, &stack, &root, &base, suppressed).await;
@@ -181,15 +188,6 @@ impl Gate {
         }
         w.0.push_back(now);
         true
-    }
-
-    /// Counts a hook that runs whatever the window says.
-    fn admit_always(&self, now: Instant) {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        w.0.push_back(now);
-        while w.0.len() > RATE_LIMIT {
-            w.0.pop_front();
-        }
     }
 
     fn suppress(&self) {
