@@ -6,9 +6,13 @@
 //! hook runs in a task of its own, so the unit never waits for it, through
 //! `spawn::run_oneshot_with` (its own session and group, killed whole at
 //! `on_failure_timeout` or when the supervisor goes). Its environment is
-//! stackctl's own (the current base, `supervisor::env`) and the
-//! [`HOOK_VARS`] — never the process's own variables (its `[env]`, env
-//! files, `env`), which may hold secrets. It carries no `STACKCTL_STACK_ID`,
+//! the [`HOOK_VARS`] and the few variables of stackctl's own environment
+//! (the current base, `supervisor::env`) that a program needs to run
+//! ([`PASSED`]: `PATH`, `HOME`, the locale, …) — never anything else a
+//! process gets (its `[env]`, env files and `env`, or the rest of the
+//! base), which may hold secrets. Its command's `${…}` expand from the
+//! hook variables over the whole base: naming a variable there is the
+//! operator's explicit choice. It carries no `STACKCTL_STACK_ID`,
 //! so a stop never takes it for a stray of the stack. Its output and how
 //! it ended go to `stackctl.log`; a hook that fails is logged there and
 //! nothing else happens (a hook has no hook).
@@ -199,15 +203,31 @@ impl Gate {
     }
 }
 
-/// The hook's environment: `base` and the hook's variables (every one
-/// set; empty when unknown).
+/// The variables of stackctl's environment a hook gets (and every `LC_*`).
+pub const PASSED: [&str; 8] = [
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR",
+];
+
+/// Whether a hook gets `key` of stackctl's environment.
+fn passed(key: &str) -> bool {
+    PASSED.contains(&key) || key.starts_with("LC_")
+}
+
+/// The hook's environment: the hook's variables (every one set; empty
+/// when unknown) over the [`PASSED`] part of `base`, or over all of it
+/// (`whole`: what its command's templates expand from).
 pub fn hook_env(
     occ: &Occurrence,
     stack: &str,
     base: &super::env::Vars,
     suppressed: u32,
+    whole: bool,
 ) -> Vec<(String, String)> {
-    let mut m = base.clone();
+    let mut m: super::env::Vars = base
+        .iter()
+        .filter(|(k, _)| whole || passed(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let values = [
         occ.event.as_str().to_string(),
         stack.to_string(),
@@ -234,8 +254,8 @@ async fn run(
     base: &super::env::Vars,
     suppressed: u32,
 ) {
-    let env = hook_env(occ, stack, base, suppressed);
-    let cmd = expanded(&spec.command, &env);
+    let env = hook_env(occ, stack, base, suppressed, false);
+    let cmd = expanded(&spec.command, &hook_env(occ, stack, base, suppressed, true));
     let who = occ.instance.clone();
     let event = occ.event.as_str();
     let opts = OneshotOptions::deadline(spec.timeout);
@@ -306,10 +326,14 @@ mod tests {
             log: PathBuf::from("/s/logs/worker.2.log"),
             restarts: 5,
         };
-        let base: super::super::env::Vars = [("PATH".to_string(), "/bin".to_string())]
+        let base: super::super::env::Vars =
+            [("PATH", "/bin"), ("LC_ALL", "C"), ("JWT_SECRET", "s3cr3t")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let env: HashMap<String, String> = hook_env(&occ, "demo", &base, 3, false)
             .into_iter()
             .collect();
-        let env: HashMap<String, String> = hook_env(&occ, "demo", &base, 3).into_iter().collect();
         assert_eq!(env["STACKCTL_EVENT"], "failed");
         assert_eq!(env["STACKCTL_PROCESS"], "worker.2");
         assert_eq!(env["STACKCTL_STATE"], "failed");
@@ -317,7 +341,16 @@ mod tests {
         assert_eq!(env["STACKCTL_LOG"], "/s/logs/worker.2.log");
         assert_eq!(env["STACKCTL_SUPPRESSED"], "3");
         assert_eq!(env["PATH"], "/bin");
+        assert_eq!(env["LC_ALL"], "C");
+        assert!(!env.contains_key("JWT_SECRET"));
         assert!(!env.contains_key("STACKCTL_STACK_ID"));
-        assert_eq!(env.len(), HOOK_VARS.len() + 1);
+        assert_eq!(env.len(), HOOK_VARS.len() + 2);
+        // Its command may still name one explicitly.
+        let whole: Vec<(String, String)> = hook_env(&occ, "demo", &base, 3, true);
+        let cmd = expanded(
+            &CommandSpec::Shell("notify ${JWT_SECRET:-none} ${STACKCTL_PROCESS}".into()),
+            &whole,
+        );
+        assert_eq!(cmd, CommandSpec::Shell("notify s3cr3t worker.2".into()));
     }
 }
