@@ -893,7 +893,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__restart)
-            opts="-q -v -h -V --force --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --force --update-env --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -921,7 +921,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__start)
-            opts="-q -v -h -V --scale --foreground --tmux --force --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --scale --foreground --tmux --force --update-env --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -953,7 +953,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__stop)
-            opts="-q -v -h -V --force --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --with-dependents --force --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

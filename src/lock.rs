@@ -5,7 +5,8 @@
 //! exit codes 2/3/4 (through [`Error::LockHeld`], [`Error::LockNotHolder`],
 //! [`Error::LockTimeout`]). Used by `cli` (the `lock` command and
 //! [`guard_mutation`] for `start`/`stop`/`restart`/`scale`/`reload`) and by
-//! `keeper`. Must not touch: the supervisor, processes.
+//! `keeper`; the supervisor only reads it (`StackLock::read`), before a
+//! scheduled run. Must not touch: the supervisor, processes.
 //!
 //! Theory of operation: every read and every write of the JSON file happens
 //! while this process holds an exclusive `flock` on the sidecar file (never

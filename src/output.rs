@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use crate::status::{AutoscaleStatus, Progress, State, StatusDoc, Step};
+use crate::status::{AutoscaleStatus, Progress, ScheduleStatus, State, StatusDoc, Step};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -182,10 +182,47 @@ pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Res
         }
         writeln!(w, "{}", text.trim_end())?;
     }
+    for p in &doc.processes {
+        if let Some(sched) = &p.schedule {
+            writeln!(w, "{}", schedule_line(&p.name, sched, style))?;
+        }
+    }
     for (name, a) in &doc.autoscale {
         autoscale_lines(w, name, a, style)?;
     }
     Ok(())
+}
+
+/// A scheduled task under the table: its schedule and zone, its next run,
+/// its last run and how it ended, the slots it skipped.
+fn schedule_line(name: &str, s: &ScheduleStatus, style: Style) -> String {
+    let mut out = format!("{name}: {} ({})", s.spec, s.time_zone);
+    match (&s.next_run, s.next_run_in_s, s.armed) {
+        (Some(n), Some(secs), true) => {
+            out.push_str(&format!(": next run {n} (in {})", short_duration(secs)));
+        }
+        (_, _, true) => out.push_str(": no next run"),
+        (_, _, false) => out.push_str(&format!(
+            ": {}",
+            style.yellow(&format!("not armed (`stackctl start {name}` arms it)"))
+        )),
+    }
+    if let Some(at) = &s.last_run {
+        let result = s.last_result.as_deref().unwrap_or("?");
+        let shown = match s.last_ok {
+            Some(false) => style.red(result),
+            _ => result.to_string(),
+        };
+        out.push_str(&format!("; last run {at}: {shown}"));
+    }
+    if s.skipped > 0 {
+        out.push_str(&format!(
+            "; {} slot{} skipped",
+            s.skipped,
+            if s.skipped == 1 { "" } else { "s" }
+        ));
+    }
+    out
 }
 
 /// An autoscaled pool under the table: its size and what it wants, the
@@ -295,6 +332,8 @@ mod tests {
                     rss_mb: Some(45.1),
                     exit_code: None,
                     message: None,
+                    env_generation: None,
+                    schedule: None,
                 },
                 ProcessStatus {
                     name: "migrate".into(),
@@ -309,10 +348,51 @@ mod tests {
                     rss_mb: None,
                     exit_code: Some(0),
                     message: None,
+                    env_generation: None,
+                    schedule: None,
                 },
             ],
             autoscale: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_scheduled_task_gets_a_line_under_the_table() {
+        let mut d = doc();
+        d.processes[1].schedule = Some(crate::status::ScheduleStatus {
+            spec: "schedule \"0 3 * * *\"".into(),
+            time_zone: "Europe/Paris (+02:00)".into(),
+            armed: true,
+            next_run: Some("2026-05-21T03:00:00+02:00".into()),
+            next_run_in_s: Some(3600.0 * 5.0 + 120.0),
+            last_run: Some("2026-05-20T03:00:00+02:00".into()),
+            last_result: Some("completed in 2.1s".into()),
+            last_ok: Some(true),
+            skipped: 1,
+            last_skip: Some("…".into()),
+        });
+        let mut out = Vec::new();
+        status_table(&mut out, &d, Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("migrate: schedule \"0 3 * * *\" (Europe/Paris (+02:00)): next run 2026-05-21T03:00:00+02:00 (in 5h02m); last run 2026-05-20T03:00:00+02:00: completed in 2.1s; 1 slot skipped\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["processes"][1]["schedule"]["skipped"], 1);
+        assert!(json["processes"][0].get("schedule").is_none());
+        assert!(json["processes"][0].get("env_generation").is_none());
+        if let Some(s) = d.processes[1].schedule.as_mut() {
+            s.armed = false;
+            s.next_run = None;
+        }
+        let mut out = Vec::new();
+        status_table(&mut out, &d, Style { color: false }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(": not armed (`stackctl start migrate` arms it)"),
+            "{text}"
+        );
     }
 
     #[test]

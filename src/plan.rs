@@ -146,6 +146,36 @@ pub fn dependents(stack: &Stack, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Everything that depends on `names`, directly or through others, not
+/// `names` themselves, in stack order: what `stop --with-dependents`
+/// stops first.
+pub fn dependents_closure(stack: &Stack, names: &[String]) -> Vec<String> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut todo: Vec<String> = names.to_vec();
+    while let Some(n) = todo.pop() {
+        for d in dependents(stack, &n) {
+            if !names.contains(&d) && seen.insert(d.clone()) {
+                todo.push(d);
+            }
+        }
+    }
+    stack
+        .processes
+        .iter()
+        .filter(|p| seen.contains(&p.name))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// The processes among `stopped` that `name` depends on, directly or
+/// through others, in stack order.
+pub fn depends_on_among(stack: &Stack, name: &str, stopped: &[String]) -> Vec<String> {
+    let c = closure(stack, &[name.to_string()]);
+    c.into_iter()
+        .filter(|n| n != name && stopped.contains(n))
+        .collect()
+}
+
 /// The closest of `candidates` to `name` by edit distance, if close enough.
 pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
     let mut best: Option<(usize, &str)> = None;
@@ -193,6 +223,35 @@ mod tests {
         assert_eq!(split_instance("worker.2"), ("worker", Some(2)));
         assert_eq!(split_instance("api"), ("api", None));
         assert_eq!(split_instance("a.b"), ("a.b", None));
+    }
+
+    #[test]
+    fn dependents_of_a_stop_set_transitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stack.toml");
+        std::fs::write(
+            &file,
+            "[task.migrate]\ncommand = \"true\"\n[service.db]\ncommand = \"true\"\n[service.api]\ncommand = \"true\"\ndepends_on = [\"db\", \"migrate\"]\n[service.worker]\ncommand = \"true\"\ndepends_on = [\"api\"]\n[service.web]\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        let stack = crate::config::load(&file).unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            dependents_closure(&stack, &names(&["db"])),
+            ["api", "worker"]
+        );
+        assert_eq!(dependents_closure(&stack, &names(&["api"])), ["worker"]);
+        assert_eq!(
+            dependents_closure(&stack, &names(&["db", "api"])),
+            ["worker"]
+        );
+        assert!(dependents_closure(&stack, &names(&["web"])).is_empty());
+        assert_eq!(depends_on_among(&stack, "worker", &names(&["db"])), ["db"]);
+        assert_eq!(
+            depends_on_among(&stack, "worker", &names(&["db", "web"])),
+            ["db"]
+        );
+        assert!(depends_on_among(&stack, "web", &names(&["db"])).is_empty());
     }
 
     #[test]

@@ -196,6 +196,49 @@ pub struct ProcessStatus {
     /// write error) or the `STATUS=` it last sent through `NOTIFY_SOCKET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The environment generation its process was spawned with (see
+    /// `supervisor::env`); absent without a supervisor or a spawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_generation: Option<u64>,
+    /// A scheduled task's schedule, its last run and its next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStatus>,
+}
+
+/// A scheduled task in `status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScheduleStatus {
+    /// `schedule "0 3 * * *"` or `every 15m`.
+    pub spec: String,
+    /// The host's time zone the schedule is read in, e.g.
+    /// `Europe/Paris (+02:00)`.
+    pub time_zone: String,
+    /// Whether it is armed (it is from `start` until `stop`).
+    pub armed: bool,
+    /// The next run (RFC 3339 in the host's time zone), and in how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_in_s: Option<f64>,
+    /// The last run: when it began (RFC 3339, host time zone), how it
+    /// ended (`running`, `completed in 1.2s`, `failed: exited with code
+    /// 1`), and whether it succeeded (none while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<bool>,
+    /// Slots not run (a run still going, the stack-owner lock held), and
+    /// why the last one was not.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_skip: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ProcessStatus {
@@ -259,6 +302,8 @@ impl Observed {
                 .map(megabytes),
             exit_code: self.exit_code,
             message: self.message,
+            env_generation: None,
+            schedule: None,
         }
     }
 }

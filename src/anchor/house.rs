@@ -1085,7 +1085,7 @@ impl House {
             "--stack".to_string(),
             self.opts.stack_file.display().to_string(),
         ];
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let env = self.supervisor_env();
         let cwd = self
             .opts
             .stack_file
@@ -1108,6 +1108,23 @@ impl House {
                 );
                 self.relaunch_at = Some(Instant::now() + self.relaunch_delay);
             }
+        }
+    }
+
+    /// The environment of a supervisor it launches: its own, or the base
+    /// environment a supervisor left (`proto::BASE_ENV_KEY`) with its own
+    /// `STACKCTL_*` variables.
+    fn supervisor_env(&self) -> Vec<(String, String)> {
+        let kept = self
+            .kept
+            .get(super::proto::BASE_ENV_KEY)
+            .and_then(|t| serde_json::from_str::<BTreeMap<String, String>>(t).ok());
+        match kept {
+            Some(mut base) => {
+                base.extend(std::env::vars().filter(|(k, _)| k.starts_with("STACKCTL_")));
+                base.into_iter().collect()
+            }
+            None => std::env::vars().collect(),
         }
     }
 

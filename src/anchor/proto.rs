@@ -28,6 +28,12 @@ pub const VERSION: u32 = 1;
 /// The largest message (a spawn request carries a whole environment).
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
+/// The kept value (`ToAnchor::Put`) holding the supervisor's base
+/// environment as a JSON object, once an operator gave it a new one
+/// (`--update-env`): the anchor launches the next supervisor with it (and
+/// its own `STACKCTL_*` variables) instead of its own environment.
+pub const BASE_ENV_KEY: &str = "env/base";
+
 /// At most this many fds travel with one message.
 pub const MAX_FDS: usize = 16;
 

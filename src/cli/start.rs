@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::session::{connect, ensure_supervisor, load_stack, print_warnings, request, Launch};
 use super::Global;
-use crate::control::protocol::Request;
+use crate::control::protocol::{CallerEnv, Request};
 use crate::error::{exit, Error, Result};
 
 /// Starts the stack (or NAMEs with their dependencies) and returns when ready.
@@ -20,9 +20,11 @@ use crate::error::{exit, Error, Result};
 /// while an export holds the stack-owner lock.
 ///
 /// A running supervisor keeps the stack file and the environment it was
-/// launched with: after editing stack.toml or an env file, run `stackctl
-/// reload`; variables given to a later `start` do not reach it (stop the
-/// stack first to change them).
+/// launched with: after editing stack.toml, run `stackctl reload`; after
+/// editing an env file, `stackctl restart` what reads it. Variables given
+/// to a later `start` reach it only with `--update-env`. A task with
+/// `schedule` or `every` is not run: its schedule is armed, and `status`
+/// shows its next run.
 ///
 /// Examples:
 ///
@@ -35,6 +37,8 @@ use crate::error::{exit, Error, Result};
 /// $ stackctl start --foreground           # supervise in this terminal
 ///
 /// $ stackctl start --tmux                 # ... in tmux session stackctl-<stack>
+///
+/// $ JWT_SECRET=new stackctl start --update-env api   # with this environment
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Processes or pools to start (default: everything).
@@ -51,6 +55,11 @@ pub struct StartArgs {
     /// Start even while the stack-owner lock is held by an export.
     #[arg(long)]
     pub force: bool,
+    /// Give what this starts (NAMEs and their dependencies, from their next
+    /// spawn) this command's environment instead of the supervisor's; the
+    /// names of the variables that changed are shown, never their values.
+    #[arg(long)]
+    pub update_env: bool,
 }
 
 /// Stops then starts NAMEs (default: the whole stack, tasks re-run).
@@ -58,8 +67,9 @@ pub struct StartArgs {
 /// With no NAME every process is stopped (reverse dependency order) and the
 /// whole stack started again, tasks included. A pool named whole restarts
 /// one member at a time, each ready before the next, so it never drops to
-/// zero. Launches the supervisor if none runs. The stack file is not
-/// re-read: use `stackctl reload` for that.
+/// zero. Launches the supervisor if none runs. The env files of what is
+/// restarted are read again; the stack file is not: use `stackctl reload`
+/// for that. A scheduled task named runs now (and stays scheduled).
 ///
 /// Examples:
 ///
@@ -68,6 +78,8 @@ pub struct StartArgs {
 /// $ stackctl restart worker   # rolling, member by member
 ///
 /// $ stackctl restart          # everything; tasks run again
+///
+/// $ stackctl restart --update-env api   # with this shell's environment
 #[derive(Debug, Args)]
 pub struct RestartArgs {
     /// Processes or pools (default: everything).
@@ -75,6 +87,12 @@ pub struct RestartArgs {
     /// Restart even while the stack-owner lock is held by an export.
     #[arg(long)]
     pub force: bool,
+    /// Give what this restarts this command's environment instead of the
+    /// supervisor's (kept for later restarts, and by a relaunched
+    /// supervisor); the names of the variables that changed are shown,
+    /// never their values.
+    #[arg(long)]
+    pub update_env: bool,
 }
 
 /// Re-reads the stack file and applies only the difference.
@@ -190,6 +208,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         Request::Start {
             names: args.names,
             scale,
+            env: args.update_env.then(CallerEnv::current),
         },
         g,
     )?;
@@ -230,7 +249,14 @@ pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
     let (path, stack) = load_stack(g)?;
     crate::lock::guard_mutation(&stack, args.force, "restart")?;
     let mut client = ensure_supervisor(&path, &stack, Launch::Detached, g)?;
-    request(&mut client, Request::Restart { names: args.names }, g)?;
+    request(
+        &mut client,
+        Request::Restart {
+            names: args.names,
+            env: args.update_env.then(CallerEnv::current),
+        },
+        g,
+    )?;
     Ok(exit::SUCCESS)
 }
 

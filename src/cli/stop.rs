@@ -19,7 +19,8 @@ use crate::error::{exit, Error, Result};
 /// when they are gone; exits 1 naming any process that survived. With no
 /// supervisor running (it was killed), stops what the pid files prove is
 /// still ours. A running supervisor is reached even when stack.toml no
-/// longer validates.
+/// longer validates. Stopping a process that others depend on leaves them
+/// running, and says so; `--with-dependents` stops them first.
 ///
 /// Examples:
 ///
@@ -28,10 +29,16 @@ use crate::error::{exit, Error, Result};
 /// $ stackctl stop worker      # every member of the pool
 ///
 /// $ stackctl stop worker.2    # one member
+///
+/// $ stackctl stop --with-dependents api   # what depends on api, then api
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Processes or pools (default: everything, then the supervisor exits).
     pub names: Vec<String>,
+    /// Stop what depends on NAMEs (directly or not) first, in reverse
+    /// dependency order, as systemd's `Requires=` does.
+    #[arg(long)]
+    pub with_dependents: bool,
     /// Stop even while the stack-owner lock is held by an export.
     #[arg(long)]
     pub force: bool,
@@ -50,7 +57,14 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 warn_invalid(e, "stopping through the running supervisor");
             }
             let all = args.names.is_empty();
-            request(&mut client, Request::Stop { names: args.names }, g)?;
+            request(
+                &mut client,
+                Request::Stop {
+                    names: args.names,
+                    with_dependents: args.with_dependents,
+                },
+                g,
+            )?;
             if all {
                 if !wait_supervisor_gone(&stack, Duration::from_secs(10)) {
                     return Err(Error::failed(

@@ -8,12 +8,14 @@
 //! collected, located with `toml_edit`) → `validate` (every other problem)
 //! → `model::Stack`. `diag` renders the problems.
 
+pub mod cron;
 pub mod diag;
 pub mod duration;
 pub mod env;
 mod graph;
 pub mod model;
 mod raw;
+pub mod refresh;
 mod validate;
 
 pub use env::{expand, missing_required_env, ExpandError};
@@ -179,6 +181,7 @@ pub fn shell(path: &Path) -> Stack {
         keeper: None,
         warnings: Vec::new(),
         export: Default::default(),
+        on_failure: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Stack {
     pub warnings: Vec<String>,
     /// `[export]`: what `stackctl export` needs beyond the stack (images).
     pub export: ExportSpec,
+    /// `[stack] on_failure`, the default of every process (each process
+    /// also carries the hook that applies to it, in `on_failure`).
+    pub on_failure: Option<HookSpec>,
 }
 
 impl Stack {
@@ -259,6 +262,14 @@ pub struct ProcessSpec {
     /// spawn as fds 3… (systemd's `LISTEN_FDS` protocol); shared by a
     /// pool's members (one accept queue).
     pub listen: Vec<ListenSpec>,
+    /// `on_failure` (its own, else `[stack]`'s): run when the process
+    /// fails, and on each unexpected exit when asked.
+    pub on_failure: Option<HookSpec>,
+    /// `memory_max` in bytes: the whole group's RSS above it for a few
+    /// checks in a row restarts the process.
+    pub memory_max: Option<u64>,
+    /// Tasks only: `schedule` or `every`. Nothing depends on such a task.
+    pub schedule: Option<Schedule>,
 }
 
 /// One `listen` entry: a socket stackctl binds before the first spawn and
@@ -318,6 +329,55 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The variables a hook gets besides stackctl's own environment (all of
+/// them always set, empty when unknown): what its command may use as
+/// `${…}`, and what `supervisor::hooks` sets.
+pub const HOOK_VARS: [&str; 9] = [
+    "STACKCTL_EVENT",
+    "STACKCTL_STACK",
+    "STACKCTL_PROCESS",
+    "STACKCTL_STATE",
+    "STACKCTL_REASON",
+    "STACKCTL_EXIT_CODE",
+    "STACKCTL_LOG",
+    "STACKCTL_RESTARTS",
+    "STACKCTL_SUPPRESSED",
+];
+
+/// `on_failure` with its settings: a command run when a process becomes
+/// `failed` (and, with `exits`, on each exit its restart policy restarts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// Templates kept; expanded from the hook's own environment.
+    pub command: CommandSpec,
+    /// The hook's group is killed after this long (default 30s).
+    pub timeout: Duration,
+    /// Also run on each unexpected exit that is restarted (default false).
+    pub exits: bool,
+}
+
+/// When a scheduled task runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// `schedule = "0 3 * * *"`, in the host's time zone.
+    Cron {
+        /// As written.
+        expr: String,
+        cron: super::cron::Cron,
+    },
+    /// `every = "15m"`: that long after it was armed, then after each slot.
+    Every(Duration),
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron { expr, .. } => write!(f, "schedule \"{expr}\""),
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
         }
     }
 }

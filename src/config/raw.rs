@@ -50,6 +50,9 @@ pub(crate) struct RawStack {
     pub(crate) stop_timeout: Option<Spanned<String>>,
     pub(crate) lock_file: Option<Spanned<String>>,
     pub(crate) logs: Option<RawLogs>,
+    pub(crate) on_failure: Option<Spanned<RawCommand>>,
+    pub(crate) on_failure_timeout: Option<Spanned<String>>,
+    pub(crate) on_failure_exits: Option<Spanned<bool>>,
 }
 
 /// `[stack.logs]`.
@@ -85,6 +88,13 @@ pub(crate) struct RawProcess {
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) autoscale: Option<RawAutoscale>,
     pub(crate) listen: Option<Vec<Spanned<RawListen>>>,
+    pub(crate) on_failure: Option<Spanned<RawCommand>>,
+    pub(crate) on_failure_timeout: Option<Spanned<String>>,
+    pub(crate) on_failure_exits: Option<Spanned<bool>>,
+    /// A size like `"512MB"`, or an integer number of bytes.
+    pub(crate) memory_max: Option<Spanned<toml::Value>>,
+    pub(crate) schedule: Option<Spanned<String>>,
+    pub(crate) every: Option<Spanned<String>>,
 }
 
 /// Every key a process table may hold, for "did you mean".
@@ -108,6 +118,12 @@ pub(crate) const PROCESS_KEYS: &[&str] = &[
     "timeout",
     "autoscale",
     "listen",
+    "on_failure",
+    "on_failure_timeout",
+    "on_failure_exits",
+    "memory_max",
+    "schedule",
+    "every",
 ];
 
 /// Keys of a `listen = [{ … }]` entry.
@@ -147,6 +163,9 @@ pub(crate) const STACK_KEYS: &[&str] = &[
     "stop_timeout",
     "lock_file",
     "logs",
+    "on_failure",
+    "on_failure_timeout",
+    "on_failure_exits",
 ];
 
 /// `[stack.logs]` keys.

@@ -27,6 +27,7 @@ use super::raw::*;
 
 mod autoscale;
 mod listen;
+mod ops;
 
 /// The three variables only known per instance at spawn time.
 pub(crate) const SPAWN_VARS: [&str; 3] =
@@ -59,6 +60,8 @@ struct Ctx<'a> {
     require_spans: BTreeMap<(String, String), Range<usize>>,
     /// Every `listen` address, with its process and where it is written.
     listens: listen::Placed,
+    /// `[stack]`'s hook settings, which a process's fall back on.
+    stack_hook: ops::HookParts,
 }
 
 /// Where a probe is used: decides which keys make sense.
@@ -93,6 +96,7 @@ pub(crate) fn validate(
         warnings: Vec::new(),
         require_spans: BTreeMap::new(),
         listens: Vec::new(),
+        stack_hook: ops::HookParts::default(),
     };
     let stack = cx.stack(raw);
     if cx.diags.is_empty() {
@@ -264,6 +268,12 @@ impl Ctx<'_> {
             Duration::from_secs(10),
         );
         let logs = self.logs(rs.logs);
+        let stack_hook = ops::RawHook {
+            command: rs.on_failure.as_ref(),
+            timeout: rs.on_failure_timeout.as_ref(),
+            exits: rs.on_failure_exits.as_ref(),
+        };
+        self.stack_hook = self.hook(&stack_hook, "stack", None);
 
         // Environment layers shared by every process: stack env files, then [env].
         let mut base: BTreeMap<String, String> = BTreeMap::new();
@@ -325,6 +335,7 @@ impl Ctx<'_> {
         self.dependencies(&processes, &spans);
         let listens = std::mem::take(&mut self.listens);
         self.listen_conflicts(&listens);
+        self.scheduled_dependencies(&processes, &spans);
 
         let keeper = raw.keeper.map(|k| self.keeper(k, &processes, &base));
         let export = self.export(raw.export, &processes);
@@ -341,6 +352,7 @@ impl Ctx<'_> {
             keeper,
             warnings: Vec::new(),
             export,
+            on_failure: self.stack_hook.over(&ops::HookParts::default()),
         };
         if self.input.require_env {
             let missing = super::env::missing_with(&stack, self.input.os_env);
@@ -1218,6 +1230,20 @@ impl Ctx<'_> {
             ],
             &env,
         );
+        let own_hook = ops::RawHook {
+            command: rp.on_failure.as_ref(),
+            timeout: rp.on_failure_timeout.as_ref(),
+            exits: rp.on_failure_exits.as_ref(),
+        };
+        let stack_hook = self.stack_hook.clone();
+        let on_failure = self
+            .hook(&own_hook, &table, Some(&stack_hook))
+            .over(&stack_hook);
+        let memory_max = rp
+            .memory_max
+            .as_ref()
+            .and_then(|v| self.memory_max(v, &at("memory_max")));
+        let schedule = self.schedule(kind, &table, rp.schedule.as_ref(), rp.every.as_ref());
         let mut depends_on: Vec<String> = Vec::new();
         for d in rp.depends_on.iter().flatten() {
             if !depends_on.contains(d.get_ref()) {
@@ -1247,6 +1273,9 @@ impl Ctx<'_> {
             env_layers,
             autoscale,
             listen,
+            on_failure,
+            memory_max,
+            schedule,
         }
     }
 

@@ -47,14 +47,24 @@ pub enum Request {
         names: Vec<String>,
         #[serde(default)]
         scale: BTreeMap<String, u32>,
+        /// `--update-env`: the caller's environment, for what it starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<CallerEnv>,
     },
     /// Stop `names`; empty: everything, then the supervisor exits.
     Stop {
         names: Vec<String>,
+        /// Stop what depends on `names` first.
+        #[serde(default, skip_serializing_if = "is_false")]
+        with_dependents: bool,
     },
-    /// Stop then start; empty: the whole stack, tasks re-run.
+    /// Stop then start; empty: the whole stack, tasks re-run. Env files
+    /// are read again for what is restarted.
     Restart {
         names: Vec<String>,
+        /// `--update-env`: the caller's environment, for what it restarts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<CallerEnv>,
     },
     Status {
         names: Vec<String>,
@@ -71,6 +81,29 @@ pub enum Request {
     Upgrade {
         exe: std::path::PathBuf,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A caller's environment (`--update-env`). Its values are secrets: its
+/// `Debug` shows only the names, and nothing logs it.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct CallerEnv(pub BTreeMap<String, String>);
+
+impl CallerEnv {
+    /// This process's environment.
+    pub fn current() -> CallerEnv {
+        CallerEnv(std::env::vars().collect())
+    }
+}
+
+impl std::fmt::Debug for CallerEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// What the supervisor answers: any number of progress lines, then `done`.
@@ -194,6 +227,35 @@ mod tests {
         let ping: Envelope = serde_json::from_str(r#"{"v":1,"req":"ping"}"#).unwrap();
         assert_eq!(ping.req, Request::Ping);
         assert_eq!(ping.stackctl, None);
+    }
+
+    #[test]
+    fn a_caller_environment_travels_but_never_shows() {
+        let env = CallerEnv([("TOKEN".to_string(), "s3cr3t".to_string())].into());
+        let r = Request::Restart {
+            names: vec!["api".into()],
+            env: Some(env),
+        };
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        let line = serde_json::to_string(&Envelope::new(r.clone())).unwrap();
+        assert!(line.contains(r#""env":{"TOKEN":"s3cr3t"}"#), "{line}");
+        assert_eq!(serde_json::from_str::<Envelope>(&line).unwrap().req, r);
+        // Absent unless asked for; old lines still parse.
+        let plain = Request::Stop {
+            names: vec!["api".into()],
+            with_dependents: false,
+        };
+        let line = serde_json::to_string(&Envelope::new(plain.clone())).unwrap();
+        assert!(!line.contains("with_dependents"), "{line}");
+        let old: Envelope =
+            serde_json::from_str(r#"{"v":2,"req":"restart","names":["api"]}"#).unwrap();
+        assert_eq!(
+            old.req,
+            Request::Restart {
+                names: vec!["api".into()],
+                env: None
+            }
+        );
     }
 
     #[test]

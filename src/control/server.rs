@@ -92,7 +92,7 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
         }
         None => return,
     };
-    let is_shutdown = matches!(&req, Request::Stop { names } if names.is_empty());
+    let is_shutdown = matches!(&req, Request::Stop { names, .. } if names.is_empty());
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let op = tokio::spawn(dispatch(sup, req, tx));
     while let Some(p) = rx.recv().await {
@@ -160,12 +160,22 @@ async fn dispatch(
         Request::Ping => Ok(Some(Answer::Pong(sup.pong()))),
         Request::Upgrade { exe } => sup.upgrade(exe).await.map(|_| None),
         Request::Status { names } => sup.status(&names).map(|d| Some(Answer::Status(d))),
-        Request::Start { names, scale } => {
-            sup.start(&names, &scale, false, &tx).await.map(|_| None)
-        }
-        Request::Stop { names } if names.is_empty() => sup.shutdown(&tx).await.map(|_| None),
-        Request::Stop { names } => sup.stop(&names, &tx).await.map(|_| None),
-        Request::Restart { names } => sup.restart(&names, &tx).await.map(|_| None),
+        Request::Start { names, scale, env } => sup
+            .start_env(&names, &scale, env.map(|e| e.0), &tx)
+            .await
+            .map(|_| None),
+        Request::Stop { names, .. } if names.is_empty() => sup.shutdown(&tx).await.map(|_| None),
+        Request::Stop {
+            names,
+            with_dependents,
+        } => sup
+            .stop_with(&names, with_dependents, &tx)
+            .await
+            .map(|_| None),
+        Request::Restart { names, env } => sup
+            .restart_env(&names, env.map(|e| e.0), &tx)
+            .await
+            .map(|_| None),
         Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
         Request::Reload => sup.reload(&tx).await.map(|_| None),
     }

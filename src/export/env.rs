@@ -434,6 +434,9 @@ mod tests {
             env_sources: Default::default(),
             autoscale: None,
             listen: Vec::new(),
+            on_failure: None,
+            memory_max: None,
+            schedule: None,
         }
     }
 

@@ -352,6 +352,46 @@ fn common_notes(stack: &Stack, engine: Engine) -> Vec<Note> {
                 ),
             ));
         }
+        if let Some(h) = &p.on_failure {
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "on_failure = `{}` is not exported: {}",
+                    h.command,
+                    match engine {
+                        Engine::Systemd => "give the unit OnFailure= naming a unit that runs it",
+                        Engine::Compose => "compose runs no command when a container fails; watch `docker compose events`",
+                        Engine::Kubernetes => "Kubernetes runs no command when a pod fails; alert on its restarts instead",
+                    }
+                ),
+            ));
+        }
+        if let Some(m) = p.memory_max {
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "memory_max = {m} bytes (a graceful restart when the group stays above it) is not exported: {}",
+                    match engine {
+                        Engine::Systemd => "MemoryMax= is the nearest (the kernel kills at the limit)",
+                        Engine::Compose => "mem_limit is the nearest (the kernel kills at the limit)",
+                        Engine::Kubernetes => "resources.limits.memory is the nearest (the kernel kills at the limit)",
+                    }
+                ),
+            ));
+        }
+        if let Some(sched) = &p.schedule {
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "runs on a schedule under stackctl ({sched}); here it runs once, when the stack starts: {}",
+                    match engine {
+                        Engine::Systemd => "give it a .timer unit (OnCalendar=, or OnUnitActiveSec= for `every`) instead",
+                        Engine::Compose => "run it from the host's cron (`docker compose run`) instead",
+                        Engine::Kubernetes => "make it a CronJob instead",
+                    }
+                ),
+            ));
+        }
         if let Some(r) = &p.ready {
             if let crate::config::ProbeKind::Log(re) = &r.probe {
                 notes.push(Note::new(
@@ -440,6 +480,42 @@ mod tests {
         assert_eq!(secs_ceil(Duration::from_millis(250), 1), 1);
         assert_eq!(secs_ceil(Duration::from_millis(1500), 1), 2);
         assert_eq!(secs_ceil(Duration::ZERO, 1), 1);
+    }
+
+    #[test]
+    fn hooks_memory_limits_and_schedules_are_noted_for_every_engine() {
+        let (stack, _) = tests_support::load(
+            r#"
+[task.backup]
+command = "true"
+every = "15m"
+on_failure = "page.sh"
+memory_max = "1GiB"
+"#,
+            &[],
+        );
+        for engine in [Engine::Systemd, Engine::Compose, Engine::Kubernetes] {
+            let notes: Vec<String> = common_notes(&stack, engine)
+                .into_iter()
+                .filter(|n| n.subject == "backup")
+                .map(|n| n.text)
+                .collect();
+            assert_eq!(notes.len(), 3, "{engine}: {notes:?}");
+            assert!(
+                notes[0].starts_with("on_failure = `page.sh` is not exported"),
+                "{notes:?}"
+            );
+            assert!(
+                notes[1].starts_with("memory_max = 1073741824 bytes"),
+                "{notes:?}"
+            );
+            assert!(
+                notes[2].starts_with(
+                    "runs on a schedule under stackctl (every 15m); here it runs once"
+                ),
+                "{notes:?}"
+            );
+        }
     }
 
     #[test]

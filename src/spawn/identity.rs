@@ -96,6 +96,29 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(pages * page_size())
 }
 
+/// Resident memory of every process in group `pgid` together, in bytes
+/// (a sum over `/proc`: each process whose group is `pgid`, zombies count
+/// nothing); `None` when the group has no process left.
+pub fn group_rss_bytes(pgid: i32) -> Option<u64> {
+    let mut total = 0u64;
+    let mut found = false;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // After the name: state(0) … pgrp(2) … rss(21), in pages.
+        let Ok(f) = stat_fields(pid) else { continue };
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid)
+            || matches!(f.first().map(String::as_str), Some("Z" | "X"))
+        {
+            continue;
+        }
+        found = true;
+        total += f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page_size();
+    }
+    found.then_some(total)
+}
+
 /// What a pid file holds: enough to prove that a live pid is still ours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidRecord {
@@ -172,6 +195,7 @@ impl PidRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn own_identity_is_live_and_a_changed_start_time_is_not() {
@@ -201,6 +225,40 @@ mod tests {
         assert_eq!(PidRecord::read(&p).unwrap(), Some(rec));
         std::fs::write(&p, "garbage").unwrap();
         assert!(PidRecord::read(&p).is_err());
+    }
+
+    #[test]
+    fn a_groups_memory_counts_every_member() {
+        // A group of its own: a shell and a child that holds 32 MB.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "python3 -c 'import sys,time; b=bytearray(b\"x\"*(32<<20)); sys.stdout.write(\"held\\n\"); sys.stdout.flush(); time.sleep(30)'",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "held\n");
+        let pgid = child.id() as i32;
+        let group = group_rss_bytes(pgid).unwrap();
+        let leader = rss_bytes(pgid).unwrap();
+        assert!(group >= 32 << 20, "group {group}");
+        assert!(group > leader, "group {group} > leader {leader}");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        // The child dies at once, but is reaped by another process: wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while group_rss_bytes(pgid).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(group_rss_bytes(pgid), None);
     }
 
     #[test]

@@ -483,8 +483,20 @@ mod tests {
         let e = bind(&u).unwrap_err();
         assert_eq!(e.holder.as_ref().map(|h| h.pid), Some(me), "{e}");
         drop(held);
-        // Nobody listens on the file now: it is replaced.
-        let again = bind(&u).unwrap();
+        // Nobody listens on the file now: it is replaced. (A child another
+        // test thread forks holds a copy of every fd until its exec: give
+        // that a moment.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let again = loop {
+            match bind(&u) {
+                Ok(fd) => break fd,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.cause.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
         drop(again);
         unlink(&u);

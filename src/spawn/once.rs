@@ -1,8 +1,9 @@
 //! One-shot commands: run to completion in their own session, with an
 //! optional deadline, the whole group killed at the end, and the tail of the
 //! output kept. Used by `exec` probes (and, through them, the keeper's
-//! prereqs) and by the keeper for every command it runs (git, deploy steps,
-//! `stackctl` itself, `escalate`).
+//! prereqs), by the keeper for every command it runs (git, deploy steps,
+//! `stackctl` itself, `escalate`), and by the supervisor for autoscale
+//! depth commands and failure hooks (`on_failure`).
 //!
 //! Owns: the one-shot's life from spawn to the group kill, and its output:
 //! the kept tail, stdout kept apart on request, and each line handed to the

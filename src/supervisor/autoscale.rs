@@ -591,8 +591,7 @@ impl Supervisor {
     /// The environment of a depth command: the pool's, marked as the
     /// stack's (so a stray it leaves is found), named after the pool.
     fn depth_env(&self, spec: &ProcessSpec) -> Vec<(String, String)> {
-        let mut m: BTreeMap<String, String> = self.ctx.base_env.iter().cloned().collect();
-        m.extend(spec.env.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut m: BTreeMap<String, String> = self.ctx.envs.of(spec).merged();
         m.insert("STACKCTL_STACK".into(), self.ctx.stack_name.clone());
         m.insert(
             crate::spawn::strays::STACK_ID_VAR.into(),

@@ -20,6 +20,13 @@
 //!   applies) and shutdown are made of those two.
 //! - an autoscaled pool has an [`autoscale`] task while it is started,
 //!   which resizes it through the scale path.
+//! - a scheduled task is armed by start and disarmed by stop; its
+//!   [`schedule`] task starts it at its times through the start path.
+//! - stop says what depends on what it stopped and keeps running; with
+//!   dependents, it stops those too, first.
+//! - each process keeps the environment it was last given ([`env`]);
+//!   restart reads its env files again, `--update-env` brings a new base.
+//! - a unit that fails tells the failure [`hooks`].
 //!
 //! The supervisor does not know the control socket: `control::server`
 //! calls these methods, and progress leaves through a [`ProgressTx`].
@@ -31,18 +38,22 @@
 //! output pipes died with the old supervisor, which is why they are not
 //! adopted.
 //!
-//! Owns: the units, the pool sizes, the autoscalers, and what each
-//! operation does. Must not touch: the wire (`control`), the terminal
-//! (`output`), the lock file.
+//! Owns: the units, the pool sizes, the autoscalers, the schedules, the
+//! environments, the hooks, and what each operation does. Must not touch:
+//! the wire (`control`), the terminal (`output`), the lock file (it only
+//! reads it, before a scheduled run).
 
 pub mod autoscale;
+pub mod env;
 pub mod fsm;
+pub mod hooks;
 pub mod offline;
 mod order;
 mod pool;
 pub mod record;
 mod registry;
 mod reload;
+pub mod schedule;
 pub mod unit;
 
 use std::collections::BTreeMap;
@@ -102,6 +113,17 @@ pub struct Supervisor {
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
     autoscale: autoscale::Autoscalers,
+    // Scheduled tasks (`schedule.rs`).
+    schedules: schedule::Schedules,
+}
+
+/// What a start does with the scheduled tasks it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheduled {
+    /// Arm their schedules; run them at their times.
+    Arm,
+    /// Arm them, and run them now (`restart backup`, a slot that is due).
+    RunNow,
 }
 
 /// Who answers `ping`.
@@ -119,12 +141,15 @@ impl Supervisor {
         let state = StateDir::new(&stack.state_dir);
         let pid = std::process::id() as i32;
         let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
+        let hooks = hooks::Hooks::default();
+        hooks.configure(&stack);
         let ctx = Arc::new(UnitCtx {
             stack_name: stack.name.clone(),
             stack_id: state.stack_id(),
             state,
             supervisor_pid: pid,
-            base_env,
+            envs: env::Envs::new(base_env, &stack),
+            hooks,
             logs: stack.logs.clone(),
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -134,6 +159,7 @@ impl Supervisor {
         Arc::new_cyclic(|me| Supervisor {
             me: me.clone(),
             autoscale: autoscale::Autoscalers::default(),
+            schedules: schedule::Schedules::default(),
             registry: Registry::new(&stack),
             stack: RwLock::new(Arc::new(stack)),
             ctx,
@@ -174,10 +200,12 @@ impl Supervisor {
             exe.display().to_string(),
             "--version".to_string(),
         ]);
+        let base: Vec<(String, String)> =
+            self.ctx.envs.base().as_ref().clone().into_iter().collect();
         let ran = crate::spawn::run_oneshot(
             &check,
             std::path::Path::new("/"),
-            &self.ctx.base_env,
+            &base,
             std::time::Duration::from_secs(10),
         )
         .await;
@@ -245,6 +273,14 @@ impl Supervisor {
                 self.ctx.anchor.del(key);
             }
         }
+        if let Some(g) = kept
+            .get(record::ENV_GENERATION_KEY)
+            .and_then(|t| serde_json::from_str::<env::GenerationRecord>(t).ok())
+        {
+            self.ctx.envs.resume(&g);
+            self.env_persist(false);
+        }
+        self.schedule_restore(&stack, &kept);
         let mut records: BTreeMap<String, record::UnitRecord> = BTreeMap::new();
         for (key, value) in &kept {
             if let (Some(inst), Some(rec)) =
@@ -348,8 +384,10 @@ impl Supervisor {
                 running_pools.push(spec.name.clone());
             }
         }
-        // Autoscaling goes on where it was, for the pools that run.
+        // Autoscaling goes on where it was, for the pools that run, and so
+        // do the schedules that were armed.
         self.autoscale_start(&stack, &running_pools);
+        self.schedule_resume(&stack);
         let names: &[String] = if plan.start_all { &[] } else { &plan.to_start };
         if names.is_empty() && !plan.start_all {
             return;
@@ -377,7 +415,43 @@ impl Supervisor {
     }
 
     fn set_stack(&self, stack: Stack) {
+        self.ctx.hooks.configure(&stack);
         *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stack);
+    }
+
+    /// Keeps the environment's generation (and, when it changed, the base
+    /// itself) with the anchor, for the next supervisor. Never shown.
+    fn env_persist(&self, base_changed: bool) {
+        if let Ok(g) = serde_json::to_string(&self.ctx.envs.record()) {
+            self.ctx.anchor.put(record::ENV_GENERATION_KEY, g);
+        }
+        if base_changed {
+            if let Ok(b) = serde_json::to_string(self.ctx.envs.base().as_ref()) {
+                self.ctx.anchor.put(record::BASE_ENV_KEY, b);
+            }
+        }
+    }
+
+    /// Gives `names` their environment afresh (env files re-read; with
+    /// `caller`, the caller's environment as the new base) and says which
+    /// generation that is, naming changed variables, never their values.
+    fn refresh_env(
+        &self,
+        stack: &Stack,
+        names: &[String],
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let with_base = caller.is_some();
+        let caller = caller.map(|c| c.into_iter().filter(|(k, _)| inherited(k)).collect());
+        let r = self.ctx.envs.refresh(stack, names, caller)?;
+        if with_base || r.new_generation {
+            let line = r.describe(with_base);
+            tracing::info!("{line} (for {})", names.join(", "));
+            progress(tx, "stack", Step::Info, line);
+        }
+        self.env_persist(with_base);
+        Ok(())
     }
 
     /// Queues a line for the next `start` to show.
@@ -413,14 +487,69 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
+        self.start_with(names, scale, rerun, Scheduled::Arm, tx)
+            .await
+    }
+
+    /// [`Supervisor::start`], with `caller` (`start --update-env`) as the
+    /// environment of what it starts (the named processes and their
+    /// dependencies, from their next spawn: running ones keep theirs).
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`]; an environment that cannot be computed (2).
+    pub async fn start_env(
+        &self,
+        names: &[String],
+        scale: &BTreeMap<String, u32>,
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        if caller.is_some() {
+            self.refuse_if_stopping()?;
+            let stack = self.stack();
+            let sel = self.select(&stack, names)?;
+            let mut wanted: Vec<String> = sel.processes.clone();
+            wanted.extend(sel.members.keys().cloned());
+            let closure = plan::closure(&stack, &wanted);
+            self.refresh_env(&stack, &closure, caller, tx)?;
+        }
+        self.start_with(names, scale, false, Scheduled::Arm, tx)
+            .await
+    }
+
+    async fn start_with(
+        &self,
+        names: &[String],
+        scale: &BTreeMap<String, u32>,
+        rerun: bool,
+        scheduled: Scheduled,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         self.tell_notices(tx);
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut wanted: Vec<String> = sel.processes.clone();
         wanted.extend(sel.members.keys().cloned());
-        let closure = plan::closure(&stack, &wanted);
-        refuse_missing_env(&stack, &closure)?;
+        let mut closure = plan::closure(&stack, &wanted);
+        if let Some((message, hint)) =
+            env::missing_required(&stack, &closure, &|spec| self.ctx.envs.of(spec))
+        {
+            return Err(Error::Usage {
+                message,
+                hint: Some(format!("{hint}; the running supervisor keeps the environment it was given: fix the env_file and `stackctl restart` what needs it, or pass the variables with `stackctl start --update-env`; nothing was started")),
+            });
+        }
+        // A scheduled task is armed, and runs at its times (or now, when asked).
+        let timed: Vec<String> = closure
+            .iter()
+            .filter(|n| stack.process(n).is_some_and(|p| p.schedule.is_some()))
+            .cloned()
+            .collect();
+        self.schedule_arm(&stack, &timed, tx);
+        if scheduled == Scheduled::Arm {
+            closure.retain(|n| !timed.contains(n));
+        }
         for (name, n) in scale {
             let Some(spec) = stack.process(name) else {
                 return Err(Error::usage(format!(
@@ -467,11 +596,39 @@ impl Supervisor {
     /// # Errors
     /// Unknown names (2); a process that survived SIGKILL (1).
     pub async fn stop(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
+        self.stop_with(names, false, tx).await
+    }
+
+    /// Stops `names`; `with_dependents`: everything that depends on them
+    /// too, first (systemd's `Requires=`). Without it, what depends on them
+    /// and keeps running (or stays scheduled) is said.
+    ///
+    /// # Errors
+    /// As [`Supervisor::stop`].
+    pub async fn stop_with(
+        &self,
+        names: &[String],
+        with_dependents: bool,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         let stack = self.stack();
-        let sel = self.select(&stack, names)?;
+        let mut sel = self.select(&stack, names)?;
+        if with_dependents && !names.is_empty() {
+            let mut roots = sel.processes.clone();
+            roots.extend(sel.members.keys().cloned());
+            for d in plan::dependents_closure(&stack, &roots) {
+                if !sel.processes.contains(&d) {
+                    sel.processes.push(d);
+                }
+            }
+        }
         self.autoscale_stop(&sel.processes);
+        self.schedule_disarm(&sel.processes);
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
         let down = self.bring_down(&stack, handles, tx).await;
+        if !names.is_empty() {
+            self.tell_left_behind(&stack, &sel.processes, tx);
+        }
         // A service stopped whole closes its sockets (members alone do not).
         self.close_sockets(&stack, &sel.processes).await;
         down
@@ -493,6 +650,44 @@ impl Supervisor {
         }
     }
 
+    /// Says which processes outside a stop still run (or stay scheduled)
+    /// while something they depend on was stopped.
+    fn tell_left_behind(&self, stack: &Stack, stopped: &[String], tx: &ProgressTx) {
+        for name in plan::dependents_closure(stack, stopped) {
+            let on = plan::depends_on_among(stack, &name, stopped);
+            let hint = format!(
+                "`stackctl stop --with-dependents {}` stops it too",
+                on.join(" ")
+            );
+            let what = if self.schedules.armed(&name) {
+                format!(
+                    "stays scheduled: it depends on {}, which was stopped, and its next run starts {} again ({hint})",
+                    on.join(", "),
+                    if on.len() == 1 { "it" } else { "them" }
+                )
+            } else if self
+                .registry
+                .matching(|h| h.inst.process == name)
+                .iter()
+                .any(|h| {
+                    matches!(
+                        h.now().state,
+                        State::Starting | State::Running | State::Backoff
+                    )
+                })
+            {
+                format!(
+                    "still running: it depends on {}, which was stopped ({hint})",
+                    on.join(", ")
+                )
+            } else {
+                continue;
+            };
+            tracing::info!(process = %name, "{what}");
+            progress(tx, &name, Step::Info, what);
+        }
+    }
+
     /// Stops `names` and starts them again (default: the whole stack, tasks
     /// re-run). A pool restarts one member at a time, each ready before the
     /// next, so it never drops to zero.
@@ -500,9 +695,28 @@ impl Supervisor {
     /// # Errors
     /// As [`Supervisor::start`].
     pub async fn restart(&self, names: &[String], tx: &ProgressTx) -> Result<(), Error> {
+        self.restart_env(names, None, tx).await
+    }
+
+    /// [`Supervisor::restart`]: what it restarts gets its env files read
+    /// again and, with `caller` (`restart --update-env`), the caller's
+    /// environment as its base. A scheduled task named runs now.
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`]; an environment that cannot be computed
+    /// (2, nothing is restarted).
+    pub async fn restart_env(
+        &self,
+        names: &[String],
+        caller: Option<env::Vars>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
+        let mut fresh = sel.processes.clone();
+        fresh.extend(sel.members.keys().cloned());
+        self.refresh_env(&stack, &fresh, caller, tx)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
             // Serving processes with `listen` are not stopped first: the
@@ -527,7 +741,8 @@ impl Supervisor {
         if rest.is_empty() {
             return Ok(());
         }
-        self.start(&rest, &BTreeMap::new(), true, tx).await
+        self.start_with(&rest, &BTreeMap::new(), true, Scheduled::RunNow, tx)
+            .await
     }
 
     /// Restarts a pool member by member, each ready before the next.
@@ -576,7 +791,10 @@ impl Supervisor {
                 let observed = unit
                     .as_ref()
                     .map_or_else(Observed::nothing, UnitHandle::observed);
-                processes.push(observed.status(&inst, spec.kind));
+                let mut st = observed.status(&inst, spec.kind);
+                st.env_generation = unit.as_ref().and_then(|u| u.now().env_generation);
+                st.schedule = self.schedule_status(spec);
+                processes.push(st);
             }
         }
         Ok(StatusDoc {
@@ -602,7 +820,9 @@ impl Supervisor {
         self.refuse_if_stopping()?;
         let _serial = self.reloading.lock().await;
         let old = self.stack();
-        let new = crate::config::load(&old.file)?;
+        // The stack file's `${VAR}` read the environment processes get.
+        let base = self.ctx.envs.base();
+        let new = crate::config::load_with(&old.file, false, &|k| base.get(k).cloned())?;
         if new.state_dir != old.state_dir {
             return Err(Error::Usage {
                 message: format!(
@@ -641,13 +861,17 @@ impl Supervisor {
             .changed
             .iter()
             .filter(|c| {
-                doomed.iter().any(|h| {
-                    &h.inst.process == *c
-                        && matches!(
-                            h.now().state,
-                            State::Starting | State::Running | State::Backoff | State::Completed
-                        )
-                })
+                self.schedules.armed(c)
+                    || doomed.iter().any(|h| {
+                        &h.inst.process == *c
+                            && matches!(
+                                h.now().state,
+                                State::Starting
+                                    | State::Running
+                                    | State::Backoff
+                                    | State::Completed
+                            )
+                    })
             })
             .cloned()
             .collect();
@@ -659,6 +883,7 @@ impl Supervisor {
             .cloned()
             .collect();
         self.autoscale_stop(&dropped);
+        self.schedule_disarm(&dropped);
         let down = self.bring_down(&old, doomed, tx).await;
         // What was removed or restarted the plain way closes its sockets
         // (a new definition binds its own at its start).
@@ -673,6 +898,19 @@ impl Supervisor {
             }
         }
         self.set_stack(new);
+        // What is new or redefined gets the environment its new definition says.
+        let defined: Vec<String> = changes
+            .added
+            .iter()
+            .chain(&changes.changed)
+            .cloned()
+            .collect();
+        for name in dropped.iter().chain(&changes.added) {
+            self.ctx.envs.forget(name);
+        }
+        if let Err(e) = self.refresh_env(&self.stack(), &defined, None, tx) {
+            tracing::error!("reload: {e}");
+        }
         self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
         for r in &changes.removed {
             progress(tx, r, Step::Info, "removed from the stack file");
@@ -778,6 +1016,7 @@ impl Supervisor {
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.autoscale_stop_all();
+        self.schedule_disarm_all();
         let mut r = self.stop(&[], tx).await;
         // A start that was already under way when the stop began may have
         // brought a unit back up; stop again until none is active, so that
@@ -910,20 +1149,6 @@ fn unknown_names(stack: &Stack, unknown: &[plan::UnknownName]) -> Error {
     }
 }
 
-/// A start of `closure` is refused while a variable it requires is unset:
-/// the supervisor checks the environment it was started with.
-fn refuse_missing_env(stack: &Stack, closure: &[String]) -> Result<(), Error> {
-    let os = |k: &str| std::env::var(k).ok();
-    let show = |f: &std::path::Path| f.display().to_string();
-    match crate::config::env::missing_env_problem(stack, closure, &os, &show) {
-        None => Ok(()),
-        Some((message, hint)) => Err(Error::Usage {
-            message,
-            hint: Some(format!("{hint}; the running supervisor keeps the environment it was started with: fix the env_file and `stackctl reload`, or `stackctl stop` and start again; nothing was started")),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1003,6 +1228,7 @@ mod tests {
                 next_delay_ms: 0,
             },
             notify_path: None,
+            env_generation: None,
         };
         let pids = |(cur, old): (
             BTreeMap<String, crate::anchor::client::Adopted>,

@@ -44,6 +44,21 @@ pub fn listen_key(service: &str, addr: &crate::config::ListenAddr) -> String {
     format!("listen/{service}/{addr}")
 }
 
+/// What the keys of scheduled tasks begin with.
+pub const SCHEDULE_PREFIX: &str = "schedule/";
+
+/// The key of a scheduled task's record (`supervisor::schedule`).
+pub fn schedule_key(task: &str) -> String {
+    format!("{SCHEDULE_PREFIX}{task}")
+}
+
+/// The key of the base environment (`supervisor::env`): the anchor
+/// launches the next supervisor with it.
+pub use crate::anchor::proto::BASE_ENV_KEY;
+
+/// The key of the environment generation (`supervisor::env`).
+pub const ENV_GENERATION_KEY: &str = "env/generation";
+
 /// The key of the autoscalers' decision state.
 pub const AUTOSCALE_KEY: &str = "autoscale";
 
@@ -68,6 +83,9 @@ pub struct UnitRecord {
     /// path), when it has one.
     #[serde(default)]
     pub notify_path: Option<PathBuf>,
+    /// The environment generation of its process.
+    #[serde(default)]
+    pub env_generation: Option<u64>,
 }
 
 impl UnitRecord {
@@ -103,6 +121,7 @@ mod tests {
                 next_delay_ms: 400,
             },
             notify_path: None,
+            env_generation: Some(2),
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
         assert_eq!(UnitRecord::decode("{"), None);

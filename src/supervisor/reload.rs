@@ -70,13 +70,15 @@ impl Changes {
 /// What makes two versions of a process the same, for `reload`: every
 /// setting but the pool size (a changed `replicas` is a resize, not a
 /// restart), `max_replicas` (a bound for `scale`, read when scaling) and
-/// `autoscale` (a policy its autoscaler reads each tick). Compared, never
+/// `autoscale` (a policy its autoscaler reads each tick) and `on_failure`
+/// (the hooks read the stack as reloaded when they fire). Compared, never
 /// printed: it holds env values.
 fn fingerprint(p: &ProcessSpec) -> String {
     let mut q = p.clone();
     q.replicas = q.replicas.map(|_| 0);
     q.max_replicas = None;
     q.autoscale = None;
+    q.on_failure = None;
     format!("{q:?}|{:?}", p.env.0)
 }
 

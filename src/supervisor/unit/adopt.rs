@@ -92,6 +92,7 @@ impl Unit {
             s.restarts = rec.as_ref().map_or(0, |r| r.restarts);
             s.message = rec.as_ref().and_then(|r| r.message.clone());
             s.exit = None;
+            s.env_generation = rec.as_ref().and_then(|r| r.env_generation);
         });
         let gone = a
             .info
@@ -161,6 +162,7 @@ impl Unit {
             s.restarts = rec.restarts;
             s.exit = rec.exit.map(Exit::from);
             s.message = rec.message.clone();
+            s.env_generation = rec.env_generation;
         });
         next
     }

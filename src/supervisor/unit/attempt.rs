@@ -44,7 +44,8 @@ impl Unit {
             Ok(n) => n,
             Err(end) => return end,
         };
-        let env = self.env(notify.as_ref());
+        let (env, generation) = self.env_and_generation(notify.as_ref());
+        self.generation = generation;
         let ready = match self.expanded_ready(&env) {
             Ok(r) => r,
             Err(end) => return end,
@@ -114,9 +115,13 @@ impl Unit {
             self.been_ready = true;
             let took = child.spawned.elapsed();
             tracing::info!(process = %self.name(), "ready in {:.3}s", took.as_secs_f64());
+            let note = self.note.take();
             self.set(|s| {
                 s.state = State::Running;
                 s.ready = true;
+                if note.is_some() {
+                    s.message = note;
+                }
             });
             self.answer_waiters(&Ok(()));
         }
@@ -287,9 +292,11 @@ impl Unit {
         }
         let pid = child.pid;
         tracing::info!(process = %self.name(), "spawned pid {pid}: {}", self.spec.command);
+        let generation = self.generation;
         self.set(|s| {
             s.pid = Some(pid);
             s.since = Some(Instant::now());
+            s.env_generation = Some(generation);
         });
         pid_path
     }
@@ -388,8 +395,12 @@ impl Unit {
             }
         };
         tokio::pin!(deadline);
+        let mut memory = super::memory::Watch::new(self.spec.memory_max);
         loop {
             tokio::select! {
+                why = super::memory::over_limit(&mut memory, child.pid) => {
+                    return self.memory_restart(&mut child, pid_path, why).await;
+                }
                 exit = child.wait() => {
                     self.cleanup_after_exit(&child, Some(pid_path)).await;
                     let ran_for = child.spawned.elapsed();
@@ -439,8 +450,12 @@ impl Unit {
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
+        let mut memory = super::memory::Watch::new(self.spec.memory_max);
         loop {
             tokio::select! {
+                why = super::memory::over_limit(&mut memory, child.pid) => {
+                    return self.memory_restart(&mut child, pid_path, why).await;
+                }
                 exit = child.wait() => {
                     self.cleanup_after_exit(&child, Some(pid_path)).await;
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
@@ -490,6 +505,20 @@ impl Unit {
                     }
                 }
             }
+        }
+    }
+
+    /// Stops a process whose group stayed over `memory_max`; its restart
+    /// policy decides what follows, and `status` says why once it runs again.
+    async fn memory_restart(&mut self, child: &mut Child, pid_path: &Path, why: String) -> End {
+        tracing::warn!(process = %self.name(), "{why}: stopping it (its restart policy decides what follows)");
+        self.note = Some(format!("restarted after: {why}"));
+        let _ = self.stop_child(child, Some(pid_path)).await;
+        let exit = child.exited.unwrap_or(Exit::Signal(15));
+        End::Exited {
+            exit,
+            ran_for: child.spawned.elapsed(),
+            why: Some(why),
         }
     }
 

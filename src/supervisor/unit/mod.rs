@@ -39,6 +39,7 @@ mod adopt;
 mod attempt;
 mod gate;
 pub mod listen;
+mod memory;
 mod replace;
 mod stop;
 
@@ -59,6 +60,8 @@ use crate::spawn::{Exit, How, StopReport};
 use crate::state::StateDir;
 use crate::status::Observed;
 
+use super::hooks::{HookEvent, Occurrence};
+
 pub use adopt::Resume;
 pub use gate::expand_argv;
 pub use stop::killed_message;
@@ -71,8 +74,10 @@ pub struct UnitCtx {
     pub stack_id: String,
     pub state: StateDir,
     pub supervisor_pid: i32,
-    /// stackctl's own environment, which every process inherits.
-    pub base_env: Vec<(String, String)>,
+    /// Each process's environment over stackctl's own (`super::env`).
+    pub envs: super::env::Envs,
+    /// The failure hooks (`super::hooks`).
+    pub hooks: super::hooks::Hooks,
     pub logs: LogSettings,
     /// The anchor: every process is spawned through it.
     pub anchor: Arc<Link>,
@@ -135,6 +140,8 @@ pub struct UnitStatus {
     pub since: Option<Instant>,
     pub exit: Option<Exit>,
     pub message: Option<String>,
+    /// The environment generation of its current (or last) process.
+    pub env_generation: Option<u64>,
 }
 
 impl UnitStatus {
@@ -147,6 +154,7 @@ impl UnitStatus {
             since: None,
             exit: None,
             message: None,
+            env_generation: None,
         }
     }
 }
@@ -195,6 +203,8 @@ impl UnitHandle {
             wanted: false,
             notify_path: None,
             overlap: None,
+            generation: 0,
+            note: None,
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
@@ -349,6 +359,11 @@ struct Unit {
     /// During an overlapping restart: the group of the other process of
     /// this instance, which no stop or clean-up may take for a stray.
     overlap: Option<i32>,
+    /// The environment generation the current attempt was given.
+    generation: u64,
+    /// Said in `status` once it runs again: why it was last restarted,
+    /// when stackctl did it (a memory limit).
+    note: Option<String>,
 }
 
 impl Unit {
@@ -409,6 +424,7 @@ impl Unit {
     fn fresh_life(&mut self) {
         self.backoff = Backoff::new(self.spec.max_restarts, self.spec.restart_window);
         self.been_ready = false;
+        self.note = None;
     }
 
     /// Changes the published status (legal transitions only) and keeps it
@@ -444,6 +460,7 @@ impl Unit {
             been_ready: self.been_ready,
             backoff: self.backoff.snapshot((Instant::now(), SystemTime::now())),
             notify_path: self.notify_path.clone(),
+            env_generation: s.env_generation,
         };
         self.ctx
             .anchor
@@ -465,7 +482,7 @@ impl Unit {
                 Next::Resume(r) => self.resumed(r).await,
                 Next::Replace(old) => self.replace(old).await,
                 Next::Backoff(reason) => {
-                    if !self.backoff_wait(Duration::ZERO, &reason).await {
+                    if !self.backoff_wait(Duration::ZERO, &reason, None).await {
                         return;
                     }
                     continue;
@@ -505,12 +522,13 @@ impl Unit {
                         s.ready = false;
                         s.message = Some(reason.clone());
                     });
+                    self.tell_hooks(HookEvent::Failed, &reason, None);
                     self.answer_waiters(&Err(StartFailure { reason }));
                     return;
                 }
                 End::NotReady(reason) => {
                     // A restart that did not become ready counts as a crash.
-                    if !self.backoff_wait(Duration::ZERO, &reason).await {
+                    if !self.backoff_wait(Duration::ZERO, &reason, None).await {
                         return;
                     }
                 }
@@ -521,7 +539,7 @@ impl Unit {
                         self.ended(exit, reason);
                         return;
                     }
-                    if !self.backoff_wait(ran_for, &reason).await {
+                    if !self.backoff_wait(ran_for, &reason, Some(exit)).await {
                         return;
                     }
                 }
@@ -571,6 +589,9 @@ impl Unit {
             s.exit = Some(exit);
             s.message = failed.then(|| reason.clone());
         });
+        if failed {
+            self.tell_hooks(HookEvent::Failed, &reason, Some(exit));
+        }
         let r = if failed {
             Err(StartFailure { reason })
         } else {
@@ -581,7 +602,7 @@ impl Unit {
 
     /// Waits out the restart delay. `false`: do not restart (crash loop or
     /// a stop request).
-    async fn backoff_wait(&mut self, ran_for: Duration, reason: &str) -> bool {
+    async fn backoff_wait(&mut self, ran_for: Duration, reason: &str, exit: Option<Exit>) -> bool {
         let Some(delay) = self.backoff.next(Instant::now(), ran_for) else {
             let msg = format!(
                 "crash loop: {} restarts within {}; last: {reason}",
@@ -601,6 +622,7 @@ impl Unit {
                 s.ready = false;
                 s.message = Some(msg.clone());
             });
+            self.tell_hooks(HookEvent::Failed, &msg, exit);
             self.answer_waiters(&Err(StartFailure { reason: msg }));
             return false;
         };
@@ -615,6 +637,7 @@ impl Unit {
             ));
         });
         tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
+        self.tell_hooks(HookEvent::Exit, reason, exit);
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -637,10 +660,13 @@ impl Unit {
 
     /// The environment of this instance's processes.
     fn env(&self, notify: Option<&NotifySocket>) -> Vec<(String, String)> {
-        let mut m: BTreeMap<String, String> = self.ctx.base_env.iter().cloned().collect();
-        for (k, v) in &self.spec.env.0 {
-            m.insert(k.clone(), v.clone());
-        }
+        self.env_and_generation(notify).0
+    }
+
+    /// The environment of this instance's processes, and its generation.
+    fn env_and_generation(&self, notify: Option<&NotifySocket>) -> (Vec<(String, String)>, u64) {
+        let given = self.ctx.envs.of(&self.spec);
+        let mut m: BTreeMap<String, String> = given.merged();
         m.insert("STACKCTL_STACK".into(), self.ctx.stack_name.clone());
         m.insert("STACKCTL_STACK_ID".into(), self.ctx.stack_id.clone());
         m.insert("STACKCTL_PROCESS".into(), self.inst.name.clone());
@@ -660,7 +686,27 @@ impl Unit {
                 m.remove("NOTIFY_SOCKET");
             }
         }
-        m.into_iter().collect()
+        (m.into_iter().collect(), given.generation)
+    }
+
+    /// Tells the failure hooks (`super::hooks`) that this instance failed
+    /// (`Failed`) or exited unexpectedly and is restarted (`Exit`).
+    fn tell_hooks(&self, event: HookEvent, reason: &str, exit: Option<Exit>) {
+        let s = self.status.borrow().clone();
+        let occ = Occurrence {
+            event,
+            instance: self.inst.name.clone(),
+            process: self.inst.process.clone(),
+            state: match event {
+                HookEvent::Failed => State::Failed,
+                HookEvent::Exit => State::Backoff,
+            },
+            reason: reason.to_string(),
+            exit_code: exit.or(s.exit).and_then(Exit::code),
+            log: self.ctx.state.log_file(&self.inst.name),
+            restarts: s.restarts,
+        };
+        self.ctx.hooks.fire(occ, self.ctx.envs.base());
     }
 
     /// The anchor need not keep the notify socket of an attempt that ended.
