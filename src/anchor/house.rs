@@ -47,6 +47,8 @@ const PIPE_SIZE: i32 = 256 * 1024;
 /// One connection: a supervisor or a client.
 struct Conn {
     fd: OwnedFd,
+    /// The peer's pid (`SO_PEERCRED`, at accept).
+    peer: i32,
     role: Option<Role>,
     out: Outbox,
     /// What a supervisor said it does when it goes.
@@ -144,6 +146,9 @@ pub(super) struct House {
     /// The supervisor's connection ended without a word and it is our
     /// child: its exit status decides when to relaunch.
     awaiting_exit: bool,
+    /// Our supervisor's exit status, seen before the end of its connection
+    /// (both come in one poll, in either order): that end decides.
+    launched_exit: Option<ExitRec>,
     /// Launch no more supervisors; end once no process is left.
     retiring: bool,
     /// The binary the next launch runs (an upgrade changes it).
@@ -168,6 +173,7 @@ impl House {
             relaunch_delay: Duration::ZERO,
             young_deaths: 0,
             awaiting_exit: false,
+            launched_exit: None,
             retiring: false,
             exe,
             reexec: None,
@@ -378,14 +384,14 @@ impl House {
             // SAFETY: accept4 just returned this fd; it is ours alone.
             #[allow(unsafe_code)]
             let fd = unsafe { super::owned(raw) };
-            let ours = getsockopt(&fd, sockopt::PeerCredentials)
-                .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw());
-            if !ours {
+            let cred = getsockopt(&fd, sockopt::PeerCredentials).ok();
+            let Some(cred) = cred.filter(|c| c.uid() == nix::unistd::geteuid().as_raw()) else {
                 note("WARN", "refused a connection from another user");
                 continue;
-            }
+            };
             self.conns.push(Conn {
                 fd,
+                peer: cred.pid(),
                 role: None,
                 out: Outbox::default(),
                 bye: None,
@@ -456,6 +462,7 @@ impl House {
         }
         c.dead = true;
         let bye = c.bye.take();
+        let peer = c.peer;
         if self.supervisor != Some(i) {
             return;
         }
@@ -490,9 +497,15 @@ impl House {
                 self.retiring = true;
             }
             None if self.retiring => {}
-            // Our own child: how it ended (its exit status, next) decides.
-            None if self.launched.is_some() => {
-                self.awaiting_exit = true;
+            // Our own child: how it ended (its exit status) decides.
+            None if self.launched.is_some_and(|(p, _)| p == peer) => {
+                match self.launched_exit.take() {
+                    Some(exit) => {
+                        self.schedule_relaunch(Some(exit));
+                        self.launched = None;
+                    }
+                    None => self.awaiting_exit = true,
+                }
             }
             None => self.schedule_relaunch(None),
         }
@@ -952,6 +965,15 @@ impl House {
 
     fn exited(&mut self, pid: i32, exit: ExitRec) {
         if self.launched.is_some_and(|(p, _)| p == pid) {
+            let connected = self
+                .supervisor
+                .and_then(|i| self.conns.get(i))
+                .is_some_and(|c| c.peer == pid && !c.dead);
+            if connected {
+                // Its connection's end is in this same poll, or the next.
+                self.launched_exit = Some(exit);
+                return;
+            }
             if self.awaiting_exit {
                 self.awaiting_exit = false;
                 self.schedule_relaunch(Some(exit));
@@ -1095,6 +1117,7 @@ impl House {
             Ok(pid) => {
                 note("INFO", &format!("launched supervisor {pid}"));
                 self.launched = Some((pid, Instant::now()));
+                self.launched_exit = None;
             }
             Err(e) => {
                 self.relaunch_delay = (self.relaunch_delay * 2).clamp(RELAUNCH_MIN, RELAUNCH_MAX);
@@ -1290,6 +1313,7 @@ impl House {
             relaunch_delay: Duration::ZERO,
             young_deaths: snap.young_deaths,
             awaiting_exit: false,
+            launched_exit: None,
             retiring: false,
             exe: snap.exe,
             reexec: None,
