@@ -646,6 +646,7 @@ fn route(routes: &Arc<Mutex<Routes>>, msg: FromAnchor, mut fds: Vec<OwnedFd>) {
                     exit: None,
                     log: req.log,
                     watch: req.watch,
+                    step: req.step,
                 };
                 r.mirror.children.insert(pid, (info, fds.pop()));
                 let _ = tx.send(Ok(Spawned {

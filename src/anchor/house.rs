@@ -72,6 +72,8 @@ struct Child {
     log: LogTarget,
     watch_src: Option<String>,
     watch: Option<Regex>,
+    /// As `SpawnReq::step`.
+    step: Option<u32>,
     matched: bool,
     exit: Option<ExitRec>,
     /// The exit was sent to the connected supervisor.
@@ -96,6 +98,7 @@ impl Child {
             exit: self.exit,
             log: self.log.clone(),
             watch: self.watch_src.clone(),
+            step: self.step,
         }
     }
 }
@@ -742,6 +745,7 @@ impl House {
                 log: req.log,
                 watch_src: req.watch,
                 watch,
+                step: req.step,
                 matched: false,
                 exit: None,
                 reported: false,
@@ -1064,6 +1068,7 @@ impl House {
                 log: info.log,
                 watch_src: info.watch,
                 watch,
+                step: info.step,
                 matched: info.matched,
                 exit: info.exit,
                 reported: info.exit.is_some(),
@@ -1269,6 +1274,7 @@ impl House {
                     log: c.info.log,
                     watch_src: c.info.watch,
                     watch,
+                    step: c.info.step,
                     matched: c.info.matched,
                     exit: c.info.exit,
                     reported: false,

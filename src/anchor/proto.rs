@@ -105,6 +105,10 @@ pub struct SpawnReq {
     /// … in this order (`spawn::listen`).
     #[serde(default)]
     pub listen: Vec<String>,
+    /// The `pre_start` command (its index) this process runs; `None`: the
+    /// instance's own command.
+    #[serde(default)]
+    pub step: Option<u32>,
 }
 
 /// A live process of the stack, as the anchor knows it.
@@ -120,6 +124,9 @@ pub struct ChildInfo {
     /// Where its output goes (the pipe itself travels beside the message).
     pub log: LogTarget,
     pub watch: Option<String>,
+    /// As [`SpawnReq::step`].
+    #[serde(default)]
+    pub step: Option<u32>,
 }
 
 /// Messages to the anchor.

@@ -1083,11 +1083,12 @@ pub struct Adoption {
 }
 
 /// The current process of each instance, and the others (older copies:
-/// a pre_start left by a killed supervisor, a leader not yet
-/// acknowledged, the other side of an overlapping restart). The current
-/// one is the pid its record names when that process is there (during an
-/// overlapping restart: the old one until its successor is ready, then
-/// the successor), else the newest.
+/// a leader not yet acknowledged, the other side of an overlapping
+/// restart). The current one is the pid its record names when that
+/// process is there (during an overlapping restart: the old one until its
+/// successor is ready, then the successor), else the instance's command
+/// over a `pre_start` step (a step beside its command is a leftover),
+/// else the newest.
 fn current_by_instance(
     children: Vec<crate::anchor::client::Adopted>,
     records: &BTreeMap<String, record::UnitRecord>,
@@ -1095,20 +1096,20 @@ fn current_by_instance(
     BTreeMap<String, crate::anchor::client::Adopted>,
     Vec<crate::anchor::client::Adopted>,
 ) {
-    let recorded = |c: &crate::anchor::client::Adopted| {
-        records
+    // The recorded one, else the instance's command over a pre_start
+    // step, else the newest.
+    let rank = |c: &crate::anchor::client::Adopted| {
+        let recorded = records
             .get(&c.info.instance)
             .and_then(|r| r.pid)
-            .is_some_and(|p| p == c.info.pid)
+            .is_some_and(|p| p == c.info.pid);
+        (recorded, c.info.step.is_none(), c.info.start_ticks)
     };
     let mut current: BTreeMap<String, crate::anchor::client::Adopted> = BTreeMap::new();
     let mut older = Vec::new();
     for c in children {
         match current.remove(&c.info.instance) {
-            Some(prev)
-                if recorded(&prev)
-                    || (!recorded(&c) && prev.info.start_ticks > c.info.start_ticks) =>
-            {
+            Some(prev) if rank(&prev) > rank(&c) => {
                 older.push(c);
                 current.insert(prev.info.instance.clone(), prev);
             }
@@ -1191,8 +1192,8 @@ mod tests {
     }
 
     #[test]
-    fn the_current_process_of_an_instance_is_the_recorded_one_else_the_newest() {
-        let child = |instance: &str, pid: i32, start_ticks: u64| {
+    fn the_current_process_of_an_instance_is_the_recorded_one_else_the_command_else_the_newest() {
+        let any = |instance: &str, pid: i32, start_ticks: u64, step: Option<u32>| {
             let (_, exit) = tokio::sync::oneshot::channel();
             let (_, matched) = tokio::sync::oneshot::channel();
             crate::anchor::client::Adopted {
@@ -1209,11 +1210,14 @@ mod tests {
                         timestamps: false,
                     },
                     watch: None,
+                    step,
                 },
                 exit,
                 matched,
             }
         };
+        let child =
+            |instance: &str, pid: i32, start_ticks: u64| any(instance, pid, start_ticks, None);
         let record = |pid: i32| record::UnitRecord {
             state: State::Running,
             pid: Some(pid),
@@ -1251,6 +1255,15 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!(pids(got), (vec![11], vec![10]));
+        // A pre_start step beside the command: the command, even older.
+        let got = current_by_instance(
+            vec![any("api", 12, 3, Some(0)), child("api", 10, 1)],
+            &BTreeMap::new(),
+        );
+        assert_eq!(pids(got), (vec![10], vec![12]));
+        // A pre_start step alone (the command not spawned yet): the step.
+        let got = current_by_instance(vec![any("api", 12, 3, Some(1))], &BTreeMap::new());
+        assert_eq!(pids(got), (vec![12], vec![]));
     }
 
     #[tokio::test]

@@ -1488,12 +1488,10 @@ echo "pre $$" >> "$1.txt"
 while [ ! -e go ]; do sleep 0.02; done
 "#;
 
-/// BUG (left failing for the lead, see the survival report): the child
-/// the anchor holds for an instance may be a `pre_start` step, and the next
-/// supervisor takes it for the instance's command (`newest_by_instance`,
-/// `Unit::take_up`: nothing in `ChildInfo` says which it is). A task is then
-/// "completed" when its pre_start exits 0, its command never run, and its
-/// dependents start; a service is "running" as its pre_start step.
+/// The child the anchor holds for an instance may be a `pre_start` step:
+/// the next supervisor waits for that step (never runs it again, never
+/// takes it for the instance's command), then goes on with the command;
+/// its dependents wait for the command.
 #[test]
 fn kill_9_during_a_pre_start_neither_skips_the_command_nor_takes_the_step_for_it() {
     let s = Stack::new(
@@ -1524,7 +1522,7 @@ depends_on = ["migrate"]
     let m = lines(&s, "migrate.txt");
     assert!(
         m.last().is_some_and(|l| l.starts_with("run ")) && s.read("migrated").contains("yes"),
-        "BUG: the migration's command never ran (its pre_start was taken for it): {m:?}\n{}",
+        "the migration's command never ran (its pre_start was taken for it): {m:?}\n{}",
         s.dump()
     );
     assert_eq!(
@@ -1532,13 +1530,18 @@ depends_on = ["migrate"]
         1,
         "{m:?}"
     );
+    assert_eq!(
+        m.iter().filter(|l| l.starts_with("pre ")).count(),
+        1,
+        "the pre_start step left running was run again: {m:?}"
+    );
     let _ = within(10, || {
         lines(&s, "api.txt").iter().any(|l| l.starts_with("run "))
     });
     let a = lines(&s, "api.txt");
     assert!(
         a.last().is_some_and(|l| l.starts_with("run ")),
-        "BUG: api's command never ran: {a:?}\n{}",
+        "api's command never ran: {a:?}\n{}",
         s.dump()
     );
     // The pid status shows is the command's, not a pre_start step's.

@@ -57,7 +57,7 @@ impl Unit {
             self.notify_path = rec.notify_path.clone();
         }
         match r.child {
-            Some(a) => Some(Next::Resume(self.take_up(a, r.record, r.notify))),
+            Some(a) => Some(Next::Resume(Box::new(self.take_up(a, r.record, r.notify)))),
             None => self.without_process(r.record),
         }
     }
@@ -69,13 +69,16 @@ impl Unit {
             .and_then(|up| Instant::now().checked_sub(up))
             .unwrap_or_else(Instant::now);
         let recorded = rec.as_ref().map(|r| r.state);
-        let (phase, stopping) = match (self.spec.kind, recorded) {
-            (_, Some(State::Stopping)) => (Phase::Run, true),
-            (Kind::Task, _) => (Phase::Task, false),
-            (Kind::Service, Some(State::Running)) => (Phase::Run, false),
+        let step = a.info.step.and_then(|n| usize::try_from(n).ok());
+        let (phase, stopping) = match (self.spec.kind, recorded, step) {
+            (_, Some(State::Stopping), _) => (Phase::Run, true),
+            // A pre_start step: waited for, then the attempt goes on.
+            (_, _, Some(n)) => (Phase::PreStart(n), false),
+            (Kind::Task, _, None) => (Phase::Task, false),
+            (Kind::Service, Some(State::Running), None) => (Phase::Run, false),
             // Its gate had not passed (or nothing says it had): wait for it
             // again; the process itself is left alone.
-            (Kind::Service, _) => (Phase::Gate, false),
+            (Kind::Service, _, None) => (Phase::Gate, false),
         };
         let notify = self.notify_for(pid, notify);
         let ready = matches!(phase, Phase::Run) && !stopping;
@@ -84,9 +87,10 @@ impl Unit {
             (Phase::Run, false) => State::Running,
             _ => State::Starting,
         };
+        let shown = (!matches!(phase, Phase::PreStart(_))).then_some(pid);
         self.restore(|s| {
             s.state = state;
-            s.pid = Some(pid);
+            s.pid = shown;
             s.ready = ready;
             s.since = Some(spawned);
             s.restarts = rec.as_ref().map_or(0, |r| r.restarts);
@@ -98,9 +102,10 @@ impl Unit {
             .info
             .exit
             .map(|e| format!(", which exited meanwhile ({})", Exit::from(e)));
+        let what = step.map_or_else(String::new, |n| format!(", its pre_start step {}", n + 1));
         tracing::info!(
             process = %self.name(),
-            "adopted pid {pid} ({state}){}",
+            "adopted pid {pid} ({state}{what}){}",
             gone.unwrap_or_default()
         );
         Resumed {
@@ -181,6 +186,9 @@ impl Unit {
         if r.stopping {
             let report = self.stop_child(&mut child, Some(&pid_path)).await;
             return End::Stopped(Vec::new(), report);
+        }
+        if let Phase::PreStart(n) = r.phase {
+            return self.attempt_with(r.notify, Some((n, child))).await;
         }
         let env = self.env(r.notify.as_ref());
         let ready = match self.expanded_ready(&env) {

@@ -20,6 +20,9 @@ use crate::status::State;
 
 /// Where a resumed process stands.
 pub(super) enum Phase {
+    /// Running `pre_start` command `n` (the instance's command not yet
+    /// spawned).
+    PreStart(usize),
     /// Spawned, its gate not passed.
     Gate,
     /// Ready.
@@ -44,25 +47,47 @@ impl Unit {
             Ok(n) => n,
             Err(end) => return end,
         };
+        self.attempt_with(notify, None).await
+    }
+
+    /// An attempt with its notify socket, from its start or (`left`) from
+    /// the `pre_start` step a killed supervisor left running: that step is
+    /// waited for, never run twice, and the attempt goes on from the next.
+    pub(super) async fn attempt_with(
+        &mut self,
+        notify: Option<NotifySocket>,
+        left: Option<(usize, Child)>,
+    ) -> End {
         let (env, generation) = self.env_and_generation(notify.as_ref());
         self.generation = generation;
         let ready = match self.expanded_ready(&env) {
             Ok(r) => r,
             Err(end) => return end,
         };
-        if let Some(reason) = self.gate_already_passes(ready.as_ref(), &env).await {
-            return End::NotReady(reason);
+        if left.is_none() {
+            if let Some(reason) = self.gate_already_passes(ready.as_ref(), &env).await {
+                return End::NotReady(reason);
+            }
         }
         let listen = match self.ctx.listeners.ensure(&self.spec, &self.ctx.anchor) {
             Ok(keys) => keys,
             Err(reason) => return End::NotReady(reason),
         };
-        if let Err(end) = self.pre_start(&env).await {
+        let first = match left {
+            Some((n, child)) => {
+                if let Err(end) = self.finish_step(n, child).await {
+                    return end;
+                }
+                n + 1
+            }
+            None => 0,
+        };
+        if let Err(end) = self.pre_start(&env, first).await {
             return end;
         }
         let watch = log_watch(ready.as_ref());
         let command = self.spec.command.clone();
-        let child = match self.spawn_child(&command, &env, watch, &listen).await {
+        let child = match self.spawn_child(&command, &env, watch, &listen, None).await {
             Ok(c) => c,
             Err(reason) => return End::NotReady(reason),
         };
@@ -138,51 +163,70 @@ impl Unit {
         }
     }
 
-    /// Runs the `pre_start` commands in order, each in its own session with
-    /// its output in the log, each within the task timeout (10 minutes for
-    /// a service); a stop request meanwhile stops it and ends the attempt.
-    pub(super) async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), End> {
+    /// Runs the `pre_start` commands from the `first`th on, in order, each
+    /// in its own session with its output in the log, each within the task
+    /// timeout (10 minutes for a service); a stop request meanwhile stops
+    /// it and ends the attempt.
+    pub(super) async fn pre_start(
+        &mut self,
+        env: &[(String, String)],
+        first: usize,
+    ) -> Result<(), End> {
         let cmds = self.spec.pre_start.clone();
-        let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
-        for cmd in &cmds {
-            let mut child = self
-                .spawn_child(cmd, env, None, &[])
+        for (n, cmd) in cmds.iter().enumerate().skip(first) {
+            let step = u32::try_from(n).ok();
+            let child = self
+                .spawn_child(cmd, env, None, &[], step)
                 .await
                 .map_err(|e| End::NotReady(format!("pre_start `{cmd}`: {e}")))?;
-            let deadline = tokio::time::sleep(limit);
-            tokio::pin!(deadline);
-            let exit = loop {
-                tokio::select! {
-                    exit = child.wait() => break exit,
-                    () = &mut deadline => {
-                        let target = Target { group: Some(child.pid), strays: None, spare: &[] };
-                        let _ = spawn::terminate(target, How::KILL, async {
-                            child.wait().await;
-                        }).await;
-                        self.ctx.anchor.ack(child.pid);
-                        return Err(End::NotReady(format!(
-                            "pre_start `{cmd}` did not finish within {}",
-                            humantime::format_duration(limit)
-                        )));
-                    }
-                    cmd = self.rx.recv() => {
-                        if let Some(end) = self.on_command(cmd, &mut child, None, false).await {
-                            return Err(end);
-                        }
+            self.finish_step(n, child).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `pre_start` step `n`'s process to end, within the task
+    /// timeout counted from its spawn; clears its group; `Ok` when it
+    /// succeeded.
+    async fn finish_step(&mut self, n: usize, mut child: Child) -> Result<(), End> {
+        let cmd = self
+            .spec
+            .pre_start
+            .get(n)
+            .map_or_else(|| format!("#{n}"), ToString::to_string);
+        let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
+        let deadline = tokio::time::sleep(limit.saturating_sub(child.spawned.elapsed()));
+        tokio::pin!(deadline);
+        let exit = loop {
+            tokio::select! {
+                exit = child.wait() => break exit,
+                () = &mut deadline => {
+                    let target = Target { group: Some(child.pid), strays: None, spare: &[] };
+                    let _ = spawn::terminate(target, How::KILL, async {
+                        child.wait().await;
+                    }).await;
+                    self.ctx.anchor.ack(child.pid);
+                    return Err(End::NotReady(format!(
+                        "pre_start `{cmd}` did not finish within {}",
+                        humantime::format_duration(limit)
+                    )));
+                }
+                c = self.rx.recv() => {
+                    if let Some(end) = self.on_command(c, &mut child, None, false).await {
+                        return Err(end);
                     }
                 }
-            };
-            // Nothing a pre_start command left in its group may linger.
-            let target = Target {
-                group: Some(child.pid),
-                strays: None,
-                spare: &[],
-            };
-            let _ = spawn::terminate(target, How::KILL, async {}).await;
-            self.ctx.anchor.ack(child.pid);
-            if !exit.success() {
-                return Err(End::NotReady(format!("pre_start `{cmd}` {exit}")));
             }
+        };
+        // Nothing a pre_start command left in its group may linger.
+        let target = Target {
+            group: Some(child.pid),
+            strays: None,
+            spare: &[],
+        };
+        let _ = spawn::terminate(target, How::KILL, async {}).await;
+        self.ctx.anchor.ack(child.pid);
+        if !exit.success() {
+            return Err(End::NotReady(format!("pre_start `{cmd}` {exit}")));
         }
         Ok(())
     }
@@ -197,6 +241,7 @@ impl Unit {
         env: &[(String, String)],
         watch: Option<String>,
         listen: &[String],
+        step: Option<u32>,
     ) -> Result<Child, String> {
         let logs = &self.ctx.logs;
         let mut env = env.to_vec();
@@ -219,6 +264,7 @@ impl Unit {
             },
             watch,
             listen: listen.to_vec(),
+            step,
         };
         let s =
             self.ctx.anchor.spawn(req).await.map_err(|e| {

@@ -310,7 +310,7 @@ enum Next {
     /// A fresh attempt.
     Attempt,
     /// A process the anchor already has (a previous supervisor's).
-    Resume(adopt::Resumed),
+    Resume(Box<adopt::Resumed>),
     /// Waiting to restart after `reason` (the process was gone when this
     /// supervisor came).
     Backoff(String),
@@ -479,7 +479,7 @@ impl Unit {
         loop {
             let end = match std::mem::replace(&mut next, Next::Attempt) {
                 Next::Attempt => self.attempt().await,
-                Next::Resume(r) => self.resumed(r).await,
+                Next::Resume(r) => self.resumed(*r).await,
                 Next::Replace(old) => self.replace(old).await,
                 Next::Backoff(reason) => {
                     if !self.backoff_wait(Duration::ZERO, &reason, None).await {

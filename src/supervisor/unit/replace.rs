@@ -196,12 +196,12 @@ impl Unit {
             Ok(keys) => keys,
             Err(why) => return Successor::Failed(why),
         };
-        if let Err(end) = self.pre_start(&env).await {
+        if let Err(end) = self.pre_start(&env, 0).await {
             return self.cut_short(end);
         }
         let command = self.spec.command.clone();
         let watch = log_watch(ready.as_ref());
-        let mut child = match self.spawn_child(&command, &env, watch, &listen).await {
+        let mut child = match self.spawn_child(&command, &env, watch, &listen, None).await {
             Ok(c) => c,
             Err(why) => return Successor::Failed(why),
         };
