@@ -31,11 +31,20 @@ pub fn allowed(from: State, to: State) -> bool {
     }
 }
 
-/// Whether an exit calls for a restart under `policy`.
-pub fn wants_restart(policy: RestartPolicy, exit: Exit) -> bool {
+/// Whether an exit is a failure: a non-zero code or a signal, or any
+/// exit of a process stackctl stopped because it failed (`forced`: a
+/// failing health check, `memory_max`; a server that exits 0 on SIGTERM
+/// did not recover by doing so).
+pub fn failed(exit: Exit, forced: bool) -> bool {
+    forced || !exit.success()
+}
+
+/// Whether an exit calls for a restart under `policy` (`forced`: as in
+/// [`failed`]).
+pub fn wants_restart(policy: RestartPolicy, exit: Exit, forced: bool) -> bool {
     match policy {
         RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => !exit.success(),
+        RestartPolicy::OnFailure => failed(exit, forced),
         RestartPolicy::Never => false,
     }
 }
@@ -186,11 +195,25 @@ mod tests {
         let ok = Exit::Code(0);
         let bad = Exit::Code(1);
         let sig = Exit::Signal(9);
-        assert!(wants_restart(RestartPolicy::Always, ok));
-        assert!(!wants_restart(RestartPolicy::OnFailure, ok));
-        assert!(wants_restart(RestartPolicy::OnFailure, bad));
-        assert!(wants_restart(RestartPolicy::OnFailure, sig));
-        assert!(!wants_restart(RestartPolicy::Never, bad));
+        // (policy, exit, stopped by stackctl for failing, restart?)
+        let table = [
+            (RestartPolicy::Always, ok, false, true),
+            (RestartPolicy::OnFailure, ok, false, false),
+            (RestartPolicy::OnFailure, bad, false, true),
+            (RestartPolicy::OnFailure, sig, false, true),
+            (RestartPolicy::Never, bad, false, false),
+            // Unhealthy, stopped, and it exited 0 on SIGTERM: still a failure.
+            (RestartPolicy::OnFailure, ok, true, true),
+            (RestartPolicy::Never, ok, true, false),
+        ];
+        for (policy, exit, forced, want) in table {
+            assert_eq!(
+                wants_restart(policy, exit, forced),
+                want,
+                "{policy:?} {exit} forced={forced}"
+            );
+        }
+        assert!(failed(ok, true) && !failed(ok, false) && failed(bad, false));
     }
 
     #[test]

@@ -1233,6 +1233,7 @@ mod tests {
             },
             notify_path: None,
             env_generation: None,
+            after_stop: record::AfterStop::Down,
         };
         let pids = |(cur, old): (
             BTreeMap<String, crate::anchor::client::Adopted>,

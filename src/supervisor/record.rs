@@ -86,6 +86,27 @@ pub struct UnitRecord {
     /// The environment generation of its process.
     #[serde(default)]
     pub env_generation: Option<u64>,
+    /// While `stopping`: what follows the stop.
+    #[serde(default)]
+    pub after_stop: AfterStop,
+}
+
+/// What follows a stop under way: kept with a stopping unit's record, so
+/// that a supervisor killed meanwhile leaves the next one to finish the
+/// stop and do what came after it (a restart stays a restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "then", rename_all = "snake_case")]
+pub enum AfterStop {
+    /// It stays down (`stop`, the supervisor closing).
+    #[default]
+    Down,
+    /// Started again at once (`restart`, a reload that changed it).
+    Restart,
+    /// Its restart policy decides: stopped for `why` (a failing health
+    /// check, `memory_max`).
+    Policy { why: String },
+    /// The attempt failed for `reason` (its gate, its timeout).
+    Failed { reason: String },
 }
 
 impl UnitRecord {
@@ -122,6 +143,9 @@ mod tests {
             },
             notify_path: None,
             env_generation: Some(2),
+            after_stop: AfterStop::Policy {
+                why: "health check failed 3 times in a row".into(),
+            },
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
         assert_eq!(UnitRecord::decode("{"), None);

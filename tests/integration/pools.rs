@@ -1141,3 +1141,33 @@ fn sighup_with_a_broken_file_changes_nothing_and_keeps_the_supervisor() {
     assert_eq!(running_pid(&s, "a"), a);
     assert_eq!(pool_pids(&s, "worker", 2), w);
 }
+
+/// A server that exits 0 on SIGTERM (uvicorn, gunicorn, most frameworks)
+/// and fails its health check is restarted under the default
+/// `restart = "on-failure"`: stackctl stopped it for failing, so its exit
+/// is a failure whatever its code.
+#[test]
+fn an_unhealthy_server_that_exits_0_on_sigterm_is_restarted_under_on_failure() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "exec sh ./api.sh"
+health = { exec = "test ! -e sick", interval = "100ms", failures = 1 }
+"#,
+    );
+    s.write(
+        "api.sh",
+        "echo $$ >> api.starts\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n",
+    );
+    ok(&s, &["start"]);
+    let first = running_pid(&s, "api");
+    s.write("sick", "");
+    wait_for("a second api process", 30, || {
+        line_count(&s, "api.starts") >= 2
+    });
+    std::fs::remove_file(s.path().join("sick")).unwrap();
+    wait_for("api running again", 30, || state_of(&s, "api") == "running");
+    assert_ne!(running_pid(&s, "api"), first);
+    assert!(!alive(first), "the unhealthy api {first} is still alive");
+    assert_eq!(restarts_of(&s, "api"), 1);
+}

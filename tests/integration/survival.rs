@@ -1550,11 +1550,9 @@ depends_on = ["migrate"]
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, see the survival report): a unit
-/// recorded `stopping` is only ever stopped by the next supervisor
-/// (`Resumed::stopping` → `End::Stopped`), whatever the stop was for: the
-/// restart its failing health check began is lost and the service stays
-/// down, although its record says it is wanted up.
+/// A unit recorded `stopping` keeps what the stop was for
+/// (`record::AfterStop`): the next supervisor finishes the stop a failing
+/// health check began, and its restart policy restarts it.
 #[test]
 fn kill_9_while_a_failing_health_check_stops_it_the_next_supervisor_restarts_it() {
     let s = Stack::new(
@@ -1584,15 +1582,15 @@ stop_timeout = "60s"
     });
     assert!(
         restarted,
-        "BUG: a restart the health check began is not finished by the next supervisor: {}\n{}",
+        "a restart the health check began is not finished by the next supervisor: {}\n{}",
         status_of(&s, "sick"),
         s.dump()
     );
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, same cause as the health check one): an
-/// interrupted `restart` ends with the service stopped.
+/// An interrupted `restart` is finished by the next supervisor: stopped,
+/// then started again.
 #[test]
 fn kill_9_mid_restart_the_next_supervisor_brings_it_back() {
     let s = Stack::new(
@@ -1621,7 +1619,7 @@ stop_timeout = "60s"
     });
     assert!(
         back,
-        "BUG: an interrupted `restart` leaves the service stopped although it is wanted up: {}\n{}",
+        "an interrupted `restart` leaves the service stopped although it is wanted up: {}\n{}",
         status_of(&s, "svc"),
         s.dump()
     );
@@ -1861,13 +1859,11 @@ restart = "never"
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, see the survival report): a supervisor
-/// whose binary was replaced on disk (an upgrade: a new file renamed over
-/// the old path) cannot start a new anchor when its anchor dies
-/// (`launch_anchor` runs `current_exe()`, which is then `… (deleted)`),
-/// and on that failure it exits (`serve`: "the processes run on
-/// unsupervised"): every pipe's last reader goes with it, and every
-/// process dies of SIGPIPE (or EPIPE) at its next write.
+/// A supervisor whose binary was replaced on disk (an upgrade: a new file
+/// renamed over the old path; `/proc/self/exe` then reads `… (deleted)`)
+/// still starts a new anchor when its anchor dies (from the path on disk,
+/// retrying until one runs): it never exits and takes every pipe's last
+/// reader with it.
 #[test]
 fn the_anchor_killed_after_the_binary_was_upgraded_on_disk_kills_nothing() {
     let s = Stack::new(&format!(
@@ -1913,7 +1909,7 @@ fn the_anchor_killed_after_the_binary_was_upgraded_on_disk_kills_nothing() {
     let logging = within(10, || lines(&s, "logs/ticker.log").len() >= at_kill + 10);
     assert!(
         logging && alive(ticker) && alive(sup),
-        "BUG: after an upgrade on disk, the anchor's death took the stack down: ticker alive {}, \
+        "after an upgrade on disk, the anchor's death took the stack down: ticker alive {}, \
          supervisor alive {}, ticker still logging {logging}\n{}",
         alive(ticker),
         alive(sup),

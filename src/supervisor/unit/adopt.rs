@@ -7,6 +7,7 @@
 //! lifecycle continues with. Must not touch: the registry (the supervisor
 //! decides which units are adopted).
 
+use crate::supervisor::record::AfterStop;
 use std::os::fd::OwnedFd;
 use std::time::{Instant, SystemTime};
 
@@ -37,8 +38,8 @@ pub(in crate::supervisor) struct Resumed {
     child: Child,
     phase: Phase,
     notify: Option<NotifySocket>,
-    /// It was being stopped: finish that.
-    stopping: bool,
+    /// It was being stopped: finish that, then this.
+    stopping: Option<AfterStop>,
 }
 
 impl Unit {
@@ -69,6 +70,10 @@ impl Unit {
             .and_then(|up| Instant::now().checked_sub(up))
             .unwrap_or_else(Instant::now);
         let recorded = rec.as_ref().map(|r| r.state);
+        let after_stop = rec
+            .as_ref()
+            .map(|r| r.after_stop.clone())
+            .unwrap_or_default();
         let step = a.info.step.and_then(|n| usize::try_from(n).ok());
         let (phase, stopping) = match (self.spec.kind, recorded, step) {
             (_, Some(State::Stopping), _) => (Phase::Run, true),
@@ -81,8 +86,9 @@ impl Unit {
             (Kind::Service, _, None) => (Phase::Gate, false),
         };
         let notify = self.notify_for(pid, notify);
-        let ready = matches!(phase, Phase::Run) && !stopping;
-        let state = match (&phase, stopping) {
+        let stopping = stopping.then_some(after_stop);
+        let ready = matches!(phase, Phase::Run) && stopping.is_none();
+        let state = match (&phase, stopping.is_some()) {
             (_, true) => State::Stopping,
             (Phase::Run, false) => State::Running,
             _ => State::Starting,
@@ -149,16 +155,25 @@ impl Unit {
     fn without_process(&mut self, rec: Option<UnitRecord>) -> Option<Next> {
         let rec = rec?;
         let gone = "its process was gone when this supervisor took over (how it ended is unknown)";
-        let (state, next) = match rec.state {
-            State::Starting | State::Running if rec.wanted => {
+        let (state, next) = match (rec.state, &rec.after_stop) {
+            // The stop was done; what came after it is still to do.
+            (State::Stopping, AfterStop::Restart) => (State::Backoff, Some(Next::Attempt)),
+            (State::Stopping, AfterStop::Policy { why }) => {
+                (State::Backoff, Some(Next::Backoff(why.clone())))
+            }
+            (State::Stopping, AfterStop::Failed { reason }) if self.been_ready => {
+                (State::Backoff, Some(Next::Backoff(reason.clone())))
+            }
+            (State::Stopping, AfterStop::Failed { .. }) => (State::Failed, None),
+            (State::Starting | State::Running, _) if rec.wanted => {
                 (State::Backoff, Some(Next::Backoff(gone.to_string())))
             }
             // Its restart was due: make it now.
-            State::Backoff if rec.wanted => (State::Backoff, Some(Next::Attempt)),
-            State::Starting | State::Running | State::Stopping | State::Backoff => {
+            (State::Backoff, _) if rec.wanted => (State::Backoff, Some(Next::Attempt)),
+            (State::Starting | State::Running | State::Stopping | State::Backoff, _) => {
                 (State::Stopped, None)
             }
-            other => (other, None),
+            (other, _) => (other, None),
         };
         self.restore(|s| {
             s.state = state;
@@ -183,9 +198,20 @@ impl Unit {
     pub(super) async fn resumed(&mut self, r: Resumed) -> End {
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
         let mut child = r.child;
-        if r.stopping {
-            let report = self.stop_child(&mut child, Some(&pid_path)).await;
-            return End::Stopped(Vec::new(), report);
+        if let Some(then) = r.stopping {
+            let report = self
+                .stop_child(&mut child, Some(&pid_path), then.clone())
+                .await;
+            return match then {
+                AfterStop::Down => End::Stopped(Vec::new(), report),
+                AfterStop::Restart => End::Restart,
+                AfterStop::Policy { why } => End::Exited {
+                    exit: child.exited.unwrap_or(Exit::Signal(15)),
+                    ran_for: child.spawned.elapsed(),
+                    why: Some(why),
+                },
+                AfterStop::Failed { reason } => End::NotReady(reason),
+            };
         }
         if let Phase::PreStart(n) = r.phase {
             return self.attempt_with(r.notify, Some((n, child))).await;
@@ -194,7 +220,9 @@ impl Unit {
         let ready = match self.expanded_ready(&env) {
             Ok(x) => x,
             Err(end) => {
-                let _ = self.stop_child(&mut child, Some(&pid_path)).await;
+                let _ = self
+                    .stop_child(&mut child, Some(&pid_path), AfterStop::Down)
+                    .await;
                 return end;
             }
         };

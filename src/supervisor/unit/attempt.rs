@@ -5,6 +5,7 @@
 //! what happens after an attempt ends (the lifecycle in the parent
 //! module), the stop sequence (`stop`).
 
+use crate::supervisor::record::AfterStop;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -422,11 +423,14 @@ impl Unit {
             self.set(|s| s.message = Some(said));
         }
         if let Err(reason) = result {
-            let _ = self.stop_child(child, pid_path).await;
             let reason = match &self.spec.ready {
                 Some(r) => redact(&reason, &r.probe, &g.ctx.env),
                 None => reason,
             };
+            let then = AfterStop::Failed {
+                reason: reason.clone(),
+            };
+            let _ = self.stop_child(child, pid_path, then).await;
             return Err(End::NotReady(reason));
         }
         Ok(())
@@ -457,9 +461,11 @@ impl Unit {
                     };
                 }
                 () = &mut deadline => {
-                    let _ = self.stop_child(&mut child, Some(pid_path)).await;
                     let d = limit.unwrap_or_default();
-                    return End::NotReady(format!("did not finish within its timeout of {}", humantime::format_duration(d)));
+                    let reason = format!("did not finish within its timeout of {}", humantime::format_duration(d));
+                    let then = AfterStop::Failed { reason: reason.clone() };
+                    let _ = self.stop_child(&mut child, Some(pid_path), then).await;
+                    return End::NotReady(reason);
                 }
                 cmd = self.rx.recv() => {
                     if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), false).await {
@@ -534,7 +540,8 @@ impl Unit {
                             tracing::warn!(process = %self.name(), "health check failed ({failures}/{}): {f}", h.failures);
                             if failures >= h.failures {
                                 let why = format!("health check failed {failures} times in a row: {f}");
-                                let _ = self.stop_child(&mut child, Some(pid_path)).await;
+                                let then = AfterStop::Policy { why: why.clone() };
+                                let _ = self.stop_child(&mut child, Some(pid_path), then).await;
                                 let exit = child.exited.unwrap_or(Exit::Signal(15));
                                 return End::Exited { exit, ran_for: child.spawned.elapsed(), why: Some(why) };
                             }
@@ -559,7 +566,8 @@ impl Unit {
     async fn memory_restart(&mut self, child: &mut Child, pid_path: &Path, why: String) -> End {
         tracing::warn!(process = %self.name(), "{why}: stopping it (its restart policy decides what follows)");
         self.note = Some(format!("restarted after: {why}"));
-        let _ = self.stop_child(child, Some(pid_path)).await;
+        let then = AfterStop::Policy { why: why.clone() };
+        let _ = self.stop_child(child, Some(pid_path), then).await;
         let exit = child.exited.unwrap_or(Exit::Signal(15));
         End::Exited {
             exit,
@@ -598,17 +606,17 @@ impl Unit {
                 self.wanted = true;
                 self.waiters.push(reply);
                 tracing::info!(process = %self.name(), "restarting on request");
-                let _ = self.stop_child(child, pid_path).await;
+                let _ = self.stop_child(child, pid_path, AfterStop::Restart).await;
                 Some(End::Restart)
             }
             Some(Cmd::Stop { reply }) => {
                 self.wanted = false;
-                let report = self.stop_child(child, pid_path).await;
+                let report = self.stop_child(child, pid_path, AfterStop::Down).await;
                 Some(End::Stopped(vec![reply], report))
             }
             // The supervisor is going away: leave nothing behind.
             None => {
-                let report = self.stop_child(child, pid_path).await;
+                let report = self.stop_child(child, pid_path, AfterStop::Down).await;
                 Some(End::Stopped(vec![], report))
             }
         }

@@ -43,6 +43,7 @@ mod memory;
 mod replace;
 mod stop;
 
+use crate::supervisor::record::AfterStop;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -205,6 +206,7 @@ impl UnitHandle {
             overlap: None,
             generation: 0,
             note: None,
+            after_stop: AfterStop::Down,
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
@@ -364,6 +366,8 @@ struct Unit {
     /// Said in `status` once it runs again: why it was last restarted,
     /// when stackctl did it (a memory limit).
     note: Option<String>,
+    /// What follows the stop under way (kept in the record).
+    after_stop: AfterStop,
 }
 
 impl Unit {
@@ -461,6 +465,7 @@ impl Unit {
             backoff: self.backoff.snapshot((Instant::now(), SystemTime::now())),
             notify_path: self.notify_path.clone(),
             env_generation: s.env_generation,
+            after_stop: self.after_stop.clone(),
         };
         self.ctx
             .anchor
@@ -533,10 +538,12 @@ impl Unit {
                     }
                 }
                 End::Exited { exit, ran_for, why } => {
+                    // `why`: stackctl stopped it for failing.
+                    let forced = why.is_some();
                     let reason = why.unwrap_or_else(|| exit.to_string());
                     tracing::info!(process = %self.name(), "{reason}");
-                    if !fsm::wants_restart(self.spec.restart, exit) {
-                        self.ended(exit, reason);
+                    if !fsm::wants_restart(self.spec.restart, exit, forced) {
+                        self.ended(exit, reason, forced);
                         return;
                     }
                     if !self.backoff_wait(ran_for, &reason, Some(exit)).await {
@@ -575,8 +582,8 @@ impl Unit {
     }
 
     /// Exited with no restart due: failed, stopped, or (a task) completed.
-    fn ended(&mut self, exit: Exit, reason: String) {
-        let failed = !exit.success();
+    fn ended(&mut self, exit: Exit, reason: String, forced: bool) {
+        let failed = fsm::failed(exit, forced);
         let task = self.spec.kind == Kind::Task;
         self.set(|s| {
             s.state = match (failed, task) {

@@ -33,6 +33,7 @@
 //! its own `NOTIFY_SOCKET` (the other of two paths), handed to the anchor
 //! once it takes over.
 
+use crate::supervisor::record::AfterStop;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -142,7 +143,7 @@ impl Unit {
                     // The old one finishes what it serves, as any stop.
                     self.overlap = Some(new.pid);
                     tracing::info!(process = %self.name(), "pid {} ready in {:.3}s; stopping pid {}", new.pid, took.as_secs_f64(), old.pid);
-                    let _ = self.stop_child(&mut old, None).await;
+                    let _ = self.stop_child(&mut old, None, AfterStop::Down).await;
                     self.overlap = None;
                     drop(old_notify);
                     // A restart begins a fresh life.
@@ -171,7 +172,9 @@ impl Unit {
                         .await;
                 }
                 Successor::Stop(replies) => {
-                    let report = self.stop_child(&mut old, Some(&pid_path)).await;
+                    let report = self
+                        .stop_child(&mut old, Some(&pid_path), AfterStop::Down)
+                        .await;
                     drop(old_notify);
                     return End::Stopped(replies, report);
                 }

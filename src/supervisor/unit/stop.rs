@@ -5,6 +5,7 @@
 //! Owns: which target and timings each case uses, the pid file's removal,
 //! and what is logged. Must not touch: the sequence itself (`spawn`).
 
+use crate::supervisor::record::AfterStop;
 use std::path::Path;
 
 use super::{Child, Unit};
@@ -64,8 +65,10 @@ impl Unit {
         &mut self,
         child: &mut Child,
         pid_path: Option<&Path>,
+        then: AfterStop,
     ) -> StopReport {
         if self.overlap.is_none() {
+            self.after_stop = then;
             self.set(|s| s.state = State::Stopping);
         }
         let how = How {
@@ -92,6 +95,7 @@ impl Unit {
         // Done with this pid, whether or not its exit has come yet: the
         // anchor forgets it once it is gone.
         self.ctx.anchor.ack(child.pid);
+        self.after_stop = AfterStop::Down;
         report
     }
 }
