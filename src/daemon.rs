@@ -74,7 +74,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
     let code = rt.block_on(serve(stack, state.clone(), opts));
     rt.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_file(state.supervisor_pid());
+    PidRecord::remove(&state.supervisor_pid());
     drop(lock);
     code
 }

@@ -113,13 +113,21 @@ pub fn short_duration(secs: f64) -> String {
     }
 }
 
-/// Writes the status table: NAME, PID, STATE, READY, UPTIME, RESTARTS, RSS (MB).
+/// Writes the status table: NAME, PID, STATE, READY, UPTIME, RESTARTS, and
+/// the resident memory of each process group (`GROUP-RSS(MB)`: a process
+/// and its children).
 ///
 /// # Errors
 /// Only the writer's.
 pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Result<()> {
     let header = [
-        "NAME", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "RSS(MB)",
+        "NAME",
+        "PID",
+        "STATE",
+        "READY",
+        "UPTIME",
+        "RESTARTS",
+        "GROUP-RSS(MB)",
     ];
     let rows: Vec<[String; 7]> = doc
         .processes
@@ -350,7 +358,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let expected = "\
 stack protea: supervisor running (pid 4100)
-NAME     PID   STATE      READY  UPTIME  RESTARTS  RSS(MB)
+NAME     PID   STATE      READY  UPTIME  RESTARTS  GROUP-RSS(MB)
 api      4242  running    yes    12s     0         45.1
 migrate  -     completed  yes    -       0         -
 ";

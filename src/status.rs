@@ -190,6 +190,7 @@ pub struct ProcessStatus {
     pub ready: bool,
     pub restarts: u32,
     pub uptime_s: Option<f64>,
+    /// Resident memory of its whole process group (it and its children).
     pub rss_mb: Option<f64>,
     pub exit_code: Option<i32>,
     /// Why it is in this state (a failure's reason, a crash loop, a log
@@ -254,8 +255,10 @@ impl Observed {
             } else {
                 None
             },
+            // The whole group: a process and everything it started (every
+            // instance leads its own group).
             rss_mb: pid
-                .and_then(crate::spawn::identity::rss_bytes)
+                .and_then(crate::spawn::identity::group_rss_bytes)
                 .map(megabytes),
             exit_code: self.exit_code,
             message: self.message,

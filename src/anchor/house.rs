@@ -235,7 +235,7 @@ impl House {
             "no process left and no supervisor wanted: anchor exiting",
         );
         let _ = std::fs::remove_file(self.state.anchor_socket());
-        let _ = std::fs::remove_file(self.state.anchor_pid());
+        identity::PidRecord::remove(&self.state.anchor_pid());
     }
 
     fn done(&self) -> bool {

@@ -208,6 +208,52 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
     )))
 }
 
+/// A URL as a message may show it: what was probed (scheme, host, port,
+/// path), with any userinfo and query (and fragment) replaced by `***`, as
+/// they may carry a password or a token: `http://u:pw@h:1/p?t=x` →
+/// `http://***@h:1/p?***`. Text that is not a URL is returned as is.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (before_frag, frag) = match rest.split_once('#') {
+        Some((a, _)) => (a, true),
+        None => (rest, false),
+    };
+    let (before_query, query) = match before_frag.split_once('?') {
+        Some((a, _)) => (a, true),
+        None => (before_frag, false),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{host}{path}");
+    if query {
+        out.push_str("?***");
+    }
+    if frag {
+        out.push_str("#***");
+    }
+    out
+}
+
+/// What an (expanded) polled probe targets, as a message may show it: an
+/// `http` probe's URL through [`shown_url`], a `tcp` probe's address.
+/// `None` for the other kinds (an `exec` probe is shown as written, never
+/// expanded: its command may hold a secret).
+pub fn target_shown(kind: &ProbeKind) -> Option<String> {
+    match kind {
+        ProbeKind::Http(url) => Some(shown_url(url)),
+        ProbeKind::Tcp(addr) => Some(addr.clone()),
+        _ => None,
+    }
+}
+
 pub(crate) fn timed_out(after: Duration) -> ProbeFailure {
     ProbeFailure::new(format!("timed out after {}", fmt_duration(after)))
 }
@@ -249,6 +295,30 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             interval: Duration::from_millis(interval_ms),
         }
+    }
+
+    #[test]
+    fn a_shown_url_keeps_where_and_hides_userinfo_and_query() {
+        let cases = [
+            (
+                "http://127.0.0.1:21800/health",
+                "http://127.0.0.1:21800/health",
+            ),
+            ("http://u:pw@h:1/p?t=x", "http://***@h:1/p?***"),
+            ("https://h/p?token=s3cr3t#frag", "https://h/p?***#***"),
+            ("http://user@h", "http://***@h"),
+            ("http://h:8000", "http://h:8000"),
+            ("http://h/a@b", "http://h/a@b"),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown_url(url), want, "{url}");
+        }
+        assert_eq!(
+            target_shown(&ProbeKind::Tcp("127.0.0.1:3000".into())).as_deref(),
+            Some("127.0.0.1:3000")
+        );
+        assert_eq!(target_shown(&ProbeKind::Notify), None);
     }
 
     #[tokio::test]

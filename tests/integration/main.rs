@@ -13,4 +13,5 @@ mod export;
 mod keeper;
 mod lock;
 mod logs;
+mod operator;
 mod pools;

@@ -127,11 +127,16 @@ max_replicas = 8
         assert_eq!(st["instance"], i, "{st}");
         assert_eq!(st["kind"], "service", "{st}");
         let pid = pids[&name];
-        // Its own pid file, naming its pid.
+        // Its own pid file, naming its pid, and its identity beside it.
+        assert_eq!(
+            s.read(&format!("logs/pids/worker.{i}.pid")),
+            format!("{pid}\n"),
+            "pid file of {name}"
+        );
         let rec: serde_json::Value =
-            serde_json::from_str(&s.read(&format!("logs/pids/worker.{i}.pid")))
-                .unwrap_or_else(|e| panic!("pid file of {name}: {e}"));
-        assert_eq!(rec["pid"], pid, "pid file of {name}: {rec}");
+            serde_json::from_str(&s.read(&format!("logs/pids/worker.{i}.id")))
+                .unwrap_or_else(|e| panic!("identity of {name}: {e}"));
+        assert_eq!(rec["pid"], pid, "identity of {name}: {rec}");
         // Its environment.
         assert_eq!(
             env_of(pid, "STACKCTL_INSTANCE").as_deref(),

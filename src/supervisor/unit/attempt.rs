@@ -287,12 +287,11 @@ impl Unit {
         probe::check(&r.probe, &ctx, Duration::from_millis(500))
             .await
             .ok()?;
-        // Shown as written in the stack file: the expanded form may hold a secret.
-        let shown = self
-            .spec
-            .ready
-            .as_ref()
-            .map_or_else(String::new, |r| r.probe.to_string());
+        // Shown as probed, with a URL's userinfo and query hidden.
+        let shown = match &self.spec.ready {
+            Some(t) => redact(&r.probe.to_string(), &t.probe, env),
+            None => String::new(),
+        };
         Some(format!(
             "its readiness gate `{shown}` already passes before it was started: something else answers there (a server left running from before?); find it with `ss -ltnp`, stop it, and start again"
         ))

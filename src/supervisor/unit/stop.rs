@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::{Child, Unit};
 use crate::config::Kind;
+use crate::spawn::identity::PidRecord;
 use crate::spawn::{self, strays::Mark, How, StopReport, Target};
 use crate::status::State;
 
@@ -41,7 +42,7 @@ impl Unit {
         };
         let report = spawn::terminate(target, How::KILL, async {}).await;
         self.log_stop_findings(&report);
-        let _ = std::fs::remove_file(pid_path);
+        PidRecord::remove(pid_path);
         self.ctx.anchor.ack(child.pid);
     }
 
@@ -81,7 +82,7 @@ impl Unit {
         }
         self.log_stop_findings(&report);
         if let Some(p) = pid_path {
-            let _ = std::fs::remove_file(p);
+            PidRecord::remove(p);
         }
         // Done with this pid, whether or not its exit has come yet: the
         // anchor forgets it once it is gone.

@@ -1,0 +1,232 @@
+//! Tests: the operator's view (issue 14) — plain pid files with their
+//! identity beside them, a simple command run as its program and memory
+//! counted over its group, messages that show what was probed, run markers
+//! in the logs and failures that show their own run, the live progress on
+//! a terminal (tmux), `status --watch`, the start timeline, stackctl under
+//! systemd (`Type=notify`), and the small things.
+//!
+//! Real binary, real processes, real sockets, real terminals (a private
+//! tmux server); waits are conditions with deadlines.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::{alive, free_port, python, run_code, wait_for, Stack};
+
+/// The status record of `name` (panics with the document when missing).
+#[track_caller]
+fn status_of(s: &Stack, name: &str) -> serde_json::Value {
+    let doc = s.status_json();
+    doc["processes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("{name} not in status: {doc}"))
+}
+
+/// Waits until `name` is running, and returns its pid.
+#[track_caller]
+fn running(s: &Stack, name: &str) -> i32 {
+    let mut pid = 0;
+    wait_for(&format!("{name} running"), 60, || {
+        let st = status_of(s, name);
+        pid = st["pid"].as_i64().unwrap_or(0) as i32;
+        st["state"] == "running" && pid > 0
+    });
+    pid
+}
+
+// ---------------------------------------------------------------------------
+// Plain pid files (item 4)
+
+#[test]
+fn a_pid_file_is_the_pid_and_a_newline_and_old_tools_can_use_it() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+restart = "never"
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    let pid = running(&s, "api");
+    assert_eq!(s.read("logs/pids/api.pid"), format!("{pid}\n"));
+    let id: serde_json::Value = serde_json::from_str(&s.read("logs/pids/api.id"))
+        .unwrap_or_else(|e| panic!("logs/pids/api.id: {e}\n{}", s.read("logs/pids/api.id")));
+    assert_eq!(id["pid"], pid, "{id}");
+    assert_eq!(id["pgid"], pid, "{id}");
+    assert_eq!(id["process"], "api", "{id}");
+    assert!(id["start_ticks"].as_u64().is_some_and(|t| t > 0), "{id}");
+    assert!(
+        id["boot_id"].as_str().is_some_and(|b| !b.is_empty()),
+        "{id}"
+    );
+    assert!(id["supervisor_pid"].as_i64().is_some(), "{id}");
+    // The supervisor's and the anchor's own pid files are plain too.
+    let sup = s.supervisor_pid().expect("supervisor pid");
+    assert_eq!(s.read("logs/pids/stackctl.pid"), format!("{sup}\n"));
+    let anchor = s.anchor_pid().expect("anchor pid");
+    assert_eq!(s.read("logs/anchor.pid"), format!("{anchor}\n"));
+    assert!(s.read("logs/anchor.id").contains("\"start_ticks\""));
+    // What manage.sh users, cron jobs, pgrep -F and monit do.
+    let pgrep = Command::new("pgrep")
+        .args(["-F", "logs/pids/api.pid"])
+        .current_dir(s.path())
+        .output()
+        .expect("pgrep (procps) is a test dependency");
+    assert_eq!(
+        String::from_utf8_lossy(&pgrep.stdout).trim(),
+        pid.to_string(),
+        "{pgrep:?}"
+    );
+    let st = Command::new("sh")
+        .args(["-c", "kill $(cat logs/pids/api.pid)"])
+        .current_dir(s.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_for("api to be gone after kill $(cat api.pid)", 30, || {
+        !alive(pid)
+    });
+    wait_for("its pid file to go", 30, || {
+        !s.path().join("logs/pids/api.pid").exists() && !s.path().join("logs/pids/api.id").exists()
+    });
+}
+
+#[test]
+fn without_a_supervisor_a_plain_pid_file_is_believed_only_with_its_identity() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    let pid = running(&s, "api");
+    s.kill_supervision();
+    let st = status_of(&s, "api");
+    assert_eq!(st["pid"], pid, "{st}");
+    assert_eq!(st["state"], "running", "{st}");
+    // Its identity gone: not believed, not signalled.
+    let id = s.read("logs/pids/api.id");
+    std::fs::remove_file(s.path().join("logs/pids/api.id")).unwrap();
+    let st = status_of(&s, "api");
+    assert!(
+        st["pid"].is_null(),
+        "a pid without identity was believed: {st}"
+    );
+    // Back: stopped through it.
+    std::fs::write(s.path().join("logs/pids/api.id"), id).unwrap();
+    let r = run_code(&s, &["stop"], 0);
+    assert!(r.stdout.contains(&format!("stopped pid {pid}")), "{r:?}");
+    assert!(!alive(pid));
+    assert!(!s.path().join("logs/pids/api.pid").exists());
+    assert!(!s.path().join("logs/pids/api.id").exists());
+}
+
+#[test]
+fn a_json_pid_file_of_an_older_stackctl_is_still_read_and_stopped() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+"#,
+    );
+    // A live process of ours as an older stackctl recorded it.
+    let mut child = Command::new("setsid")
+        .args(["sleep", "1000"])
+        .env("SCTL_TEST_MARKER", &s.marker)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    std::fs::create_dir_all(s.state("pids")).unwrap();
+    let record = serde_json::json!({
+        "pid": pid, "pgid": pid, "start_ticks": ticks,
+        "boot_id": boot.trim(), "process": "api", "supervisor_pid": 1,
+    });
+    std::fs::write(s.state("pids/api.pid"), format!("{record}\n")).unwrap();
+    let st = status_of(&s, "api");
+    assert_eq!(st["pid"], pid, "{st}");
+    let r = run_code(&s, &["stop"], 0);
+    assert!(r.stdout.contains(&format!("stopped pid {pid}")), "{r:?}");
+    let _ = child.wait();
+    assert!(!alive(pid));
+}
+
+// ---------------------------------------------------------------------------
+// The program, not its shell (item 8)
+
+#[test]
+fn a_simple_command_is_its_program_and_memory_counts_the_whole_group() {
+    let s = Stack::new(&format!(
+        r#"
+[service.plain]
+command = "sleep 1000"
+
+[service.shelled]
+command = "{py} -c 'import time; b = b\"x\" * (64 << 20); time.sleep(1000)' & wait"
+"#,
+        py = python()
+    ));
+    run_code(&s, &["start"], 0);
+    let pid = running(&s, "plain");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(
+        comm.trim(),
+        "sleep",
+        "status shows the shell, not the program"
+    );
+    running(&s, "shelled");
+    wait_for(
+        "the group's memory (64 MB in a child) in status",
+        60,
+        || {
+            status_of(&s, "shelled")["rss_mb"]
+                .as_f64()
+                .is_some_and(|m| m >= 64.0)
+        },
+    );
+    let r = run_code(&s, &["status"], 0);
+    assert!(r.stdout.contains("GROUP-RSS(MB)"), "{}", r.stdout);
+}
+
+// ---------------------------------------------------------------------------
+// Messages show what was probed (item 9)
+
+#[test]
+fn a_failed_gate_names_the_address_probed_with_secrets_hidden() {
+    let port = free_port();
+    let s = Stack::new(&format!(
+        r#"
+[env]
+API_PORT = "{port}"
+API_PW = "pw-4f9e2c"
+API_TOKEN = "tok-8d1b7a"
+
+[service.api]
+command = "sleep 1000"
+ready = {{ http = "http://me:${{API_PW}}@127.0.0.1:${{API_PORT}}/health?token=${{API_TOKEN}}", timeout = "1s", interval = "200ms" }}
+"#
+    ));
+    let r = run_code(&s, &["start"], 1);
+    let shown = format!("http://***@127.0.0.1:{port}/health?***");
+    assert!(r.stderr.contains(&shown), "{shown} not in:\n{}", r.stderr);
+    let own = s.read("logs/stackctl.log");
+    assert!(own.contains(&shown), "{shown} not in stackctl.log:\n{own}");
+    for secret in ["pw-4f9e2c", "tok-8d1b7a"] {
+        assert!(!r.stderr.contains(secret), "{secret} in:\n{}", r.stderr);
+        assert!(!r.stdout.contains(secret), "{secret} in:\n{}", r.stdout);
+        assert!(!own.contains(secret), "{secret} in stackctl.log");
+    }
+    assert!(!r.stderr.contains("${API_PORT}"), "{}", r.stderr);
+}
