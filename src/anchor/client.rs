@@ -632,6 +632,7 @@ fn route(routes: &Arc<Mutex<Routes>>, msg: FromAnchor, mut fds: Vec<OwnedFd>) {
                     exit: None,
                     log: req.log,
                     watch: req.watch,
+                    mark: req.mark,
                 };
                 r.mirror.children.insert(pid, (info, fds.pop()));
                 let _ = tx.send(Ok(Spawned {

@@ -81,6 +81,16 @@ pub struct LogTarget {
     pub timestamps: bool,
 }
 
+/// The run markers a spawn gets in its log (`logs::marker`): which
+/// attempt of its instance it is, and what it is when not the process
+/// itself (`pre_start 1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMark {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+}
+
 /// A process to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnReq {
@@ -95,6 +105,9 @@ pub struct SpawnReq {
     /// A regex: the anchor says `Matched` at the first line that matches.
     #[serde(default)]
     pub watch: Option<String>,
+    /// Write run markers for it into its log (none: markers are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<RunMark>,
 }
 
 /// A live process of the stack, as the anchor knows it.
@@ -110,6 +123,9 @@ pub struct ChildInfo {
     /// Where its output goes (the pipe itself travels beside the message).
     pub log: LogTarget,
     pub watch: Option<String>,
+    /// Its run markers (the start one is written; the end one is due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<RunMark>,
 }
 
 /// Messages to the anchor.

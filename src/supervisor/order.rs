@@ -381,12 +381,23 @@ pub(super) fn start_failure(failed: &[Failure], not_started: &[String]) -> Error
     let mut detail = String::new();
     for (name, log, reason) in failed {
         detail.push_str(&format!("{name}: {reason}\n"));
-        let lines = crate::logs::tail(log, FAILURE_LOG_LINES).unwrap_or_default();
+        // Its own run only: not the tracebacks of earlier ones.
+        let (lines, attempt) =
+            crate::logs::marker::run_tail(log, FAILURE_LOG_LINES).unwrap_or_default();
+        let run = attempt
+            .map(|a| format!(" (attempt {a})"))
+            .unwrap_or_default();
         if lines.is_empty() {
-            detail.push_str(&format!("  ({} is empty)\n", log.display()));
+            match attempt {
+                Some(a) => detail.push_str(&format!(
+                    "  (attempt {a} wrote nothing to {})\n",
+                    log.display()
+                )),
+                None => detail.push_str(&format!("  ({} is empty)\n", log.display())),
+            }
         } else {
             detail.push_str(&format!(
-                "── last {} lines of {} ──\n",
+                "── last {} lines of {}{run} ──\n",
                 lines.len(),
                 log.display()
             ));

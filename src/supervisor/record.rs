@@ -54,6 +54,9 @@ pub struct UnitRecord {
     /// path), when it has one.
     #[serde(default)]
     pub notify_path: Option<PathBuf>,
+    /// Attempts made so far (run markers go on counting from here).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl UnitRecord {
@@ -89,6 +92,7 @@ mod tests {
                 next_delay_ms: 400,
             },
             notify_path: None,
+            attempts: 4,
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
         assert_eq!(UnitRecord::decode("{"), None);

@@ -230,3 +230,100 @@ ready = {{ http = "http://me:${{API_PW}}@127.0.0.1:${{API_PORT}}/health?token=${
     }
     assert!(!r.stderr.contains("${API_PORT}"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Run markers (item 5) and a failure's own lines (item 10)
+
+#[test]
+fn each_run_is_marked_in_its_log_and_logs_current_shows_the_last_one() {
+    let s = Stack::new(
+        r#"
+[service.flaky]
+command = "./flaky.sh"
+pre_start = ["echo checking before run"]
+restart = "on-failure"
+"#,
+    );
+    s.write(
+        "flaky.sh",
+        "#!/bin/sh\nif [ ! -e ran-once ]; then touch ran-once; echo 'Traceback: first run'; exit 1; fi\necho 'second run up'\nexec sleep 1000\n",
+    );
+    run_code(&s, &["start"], 0);
+    wait_for("the second run", 60, || {
+        s.read("logs/flaky.log").contains("second run up")
+    });
+    let pid = running(&s, "flaky");
+    let log = s.read("logs/flaky.log");
+    let markers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("── stackctl: "))
+        .collect();
+    assert!(markers.len() >= 6, "{log}");
+    assert!(
+        markers[0].starts_with("── stackctl: flaky pre_start 1 started, pid "),
+        "{log}"
+    );
+    assert!(markers[0].ends_with(" (attempt 1) ──"), "{log}");
+    assert!(
+        markers.iter().any(
+            |m| m.starts_with("── stackctl: flaky exited with code 1 after ")
+                && m.ends_with(", attempt 1) ──")
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        *markers.last().unwrap(),
+        format!("── stackctl: flaky started, pid {pid} (attempt 2) ──"),
+        "{log}"
+    );
+    let r = run_code(&s, &["logs", "flaky", "--current"], 0);
+    assert!(!r.stdout.contains("Traceback"), "{}", r.stdout);
+    assert!(r.stdout.contains("checking before run"), "{}", r.stdout);
+    assert!(r.stdout.contains("second run up"), "{}", r.stdout);
+    let r = run_code(&s, &["logs", "flaky"], 0);
+    assert!(r.stdout.contains("Traceback"), "{}", r.stdout);
+}
+
+#[test]
+fn a_failed_start_shows_the_lines_of_its_own_run_only() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "./migrate.sh"
+"#,
+    );
+    s.write(
+        "migrate.sh",
+        "#!/bin/sh\nn=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs\necho \"Traceback of run $n\"\nexit 3\n",
+    );
+    let r = run_code(&s, &["start"], 1);
+    assert!(r.stderr.contains("Traceback of run 1"), "{}", r.stderr);
+    let r = run_code(&s, &["start"], 1);
+    assert!(r.stderr.contains("Traceback of run 2"), "{}", r.stderr);
+    assert!(!r.stderr.contains("Traceback of run 1"), "{}", r.stderr);
+    assert!(r.stderr.contains("(attempt 2) ──"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("── stackctl:"),
+        "markers in the tail: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn markers_can_be_turned_off() {
+    let s = Stack::new(
+        r#"
+[stack.logs]
+markers = false
+
+[task.hello]
+command = "echo hello"
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    let log = s.read("logs/hello.log");
+    assert_eq!(log, "hello\n");
+    let r = run_code(&s, &["logs", "hello", "--current"], 0);
+    assert_eq!(r.stdout, "hello\n");
+    assert!(r.stderr.contains("markers = false"), "{}", r.stderr);
+}

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::gate::{self, redact, Gate};
 use super::{closing_failure, Child, Cmd, End, Unit};
-use crate::anchor::proto::{LogTarget, SpawnReq};
+use crate::anchor::proto::{LogTarget, RunMark, SpawnReq};
 use crate::config::{CommandSpec, Kind, ProbeKind, ReadySpec};
 use crate::probe::{self, NotifyMsg, NotifySocket, ProbeCtx};
 use crate::spawn::{self, identity::PidRecord, Exit, How, Target};
@@ -52,7 +52,7 @@ impl Unit {
             _ => None,
         };
         let command = self.spec.command.clone();
-        let child = match self.spawn_child(&command, &env, watch).await {
+        let child = match self.spawn_child(&command, &env, watch, None).await {
             Ok(c) => c,
             Err(reason) => return End::NotReady(reason),
         };
@@ -121,9 +121,10 @@ impl Unit {
     async fn pre_start(&mut self, env: &[(String, String)]) -> Result<(), End> {
         let cmds = self.spec.pre_start.clone();
         let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
-        for cmd in &cmds {
+        for (i, cmd) in cmds.iter().enumerate() {
+            let what = format!("pre_start {}", i + 1);
             let mut child = self
-                .spawn_child(cmd, env, None)
+                .spawn_child(cmd, env, None, Some(what))
                 .await
                 .map_err(|e| End::NotReady(format!("pre_start `{cmd}`: {e}")))?;
             let deadline = tokio::time::sleep(limit);
@@ -165,12 +166,14 @@ impl Unit {
     }
 
     /// Asks the anchor to spawn `cmd` (templates expanded from `env`), its
-    /// output into this instance's log; `watch`: a log gate's regex.
+    /// output into this instance's log; `watch`: a log gate's regex;
+    /// `what`: what it is, when not the process itself (its run markers).
     async fn spawn_child(
         &mut self,
         cmd: &CommandSpec,
         env: &[(String, String)],
         watch: Option<String>,
+        what: Option<String>,
     ) -> Result<Child, String> {
         let logs = &self.ctx.logs;
         let req = SpawnReq {
@@ -186,6 +189,10 @@ impl Unit {
                 timestamps: logs.timestamps,
             },
             watch,
+            mark: logs.markers.then_some(RunMark {
+                attempt: self.attempts,
+                what,
+            }),
         };
         let s =
             self.ctx.anchor.spawn(req).await.map_err(|e| {
@@ -200,8 +207,10 @@ impl Unit {
         })
     }
 
-    /// A new attempt begins: starting, nothing known yet.
-    fn begin_attempt(&self) {
+    /// A new attempt begins (its number is in its run markers): starting,
+    /// nothing known yet.
+    fn begin_attempt(&mut self) {
+        self.attempts += 1;
         self.set(|s| {
             s.state = State::Starting;
             s.pid = None;

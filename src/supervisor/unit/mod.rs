@@ -173,6 +173,7 @@ impl UnitHandle {
             been_ready: false,
             wanted: false,
             notify_path: None,
+            attempts: 0,
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
@@ -312,6 +313,8 @@ struct Unit {
     wanted: bool,
     /// Where the current notify socket is.
     notify_path: Option<PathBuf>,
+    /// Attempts made so far (the number in the run markers).
+    attempts: u32,
 }
 
 impl Unit {
@@ -400,6 +403,7 @@ impl Unit {
             been_ready: self.been_ready,
             backoff: self.backoff.snapshot((Instant::now(), SystemTime::now())),
             notify_path: self.notify_path.clone(),
+            attempts: self.attempts,
         };
         self.ctx
             .anchor
@@ -540,8 +544,9 @@ impl Unit {
                 self.backoff.in_window(),
                 humantime::format_duration(self.spec.restart_window)
             );
-            let tail =
-                crate::logs::tail(&self.ctx.state.log_file(&self.inst.name), 5).unwrap_or_default();
+            let tail = crate::logs::marker::run_tail(&self.ctx.state.log_file(&self.inst.name), 5)
+                .map(|(lines, _)| lines)
+                .unwrap_or_default();
             tracing::error!(
                 process = %self.name(),
                 "{msg}; giving up. Last lines of its log: {}",
