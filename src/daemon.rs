@@ -137,14 +137,14 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel();
             let printer = tokio::spawn(print_progress(rx, style));
-            let r = sup.start(&names, &scale, false, &tx).await;
+            let r = sup.start_timed(&names, &scale, false, &tx).await;
             drop(tx);
             let _ = printer.await;
             match r {
-                Ok(()) => println!(
-                    "{}stack {} is up (Ctrl-C stops it)",
+                Ok(summary) => println!(
+                    "{}{} (Ctrl-C stops it)",
                     style.prefix("stackctl", FOREGROUND_WIDTH),
-                    sup.stack().name
+                    crate::output::up_line(&sup.stack().name, summary.as_ref())
                 ),
                 Err(e) => {
                     let mut err = std::io::stderr().lock();
@@ -242,7 +242,7 @@ fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str, style: Styl
 
 async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style) {
     while let Some(p) = rx.recv().await {
-        if matches!(p.step, Step::Starting | Step::Stopping) {
+        if matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
             continue;
         }
         println!(
@@ -259,7 +259,7 @@ const FOREGROUND_WIDTH: usize = 12;
 /// Progress of an operation nobody watches, into stackctl.log.
 async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static str) {
     while let Some(p) = rx.recv().await {
-        if !matches!(p.step, Step::Starting | Step::Stopping) {
+        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
             tracing::info!(process = %p.process, "{what}: {}", p.message);
         }
     }

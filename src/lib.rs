@@ -21,6 +21,7 @@ pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod supervisor;
+pub mod timeline;
 
 pub use cli::{Cli, Command};
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 
 use crate::status::{AutoscaleStatus, Progress, State, StatusDoc, Step};
+use crate::timeline::StartSummary;
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +69,7 @@ impl Style {
             Step::Ready | Step::Completed | Step::Stopped => self.green("ok"),
             Step::Failed => self.red("FAIL"),
             Step::NotStarted => self.yellow("skip"),
-            Step::Starting | Step::Stopping => self.dim(".."),
+            Step::Starting | Step::Stopping | Step::Waiting => self.dim(".."),
             Step::Info => self.dim("--"),
         }
     }
@@ -97,6 +98,80 @@ pub fn progress_line(p: &Progress, style: Style) -> String {
     let plain = Style { color: false }.mark(p.step);
     let pad = " ".repeat(4usize.saturating_sub(plain.len()));
     format!("{pad}{mark}  {:<24} {}", p.process, p.message)
+}
+
+/// A line of something under way, as a terminal shows it while it waits
+/// (`start` redraws it in place):
+/// `  ..  api                      http://127.0.0.1:8000/health → 503  (12s of 2m00s)`;
+/// what it waits for is cut so that the line fits in `width` columns,
+/// its clock kept.
+pub fn live_line(p: &Progress, style: Style, width: usize) -> String {
+    let clock = match (p.elapsed_ms, p.timeout_ms) {
+        (Some(e), Some(t)) => format!("  ({} of {})", clock(e), clock(t)),
+        (Some(e), None) => format!("  ({})", clock(e)),
+        _ => String::new(),
+    };
+    let head = format!("{:<24} ", p.process);
+    let room = width.saturating_sub(6 + head.chars().count() + clock.chars().count());
+    let what = cut(&p.message, room);
+    format!(
+        "  {}  {head}{what}{}",
+        style.mark(p.step),
+        style.dim(&clock)
+    )
+}
+
+/// `text` cut to `room` characters, an ellipsis marking the cut.
+fn cut(text: &str, room: usize) -> String {
+    if text.chars().count() <= room {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(room.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A clock reading: `1.4s` under 10 s, `42s`, then `2m05s`.
+fn clock(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        short_duration(ms as f64 / 1000.0)
+    }
+}
+
+/// The line a `start` ends with: `stack demo is up in 2.4s (critical
+/// chain: migrate 0.4s → api 1.1s → web 0.6s)`; without a summary (nothing
+/// was started: it was up already), `stack demo is up`.
+pub fn up_line(stack: &str, summary: Option<&StartSummary>) -> String {
+    let Some(s) = summary else {
+        return format!("stack {stack} is up");
+    };
+    let chain: Vec<String> = s
+        .chain
+        .iter()
+        .map(|c| {
+            if c.no_gate {
+                format!("{} ready at spawn", c.name)
+            } else {
+                format!("{} {}", c.name, seconds(c.own_s))
+            }
+        })
+        .collect();
+    format!(
+        "stack {stack} is up in {} (critical chain: {})",
+        seconds(s.total_s),
+        chain.join(" → ")
+    )
+}
+
+/// Seconds as a timeline shows them: `0.4s`, `12.3s`, `2m05s`.
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        short_duration(s)
+    }
 }
 
 /// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.
@@ -428,11 +503,7 @@ migrate  -     completed  yes    -       0         -
 
     #[test]
     fn progress_lines_line_up_with_and_without_colour() {
-        let p = Progress {
-            process: "api".into(),
-            step: Step::Ready,
-            message: "ready in 0.3s".into(),
-        };
+        let p = Progress::new("api", Step::Ready, "ready in 0.3s");
         assert_eq!(
             progress_line(&p, Style { color: false }),
             "  ok  api                      ready in 0.3s"
@@ -444,6 +515,34 @@ migrate  -     completed  yes    -       0         -
         assert_eq!(
             progress_line(&red, Style { color: true }),
             "\x1b[31mFAIL\x1b[0m  api                      ready in 0.3s"
+        );
+    }
+
+    #[test]
+    fn a_live_line_has_its_clock_and_fits_its_terminal() {
+        let plain = Style { color: false };
+        let p = Progress::waiting(
+            "api",
+            "http://127.0.0.1:8000/health → 503",
+            std::time::Duration::from_millis(12_400),
+            Some(std::time::Duration::from_secs(120)),
+        );
+        assert_eq!(
+            live_line(&p, plain, 100),
+            "  ..  api                      http://127.0.0.1:8000/health → 503  (12s of 2m00s)"
+        );
+        let narrow = live_line(&p, plain, 60);
+        assert_eq!(narrow.chars().count(), 60, "{narrow}");
+        assert!(narrow.ends_with("…  (12s of 2m00s)"), "{narrow}");
+        let w = Progress::waiting(
+            "web",
+            "waiting for api",
+            std::time::Duration::from_millis(1_400),
+            None,
+        );
+        assert_eq!(
+            live_line(&w, plain, 100),
+            "  ..  web                      waiting for api  (1.4s)"
         );
     }
 

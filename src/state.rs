@@ -176,6 +176,12 @@ impl StateDir {
         self.pids_dir().join("stackctl.pid")
     }
 
+    /// The start timeline (`crate::timeline`), kept by the supervisor and
+    /// read by `stackctl analyze`.
+    pub fn timeline_file(&self) -> PathBuf {
+        self.root.join("timeline.json")
+    }
+
     /// Touched to trigger the deploy keeper.
     pub fn keeper_trigger(&self) -> PathBuf {
         self.root.join("keeper.trigger")

@@ -276,8 +276,44 @@ fn megabytes(bytes: u64) -> f64 {
 pub struct Progress {
     pub process: String,
     pub step: Step,
-    /// A short human line: `ready in 1.2s`, `exited with code 1`.
+    /// A short human line: `ready in 1.2s`, `exited with code 1`; for
+    /// `waiting`, what it waits for now (`waiting for migrate`,
+    /// `http://127.0.0.1:8000/health → 503`).
     pub message: String,
+    /// `waiting`: how long it has been at what it waits for…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// …and how long it may take (a gate's timeout, a stop's grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Progress {
+    /// A step with its line.
+    pub fn new(process: &str, step: Step, message: impl Into<String>) -> Progress {
+        Progress {
+            process: process.to_string(),
+            step,
+            message: message.into(),
+            elapsed_ms: None,
+            timeout_ms: None,
+        }
+    }
+
+    /// `process` is still at `what`, since `elapsed`, of at most `timeout`.
+    pub fn waiting(
+        process: &str,
+        what: &str,
+        elapsed: Duration,
+        timeout: Option<Duration>,
+    ) -> Progress {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Progress {
+            elapsed_ms: Some(ms(elapsed)),
+            timeout_ms: timeout.map(ms),
+            ..Progress::new(process, Step::Waiting, what)
+        }
+    }
 }
 
 /// The kind of progress.
@@ -292,6 +328,11 @@ pub enum Step {
     Stopping,
     Stopped,
     Info,
+    /// Still at it: what it waits for now, and for how long. Sent only to
+    /// a client that asked for live updates (`Envelope::live`), which
+    /// redraws the process's line in place; never part of the
+    /// line-per-event output.
+    Waiting,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod check;
 pub mod export;
 pub mod generate;
 pub mod keep;
+pub mod live;
 pub mod lock;
 pub mod logs;
 pub mod probe;

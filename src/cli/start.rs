@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::session::{connect, ensure_supervisor, load_stack, print_warnings, request, Launch};
+use super::session::{
+    connect, ensure_supervisor, load_stack, print_warnings, request, request_done, Launch,
+};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -185,7 +187,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         Launch::Detached
     };
     let mut client = ensure_supervisor(&path, &stack, how, g)?;
-    request(
+    let (_, summary) = request_done(
         &mut client,
         Request::Start {
             names: args.names,
@@ -194,7 +196,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         g,
     )?;
     if !g.quiet {
-        println!("stack {} is up", stack.name);
+        println!("{}", crate::output::up_line(&stack.name, summary.as_ref()));
     }
     Ok(exit::SUCCESS)
 }

@@ -46,13 +46,29 @@ pub use self::notify::{NotifyMsg, NotifySocket};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
     pub reason: String,
+    /// The reason in a word or two, for a line that already names the
+    /// target (`503`, `refused`, `timed out`, `exited 1`).
+    brief: Option<String>,
 }
 
 impl ProbeFailure {
     pub(crate) fn new(reason: impl Into<String>) -> ProbeFailure {
         ProbeFailure {
             reason: reason.into(),
+            brief: None,
         }
+    }
+
+    /// With a short form (see [`ProbeFailure::brief`]).
+    pub(crate) fn briefly(mut self, brief: impl Into<String>) -> ProbeFailure {
+        self.brief = Some(brief.into());
+        self
+    }
+
+    /// The reason in a word or two when there is a short form (`503`,
+    /// `refused`), else the whole reason.
+    pub fn brief(&self) -> &str {
+        self.brief.as_deref().unwrap_or(&self.reason)
     }
 }
 
@@ -172,6 +188,19 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(10);
 /// The last attempt's reason and how long it waited; or, for a kind that is
 /// not polled, that at once.
 pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFailure> {
+    wait_ready_observed(spec, ctx, |_| {}).await
+}
+
+/// [`wait_ready`], telling `seen` why each attempt that failed did not
+/// pass, as it happens (what `start` shows while it waits).
+///
+/// # Errors
+/// As [`wait_ready`].
+pub async fn wait_ready_observed(
+    spec: &ReadySpec,
+    ctx: &ProbeCtx,
+    mut seen: impl FnMut(&ProbeFailure),
+) -> Result<(), ProbeFailure> {
     if !is_polled(&spec.probe) {
         return check(&spec.probe, ctx, spec.timeout).await;
     }
@@ -191,7 +220,10 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
             // An attempt the deadline cut short says less than the full
             // attempt before it ("timed out after 3ms" vs "exited 1: …").
             Err(e) if bound < full && attempts > 1 && e == timed_out(bound) => {}
-            Err(e) => last = e,
+            Err(e) => {
+                seen(&e);
+                last = e;
+            }
         }
         let next = now + spec.interval;
         if next >= deadline {
@@ -255,7 +287,7 @@ pub fn target_shown(kind: &ProbeKind) -> Option<String> {
 }
 
 pub(crate) fn timed_out(after: Duration) -> ProbeFailure {
-    ProbeFailure::new(format!("timed out after {}", fmt_duration(after)))
+    ProbeFailure::new(format!("timed out after {}", fmt_duration(after))).briefly("timed out")
 }
 
 /// A duration as a person writes it: "2s", "500ms", "1m 30s" (rounded to

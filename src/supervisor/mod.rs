@@ -37,12 +37,14 @@
 
 pub mod autoscale;
 pub mod fsm;
+mod live;
 pub mod offline;
 mod order;
 mod pool;
 pub mod record;
 mod registry;
 mod reload;
+pub mod timeline;
 pub mod unit;
 
 use std::collections::BTreeMap;
@@ -65,11 +67,7 @@ pub use order::FAILURE_LOG_LINES;
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
 fn progress(tx: &ProgressTx, process: &str, step: Step, message: impl Into<String>) {
-    let _ = tx.send(Progress {
-        process: process.to_string(),
-        step,
-        message: message.into(),
-    });
+    let _ = tx.send(Progress::new(process, step, message));
 }
 
 /// The variables of stackctl's own environment that never reach a process:
@@ -111,6 +109,7 @@ impl Supervisor {
     /// `anchor` spawns (nothing is spawned yet).
     pub fn new(stack: Stack, anchor: Arc<Link>) -> Arc<Supervisor> {
         let state = StateDir::new(&stack.state_dir);
+        let state_for_timeline = state.clone();
         let pid = std::process::id() as i32;
         let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
         let ctx = Arc::new(UnitCtx {
@@ -122,6 +121,7 @@ impl Supervisor {
             logs: stack.logs.clone(),
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
+            timeline: timeline::Recorder::load(&state_for_timeline),
         });
         let (shutdown, _) = watch::channel(false);
         Arc::new_cyclic(|me| Supervisor {
@@ -136,6 +136,11 @@ impl Supervisor {
             notices: Mutex::new(Vec::new()),
             pid,
         })
+    }
+
+    /// The start timeline.
+    pub fn timeline(&self) -> crate::timeline::Timeline {
+        self.ctx.timeline.now()
     }
 
     /// The anchor connection.
@@ -388,6 +393,22 @@ impl Supervisor {
         rerun: bool,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
+        self.start_timed(names, scale, rerun, tx).await.map(|_| ())
+    }
+
+    /// [`Supervisor::start`], recorded in the start timeline; what it
+    /// says of the start at the end (its total and critical chain), when
+    /// it started something and everything came up.
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`].
+    pub async fn start_timed(
+        &self,
+        names: &[String],
+        scale: &BTreeMap<String, u32>,
+        rerun: bool,
+        tx: &ProgressTx,
+    ) -> Result<Option<crate::timeline::StartSummary>, Error> {
         self.tell_notices(tx);
         self.refuse_if_stopping()?;
         let stack = self.stack();
@@ -413,7 +434,10 @@ impl Supervisor {
             self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
-        let up = self.bring_up(&stack, &closure, &sel, rerun, tx).await;
+        let op = if rerun { "restart" } else { "start" };
+        let up = self
+            .bring_up(&stack, &closure, &sel, rerun, Some(op), tx)
+            .await;
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
     }
@@ -475,7 +499,7 @@ impl Supervisor {
             let h = self.registry.unit(&self.ctx, spec, &inst);
             progress(tx, &inst.name, Step::Starting, "restarting");
             let t = std::time::Instant::now();
-            match h.restart().await {
+            match live::follow(&h, h.restart(), tx).await {
                 Ok(()) => progress(
                     tx,
                     &inst.name,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::live;
+use super::timeline::Planned;
 use super::unit::{self, UnitHandle};
 use super::{progress, ProgressTx, Supervisor};
 use crate::config::Stack;
@@ -25,6 +27,7 @@ use crate::error::Error;
 use crate::plan::{self, Selection};
 use crate::spawn::{self, strays::Mark, How, StopReport, Target};
 use crate::status::{State, Step};
+use crate::timeline::StartSummary;
 
 /// How many log lines a failed start shows.
 pub const FAILURE_LOG_LINES: usize = 20;
@@ -46,6 +49,9 @@ impl Supervisor {
     /// dependency order, as far as `sel` says: named pool members start
     /// alone, a dependency starts whole. `rerun`: what is named is
     /// restarted (tasks run again) instead of being left alone if running.
+    /// `record`: kept as the start timeline's last start (`start`,
+    /// `restart`); then its summary, if it started something and all came
+    /// up.
     ///
     /// # Errors
     /// The failed instances, with their log tails, and what was therefore
@@ -56,13 +62,16 @@ impl Supervisor {
         closure: &[String],
         sel: &Selection,
         rerun: bool,
+        record: Option<&str>,
         tx: &ProgressTx,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<StartSummary>, Error> {
         let cells: HashMap<String, Cell> = closure
             .iter()
             .map(|p| (p.clone(), watch::channel(None)))
             .collect();
         let mut tasks = JoinSet::new();
+        let mut planned = Vec::new();
+        let mut queued = Vec::new();
         for pname in closure {
             let Some(spec) = stack.process(pname) else {
                 continue;
@@ -90,16 +99,33 @@ impl Supervisor {
                 .map(|i| self.registry.unit(&self.ctx, spec, &i))
                 .collect();
             let targeted = sel.processes.contains(pname) || sel.members.contains_key(pname);
-            tasks.spawn(start_process(
+            planned.extend(handles.iter().map(|h| Planned {
+                name: h.inst.name.clone(),
+                process: pname.clone(),
+                kind: spec.kind,
+                depends_on: spec.depends_on.clone(),
+            }));
+            queued.push((
                 pname.clone(),
                 handles,
                 deps,
                 done.clone(),
                 rerun && targeted,
-                tx.clone(),
             ));
         }
         drop(cells);
+        let id = record.map(|op| self.ctx.timeline.begin(op, planned));
+        for (pname, handles, deps, done, rerun) in queued {
+            tasks.spawn(start_process(
+                pname,
+                handles,
+                deps,
+                done,
+                rerun,
+                self.ctx.clone(),
+                tx.clone(),
+            ));
+        }
         let mut failed = Vec::new();
         let mut not_started = Vec::new();
         while let Some(res) = tasks.join_next().await {
@@ -110,8 +136,9 @@ impl Supervisor {
                 Err(e) => failed.push(("(internal)".into(), PathBuf::new(), e.to_string())),
             }
         }
+        let summary = id.and_then(|id| self.ctx.timeline.finish(id));
         if failed.is_empty() {
-            return Ok(());
+            return Ok(summary);
         }
         failed.sort();
         not_started.sort_by_key(|n| closure.iter().position(|c| c == n));
@@ -223,9 +250,10 @@ async fn start_process(
     deps: Vec<(String, watch::Receiver<Option<bool>>)>,
     done: watch::Sender<Option<bool>>,
     rerun: bool,
+    ctx: Arc<unit::UnitCtx>,
     tx: ProgressTx,
 ) -> Outcome {
-    if let Some(dep) = first_failed_dependency(deps).await {
+    if let Some(dep) = live::await_dependencies(&handles, deps, &tx).await {
         // One line for a whole pool, not one per member.
         let who = match handles.as_slice() {
             [one] => one.inst.name.clone(),
@@ -248,6 +276,7 @@ async fn start_process(
     }
     let mut starts = JoinSet::new();
     for h in handles {
+        ctx.timeline.deps_met(&h.inst.name);
         starts.spawn(start_instance(h, rerun, tx.clone()));
     }
     let mut failed = Vec::new();
@@ -264,23 +293,6 @@ async fn start_process(
     }
 }
 
-/// Waits for every dependency's outcome; the first that did not come up.
-async fn first_failed_dependency(
-    deps: Vec<(String, watch::Receiver<Option<bool>>)>,
-) -> Option<String> {
-    for (dep, mut rx) in deps {
-        let ok = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|v| *v == Some(true))
-            .unwrap_or(false);
-        if !ok {
-            return Some(dep);
-        }
-    }
-    None
-}
-
 /// Starts (or restarts) one instance and says how it went; `Some` is a
 /// failure.
 async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Failure> {
@@ -291,9 +303,9 @@ async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Fa
         progress(&tx, &h.inst.name, Step::Starting, "starting");
     }
     let r = if rerun {
-        h.restart().await
+        live::follow(&h, h.restart(), &tx).await
     } else {
-        h.start().await
+        live::follow(&h, h.start(), &tx).await
     };
     let took = t.elapsed().as_secs_f64();
     match r {
@@ -357,7 +369,7 @@ async fn stop_instance(h: UnitHandle, tx: ProgressTx) -> (String, StopReport) {
         progress(&tx, &h.inst.name, Step::Stopping, "stopping");
     }
     let t = Instant::now();
-    let r = h.stop().await;
+    let r = live::follow(&h, h.stop(), &tx).await;
     if had {
         let took = t.elapsed().as_secs_f64();
         let how = How {

@@ -70,7 +70,9 @@ impl Supervisor {
             members: [(name.to_string(), members)].into_iter().collect(),
         };
         let closure = plan::closure(stack, &[name.to_string()]);
-        self.bring_up(stack, &closure, &sel, false, tx).await
+        self.bring_up(stack, &closure, &sel, false, None, tx)
+            .await
+            .map(|_| ())
     }
 
     /// The pool called `name`, or why it is not one.

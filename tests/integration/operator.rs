@@ -10,7 +10,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{alive, free_port, python, run_code, wait_for, Stack};
+use crate::harness::{self, alive, free_port, python, run_code, wait_for, Stack};
 
 /// The status record of `name` (panics with the document when missing).
 #[track_caller]
@@ -326,4 +326,194 @@ command = "echo hello"
     let r = run_code(&s, &["logs", "hello", "--current"], 0);
     assert_eq!(r.stdout, "hello\n");
     assert!(r.stderr.contains("markers = false"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Live progress in a real terminal (item 1)
+
+/// A private tmux server (its own socket folder) with one session in the
+/// stack's folder; killed on drop. `None` when tmux is truly missing.
+struct Tmux {
+    dir: std::path::PathBuf,
+    session: String,
+}
+
+impl Tmux {
+    fn start(s: &Stack) -> Option<Tmux> {
+        let version = Command::new("tmux").arg("-V").output();
+        if !version.is_ok_and(|o| o.status.success()) {
+            eprintln!("NOTICE: tmux is not installed; skipping the live-terminal test");
+            return None;
+        }
+        let dir = s.path().join("tmux");
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Tmux {
+            dir,
+            session: "live".into(),
+        };
+        let ok = t
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-s",
+                "live",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                "-c",
+            ])
+            .arg(s.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tmux new-session failed");
+        Some(t)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(args)
+            .env("TMUX_TMPDIR", &self.dir)
+            .env_remove("TMUX")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Types `line` and Enter.
+    fn type_line(&self, line: &str) {
+        let st = self
+            .cmd(&["send-keys", "-t", &self.session, line, "Enter"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// What the terminal shows now.
+    fn screen(&self) -> String {
+        let out = self
+            .cmd(&["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows what `cond` wants.
+    #[track_caller]
+    fn wait(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            last = self.screen();
+            if cond(&last) {
+                return last;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("timed out waiting for the terminal to show {what}; it shows:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd(&["kill-server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The line of the screen about `process` (`  ..  api   …`).
+fn line_of<'a>(screen: &'a str, process: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(process))
+}
+
+#[test]
+fn start_on_a_terminal_shows_a_live_line_per_process_and_keeps_what_finished() {
+    let port = free_port();
+    let s = Stack::new(&format!(
+        r#"
+[task.migrate]
+command = "while [ ! -e go-migrate ]; do sleep 0.05; done; echo migrated"
+
+[service.api]
+command = "./api.py"
+depends_on = ["migrate"]
+ready = {{ tcp = "127.0.0.1:{port}", timeout = "90s", interval = "100ms" }}
+
+[service.web]
+command = "sleep 1000"
+depends_on = ["api"]
+"#
+    ));
+    s.write(
+        "api.py",
+        &format!(
+            "#!{py}\nimport os, socket, time\nwhile not os.path.exists('go-api'):\n    time.sleep(0.05)\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(1000)\n",
+            py = python()
+        ),
+    );
+    let Some(t) = Tmux::start(&s) else { return };
+    t.type_line(&format!(
+        // The shell writes DONE42-<code>; the typed line has no DONE42.
+        "env NO_COLOR=1 SCTL_TEST_MARKER='{}' {} start; echo DONE$((40+2))-$?",
+        s.marker,
+        harness::bin().display()
+    ));
+    let screen = t.wait("migrate running and api waiting for it", |sc| {
+        line_of(sc, "migrate").is_some_and(|l| l.contains("running"))
+            && line_of(sc, "api").is_some_and(|l| l.contains("waiting for migrate"))
+            && line_of(sc, "web").is_some_and(|l| l.contains("waiting for api"))
+    });
+    assert!(
+        line_of(&screen, "migrate").unwrap().starts_with("  .."),
+        "{screen}"
+    );
+    // The clock goes on, with the task's and the gate's limits.
+    t.wait("the waiting clock to pass 1s", |sc| {
+        line_of(sc, "api").is_some_and(|l| l.contains("(1.") || l.contains("(2."))
+    });
+    s.write("go-migrate", "");
+    let refused = format!("tcp 127.0.0.1:{port}: refused");
+    let screen = t.wait("api's gate refused, migrate done", |sc| {
+        line_of(sc, "api").is_some_and(|l| l.contains(&refused) && l.contains(" of 1m30s)"))
+            && line_of(sc, "migrate")
+                .is_some_and(|l| l.starts_with("  ok  migrate") && l.contains("completed in"))
+    });
+    assert!(
+        line_of(&screen, "web").is_some_and(|l| l.contains("waiting for api")),
+        "{screen}"
+    );
+    s.write("go-api", "");
+    let screen = t.wait("start to finish", |sc| sc.contains("DONE42-"));
+    assert!(screen.contains("DONE42-0"), "{screen}");
+    for p in ["migrate", "api", "web"] {
+        let l = line_of(&screen, p).unwrap_or_else(|| panic!("no {p} line:\n{screen}"));
+        assert!(l.starts_with("  ok  "), "{l}\n{screen}");
+    }
+    assert!(!screen.contains("refused"), "a live line stayed:\n{screen}");
+    assert!(
+        !screen.contains("waiting for"),
+        "a live line stayed:\n{screen}"
+    );
+    let up = screen
+        .lines()
+        .find(|l| l.contains(" is up in "))
+        .unwrap_or_else(|| panic!("no final line:\n{screen}"));
+    assert!(
+        up.contains("(critical chain: migrate ")
+            && up.contains(" → api ")
+            && up.contains(" → web ready at spawn)"),
+        "{up}"
+    );
+    // Not a terminal: one line per event, as before, and no live line.
+    let r = run_code(&s, &["restart", "api"], 0);
+    assert!(!r.stdout.contains(".."), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("  ok  api                      ready in"),
+        "{}",
+        r.stdout
+    );
 }

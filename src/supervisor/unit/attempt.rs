@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::activity;
 use super::gate::{self, redact, Gate};
 use super::{closing_failure, Child, Cmd, End, Unit};
 use crate::anchor::proto::{LogTarget, RunMark, SpawnReq};
@@ -88,8 +89,10 @@ impl Unit {
             env,
         };
         if let (Phase::Gate, Some(r)) = (&phase, &ready) {
+            let spec = self.spec.clone();
             let g = Gate {
                 ready: r,
+                template: spec.ready.as_ref().map_or(&r.probe, |t| &t.probe),
                 ctx: &ctx,
                 notify: notify.as_ref(),
             };
@@ -123,6 +126,7 @@ impl Unit {
         let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
         for (i, cmd) in cmds.iter().enumerate() {
             let what = format!("pre_start {}", i + 1);
+            self.doing(format!("pre_start `{cmd}`"), Some(limit));
             let mut child = self
                 .spawn_child(cmd, env, None, Some(what))
                 .await
@@ -211,6 +215,7 @@ impl Unit {
     /// nothing known yet.
     fn begin_attempt(&mut self) {
         self.attempts += 1;
+        self.doing("starting", None);
         self.set(|s| {
             s.state = State::Starting;
             s.pid = None;
@@ -317,12 +322,22 @@ impl Unit {
         // (as systemd does), through this channel: the gate cannot touch
         // the status itself while the unit is borrowed by the select below.
         let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
+        // What each failed attempt saw, for the operator watching (`activity`).
+        let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+        self.doing(
+            activity::gate_waiting(g.template, &g.ready.probe, &g.ctx.env),
+            Some(g.ready.timeout),
+        );
         let matched = child.matched.take();
-        let gate = gate::gate(&g, matched, said_tx);
+        let gate = gate::gate(&g, matched, said_tx, seen_tx);
         tokio::pin!(gate);
         let result = loop {
             tokio::select! {
-                Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                Some(seen) = seen_rx.recv() => self.seeing(seen),
+                Some(said) = said_rx.recv() => {
+                    self.seeing(activity::notify_said(&said));
+                    self.set(|s| s.message = Some(said));
+                }
                 exit = child.wait() => {
                     self.cleanup_after_exit(child, pid_path).await;
                     return Err(End::NotReady(format!("{exit} before it was ready")));
@@ -351,6 +366,7 @@ impl Unit {
 
     async fn run_task(&mut self, mut child: Child, pid_path: &Path) -> End {
         let limit = self.spec.timeout;
+        self.doing("running", limit);
         let deadline = async {
             match limit {
                 Some(d) => tokio::time::sleep(d).await,

@@ -82,17 +82,23 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
 
 /// What a readiness gate needs besides the unit.
 pub(super) struct Gate<'a> {
+    /// The gate, its probe expanded.
     pub ready: &'a ReadySpec,
+    /// Its probe as written (what messages may show of it: `redact`).
+    pub template: &'a ProbeKind,
     pub ctx: &'a ProbeCtx,
     pub notify: Option<&'a NotifySocket>,
 }
 
 /// The readiness gate of a service: passes, or says why not. `matched`
-/// resolves when the anchor saw a `log` gate's line.
+/// resolves when the anchor saw a `log` gate's line; `said` gets each
+/// `STATUS=` of a notify gate, `seen` what each failed attempt of a
+/// polled gate saw (`activity::gate_saw`).
 pub(super) async fn gate(
     g: &Gate<'_>,
     matched: Option<oneshot::Receiver<()>>,
     said: mpsc::UnboundedSender<String>,
+    seen: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
     let (kind, timeout) = (g.ready.probe.clone(), g.ready.timeout);
     let what = format!("readiness gate `{kind}`");
@@ -145,7 +151,15 @@ pub(super) async fn gate(
                 })
         }
         ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) => {
-            probe::wait_ready(g.ready, g.ctx)
+            let observe = |f: &probe::ProbeFailure| {
+                let _ = seen.send(super::activity::gate_saw(
+                    g.template,
+                    &g.ready.probe,
+                    &g.ctx.env,
+                    f,
+                ));
+            };
+            probe::wait_ready_observed(g.ready, g.ctx, observe)
                 .await
                 .map_err(|f| format!("{what} failed: {f}"))
         }

@@ -25,10 +25,12 @@
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
+mod activity;
 mod adopt;
 mod attempt;
 mod gate;
 mod stop;
+mod timing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +49,7 @@ use crate::spawn::{Exit, How, StopReport};
 use crate::state::StateDir;
 use crate::status::Observed;
 
+pub use activity::Activity;
 pub use adopt::Resume;
 pub use gate::expand_argv;
 pub use stop::killed_message;
@@ -67,6 +70,8 @@ pub struct UnitCtx {
     /// Set when the whole stack is being stopped and the supervisor will
     /// exit: a unit then refuses to start or restart its process.
     pub closing: std::sync::atomic::AtomicBool,
+    /// The start timeline: each unit tells it what its status changes mean.
+    pub timeline: super::timeline::Recorder,
 }
 
 impl UnitCtx {
@@ -137,6 +142,8 @@ pub struct UnitHandle {
     pub spec: Arc<ProcessSpec>,
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub status: watch::Receiver<UnitStatus>,
+    /// What it is doing now, while under way (`activity`).
+    pub activity: watch::Receiver<Option<Activity>>,
     pub log_path: PathBuf,
     anchor: Arc<Link>,
 }
@@ -166,6 +173,7 @@ impl UnitHandle {
     ) -> UnitHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(UnitStatus::new());
+        let (activity_tx, activity) = watch::channel(None);
         let log_path = ctx.state.log_file(&inst.name);
         let anchor = ctx.anchor.clone();
         let unit = Unit {
@@ -179,6 +187,7 @@ impl UnitHandle {
             inst: inst.clone(),
             rx,
             status: status_tx,
+            activity: activity_tx,
             waiters: Vec::new(),
         };
         tokio::spawn(unit.run(resume));
@@ -187,6 +196,7 @@ impl UnitHandle {
             spec,
             tx,
             status,
+            activity,
             log_path,
             anchor,
         }
@@ -303,6 +313,7 @@ struct Unit {
     inst: Instance,
     rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<UnitStatus>,
+    activity: watch::Sender<Option<Activity>>,
     /// Start requests waiting for "ready".
     waiters: Vec<oneshot::Sender<StartResult>>,
     /// Restarts in this life: delays and the crash-loop window.
@@ -373,6 +384,7 @@ impl Unit {
     /// Changes the published status (legal transitions only) and keeps it
     /// with the anchor.
     fn set(&self, f: impl FnOnce(&mut UnitStatus)) {
+        let before = self.status.borrow().clone();
         self.status.send_modify(|s| {
             let before = s.state;
             f(s);
@@ -386,6 +398,11 @@ impl Unit {
                 tracing::error!(process = %self.inst.name, "bug: illegal transition {before} -> {}", s.state);
             }
         });
+        let s = self.status.borrow().clone();
+        if s.state.is_at_rest() || (s.state == State::Running && s.ready) {
+            self.idle();
+        }
+        self.note_times(&before, &s);
         self.persist();
     }
 
@@ -572,6 +589,7 @@ impl Unit {
             ));
         });
         tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
+        self.doing(format!("restarting after: {reason}"), Some(delay));
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {

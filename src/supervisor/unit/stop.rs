@@ -68,6 +68,10 @@ impl Unit {
             grace: self.spec.stop_timeout,
         };
         tracing::info!(process = %self.name(), "stopping pid {} with {} (grace {})", child.pid, how.signal.as_str(), humantime::format_duration(how.grace));
+        self.doing(
+            format!("stopping: {} sent", how.signal.as_str()),
+            Some(how.grace),
+        );
         let target = Target {
             group: Some(child.pid),
             strays: Some(self.mark()),
