@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 
 use crate::status::{AutoscaleStatus, Progress, State, StatusDoc, Step};
-use crate::timeline::StartSummary;
+use crate::timeline::{Analysis, StartSummary};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +172,154 @@ fn seconds(s: f64) -> String {
     } else {
         short_duration(s)
     }
+}
+
+/// `stackctl analyze`: the start, its critical chain, every process
+/// (failures first), the restarts since.
+///
+/// # Errors
+/// Only the writer's.
+pub fn analysis(w: &mut dyn Write, stack: &str, a: &Analysis, style: Style) -> io::Result<()> {
+    let how = match (a.under_way, a.ok, a.total_s) {
+        (true, _, _) => "still under way".to_string(),
+        (false, true, Some(t)) => format!("up in {}", seconds(t)),
+        (false, false, Some(t)) => style.red(&format!("failed, over after {}", seconds(t))),
+        _ => "over".to_string(),
+    };
+    writeln!(
+        w,
+        "stack {}: last {} at {}: {how}",
+        style.bold(stack),
+        a.op,
+        a.at
+    )?;
+    writeln!(w)?;
+    if a.chain.is_empty() {
+        writeln!(w, "critical chain: nothing came up")?;
+    } else {
+        writeln!(
+            w,
+            "critical chain (@ when it was ready, + its own start time; waiting is not its own):"
+        )?;
+        let indent = |i: usize| {
+            if i == 0 {
+                String::new()
+            } else {
+                format!("{}└─", "  ".repeat(i - 1))
+            }
+        };
+        let width = a
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, l)| indent(i).chars().count() + l.name.len())
+            .max()
+            .unwrap_or(0);
+        for (i, l) in a.chain.iter().enumerate() {
+            let indent = indent(i);
+            let own = if l.no_gate {
+                style.yellow("ready at spawn (no gate)")
+            } else {
+                format!("+{}", seconds(l.own_s))
+            };
+            let waited = match &l.waited_for {
+                Some(d) => format!(" (waited {} for {d})", seconds(l.waited_s)),
+                None if l.waited_s > 0.0 => format!(" (waited {})", seconds(l.waited_s)),
+                None => String::new(),
+            };
+            let pad = width.saturating_sub(indent.chars().count() + l.name.len());
+            writeln!(
+                w,
+                "{indent}{}{} @{} {own}{waited}",
+                l.name,
+                " ".repeat(pad),
+                seconds(l.ready_s)
+            )?;
+        }
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "every process, failures first, then by own start time (they start in parallel: these do not add up):"
+    )?;
+    let header = [
+        "NAME",
+        "OUTCOME",
+        "WAITED",
+        "PRE_START",
+        "OWN",
+        "DONE",
+        "GATE",
+    ];
+    let cell = |s: Option<f64>| s.map_or_else(|| "-".to_string(), seconds);
+    let rows: Vec<[String; 7]> = a
+        .processes
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.outcome.replace('_', " "),
+                cell(r.waited_s),
+                cell(r.pre_start_s),
+                cell(r.own_s),
+                r.done_s
+                    .map_or_else(|| "-".into(), |s| format!("@{}", seconds(s))),
+                match (&r.gate, r.no_gate) {
+                    (_, true) => "ready at spawn".to_string(),
+                    (Some(g), _) => g.clone(),
+                    (None, false) => "-".to_string(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(c);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count()) + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    writeln!(w, "{}", style.bold(&line(&head)))?;
+    for (r, cells) in a.processes.iter().zip(&rows) {
+        let text = line(cells);
+        match (&r.reason, r.outcome.as_str()) {
+            (Some(why), "failed" | "not_started") => {
+                writeln!(w, "{}  {}", style.red(&text), style.dim(why))?
+            }
+            _ => writeln!(w, "{text}")?,
+        }
+    }
+    if !a.restarts.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "restarts since:")?;
+        for r in &a.restarts {
+            let how = match (r.outcome.as_str(), r.own_s) {
+                ("ready" | "completed", Some(own)) => format!("{} in {}", r.outcome, seconds(own)),
+                ("failed", _) => {
+                    style.red(&format!("failed: {}", r.reason.as_deref().unwrap_or("")))
+                }
+                (other, _) => other.to_string(),
+            };
+            writeln!(
+                w,
+                "  {} attempt {} @{}: {how}",
+                r.name,
+                r.attempt,
+                seconds(r.began_s)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.

@@ -109,6 +109,9 @@ pub struct Run {
     /// service is ready at spawn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// It has pre_start commands (its time to spawn is theirs).
+    #[serde(default)]
+    pub pre_start: bool,
 }
 
 impl Run {
@@ -348,8 +351,8 @@ fn row(rec: &StartRecord, p: &ProcessRecord) -> Option<Row> {
         waited_s: Some(since(at, deps)),
         pre_start_s: r
             .spawned_ms
-            .map(|t| secs(t.saturating_sub(r.began_ms)))
-            .filter(|s| *s > 0.0),
+            .filter(|_| r.pre_start)
+            .map(|t| secs(t.saturating_sub(r.began_ms))),
         own_s: r.done_ms().map(|t| secs(t.saturating_sub(r.began_ms))),
         gate: r.gate.clone(),
         no_gate: p.no_gate(r),
@@ -471,6 +474,7 @@ mod tests {
                 failed_ms: failed,
                 reason: failed.map(|_| "exited with code 1".into()),
                 gate: gate.map(str::to_string),
+                pre_start: false,
             }],
         }
     }
@@ -629,6 +633,7 @@ mod tests {
             failed_ms: None,
             reason: None,
             gate: Some("http".into()),
+            pre_start: false,
         });
         rec.processes.push(ProcessRecord {
             name: "db".into(),

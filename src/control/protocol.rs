@@ -75,6 +75,12 @@ pub enum Request {
     Status {
         names: Vec<String>,
     },
+    /// The status document of `names` now, then again whenever it changes
+    /// (and once a second, for the clocks), until the client goes or the
+    /// supervisor exits (then `done`).
+    Watch {
+        names: Vec<String>,
+    },
     /// `count` is `N`, `+K` or `-K`.
     Scale {
         name: String,

@@ -92,6 +92,11 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
         }
         None => return,
     };
+    if let Request::Watch { names } = req {
+        watch_status(&sup, &names, &mut w).await;
+        let _ = w.shutdown().await;
+        return;
+    }
     let is_shutdown = matches!(&req, Request::Stop { names } if names.is_empty());
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let op = tokio::spawn(dispatch(sup, req, tx));
@@ -122,6 +127,44 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
     let _ = w.shutdown().await;
     if is_shutdown {
         tracing::info!("stack stopped on request; supervisor exiting");
+    }
+}
+
+/// `status --watch`: the document now, then on every change (changes
+/// that come together, within 50 ms, are one), and once a second for the
+/// clocks, until the client is gone (a write fails) or the supervisor
+/// exits (`done`).
+async fn watch_status(sup: &Supervisor, names: &[String], w: &mut OwnedWriteHalf) {
+    let mut changes = sup.changes();
+    let mut shutdown = sup.shutdown_requested();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        changes.borrow_and_update();
+        let doc = match sup.status(names) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = write(w, &done(Err(e))).await;
+                return;
+            }
+        };
+        if write(w, &Response::Status(doc)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                let _ = write(w, &done(Ok(()))).await;
+                return;
+            }
+        }
     }
 }
 
@@ -167,7 +210,9 @@ async fn dispatch(
     match req {
         Request::Ping => Ok(Some(Answer::Pong(sup.pong()))),
         Request::Upgrade { exe } => sup.upgrade(exe).await.map(|_| None),
-        Request::Status { names } => sup.status(&names).map(|d| Some(Answer::Status(d))),
+        Request::Status { names } | Request::Watch { names } => {
+            sup.status(&names).map(|d| Some(Answer::Status(d)))
+        }
         Request::Start { names, scale } => sup
             .start_timed(&names, &scale, false, &tx)
             .await

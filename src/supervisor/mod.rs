@@ -122,6 +122,7 @@ impl Supervisor {
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
             timeline: timeline::Recorder::load(&state_for_timeline),
+            changed: watch::channel(0).0,
         });
         let (shutdown, _) = watch::channel(false);
         Arc::new_cyclic(|me| Supervisor {
@@ -136,6 +137,13 @@ impl Supervisor {
             notices: Mutex::new(Vec::new()),
             pid,
         })
+    }
+
+    /// Changes whenever what `status` shows may have changed (a unit's
+    /// status, the set of units): the merged stream of every unit's `watch`
+    /// channel, for `status --watch` (and the keeper, later).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.ctx.changed.subscribe()
     }
 
     /// The start timeline.
@@ -348,6 +356,7 @@ impl Supervisor {
     /// Sets pool `name`'s size, and keeps it with the anchor.
     fn set_pool_size(&self, name: &str, n: u32) {
         self.registry.resize(name, n);
+        self.ctx.touch();
         self.ctx.anchor.put(&record::pool_key(name), n.to_string());
     }
 
@@ -616,6 +625,7 @@ impl Supervisor {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
         }
+        self.ctx.touch();
         for name in &changes.added {
             if let Some(n) = new.process(name).and_then(|p| p.replicas) {
                 self.set_pool_size(name, n);

@@ -115,6 +115,7 @@ impl Supervisor {
         let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
         let r = self.bring_down(stack, doomed, tx).await;
         self.registry.forget(&names);
+        self.ctx.touch();
         r
     }
 }

@@ -114,8 +114,8 @@ impl Recorder {
     }
 
     /// Attempt `attempt` of `instance` began (`gate`: its readiness gate's
-    /// kind).
-    pub fn began(&self, instance: &str, attempt: u32, gate: Option<String>) {
+    /// kind; `pre_start`: it runs pre_start commands first).
+    pub fn began(&self, instance: &str, attempt: u32, gate: Option<String>, pre_start: bool) {
         let now = timeline::now_ms();
         self.update(instance, true, |p| {
             let cause = if p.runs.is_empty() {
@@ -134,6 +134,7 @@ impl Recorder {
                 failed_ms: None,
                 reason: None,
                 gate,
+                pre_start,
             });
             const KEEP: usize = 20;
             if p.runs.len() > KEEP {
@@ -265,11 +266,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Recorder::load(&StateDir::new(dir.path()));
         let first = t.begin("start", vec![planned("api", &[]), planned("web", &["api"])]);
-        t.began("api", 1, Some("http".into()));
+        t.began("api", 1, Some("http".into()), false);
         t.spawned("api");
         t.ready("api");
         t.deps_met("web");
-        t.began("web", 1, None);
+        t.began("web", 1, None, false);
         t.ready("web");
         let s = t.finish(first).expect("a summary");
         assert_eq!(s.chain.len(), 2);
@@ -278,7 +279,7 @@ mod tests {
         assert_eq!(t.finish(second), None);
         assert_eq!(t.now().start.map(|s| s.id), Some(first));
         // A crash later is a restart of the same start; kept on disk.
-        t.began("api", 2, Some("http".into()));
+        t.began("api", 2, Some("http".into()), false);
         let back = Recorder::load(&StateDir::new(dir.path())).now();
         let api = &back.start.unwrap().processes[0];
         assert_eq!(api.runs.len(), 2);

@@ -517,3 +517,251 @@ depends_on = ["api"]
         r.stdout
     );
 }
+
+// ---------------------------------------------------------------------------
+// status --watch (item 2)
+
+#[test]
+fn status_watch_streams_every_change_until_the_supervisor_exits() {
+    use std::io::BufRead;
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+
+[service.web]
+command = "sleep 1000"
+"#,
+    );
+    // No supervisor: nothing to watch.
+    let r = run_code(&s, &["status", "--watch"], 1);
+    assert!(
+        r.stderr.contains("no supervisor is running"),
+        "{}",
+        r.stderr
+    );
+    run_code(&s, &["start"], 0);
+    let mut child = s
+        .cmd(&["status", "--watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let doc: serde_json::Value =
+                serde_json::from_str(&line).expect("a JSON document per line");
+            if tx.send(doc).is_err() {
+                break;
+            }
+        }
+    });
+    let state_of = |doc: &serde_json::Value, name: &str| {
+        doc["processes"].as_array().and_then(|a| {
+            a.iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["state"].clone())
+        })
+    };
+    let next_where = |what: &str, cond: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(doc) if cond(&doc) => return doc,
+                Ok(_) => {}
+                Err(_) => panic!("no document where {what}"),
+            }
+        }
+    };
+    next_where("both run", &|d| {
+        state_of(d, "api") == Some("running".into()) && state_of(d, "web") == Some("running".into())
+    });
+    run_code(&s, &["stop", "web"], 0);
+    next_where("web is stopped", &|d| {
+        state_of(d, "web") == Some("stopped".into())
+    });
+    run_code(&s, &["stop"], 0);
+    let mut ended = None;
+    wait_for("watch to end with the supervisor", 30, || {
+        ended = child.try_wait().unwrap();
+        ended.is_some()
+    });
+    assert_eq!(ended.and_then(|e| e.code()), Some(0));
+    let _ = reader.join();
+}
+
+#[test]
+fn status_watch_on_a_terminal_redraws_the_table_in_place() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    let Some(t) = Tmux::start(&s) else { return };
+    t.type_line(&format!(
+        "env NO_COLOR=1 SCTL_TEST_MARKER='{}' {} status --watch",
+        s.marker,
+        harness::bin().display()
+    ));
+    let headers = |sc: &str| sc.lines().filter(|l| l.starts_with("NAME ")).count();
+    t.wait("the table", |sc| {
+        line_of(sc, "running").is_some()
+            || sc
+                .lines()
+                .any(|l| l.starts_with("api ") && l.contains("running"))
+    });
+    // Redrawn, not appended: a second (its uptime) later there is still one table.
+    t.wait("the uptime to move", |sc| {
+        sc.lines()
+            .any(|l| l.starts_with("api ") && (l.contains(" 2s ") || l.contains(" 3s ")))
+    });
+    assert_eq!(headers(&t.screen()), 1, "{}", t.screen());
+    run_code(&s, &["stop", "api"], 0);
+    let sc = t.wait("api stopped", |sc| {
+        sc.lines()
+            .any(|l| l.starts_with("api ") && l.contains("stopped"))
+    });
+    assert_eq!(headers(&sc), 1, "{sc}");
+    t.cmd(&["send-keys", "-t", "live", "C-c", ""])
+        .status()
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The start timeline (item 3)
+
+#[test]
+fn start_names_its_chain_and_analyze_shows_the_timeline() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "sleep 0.3"
+
+[service.api]
+command = "./api.sh"
+depends_on = ["migrate"]
+pre_start = ["sleep 0.2"]
+ready = { log = "listening", timeout = "30s" }
+
+[service.worker]
+command = "sleep 1000"
+depends_on = ["api"]
+replicas = 2
+
+[service.web]
+command = "./web.sh"
+depends_on = ["api"]
+ready = { log = "serving", timeout = "30s" }
+"#,
+    );
+    s.write(
+        "api.sh",
+        "#!/bin/sh\nsleep 0.4\necho listening\nexec sleep 1000\n",
+    );
+    s.write(
+        "web.sh",
+        "#!/bin/sh\nsleep 0.6\necho serving\nexec sleep 1000\n",
+    );
+    let r = run_code(&s, &["start"], 0);
+    let last = r.stdout.lines().last().unwrap_or("");
+    assert!(last.starts_with("stack "), "{}", r.stdout);
+    for part in [
+        " is up in ",
+        "(critical chain: migrate ",
+        " → api ",
+        " → web ",
+    ] {
+        assert!(last.contains(part), "{part:?} not in {last:?}");
+    }
+    let a = run_code(&s, &["analyze", "--json"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&a.stdout).unwrap();
+    let chain: Vec<&str> = doc["start"]["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(chain, ["web", "api", "migrate"], "{doc}");
+    let api = &doc["start"]["chain"][1];
+    assert_eq!(api["waited_for"], "migrate", "{doc}");
+    assert!(
+        api["own_s"].as_f64().unwrap() >= 0.6,
+        "own time includes pre_start and gate: {doc}"
+    );
+    assert!(api["waited_s"].as_f64().unwrap() >= 0.3, "{doc}");
+    let rows = doc["start"]["processes"].as_array().unwrap();
+    let worker = rows.iter().find(|r| r["name"] == "worker.1").unwrap();
+    assert_eq!(worker["no_gate"], true, "{worker}");
+    let api_row = rows.iter().find(|r| r["name"] == "api").unwrap();
+    assert!(api_row["pre_start_s"].as_f64().unwrap() >= 0.2, "{api_row}");
+    let text = run_code(&s, &["analyze"], 0).stdout;
+    assert!(text.contains("critical chain"), "{text}");
+    assert!(text.contains("ready at spawn"), "{text}");
+    assert!(text.contains("do not add up"), "{text}");
+    // A name narrows the chain to it.
+    let w = run_code(&s, &["analyze", "worker", "--json"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&w.stdout).unwrap();
+    assert!(
+        doc["start"]["chain"][0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("worker."),
+        "{doc}"
+    );
+    run_code(&s, &["analyze", "nope"], 2);
+}
+
+#[test]
+fn the_timeline_puts_failures_first_and_keeps_restarts_across_a_supervisor_restart() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+
+[service.broken]
+command = "echo no config; exit 2"
+ready = { log = "never", timeout = "10s" }
+"#,
+    );
+    run_code(&s, &["analyze"], 1);
+    run_code(&s, &["start"], 1);
+    let text = run_code(&s, &["analyze"], 0).stdout;
+    let first_row = text
+        .lines()
+        .skip_while(|l| !l.starts_with("NAME "))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        first_row.starts_with("broken ") && first_row.contains("failed"),
+        "{text}"
+    );
+    assert!(text.contains("exited with code 2"), "{text}");
+    // The supervisor dies; its successor goes on recording the same start.
+    let api = running(&s, "api");
+    let sup = s.supervisor_pid().unwrap();
+    harness::kill(sup, 9);
+    wait_for("a new supervisor", 60, || {
+        s.supervisor_pid().is_some_and(|p| p != sup)
+    });
+    harness::kill(api, 9);
+    wait_for("api back", 60, || {
+        status_of(&s, "api")["pid"]
+            .as_i64()
+            .is_some_and(|p| p as i32 != api)
+            && status_of(&s, "api")["state"] == "running"
+    });
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_code(&s, &["analyze", "--json"], 0).stdout).unwrap();
+    let restarts = doc["start"]["restarts"].as_array().unwrap();
+    assert!(
+        restarts
+            .iter()
+            .any(|r| r["name"] == "api" && r["attempt"] == 2 && r["outcome"] == "ready"),
+        "{doc}"
+    );
+}

@@ -72,6 +72,16 @@ pub struct UnitCtx {
     pub closing: std::sync::atomic::AtomicBool,
     /// The start timeline: each unit tells it what its status changes mean.
     pub timeline: super::timeline::Recorder,
+    /// Bumped on every change of any unit's status (and of the set of
+    /// units): what `status --watch` waits on.
+    pub changed: watch::Sender<u64>,
+}
+
+impl UnitCtx {
+    /// Says that what `status` shows has changed.
+    pub fn touch(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl UnitCtx {
@@ -408,6 +418,7 @@ impl Unit {
 
     /// Keeps this unit's record with the anchor, for the next supervisor.
     fn persist(&self) {
+        self.ctx.touch();
         let s = self.status.borrow().clone();
         let rec = UnitRecord {
             state: s.state,

@@ -16,7 +16,7 @@ impl Unit {
         let name = self.inst.name.as_str();
         if after.state == State::Starting && before.state != State::Starting {
             let gate = self.spec.ready.as_ref().map(|r| r.probe.key().to_string());
-            t.began(name, self.attempts, gate);
+            t.began(name, self.attempts, gate, !self.spec.pre_start.is_empty());
         }
         if after.state == State::Starting && before.pid.is_none() && after.pid.is_some() {
             t.spawned(name);
