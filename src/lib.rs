@@ -17,6 +17,7 @@ pub mod logs;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod sd_notify;
 pub mod spawn;
 pub mod state;
 pub mod status;

@@ -322,6 +322,30 @@ pub fn analysis(w: &mut dyn Write, stack: &str, a: &Analysis, style: Style) -> i
     Ok(())
 }
 
+/// The status in one line (systemd's `STATUS=`): `stack demo: 6 of 7 up;
+/// failed: api; starting: web`.
+pub fn status_line(doc: &StatusDoc) -> String {
+    let up = doc.processes.iter().filter(|p| p.is_up()).count();
+    let mut out = format!("stack {}: {up} of {} up", doc.stack, doc.processes.len());
+    for (state, word) in [
+        (State::Failed, "failed"),
+        (State::Starting, "starting"),
+        (State::Backoff, "restarting"),
+        (State::Stopping, "stopping"),
+    ] {
+        let names: Vec<&str> = doc
+            .processes
+            .iter()
+            .filter(|p| p.state == state)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            out.push_str(&format!("; {word}: {}", names.join(", ")));
+        }
+    }
+    out
+}
+
 /// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.
 pub fn short_duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;

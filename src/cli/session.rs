@@ -163,6 +163,7 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             std::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .current_dir(&stack.root)
+                .env_remove("NOTIFY_SOCKET")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))

@@ -686,6 +686,12 @@ impl Supervisor {
         r
     }
 
+    /// Whether a stop of the whole stack has begun (the supervisor exits
+    /// when it is done).
+    pub fn closing(&self) -> bool {
+        self.ctx.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Refuses an operation that would start something once a full stop
     /// has begun.
     fn refuse_if_stopping(&self) -> Result<(), Error> {

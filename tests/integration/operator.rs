@@ -765,3 +765,175 @@ ready = { log = "never", timeout = "10s" }
         "{doc}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// stackctl under systemd (item 6)
+
+/// The unit files of docs/systemd.md: (file name, user unit?, text), the
+/// binary's path made this build's (verify checks that it exists).
+fn documented_units() -> Vec<(String, bool, String)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/systemd.md"),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut block, line.trim_start().strip_prefix("```")) {
+            (None, Some("ini")) => block = Some(String::new()),
+            (Some(text), Some(_)) => {
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("# ")
+                    .to_string();
+                let name = first.rsplit('/').next().unwrap_or("").to_string();
+                let user = first.contains(".config/systemd/user");
+                let body = text.replace(
+                    "/usr/local/bin/stackctl",
+                    &harness::bin().display().to_string(),
+                );
+                out.push((name, user, body));
+                block = None;
+            }
+            (Some(text), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_units_pass_systemd_analyze_verify() {
+    let units = documented_units();
+    assert_eq!(
+        units.len(),
+        2,
+        "docs/systemd.md should show a system and a user unit"
+    );
+    for (name, user, text) in units {
+        assert!(name.ends_with(".service"), "{name}");
+        for key in [
+            "Type=notify",
+            "start --foreground",
+            "ExecReload=",
+            "KillMode=mixed",
+        ] {
+            assert!(text.contains(key), "{name}: no {key}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&name), &text).unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let mut args = Vec::new();
+        if user {
+            args.push("--user");
+        }
+        args.extend(["verify", "--man=no", name.as_str()]);
+        let out = Command::new("systemd-analyze")
+            .args(&args)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("systemd-analyze cannot run ({e}): a test dependency, installed by .ci/run")
+            });
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "{name} (user: {user}): systemd-analyze verify:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn start_foreground_tells_a_real_notify_socket_ready_status_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "sleep 0.2"
+
+[service.api]
+command = "./api.sh"
+depends_on = ["migrate"]
+ready = { log = "listening", timeout = "30s" }
+"#,
+    );
+    s.write(
+        "api.sh",
+        "#!/bin/sh\nenv > api-env.txt\necho listening\nexec sleep 1000\n",
+    );
+    // As systemd would: a datagram socket of its own, named in NOTIFY_SOCKET.
+    let path = s.path().join("systemd-notify.sock");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut child = s
+        .cmd(&["start", "--foreground"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if alive(self.0) {
+                harness::kill(self.0, 9);
+            }
+        }
+    }
+    let _guard = Kill(child.id() as i32);
+    let mut heard = String::new();
+    let mut hear_until = |what: &str, heard: &mut String| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut buf = [0u8; 4096];
+        while !heard.lines().any(|l| l == what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} on NOTIFY_SOCKET; heard:\n{heard}\n{}",
+                s.dump()
+            );
+            if let Ok(n) = manager.recv(&mut buf) {
+                heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    hear_until("READY=1", &mut heard);
+    assert!(
+        heard
+            .lines()
+            .any(|l| l.starts_with("STATUS=stack ") && l.contains(" is up in ")),
+        "{heard}"
+    );
+    // Ready means up.
+    assert_eq!(status_of(&s, "api")["state"], "running");
+    assert_eq!(status_of(&s, "migrate")["state"], "completed");
+    // The stack's processes never see stackctl's NOTIFY_SOCKET.
+    assert!(
+        !s.read("api-env.txt").contains("NOTIFY_SOCKET="),
+        "{}",
+        s.read("api-env.txt")
+    );
+    let stack_pids = s.stack_pids();
+    harness::kill(child.id() as i32, 15);
+    hear_until("STOPPING=1", &mut heard);
+    let mut exit = None;
+    wait_for("stackctl to exit after SIGTERM", 60, || {
+        exit = child.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert_eq!(exit.and_then(|e| e.code()), Some(0));
+    for p in stack_pids {
+        assert!(!alive(p), "pid {p} outlived the service");
+    }
+}
