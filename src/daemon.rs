@@ -268,9 +268,16 @@ fn begin_stop(
     });
 }
 
+/// The progress of an operation the daemon runs itself (`start
+/// --foreground`'s start, a stop on a signal), on its terminal. Each event
+/// once: a process that became ready, completed, failed or stopped is
+/// already a line of its own on that terminal (the unit's, through the
+/// stderr layer of `logs::own`, which shows the same whatever asked for
+/// it); what no unit says — a process not started because a dependency
+/// failed, a notice — is printed here.
 async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style) {
     while let Some(p) = rx.recv().await {
-        if matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
+        if !matches!(p.step, Step::NotStarted | Step::Info) {
             continue;
         }
         println!(

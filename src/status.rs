@@ -236,6 +236,28 @@ impl Observed {
         }
     }
 
+    /// A pool with no member (scaled to 0), of at most `max` members.
+    pub fn empty_pool(max: Option<u32>) -> Observed {
+        let of = max.map(|m| format!(" of at most {m}")).unwrap_or_default();
+        Observed {
+            message: Some(format!("0 members{of}: scaled to 0")),
+            ..Observed::nothing()
+        }
+    }
+
+    /// The row of pool `name` itself (it has no member to show).
+    pub fn pool_row(self, name: &str, kind: Kind) -> ProcessStatus {
+        let inst = Instance {
+            name: name.to_string(),
+            process: name.to_string(),
+            index: None,
+        };
+        ProcessStatus {
+            pool: Some(name.to_string()),
+            ..self.status(&inst, kind)
+        }
+    }
+
     /// The status record of instance `inst` of a process of kind `kind`.
     /// Memory is read now from `/proc` for a live pid.
     pub fn status(self, inst: &Instance, kind: Kind) -> ProcessStatus {

@@ -178,7 +178,16 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
             },
         );
     }
-    if connect(&stack)?.is_none() {
+    let running = connect(&stack)?.is_some();
+    if running && args.tmux {
+        return Err(Error::Usage {
+            message: format!("a supervisor is already running for stack {}", stack.name),
+            hint: Some(
+                "stop it first (`stackctl stop`), or use `stackctl start` without --tmux".into(),
+            ),
+        });
+    }
+    if !running {
         refuse_missing_env(&stack, &args.names)?;
     }
     let how = if args.tmux {

@@ -445,7 +445,7 @@ impl Supervisor {
         }
         let op = if rerun { "restart" } else { "start" };
         let up = self
-            .bring_up(&stack, &closure, &sel, rerun, Some(op), tx)
+            .bring_up(&stack, &closure, &sel, rerun, order::Purpose::Start(op), tx)
             .await;
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
@@ -541,7 +541,14 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         let mut processes = Vec::new();
         for spec in &stack.processes {
-            for (inst, unit) in self.registry.shown(spec) {
+            let shown = self.registry.shown(spec);
+            if shown.is_empty() && spec.is_pool() && sel.processes.contains(&spec.name) {
+                // Scaled to 0: still a row, saying so.
+                processes
+                    .push(Observed::empty_pool(spec.max_replicas).pool_row(&spec.name, spec.kind));
+                continue;
+            }
+            for (inst, unit) in shown {
                 if !sel.contains(&inst) {
                     continue;
                 }

@@ -38,6 +38,24 @@ type Cell = (watch::Sender<Option<bool>>, watch::Receiver<Option<bool>>);
 /// A failed instance: its name, its log, why.
 type Failure = (String, PathBuf, String);
 
+/// What a bring-up is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Purpose<'a> {
+    /// A start (`start`, `restart`: the timeline's operation).
+    Start(&'a str),
+    /// A pool growing (`scale`, the autoscaler).
+    Resize,
+}
+
+/// How one process's instances are started.
+#[derive(Debug, Clone, Copy)]
+struct StartHow {
+    /// Restart what runs (tasks run again).
+    rerun: bool,
+    /// Say nothing of an instance that is up already.
+    quiet_idle: bool,
+}
+
 enum Outcome {
     Up,
     Failed(Vec<Failure>),
@@ -49,9 +67,10 @@ impl Supervisor {
     /// dependency order, as far as `sel` says: named pool members start
     /// alone, a dependency starts whole. `rerun`: what is named is
     /// restarted (tasks run again) instead of being left alone if running.
-    /// `record`: kept as the start timeline's last start (`start`,
-    /// `restart`); then its summary, if it started something and all came
-    /// up.
+    /// `purpose`: a start is kept as the start timeline's last start, and
+    /// its summary returned (if it started something and all came up); a
+    /// resize mentions only the members it starts, not what it leaves
+    /// alone (`scale` lists what it changed).
     ///
     /// # Errors
     /// The failed instances, with their log tails, and what was therefore
@@ -62,7 +81,7 @@ impl Supervisor {
         closure: &[String],
         sel: &Selection,
         rerun: bool,
-        record: Option<&str>,
+        purpose: Purpose<'_>,
         tx: &ProgressTx,
     ) -> Result<Option<StartSummary>, Error> {
         let cells: HashMap<String, Cell> = closure
@@ -110,18 +129,24 @@ impl Supervisor {
                 handles,
                 deps,
                 done.clone(),
-                rerun && targeted,
+                StartHow {
+                    rerun: rerun && targeted,
+                    quiet_idle: matches!(purpose, Purpose::Resize),
+                },
             ));
         }
         drop(cells);
-        let id = record.map(|op| self.ctx.timeline.begin(op, planned));
-        for (pname, handles, deps, done, rerun) in queued {
+        let id = match purpose {
+            Purpose::Start(op) => Some(self.ctx.timeline.begin(op, planned)),
+            Purpose::Resize => None,
+        };
+        for (pname, handles, deps, done, how) in queued {
             tasks.spawn(start_process(
                 pname,
                 handles,
                 deps,
                 done,
-                rerun,
+                how,
                 self.ctx.clone(),
                 tx.clone(),
             ));
@@ -249,7 +274,7 @@ async fn start_process(
     handles: Vec<UnitHandle>,
     deps: Vec<(String, watch::Receiver<Option<bool>>)>,
     done: watch::Sender<Option<bool>>,
-    rerun: bool,
+    how: StartHow,
     ctx: Arc<unit::UnitCtx>,
     tx: ProgressTx,
 ) -> Outcome {
@@ -277,7 +302,7 @@ async fn start_process(
     let mut starts = JoinSet::new();
     for h in handles {
         ctx.timeline.deps_met(&h.inst.name);
-        starts.spawn(start_instance(h, rerun, tx.clone()));
+        starts.spawn(start_instance(h, how, tx.clone()));
     }
     let mut failed = Vec::new();
     while let Some(res) = starts.join_next().await {
@@ -295,7 +320,8 @@ async fn start_process(
 
 /// Starts (or restarts) one instance and says how it went; `Some` is a
 /// failure.
-async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Failure> {
+async fn start_instance(h: UnitHandle, how: StartHow, tx: ProgressTx) -> Option<Failure> {
+    let rerun = how.rerun;
     let before = h.now().state;
     let t = Instant::now();
     let idle = before == State::Running || (before == State::Completed && !rerun);
@@ -311,6 +337,12 @@ async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Fa
     match r {
         Ok(()) => {
             let (step, msg) = match (h.now().state, before, rerun) {
+                (State::Running, State::Running, false)
+                | (State::Completed, State::Completed, false)
+                    if how.quiet_idle =>
+                {
+                    return None;
+                }
                 (State::Running, State::Running, false) => {
                     (Step::Ready, "already running".to_string())
                 }

@@ -70,9 +70,16 @@ impl Supervisor {
             members: [(name.to_string(), members)].into_iter().collect(),
         };
         let closure = plan::closure(stack, &[name.to_string()]);
-        self.bring_up(stack, &closure, &sel, false, None, tx)
-            .await
-            .map(|_| ())
+        self.bring_up(
+            stack,
+            &closure,
+            &sel,
+            false,
+            super::order::Purpose::Resize,
+            tx,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The pool called `name`, or why it is not one.

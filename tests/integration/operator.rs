@@ -937,3 +937,167 @@ ready = { log = "listening", timeout = "30s" }
         assert!(!alive(p), "pid {p} outlived the service");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The small things (item 11)
+
+#[test]
+fn a_pool_scaled_to_zero_stays_in_status_saying_so() {
+    let s = Stack::new(
+        r#"
+[service.api]
+command = "sleep 1000"
+
+[service.worker]
+command = "sleep 1000"
+depends_on = ["api"]
+replicas = 2
+max_replicas = 6
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    let r = run_code(&s, &["scale", "worker", "0"], 0);
+    assert!(
+        !r.stdout.contains("api"),
+        "scale lists only what it changed:\n{}",
+        r.stdout
+    );
+    let r = run_code(&s, &["status", "worker"], 3);
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("worker "))
+        .unwrap_or_else(|| panic!("no worker row:\n{}", r.stdout));
+    assert!(row.contains("0 members of at most 6: scaled to 0"), "{row}");
+    let st = status_of(&s, "worker");
+    assert_eq!(st["pool"], "worker", "{st}");
+    assert_eq!(st["state"], "stopped", "{st}");
+    run_code(&s, &["status"], 3);
+    // Growing lists the new members only, not what it left alone.
+    let r = run_code(&s, &["scale", "worker", "2"], 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("worker.") && l.contains("ready in")),
+        "{}",
+        r.stdout
+    );
+    run_code(&s, &["status", "worker"], 0);
+}
+
+#[test]
+fn start_tmux_while_a_supervisor_runs_says_so() {
+    let s = Stack::new("[service.api]\ncommand = \"sleep 1000\"\n");
+    run_code(&s, &["start"], 0);
+    let r = run_code(&s, &["start", "--tmux"], 2);
+    assert!(
+        r.stderr.contains("a supervisor is already running"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+}
+
+#[test]
+fn foreground_shows_each_event_once() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "true"
+
+[service.api]
+command = "sleep 1000"
+depends_on = ["migrate"]
+
+[service.broken]
+command = "exit 4"
+ready = { log = "never", timeout = "5s" }
+
+[service.after]
+command = "sleep 1000"
+depends_on = ["broken"]
+"#,
+    );
+    let mut child = s
+        .cmd(&["start", "--foreground"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let collected = Arc::new(Mutex::new(String::new()));
+    let pump = |stream: Box<dyn std::io::Read + Send>| {
+        let sink = collected.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut t = sink.lock().unwrap();
+                t.push_str(&l);
+                t.push('\n');
+            }
+        })
+    };
+    let out_t = pump(Box::new(child.stdout.take().unwrap()));
+    let err_t = pump(Box::new(child.stderr.take().unwrap()));
+    // The start is over once its error (broken failed) is printed.
+    wait_for("the start's error", 60, || {
+        collected
+            .lock()
+            .unwrap()
+            .contains("error: failed to start broken")
+    });
+    harness::kill(pid, 2);
+    let mut exit = None;
+    wait_for("the foreground supervisor to exit", 60, || {
+        exit = child.try_wait().unwrap();
+        exit.is_some()
+    });
+    let _ = out_t.join();
+    let _ = err_t.join();
+    let text = collected.lock().unwrap().clone();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("ready in"), 1, "api's ready, once:\n{text}");
+    assert_eq!(count("completed"), 1, "migrate's completion, once:\n{text}");
+    // Its failure: the unit's line, and the start's error at the end.
+    assert_eq!(count("failed to start: exited with code 4"), 1, "{text}");
+    assert_eq!(count("FAIL "), 0, "broken's failure twice:\n{text}");
+    assert_eq!(count("skip  after"), 1, "after, once:\n{text}");
+    assert_eq!(
+        count("stopped in").max(count("stopped process=api")),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn logs_grep_n_is_the_last_n_matches_overall() {
+    let s = Stack::new(
+        r#"
+[stack.logs]
+timestamps = true
+
+[service.a]
+command = "echo 'ERROR a1'; sleep 0.2; echo 'ERROR a2'; sleep 0.2; echo 'ERROR a3'; exec sleep 1000"
+
+[service.b]
+command = "sleep 0.1; echo 'ERROR b1'; sleep 0.2; echo 'ERROR b2'; exec sleep 1000"
+"#,
+    );
+    run_code(&s, &["start"], 0);
+    wait_for("every line", 30, || {
+        s.read("logs/a.log").contains("ERROR a3") && s.read("logs/b.log").contains("ERROR b2")
+    });
+    let r = run_code(&s, &["logs", "--grep", "ERROR", "-n", "2"], 0);
+    let got: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.rsplit_once("ERROR ").map_or("", |(_, w)| w))
+        .collect();
+    assert_eq!(got, ["b2", "a3"], "{}", r.stdout);
+}
