@@ -19,7 +19,6 @@
 //! leaf: it imports only `config`'s process kind. Must not touch:
 //! recording (the supervisor's), rendering (`output`), files (`state`).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -431,15 +430,6 @@ pub fn summary(rec: &StartRecord) -> Option<StartSummary> {
             })
             .collect(),
     })
-}
-
-/// The instances of a start by name, for updating it.
-pub fn index(rec: &StartRecord) -> BTreeMap<&str, usize> {
-    rec.processes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i))
-        .collect()
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 /// the supervisor's own log. `-f` keeps following across restarts and
 /// rotations, and picks up new pool members.
 ///
+/// Each run of a process is marked in its log (`── stackctl: api started,
+/// pid 4242 (attempt 3) ──`, and a line when it ends); `--current` shows
+/// only the current run. With `--grep`, `-n` counts the matches over all
+/// the logs shown.
+///
 /// Exits 2 for a name that is neither in the stack file nor has a log, or a
 /// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
 ///

@@ -21,6 +21,19 @@ use crate::error::{exit, Error, Result};
 /// last lines of its log), 2 for an invalid stack file, an unknown name, or
 /// while an export holds the stack-owner lock.
 ///
+/// On a terminal, each process under way has a line redrawn in place:
+/// what it waits for (`waiting for migrate`, `http://127.0.0.1:8000/health
+/// → 503`, `log /listening/ not seen yet`) and for how long, against its
+/// timeout; a finished one keeps its `ok`/`FAIL` line. A pipe, CI or `-q`
+/// get one line per event. The last line names the total and the critical
+/// chain that decided it (`stack demo is up in 2.4s (critical chain:
+/// migrate 0.4s → api 1.1s → web 0.6s)`); `stackctl analyze` shows the
+/// whole start.
+///
+/// Under systemd (`Type=notify`), `--foreground` says READY=1 once the
+/// start is over, keeps a one-line STATUS=, and says STOPPING=1 when the
+/// stack is being stopped (see docs/systemd.md).
+///
 /// A running supervisor keeps the stack file and the environment it was
 /// launched with: after editing stack.toml or an env file, run `stackctl
 /// reload`; variables given to a later `start` do not reach it (stop the

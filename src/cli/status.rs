@@ -12,8 +12,10 @@ use crate::output::{status_table, Style};
 
 /// Shows every process: pid, state, readiness, uptime, restarts, memory.
 ///
-/// A table of NAME, PID, STATE, READY, UPTIME, RESTARTS and RSS(MB), one
-/// row per process instance. Tells the truth with no supervisor running
+/// A table of NAME, PID, STATE, READY, UPTIME, RESTARTS and GROUP-RSS(MB)
+/// (the resident memory of the instance's whole process group: it and its
+/// children), one row per process instance; a pool scaled to 0 is one row
+/// saying so. Tells the truth with no supervisor running
 /// too, from the pid files, checking that each pid is still the same
 /// process (start time and boot id). Exits 0 when every named process is
 /// running and ready and a supervisor runs, 3 otherwise.

@@ -89,9 +89,8 @@ pub(super) async fn await_dependencies(
                 None => pending.push(i),
             }
         }
-        let Some(&first) = pending.first() else {
-            return None;
-        };
+        // None pending: every dependency is up (no failure to name).
+        let &first = pending.first()?;
         let names: Vec<&str> = pending.iter().map(|i| deps[*i].0.as_str()).collect();
         let what = format!("waiting for {}", names.join(", "));
         if what != told {

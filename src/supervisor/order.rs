@@ -54,6 +54,8 @@ struct StartHow {
     rerun: bool,
     /// Say nothing of an instance that is up already.
     quiet_idle: bool,
+    /// Part of the start timeline.
+    timed: bool,
 }
 
 enum Outcome {
@@ -132,6 +134,7 @@ impl Supervisor {
                 StartHow {
                     rerun: rerun && targeted,
                     quiet_idle: matches!(purpose, Purpose::Resize),
+                    timed: matches!(purpose, Purpose::Start(_)),
                 },
             ));
         }
@@ -301,7 +304,9 @@ async fn start_process(
     }
     let mut starts = JoinSet::new();
     for h in handles {
-        ctx.timeline.deps_met(&h.inst.name);
+        if how.timed {
+            ctx.timeline.deps_met(&h.inst.name);
+        }
         starts.spawn(start_instance(h, how, tx.clone()));
     }
     let mut failed = Vec::new();

@@ -894,7 +894,7 @@ ready = { log = "listening", timeout = "30s" }
     }
     let _guard = Kill(child.id() as i32);
     let mut heard = String::new();
-    let mut hear_until = |what: &str, heard: &mut String| {
+    let hear_until = |what: &str, heard: &mut String| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut buf = [0u8; 4096];
         while !heard.lines().any(|l| l == what) {
