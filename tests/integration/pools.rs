@@ -53,7 +53,8 @@ fn members(s: &Stack, pool: &str) -> Vec<(String, Option<i32>, String)> {
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p["pool"] == pool)
+        // Members only: a pool with none has a row of its own (`instance` null).
+        .filter(|p| p["pool"] == pool && !p["instance"].is_null())
         .map(|p| {
             (
                 p["name"].as_str().unwrap_or_default().to_string(),
@@ -305,7 +306,11 @@ restart = "on-failure"
         env_of(after["worker.2"], "STACKCTL_INSTANCE").as_deref(),
         Some("2")
     );
-    let rec: serde_json::Value = serde_json::from_str(&s.read("logs/pids/worker.2.pid")).unwrap();
+    assert_eq!(
+        s.read("logs/pids/worker.2.pid"),
+        format!("{}\n", after["worker.2"])
+    );
+    let rec: serde_json::Value = serde_json::from_str(&s.read("logs/pids/worker.2.id")).unwrap();
     assert_eq!(rec["pid"], after["worker.2"]);
 }
 

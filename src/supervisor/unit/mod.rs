@@ -82,9 +82,7 @@ impl UnitCtx {
     pub fn touch(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
-}
 
-impl UnitCtx {
     fn closing(&self) -> bool {
         self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
