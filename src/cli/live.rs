@@ -22,8 +22,8 @@ pub fn terminal() -> bool {
     io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
-/// The terminal's width in columns (80 when it cannot say).
-pub fn width() -> usize {
+/// The terminal's size: (columns, rows); 80×24 when it cannot say.
+pub fn size() -> (usize, usize) {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -34,10 +34,10 @@ pub fn width() -> usize {
     // which lives for the call; fd 1 is ours (a bad fd is an error return).
     #[allow(unsafe_code)]
     let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-    if r == 0 && ws.ws_col > 0 {
-        usize::from(ws.ws_col)
+    if r == 0 && ws.ws_col > 0 && ws.ws_row > 0 {
+        (usize::from(ws.ws_col), usize::from(ws.ws_row))
     } else {
-        80
+        (80, 24)
     }
 }
 
@@ -45,20 +45,20 @@ pub fn width() -> usize {
 pub struct Board<W: Write> {
     out: W,
     style: Style,
-    width: Box<dyn Fn() -> usize>,
+    size: Box<dyn Fn() -> (usize, usize)>,
     rows: Vec<Progress>,
     /// How many lines of the board are on the screen now.
     drawn: usize,
 }
 
 impl<W: Write> Board<W> {
-    /// A board drawing on `out`, `width` columns wide (asked at each draw:
-    /// the terminal may be resized).
-    pub fn new(out: W, style: Style, width: Box<dyn Fn() -> usize>) -> Board<W> {
+    /// A board drawing on `out`, of the terminal's `size` (columns, rows:
+    /// asked at each draw, the terminal may be resized).
+    pub fn new(out: W, style: Style, size: Box<dyn Fn() -> (usize, usize)>) -> Board<W> {
         Board {
             out,
             style,
-            width,
+            size,
             rows: Vec::new(),
             drawn: 0,
         }
@@ -115,13 +115,29 @@ impl<W: Write> Board<W> {
             buf.push('\n');
         }
         // One column spare: a line that fills the last column wraps on
-        // some terminals, and the board would lose count of its lines.
-        let width = (self.width)().saturating_sub(1).max(20);
-        for r in &self.rows {
+        // some terminals, and the board would lose count of its lines. And
+        // no more lines than fit: the cursor cannot go back above the top.
+        let (cols, lines) = (self.size)();
+        let width = cols.saturating_sub(1).max(20);
+        let room = lines.saturating_sub(2).max(1);
+        let (shown, more) = if self.rows.len() > room {
+            (room - 1, self.rows.len() - (room - 1))
+        } else {
+            (self.rows.len(), 0)
+        };
+        for r in &self.rows[..shown] {
             buf.push_str(&live_line(r, self.style, width));
             buf.push('\n');
         }
-        self.drawn = self.rows.len();
+        self.drawn = shown;
+        if more > 0 {
+            buf.push_str(&format!(
+                "  {}  {}\n",
+                self.style.mark(Step::Waiting),
+                self.style.dim(&format!("and {more} more under way"))
+            ));
+            self.drawn += 1;
+        }
         self.out.write_all(buf.as_bytes())?;
         self.out.flush()
     }
@@ -139,21 +155,37 @@ impl<W: Write> Screen<W> {
         Screen { out, drawn: 0 }
     }
 
-    /// Replaces what was drawn with `text` (lines cut to `width`).
+    /// Replaces what was drawn with `text`, its lines cut to the
+    /// terminal's `size` (columns, rows).
     ///
     /// # Errors
     /// The terminal's.
-    pub fn draw(&mut self, text: &str, width: usize) -> io::Result<()> {
+    pub fn draw(&mut self, text: &str, size: (usize, usize)) -> io::Result<()> {
+        let (width, rows) = size;
         let mut buf = String::new();
         if self.drawn > 0 {
             buf.push_str(&format!("\r\x1b[{}A", self.drawn));
         }
         buf.push_str("\r\x1b[J");
         let width = width.saturating_sub(1).max(20);
+        let room = rows.saturating_sub(1).max(2);
+        let all: Vec<&str> = text.lines().collect();
         let mut n = 0;
-        for line in text.lines() {
+        let keep = if all.len() > room {
+            room - 1
+        } else {
+            all.len()
+        };
+        for line in &all[..keep] {
             buf.push_str(&cut_visible(line, width));
             buf.push('\n');
+            n += 1;
+        }
+        if keep < all.len() {
+            buf.push_str(&format!(
+                "… {} more lines (a taller terminal shows them)\n",
+                all.len() - keep
+            ));
             n += 1;
         }
         self.drawn = n;
@@ -200,7 +232,7 @@ mod tests {
     use std::time::Duration;
 
     fn board() -> Board<Vec<u8>> {
-        Board::new(Vec::new(), Style { color: false }, Box::new(|| 100))
+        Board::new(Vec::new(), Style { color: false }, Box::new(|| (100, 40)))
     }
 
     fn text(b: &Board<Vec<u8>>) -> String {
@@ -266,10 +298,29 @@ mod tests {
     }
 
     #[test]
+    fn a_board_taller_than_the_terminal_says_how_many_more() {
+        let mut b = Board::new(Vec::new(), Style { color: false }, Box::new(|| (100, 6)));
+        for i in 1..=10 {
+            b.show(Progress::waiting(
+                &format!("worker.{i}"),
+                "waiting for api",
+                Duration::ZERO,
+                None,
+            ))
+            .unwrap();
+        }
+        let t = text(&b);
+        let last: Vec<&str> = t.rsplit("\x1b[J").next().unwrap().lines().collect();
+        assert_eq!(last.len(), 4, "{last:?}");
+        assert_eq!(last[3], "  ..  and 7 more under way");
+        assert_eq!(b.drawn, 4);
+    }
+
+    #[test]
     fn a_screen_replaces_what_it_drew() {
         let mut s = Screen::new(Vec::new());
-        s.draw("a\nb\n", 80).unwrap();
-        s.draw("c\n", 80).unwrap();
+        s.draw("a\nb\n", (80, 24)).unwrap();
+        s.draw("c\n", (80, 24)).unwrap();
         assert_eq!(
             String::from_utf8(s.out).unwrap(),
             "\r\x1b[Ja\nb\n\r\x1b[2A\r\x1b[Jc\n"

@@ -324,7 +324,7 @@ pub fn request_done(
     sent.map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
     let style = Style { color: g.color };
     let mut board = live
-        .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::width)));
+        .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::size)));
     let mut doc = None;
     let outcome = loop {
         let r = match client.recv() {

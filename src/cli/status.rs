@@ -169,7 +169,7 @@ fn watch(
         let text = String::from_utf8_lossy(&text).into_owned();
         let shown = if terminal {
             let footer = style.dim("(watching: redrawn on every change; Ctrl-C ends)");
-            screen.draw(&format!("{text}{footer}\n"), super::live::width())
+            screen.draw(&format!("{text}{footer}\n"), super::live::size())
         } else {
             let mut out = std::io::stdout().lock();
             let sep = if args.json { "" } else { "\n" };

@@ -444,7 +444,7 @@ depends_on = ["migrate"]
 ready = {{ tcp = "127.0.0.1:{port}", timeout = "90s", interval = "100ms" }}
 
 [service.web]
-command = "sleep 1000"
+command = "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done"
 depends_on = ["api"]
 "#
     ));
@@ -515,6 +515,24 @@ depends_on = ["api"]
         r.stdout.contains("  ok  api                      ready in"),
         "{}",
         r.stdout
+    );
+    // A stop is live too: web takes a second to go after SIGTERM.
+    t.type_line("clear");
+    t.type_line(&format!(
+        "env NO_COLOR=1 SCTL_TEST_MARKER='{}' {} stop web; echo DONE$((40+3))-$?",
+        s.marker,
+        harness::bin().display()
+    ));
+    t.wait("web stopping, with its grace", |sc| {
+        line_of(sc, "web")
+            .is_some_and(|l| l.contains("stopping: SIGTERM sent") && l.contains(" of 10s)"))
+    });
+    let screen = t.wait("the stop to finish", |sc| sc.contains("DONE43-"));
+    assert!(screen.contains("DONE43-0"), "{screen}");
+    assert!(
+        line_of(&screen, "web")
+            .is_some_and(|l| l.starts_with("  ok  web") && l.contains("stopped in")),
+        "{screen}"
     );
 }
 
