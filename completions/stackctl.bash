@@ -16,6 +16,9 @@ _stackctl() {
             ",$1")
                 cmd="stackctl"
                 ;;
+            stackctl,analyze)
+                cmd="stackctl__subcmd__analyze"
+                ;;
             stackctl,anchor)
                 cmd="stackctl__subcmd__anchor"
                 ;;
@@ -69,6 +72,9 @@ _stackctl() {
                 ;;
             stackctl,upgrade)
                 cmd="stackctl__subcmd__upgrade"
+                ;;
+            stackctl__subcmd__help,analyze)
+                cmd="stackctl__subcmd__help__subcmd__analyze"
                 ;;
             stackctl__subcmd__help,anchor)
                 cmd="stackctl__subcmd__help__subcmd__anchor"
@@ -173,7 +179,7 @@ _stackctl() {
 
     case "${cmd}" in
         stackctl)
-            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
+            opts="-f -q -v -h -V --file --quiet --verbose --no-color --help --version start stop restart status analyze scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,6 +193,20 @@ _stackctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__analyze)
+            opts="-q -v -h -V --json --quiet --verbose --no-color --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -279,8 +299,22 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__help)
-            opts="start stop restart status scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
+            opts="start stop restart status analyze scale logs check reload lock keep upgrade export probe supervise anchor generate listen-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stackctl__subcmd__help__subcmd__analyze)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -787,7 +821,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__logs)
-            opts="-f -n -q -v -h -V --follow --lines --since --grep --quiet --verbose --no-color --help --version"
+            opts="-f -n -q -v -h -V --follow --lines --since --grep --current --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -939,7 +973,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__status)
-            opts="-q -v -h -V --json --quiet --verbose --no-color --help --version"
+            opts="-w -q -v -h -V --json --watch --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

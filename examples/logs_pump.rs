@@ -37,6 +37,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_size: u64::MAX,
         keep: 5,
         timestamps: false,
+        markers: false,
     };
     let mut cmd = Vec::new();
     while let Some(a) = args.next() {

@@ -78,7 +78,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
     let code = rt.block_on(serve(stack, state.clone(), opts));
     rt.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_file(state.supervisor_pid());
+    PidRecord::remove(&state.supervisor_pid());
     drop(lock);
     code
 }
@@ -108,6 +108,15 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         announce_ready();
     }
     let style = Style { color: opts.color };
+    // Under systemd (`Type=notify`): READY=1, STATUS=, STOPPING=1.
+    let manager = opts
+        .foreground
+        .then(crate::sd_notify::Manager::from_env)
+        .flatten()
+        .map(Arc::new);
+    if let Some(m) = &manager {
+        tokio::spawn(tell_manager(sup.clone(), m.clone(), opts.initial.is_none()));
+    }
     for (name, pid) in &cleared.stopped {
         sup.notice(
             name,
@@ -139,17 +148,27 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
 
     if let Some((names, scale)) = opts.initial.clone() {
         let sup = sup.clone();
+        let started_manager = manager.clone();
         tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel();
             let printer = tokio::spawn(print_progress(rx, style));
-            let r = sup.start(&names, &scale, false, &tx).await;
+            let r = sup.start_env(&names, &scale, None, &tx).await;
             drop(tx);
             let _ = printer.await;
+            if let Some(m) = &started_manager {
+                // The stack is up (or what could come up is): systemd's
+                // start job is done either way; STATUS= says which.
+                let line = match &r {
+                    Ok(summary) => crate::output::up_line(&sup.stack().name, summary.as_ref()),
+                    Err(e) => format!("stack {}: {e}", sup.stack().name),
+                };
+                let _ = m.send(&["READY=1".into(), crate::sd_notify::status(&line)]);
+            }
             match r {
-                Ok(()) => println!(
-                    "{}stack {} is up (Ctrl-C stops it)",
+                Ok(summary) => println!(
+                    "{}{} (Ctrl-C stops it)",
                     style.prefix("stackctl", FOREGROUND_WIDTH),
-                    sup.stack().name
+                    crate::output::up_line(&sup.stack().name, summary.as_ref())
                 ),
                 Err(e) => {
                     let mut err = std::io::stderr().lock();
@@ -167,8 +186,8 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
                 Err(e) => tracing::error!("accept failed: {e}"),
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM", style),
-            _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT", style),
+            _ = term.recv() => begin_stop(&sup, &mut stopping, "SIGTERM", style, manager.as_deref()),
+            _ = int.recv() => begin_stop(&sup, &mut stopping, "SIGINT", style, manager.as_deref()),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the stack file");
                 let sup = sup.clone();
@@ -227,7 +246,16 @@ fn announce_ready() {
     }
 }
 
-fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str, style: Style) {
+fn begin_stop(
+    sup: &Arc<Supervisor>,
+    stopping: &mut bool,
+    why: &str,
+    style: Style,
+    manager: Option<&crate::sd_notify::Manager>,
+) {
+    if let Some(m) = manager {
+        let _ = m.send(&["STOPPING=1".into()]);
+    }
     if *stopping {
         tracing::warn!("{why} again: killing every process now");
         sup.kill_all_now();
@@ -247,9 +275,16 @@ fn begin_stop(sup: &Arc<Supervisor>, stopping: &mut bool, why: &str, style: Styl
     });
 }
 
+/// The progress of an operation the daemon runs itself (`start
+/// --foreground`'s start, a stop on a signal), on its terminal. Each event
+/// once: a process that became ready, completed, failed or stopped is
+/// already a line of its own on that terminal (the unit's, through the
+/// stderr layer of `logs::own`, which shows the same whatever asked for
+/// it); what no unit says — a process not started because a dependency
+/// failed, a notice — is printed here.
 async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style) {
     while let Some(p) = rx.recv().await {
-        if matches!(p.step, Step::Starting | Step::Stopping) {
+        if !matches!(p.step, Step::NotStarted | Step::Info) {
             continue;
         }
         println!(
@@ -260,13 +295,46 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, style: Style)
     }
 }
 
+/// Keeps the service manager told (`sd_notify`): READY=1 at once when
+/// nothing is started here (`supervise --foreground`; `start --foreground`
+/// says it once its start is over), then a `STATUS=` line whenever the
+/// status changes (at most once a second), and STOPPING=1 once a stop of
+/// the whole stack has begun (`stackctl stop`; a signal says it itself).
+async fn tell_manager(sup: Arc<Supervisor>, m: Arc<crate::sd_notify::Manager>, ready_now: bool) {
+    if ready_now {
+        let _ = m.send(&["READY=1".into()]);
+    }
+    let mut changes = sup.changes();
+    let mut stopping = false;
+    let mut last = String::new();
+    while changes.changed().await.is_ok() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        changes.borrow_and_update();
+        let mut lines = Vec::new();
+        if sup.closing() && !stopping {
+            stopping = true;
+            lines.push("STOPPING=1".to_string());
+        }
+        if let Ok(doc) = sup.status(&[]) {
+            let line = crate::output::status_line(&doc);
+            if line != last {
+                lines.push(crate::sd_notify::status(&line));
+                last = line;
+            }
+        }
+        if !lines.is_empty() {
+            let _ = m.send(&lines);
+        }
+    }
+}
+
 /// How wide the name column of `--foreground` output is, at least.
 const FOREGROUND_WIDTH: usize = 12;
 
 /// Progress of an operation nobody watches, into stackctl.log.
 async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static str) {
     while let Some(p) = rx.recv().await {
-        if !matches!(p.step, Step::Starting | Step::Stopping) {
+        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
             tracing::info!(process = %p.process, "{what}: {}", p.message);
         }
     }
@@ -344,7 +412,10 @@ async fn launch_anchor(
     .map_err(|e| Error::failed(format!("cannot give the anchor an output: {e}")))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::failed(format!("cannot make a pipe: {e}")))?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    // A service manager's socket is stackctl's own: never the anchor's.
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET")
+        .collect();
     crate::spawn::spawn_with(
         &argv,
         &stack.root,

@@ -17,10 +17,12 @@ pub mod logs;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod sd_notify;
 pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod supervisor;
+pub mod timeline;
 
 pub use cli::{Cli, Command};
 pub use error::{Error, Result};

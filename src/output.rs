@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 
 use crate::status::{AutoscaleStatus, Progress, ScheduleStatus, State, StatusDoc, Step};
+use crate::timeline::{Analysis, StartSummary};
 
 /// ANSI colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +69,7 @@ impl Style {
             Step::Ready | Step::Completed | Step::Stopped => self.green("ok"),
             Step::Failed => self.red("FAIL"),
             Step::NotStarted => self.yellow("skip"),
-            Step::Starting | Step::Stopping => self.dim(".."),
+            Step::Starting | Step::Stopping | Step::Waiting => self.dim(".."),
             Step::Info => self.dim("--"),
         }
     }
@@ -99,6 +100,252 @@ pub fn progress_line(p: &Progress, style: Style) -> String {
     format!("{pad}{mark}  {:<24} {}", p.process, p.message)
 }
 
+/// A line of something under way, as a terminal shows it while it waits
+/// (`start` redraws it in place):
+/// `  ..  api                      http://127.0.0.1:8000/health → 503  (12s of 2m00s)`;
+/// what it waits for is cut so that the line fits in `width` columns,
+/// its clock kept.
+pub fn live_line(p: &Progress, style: Style, width: usize) -> String {
+    let clock = match (p.elapsed_ms, p.timeout_ms) {
+        (Some(e), Some(t)) => format!("  ({} of {})", clock(e), clock(t)),
+        (Some(e), None) => format!("  ({})", clock(e)),
+        _ => String::new(),
+    };
+    let head = format!("{:<24} ", p.process);
+    let room = width.saturating_sub(6 + head.chars().count() + clock.chars().count());
+    let what = cut(&p.message, room);
+    format!(
+        "  {}  {head}{what}{}",
+        style.mark(p.step),
+        style.dim(&clock)
+    )
+}
+
+/// `text` cut to `room` characters, an ellipsis marking the cut.
+fn cut(text: &str, room: usize) -> String {
+    if text.chars().count() <= room {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(room.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A clock reading: `1.4s` under 10 s, `42s`, then `2m05s`.
+fn clock(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        short_duration(ms as f64 / 1000.0)
+    }
+}
+
+/// The line a `start` ends with: `stack demo is up in 2.4s (critical
+/// chain: migrate 0.4s → api 1.1s → web 0.6s)`; without a summary (nothing
+/// was started: it was up already), `stack demo is up`.
+pub fn up_line(stack: &str, summary: Option<&StartSummary>) -> String {
+    let Some(s) = summary else {
+        return format!("stack {stack} is up");
+    };
+    let chain: Vec<String> = s
+        .chain
+        .iter()
+        .map(|c| {
+            if c.no_gate {
+                format!("{} ready at spawn", c.name)
+            } else {
+                format!("{} {}", c.name, seconds(c.own_s))
+            }
+        })
+        .collect();
+    format!(
+        "stack {stack} is up in {} (critical chain: {})",
+        seconds(s.total_s),
+        chain.join(" → ")
+    )
+}
+
+/// Seconds as a timeline shows them: `0.4s`, `12.3s`, `2m05s`.
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        short_duration(s)
+    }
+}
+
+/// `stackctl analyze`: the start, its critical chain, every process
+/// (failures first), the restarts since.
+///
+/// # Errors
+/// Only the writer's.
+pub fn analysis(w: &mut dyn Write, stack: &str, a: &Analysis, style: Style) -> io::Result<()> {
+    let how = match (a.under_way, a.ok, a.total_s) {
+        (true, _, _) => "still under way".to_string(),
+        (false, true, Some(t)) => format!("up in {}", seconds(t)),
+        (false, false, Some(t)) => style.red(&format!("failed, over after {}", seconds(t))),
+        _ => "over".to_string(),
+    };
+    writeln!(
+        w,
+        "stack {}: last {} at {}: {how}",
+        style.bold(stack),
+        a.op,
+        a.at
+    )?;
+    writeln!(w)?;
+    if a.chain.is_empty() {
+        writeln!(w, "critical chain: nothing came up")?;
+    } else {
+        writeln!(
+            w,
+            "critical chain (@ when it was ready, + its own start time; waiting is not its own):"
+        )?;
+        let indent = |i: usize| {
+            if i == 0 {
+                String::new()
+            } else {
+                format!("{}└─", "  ".repeat(i - 1))
+            }
+        };
+        let width = a
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, l)| indent(i).chars().count() + l.name.len())
+            .max()
+            .unwrap_or(0);
+        for (i, l) in a.chain.iter().enumerate() {
+            let indent = indent(i);
+            let own = if l.no_gate {
+                style.yellow("ready at spawn (no gate)")
+            } else {
+                format!("+{}", seconds(l.own_s))
+            };
+            let waited = match &l.waited_for {
+                Some(d) => format!(" (waited {} for {d})", seconds(l.waited_s)),
+                None if l.waited_s > 0.0 => format!(" (waited {})", seconds(l.waited_s)),
+                None => String::new(),
+            };
+            let pad = width.saturating_sub(indent.chars().count() + l.name.len());
+            writeln!(
+                w,
+                "{indent}{}{} @{} {own}{waited}",
+                l.name,
+                " ".repeat(pad),
+                seconds(l.ready_s)
+            )?;
+        }
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "every process, failures first, then by own start time (they start in parallel: these do not add up):"
+    )?;
+    let header = [
+        "NAME",
+        "OUTCOME",
+        "WAITED",
+        "PRE_START",
+        "OWN",
+        "DONE",
+        "GATE",
+    ];
+    let cell = |s: Option<f64>| s.map_or_else(|| "-".to_string(), seconds);
+    let rows: Vec<[String; 7]> = a
+        .processes
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.outcome.replace('_', " "),
+                cell(r.waited_s),
+                cell(r.pre_start_s),
+                cell(r.own_s),
+                r.done_s
+                    .map_or_else(|| "-".into(), |s| format!("@{}", seconds(s))),
+                match (&r.gate, r.no_gate) {
+                    (_, true) => "ready at spawn".to_string(),
+                    (Some(g), _) => g.clone(),
+                    (None, false) => "-".to_string(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(c);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count()) + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    writeln!(w, "{}", style.bold(&line(&head)))?;
+    for (r, cells) in a.processes.iter().zip(&rows) {
+        let text = line(cells);
+        match (&r.reason, r.outcome.as_str()) {
+            (Some(why), "failed" | "not_started") => {
+                writeln!(w, "{}  {}", style.red(&text), style.dim(why))?
+            }
+            _ => writeln!(w, "{text}")?,
+        }
+    }
+    if !a.restarts.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "restarts since:")?;
+        for r in &a.restarts {
+            let how = match (r.outcome.as_str(), r.own_s) {
+                ("ready" | "completed", Some(own)) => format!("{} in {}", r.outcome, seconds(own)),
+                ("failed", _) => {
+                    style.red(&format!("failed: {}", r.reason.as_deref().unwrap_or("")))
+                }
+                (other, _) => other.to_string(),
+            };
+            writeln!(
+                w,
+                "  {} attempt {} @{}: {how}",
+                r.name,
+                r.attempt,
+                seconds(r.began_s)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The status in one line (systemd's `STATUS=`): `stack demo: 6 of 7 up;
+/// failed: api; starting: web`.
+pub fn status_line(doc: &StatusDoc) -> String {
+    let up = doc.processes.iter().filter(|p| p.is_up()).count();
+    let mut out = format!("stack {}: {up} of {} up", doc.stack, doc.processes.len());
+    for (state, word) in [
+        (State::Failed, "failed"),
+        (State::Starting, "starting"),
+        (State::Backoff, "restarting"),
+        (State::Stopping, "stopping"),
+    ] {
+        let names: Vec<&str> = doc
+            .processes
+            .iter()
+            .filter(|p| p.state == state)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            out.push_str(&format!("; {word}: {}", names.join(", ")));
+        }
+    }
+    out
+}
+
 /// A duration as the table shows it: `45s`, `12m03s`, `3h12m`, `2d04h`.
 pub fn short_duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
@@ -113,13 +360,21 @@ pub fn short_duration(secs: f64) -> String {
     }
 }
 
-/// Writes the status table: NAME, PID, STATE, READY, UPTIME, RESTARTS, RSS (MB).
+/// Writes the status table: NAME, PID, STATE, READY, UPTIME, RESTARTS, and
+/// the resident memory of each process group (`GROUP-RSS(MB)`: a process
+/// and its children).
 ///
 /// # Errors
 /// Only the writer's.
 pub fn status_table(w: &mut dyn Write, doc: &StatusDoc, style: Style) -> io::Result<()> {
     let header = [
-        "NAME", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "RSS(MB)",
+        "NAME",
+        "PID",
+        "STATE",
+        "READY",
+        "UPTIME",
+        "RESTARTS",
+        "GROUP-RSS(MB)",
     ];
     let rows: Vec<[String; 7]> = doc
         .processes
@@ -430,7 +685,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let expected = "\
 stack protea: supervisor running (pid 4100)
-NAME     PID   STATE      READY  UPTIME  RESTARTS  RSS(MB)
+NAME     PID   STATE      READY  UPTIME  RESTARTS  GROUP-RSS(MB)
 api      4242  running    yes    12s     0         45.1
 migrate  -     completed  yes    -       0         -
 ";
@@ -500,11 +755,7 @@ migrate  -     completed  yes    -       0         -
 
     #[test]
     fn progress_lines_line_up_with_and_without_colour() {
-        let p = Progress {
-            process: "api".into(),
-            step: Step::Ready,
-            message: "ready in 0.3s".into(),
-        };
+        let p = Progress::new("api", Step::Ready, "ready in 0.3s");
         assert_eq!(
             progress_line(&p, Style { color: false }),
             "  ok  api                      ready in 0.3s"
@@ -516,6 +767,34 @@ migrate  -     completed  yes    -       0         -
         assert_eq!(
             progress_line(&red, Style { color: true }),
             "\x1b[31mFAIL\x1b[0m  api                      ready in 0.3s"
+        );
+    }
+
+    #[test]
+    fn a_live_line_has_its_clock_and_fits_its_terminal() {
+        let plain = Style { color: false };
+        let p = Progress::waiting(
+            "api",
+            "http://127.0.0.1:8000/health → 503",
+            std::time::Duration::from_millis(12_400),
+            Some(std::time::Duration::from_secs(120)),
+        );
+        assert_eq!(
+            live_line(&p, plain, 100),
+            "  ..  api                      http://127.0.0.1:8000/health → 503  (12s of 2m00s)"
+        );
+        let narrow = live_line(&p, plain, 60);
+        assert_eq!(narrow.chars().count(), 60, "{narrow}");
+        assert!(narrow.ends_with("…  (12s of 2m00s)"), "{narrow}");
+        let w = Progress::waiting(
+            "web",
+            "waiting for api",
+            std::time::Duration::from_millis(1_400),
+            None,
+        );
+        assert_eq!(
+            live_line(&w, plain, 100),
+            "  ..  web                      waiting for api  (1.4s)"
         );
     }
 

@@ -1,6 +1,7 @@
 //! Every path under `state_dir`, and the files kept there.
 //!
-//! Owns: the layout (`pids/<name>.pid`, `<name>.log`, `notify/<name>.sock`,
+//! Owns: the layout (`pids/<name>.pid` with `pids/<name>.id` beside it,
+//! `<name>.log`, `notify/<name>.sock`, `timeline.json`,
 //! `stackctl.sock`, `anchor.sock`, `anchor.lock`, `stackctl.log`,
 //! `supervisor.lock`, `keeper.log`,
 //! `keeper.lock`, `keeper.trigger`), the stack id derived from the folder,
@@ -106,6 +107,12 @@ impl StateDir {
         self.pids_dir().join(format!("{process}.pid"))
     }
 
+    /// `pids/<process>.id`: the identity of the pid in `<process>.pid`
+    /// (see [`identity_beside`]).
+    pub fn identity_file(&self, process: &str) -> PathBuf {
+        identity_beside(&self.pid_file(process))
+    }
+
     /// `<process>.log`.
     pub fn log_file(&self, process: &str) -> PathBuf {
         self.root.join(format!("{process}.log"))
@@ -132,7 +139,8 @@ impl StateDir {
         self.root.join("anchor.lock")
     }
 
-    /// The anchor's pid record (same format as a process pid file).
+    /// The anchor's pid file (same format as a process pid file, with
+    /// `anchor.id` beside it).
     pub fn anchor_pid(&self) -> PathBuf {
         self.root.join("anchor.pid")
     }
@@ -168,6 +176,12 @@ impl StateDir {
         self.pids_dir().join("stackctl.pid")
     }
 
+    /// The start timeline (`crate::timeline`), kept by the supervisor and
+    /// read by `stackctl analyze`.
+    pub fn timeline_file(&self) -> PathBuf {
+        self.root.join("timeline.json")
+    }
+
     /// Touched to trigger the deploy keeper.
     pub fn keeper_trigger(&self) -> PathBuf {
         self.root.join("keeper.trigger")
@@ -182,6 +196,17 @@ impl StateDir {
     pub fn keeper_lock(&self) -> PathBuf {
         self.root.join("keeper.lock")
     }
+}
+
+/// The identity record beside the pid file `pid_file`: `x.pid` → `x.id`
+/// (`pids/worker.2.pid` → `pids/worker.2.id`, `anchor.pid` → `anchor.id`).
+pub fn identity_beside(pid_file: &Path) -> PathBuf {
+    let name = pid_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = name.strip_suffix(".pid").unwrap_or(&name);
+    pid_file.with_file_name(format!("{base}.id"))
 }
 
 /// A lock file held for a process's lifetime (`supervisor.lock`,
@@ -343,6 +368,19 @@ mod tests {
         assert_eq!(names, ["api", "stackctl", "worker.2"]);
         assert_eq!(log_name("x.log"), Some("x"));
         assert_eq!(log_name("x.log.2"), None);
+    }
+
+    #[test]
+    fn an_identity_sits_beside_its_pid_file() {
+        let s = StateDir::new("/srv/shop/logs");
+        assert_eq!(
+            s.identity_file("worker.2"),
+            PathBuf::from("/srv/shop/logs/pids/worker.2.id")
+        );
+        assert_eq!(
+            identity_beside(&s.anchor_pid()),
+            PathBuf::from("/srv/shop/logs/anchor.id")
+        );
     }
 
     #[test]

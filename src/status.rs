@@ -190,6 +190,7 @@ pub struct ProcessStatus {
     pub ready: bool,
     pub restarts: u32,
     pub uptime_s: Option<f64>,
+    /// Resident memory of its whole process group (it and its children).
     pub rss_mb: Option<f64>,
     pub exit_code: Option<i32>,
     /// Why it is in this state (a failure's reason, a crash loop, a log
@@ -278,6 +279,28 @@ impl Observed {
         }
     }
 
+    /// A pool with no member (scaled to 0), of at most `max` members.
+    pub fn empty_pool(max: Option<u32>) -> Observed {
+        let of = max.map(|m| format!(" of at most {m}")).unwrap_or_default();
+        Observed {
+            message: Some(format!("0 members{of}: scaled to 0")),
+            ..Observed::nothing()
+        }
+    }
+
+    /// The row of pool `name` itself (it has no member to show).
+    pub fn pool_row(self, name: &str, kind: Kind) -> ProcessStatus {
+        let inst = Instance {
+            name: name.to_string(),
+            process: name.to_string(),
+            index: None,
+        };
+        ProcessStatus {
+            pool: Some(name.to_string()),
+            ..self.status(&inst, kind)
+        }
+    }
+
     /// The status record of instance `inst` of a process of kind `kind`.
     /// Memory is read now from `/proc` for a live pid.
     pub fn status(self, inst: &Instance, kind: Kind) -> ProcessStatus {
@@ -297,8 +320,10 @@ impl Observed {
             } else {
                 None
             },
+            // The whole group: a process and everything it started (every
+            // instance leads its own group).
             rss_mb: pid
-                .and_then(crate::spawn::identity::rss_bytes)
+                .and_then(crate::spawn::identity::group_rss_bytes)
                 .map(megabytes),
             exit_code: self.exit_code,
             message: self.message,
@@ -318,8 +343,44 @@ fn megabytes(bytes: u64) -> f64 {
 pub struct Progress {
     pub process: String,
     pub step: Step,
-    /// A short human line: `ready in 1.2s`, `exited with code 1`.
+    /// A short human line: `ready in 1.2s`, `exited with code 1`; for
+    /// `waiting`, what it waits for now (`waiting for migrate`,
+    /// `http://127.0.0.1:8000/health → 503`).
     pub message: String,
+    /// `waiting`: how long it has been at what it waits for…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// …and how long it may take (a gate's timeout, a stop's grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Progress {
+    /// A step with its line.
+    pub fn new(process: &str, step: Step, message: impl Into<String>) -> Progress {
+        Progress {
+            process: process.to_string(),
+            step,
+            message: message.into(),
+            elapsed_ms: None,
+            timeout_ms: None,
+        }
+    }
+
+    /// `process` is still at `what`, since `elapsed`, of at most `timeout`.
+    pub fn waiting(
+        process: &str,
+        what: &str,
+        elapsed: Duration,
+        timeout: Option<Duration>,
+    ) -> Progress {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Progress {
+            elapsed_ms: Some(ms(elapsed)),
+            timeout_ms: timeout.map(ms),
+            ..Progress::new(process, Step::Waiting, what)
+        }
+    }
 }
 
 /// The kind of progress.
@@ -334,6 +395,11 @@ pub enum Step {
     Stopping,
     Stopped,
     Info,
+    /// Still at it: what it waits for now, and for how long. Sent only to
+    /// a client that asked for live updates (`Envelope::live`), which
+    /// redraws the process's line in place; never part of the
+    /// line-per-event output.
+    Waiting,
 }
 
 #[cfg(test)]

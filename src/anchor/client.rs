@@ -647,6 +647,7 @@ fn route(routes: &Arc<Mutex<Routes>>, msg: FromAnchor, mut fds: Vec<OwnedFd>) {
                     log: req.log,
                     watch: req.watch,
                     step: req.step,
+                    mark: req.mark,
                 };
                 r.mirror.children.insert(pid, (info, fds.pop()));
                 let _ = tx.send(Ok(Spawned {

@@ -21,12 +21,12 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use regex::Regex;
 
 use super::proto::{
-    self, ChildInfo, ExitRec, FromAnchor, LogTarget, Outbox, Role, SpawnReq, ToAnchor,
+    self, ChildInfo, ExitRec, FromAnchor, LogTarget, Outbox, Role, RunMark, SpawnReq, ToAnchor,
 };
 use super::{dup, ms_until, nonblocking, note, Options};
 use crate::config::LogSettings;
 use crate::error::Error;
-use crate::logs::{Drain, Read, Sink};
+use crate::logs::{marker, Drain, Read, Sink};
 use crate::output::Style;
 use crate::spawn::{self, identity, Output};
 use crate::state::{Held, StateDir};
@@ -86,6 +86,12 @@ struct Child {
     pipe: Option<Pipe>,
     /// For a process that is not our child (adopted after an anchor died).
     pidfd: Option<OwnedFd>,
+    /// Its run markers in its log, if it has them.
+    mark: Option<RunMark>,
+    /// When it started, for the end marker's "ran for".
+    started: Instant,
+    /// The end marker is written.
+    end_marked: bool,
 }
 
 impl Child {
@@ -99,8 +105,17 @@ impl Child {
             log: self.log.clone(),
             watch: self.watch_src.clone(),
             step: self.step,
+            mark: self.mark.clone(),
         }
     }
+}
+
+/// When a process that started at `start_ticks` started, as an `Instant`
+/// (now, when `/proc` cannot say).
+fn started_at(start_ticks: u64) -> Instant {
+    identity::uptime_of(start_ticks)
+        .and_then(|up| Instant::now().checked_sub(up))
+        .unwrap_or_else(Instant::now)
 }
 
 /// An instance's log, shared by its successive processes.
@@ -248,7 +263,7 @@ impl House {
             "no process left and no supervisor wanted: anchor exiting",
         );
         let _ = std::fs::remove_file(self.state.anchor_socket());
-        let _ = std::fs::remove_file(self.state.anchor_pid());
+        identity::PidRecord::remove(&self.state.anchor_pid());
     }
 
     /// Retired, no supervisor, and no process left running. An exit that
@@ -736,6 +751,12 @@ impl House {
         let pipe = read_end.and_then(|fd| self.pipe_for(&req.instance, fd));
         let copy = pipe.as_ref().and_then(|p| dup(&p.fd));
         self.ensure_log(&req.instance, &req.log);
+        // Before anything it writes: its output waits in the pipe until
+        // this loop drains it.
+        if let Some(m) = &req.mark {
+            let line = marker::started(&req.instance, m.what.as_deref(), pid, m.attempt);
+            self.write_marker(&req.instance, &line);
+        }
         let watch = req.watch.as_deref().and_then(|w| Regex::new(w).ok());
         self.children.insert(
             pid,
@@ -753,6 +774,9 @@ impl House {
                 report_due: None,
                 pipe,
                 pidfd: None,
+                mark: req.mark,
+                started: Instant::now(),
+                end_marked: false,
             },
         );
         self.send(
@@ -801,6 +825,7 @@ impl House {
             max_size: target.max_size,
             keep: target.keep,
             timestamps: target.timestamps,
+            markers: true,
         };
         match Sink::open(target.path.clone(), settings) {
             Ok(sink) => {
@@ -820,6 +845,39 @@ impl House {
                 &format!("{instance}: cannot open {}: {e}", target.path.display()),
             ),
         }
+    }
+
+    /// Writes a run marker into `instance`'s log, on a line of its own.
+    fn write_marker(&mut self, instance: &str, line: &str) {
+        if let Some(log) = self.logs.get_mut(instance) {
+            log.sink.end_line();
+            log.sink.write(line.as_bytes());
+        }
+    }
+
+    /// The end marker of `pid`, once: after its output (what is still held
+    /// of a pipe something else keeps open is written first).
+    fn mark_end(&mut self, pid: i32) {
+        let Some(c) = self.children.get_mut(&pid) else {
+            return;
+        };
+        let (Some(m), Some(exit), false) = (c.mark.clone(), c.exit, c.end_marked) else {
+            return;
+        };
+        c.end_marked = true;
+        let instance = c.instance.clone();
+        if let (Some(p), Some(log)) = (c.pipe.as_mut(), self.logs.get_mut(&instance)) {
+            p.drain.flush_partial(&mut log.sink);
+        }
+        let line = marker::ended(
+            &instance,
+            m.what.as_deref(),
+            pid,
+            m.attempt,
+            exit.into(),
+            c.started.elapsed(),
+        );
+        self.write_marker(&instance, &line);
     }
 
     fn tell_log_state(&mut self, instance: &str) {
@@ -1015,6 +1073,7 @@ impl House {
     }
 
     fn report_exit(&mut self, pid: i32) {
+        self.mark_end(pid);
         let Some(c) = self.children.get_mut(&pid) else {
             return;
         };
@@ -1076,6 +1135,10 @@ impl House {
                 report_due: None,
                 pipe,
                 pidfd,
+                started: started_at(info.start_ticks),
+                // An exit the old anchor knew of was marked by it.
+                end_marked: info.exit.is_some(),
+                mark: info.mark,
             },
         );
         if gone && info.exit.is_none() {
@@ -1228,6 +1291,7 @@ impl House {
                 .map(|(pid, c)| SnapChild {
                     info: c.info(*pid),
                     acked: c.acked,
+                    end_marked: c.end_marked,
                     pipe: c.pipe.as_ref().map(pipe),
                     pidfd: c.pidfd.as_ref().map(AsRawFd::as_raw_fd),
                 })
@@ -1286,6 +1350,9 @@ impl House {
                         instance: p.instance,
                     }),
                     pidfd: c.pidfd.map(own),
+                    started: started_at(c.info.start_ticks),
+                    end_marked: c.end_marked,
+                    mark: c.info.mark,
                 },
             );
         }
@@ -1421,6 +1488,8 @@ impl Snapshot {
 struct SnapChild {
     info: ChildInfo,
     acked: bool,
+    #[serde(default)]
+    end_marked: bool,
     pipe: Option<SnapPipe>,
     pidfd: Option<RawFd>,
 }

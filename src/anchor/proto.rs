@@ -87,6 +87,16 @@ pub struct LogTarget {
     pub timestamps: bool,
 }
 
+/// The run markers a spawn gets in its log (`logs::marker`): which
+/// attempt of its instance it is, and what it is when not the process
+/// itself (`pre_start 1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMark {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+}
+
 /// A process to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnReq {
@@ -109,6 +119,9 @@ pub struct SpawnReq {
     /// instance's own command.
     #[serde(default)]
     pub step: Option<u32>,
+    /// Write run markers for it into its log (none: markers are off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<RunMark>,
 }
 
 /// A live process of the stack, as the anchor knows it.
@@ -127,6 +140,9 @@ pub struct ChildInfo {
     /// As [`SpawnReq::step`].
     #[serde(default)]
     pub step: Option<u32>,
+    /// Its run markers (the start one is written; the end one is due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<RunMark>,
 }
 
 /// Messages to the anchor.

@@ -33,6 +33,11 @@ use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 /// the supervisor's own log. `-f` keeps following across restarts and
 /// rotations, and picks up new pool members.
 ///
+/// Each run of a process is marked in its log (`── stackctl: api started,
+/// pid 4242 (attempt 3) ──`, and a line when it ends); `--current` shows
+/// only the current run. With `--grep`, `-n` counts the matches over all
+/// the logs shown.
+///
 /// Exits 2 for a name that is neither in the stack file nor has a log, or a
 /// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
 ///
@@ -44,6 +49,7 @@ use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 ///
 /// $ stackctl logs --since 10m --grep 'ERROR|Traceback'
 ///
+/// $ stackctl logs api --current    # only its current run
 /// $ stackctl logs stackctl         # the supervisor's own log
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -52,7 +58,8 @@ pub struct LogsArgs {
     /// Keep following.
     #[arg(short, long)]
     pub follow: bool,
-    /// How many lines from the end of each log.
+    /// How many lines from the end of each log (with --grep: how many
+    /// matches, over all the logs shown).
     #[arg(
         short = 'n',
         long = "lines",
@@ -66,6 +73,10 @@ pub struct LogsArgs {
     /// Only lines matching this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub grep: Option<String>,
+    /// Only the current run of each process: from the run marker stackctl
+    /// wrote when it (or its pre_start) last started.
+    #[arg(long)]
+    pub current: bool,
 }
 
 /// Runs `logs`.
@@ -76,6 +87,13 @@ pub struct LogsArgs {
 pub fn run(args: LogsArgs, g: &Global) -> Result<u8> {
     let (_, stack, _invalid) = load_stack_lenient(g)?;
     let filter = filter(&args)?;
+    if args.current && !stack.logs.markers {
+        let mut err = io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "warning: `[stack.logs] markers = false`: without run markers a log has no current run to show; showing its last lines"
+        );
+    }
     let dir = stack.state_dir.clone();
     let sel = resolve(&stack, &dir, &args.names, args.follow)?;
     let stdout = io::stdout();
@@ -128,7 +146,11 @@ fn filter(args: &LogsArgs) -> Result<Filter> {
         }
         None => None,
     };
-    Ok(Filter { grep, since })
+    Ok(Filter {
+        grep,
+        since,
+        current: args.current,
+    })
 }
 
 /// One log to show.
@@ -314,7 +336,12 @@ fn show(
         per_log.push(lines);
         mtimes.push(mtime);
     }
-    for (i, line) in query::merge(per_log, &mtimes) {
+    let mut merged = query::merge(per_log, &mtimes);
+    // `--grep -n N`: the last N matches overall, not N of each log.
+    if filter.grep.is_some() && merged.len() > args.lines {
+        merged.drain(..merged.len() - args.lines);
+    }
+    for (i, line) in merged {
         out.print(&sel.targets[i].label, &line.bytes)
             .map_err(Failure::Output)?;
     }

@@ -5,10 +5,12 @@
 //! rendering the answer through `output`. Must not touch: spawning stack
 //! processes, reading pid files directly (goes through `state`), TOML.
 
+pub mod analyze;
 pub mod check;
 pub mod export;
 pub mod generate;
 pub mod keep;
+pub mod live;
 pub mod lock;
 pub mod logs;
 pub mod probe;
@@ -90,6 +92,7 @@ pub enum Command {
     Stop(stop::StopArgs),
     Restart(start::RestartArgs),
     Status(status::StatusArgs),
+    Analyze(analyze::AnalyzeArgs),
     Scale(scale::ScaleArgs),
     Logs(logs::LogsArgs),
     Check(check::CheckArgs),
@@ -164,6 +167,7 @@ impl Command {
             Command::Reload(_) => "nothing was changed",
             Command::Check(_) => "validated only, nothing was run",
             Command::Status(_) => "no status was shown",
+            Command::Analyze(_) => "nothing was analyzed",
             Command::Scale(_) => "nothing was scaled",
             Command::Stop(_) => "nothing was stopped",
             Command::Keep(_) => "the keeper was not started",
@@ -188,6 +192,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Stop(a) => stop::run(a, &g),
         Command::Restart(a) => start::run_restart(a, &g),
         Command::Status(a) => status::run(a, &g),
+        Command::Analyze(a) => analyze::run(a, &g),
         Command::Scale(a) => scale::run(a, &g),
         Command::Logs(a) => logs::run(a, &g),
         Command::Check(a) => check::run(a, &g),

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::output::Style;
 use crate::state::StateDir;
 use crate::status::StatusDoc;
+use crate::timeline::StartSummary;
 
 /// The stack file named by `-f`/`STACKCTL_FILE` or found from the cwd, loaded.
 ///
@@ -162,6 +163,7 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             std::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .current_dir(&stack.root)
+                .env_remove("NOTIFY_SOCKET")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
@@ -292,24 +294,46 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Sends `req` and shows progress until the supervisor is done.
-/// Returns the status document when the answer carried one.
+/// Sends `req` and shows progress until the supervisor is done: on a
+/// terminal, a live line per process under way (`cli::live`); else (a
+/// pipe, CI, `--quiet`) one line per event. Returns the status document
+/// when the answer carried one.
 ///
 /// # Errors
 /// The operation's failure, as the supervisor reported it.
 pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<StatusDoc>> {
-    client
-        .send(req)
-        .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    request_done(client, req, g).map(|(doc, _)| doc)
+}
+
+/// [`request`], also returning what the final `done` said of a start (its
+/// total and critical chain).
+///
+/// # Errors
+/// As [`request`].
+pub fn request_done(
+    client: &mut Client,
+    req: Request,
+    g: &Global,
+) -> Result<(Option<StatusDoc>, Option<StartSummary>)> {
+    let live = !g.quiet && super::live::terminal();
+    let sent = if live {
+        client.send_live(req)
+    } else {
+        client.send(req)
+    };
+    sent.map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
     let style = Style { color: g.color };
+    let mut board = live
+        .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::size)));
     let mut doc = None;
-    loop {
-        let r = client
-            .recv()
-            .map_err(|e| Error::failed(format!("lost the supervisor: {e}")))?;
+    let outcome = loop {
+        let r = match client.recv() {
+            Ok(r) => r,
+            Err(e) => break Err(Error::failed(format!("lost the supervisor: {e}"))),
+        };
         match r {
             None => {
-                return Err(Error::failed(
+                break Err(Error::failed(
                     "the supervisor closed the connection before answering",
                 ))
             }
@@ -317,7 +341,14 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
                 if g.quiet {
                     continue;
                 }
+                if let Some(b) = board.as_mut() {
+                    let _ = b.show(p);
+                    continue;
+                }
                 if matches!(p.step, Step::Starting | Step::Stopping) && g.verbose == 0 {
+                    continue;
+                }
+                if p.step == Step::Waiting {
                     continue;
                 }
                 let mut out = std::io::stdout().lock();
@@ -325,14 +356,22 @@ pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<S
             }
             Some(Response::Status(d)) => doc = Some(d),
             Some(Response::Pong { .. }) => {}
-            Some(Response::Done { ok: true, .. }) => return Ok(doc),
-            Some(Response::Done { ok: false, error }) => {
-                return Err(error
+            Some(Response::Done {
+                ok: true, summary, ..
+            }) => break Ok((doc.take(), summary)),
+            Some(Response::Done {
+                ok: false, error, ..
+            }) => {
+                break Err(error
                     .map(Error::from)
                     .unwrap_or_else(|| Error::failed("the supervisor reported a failure")))
             }
         }
+    };
+    if let Some(b) = board.as_mut() {
+        let _ = b.clear();
     }
+    outcome
 }
 
 /// Who answers on the control socket: its stackctl version, protocol,
@@ -357,7 +396,9 @@ pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
                 anchor,
             }) => pong = Some((stackctl, protocol, pid, anchor)),
             Some(Response::Done { ok: true, .. }) => break,
-            Some(Response::Done { ok: false, error }) => {
+            Some(Response::Done {
+                ok: false, error, ..
+            }) => {
                 return Err(error
                     .map(Error::from)
                     .unwrap_or_else(|| Error::failed("the supervisor refused a ping")))

@@ -6,14 +6,16 @@ use clap::Args;
 
 use super::session::{connect, load_stack_lenient, request, warn_invalid, warn_invalid_offline};
 use super::Global;
-use crate::control::protocol::Request;
+use crate::control::protocol::{Request, Response};
 use crate::error::{exit, Error, Result};
 use crate::output::{status_table, Style};
 
 /// Shows every process: pid, state, readiness, uptime, restarts, memory.
 ///
-/// A table of NAME, PID, STATE, READY, UPTIME, RESTARTS and RSS(MB), one
-/// row per process instance. Tells the truth with no supervisor running
+/// A table of NAME, PID, STATE, READY, UPTIME, RESTARTS and GROUP-RSS(MB)
+/// (the resident memory of the instance's whole process group: it and its
+/// children), one row per process instance; a pool scaled to 0 is one row
+/// saying so. Tells the truth with no supervisor running
 /// too, from the pid files, checking that each pid is still the same
 /// process (start time and boot id). Exits 0 when every named process is
 /// running and ready and a supervisor runs, 3 otherwise.
@@ -32,6 +34,8 @@ use crate::output::{status_table, Style};
 /// $ stackctl status api --json
 ///
 /// $ stackctl -q status worker && echo "all workers up"
+///
+/// $ stackctl status --watch          # refreshed in place until Ctrl-C
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Processes or pools (default: all).
@@ -39,6 +43,11 @@ pub struct StatusArgs {
     /// Print one JSON document instead of the table (the shape is in the README).
     #[arg(long)]
     pub json: bool,
+    /// Keep showing it: the table redrawn in place on every change (on a
+    /// terminal) until Ctrl-C; elsewhere one table (or with --json one
+    /// JSON document per line) per change. Needs a running supervisor.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
 }
 
 /// Runs `status`.
@@ -47,6 +56,9 @@ pub struct StatusArgs {
 /// Invalid stack file (2); "not ready" is exit 3, not an error.
 pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
     let (_, stack, invalid) = load_stack_lenient(g)?;
+    if args.watch {
+        return watch(&args, &stack, invalid.as_ref(), g);
+    }
     let doc = match connect(&stack)? {
         Some(mut client) => {
             if let Some(e) = &invalid {
@@ -94,4 +106,79 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
     } else {
         exit::NOT_READY
     })
+}
+
+/// `status --watch`: the supervisor sends the document on every change
+/// (and once a second for the clocks); each one replaces the last on a
+/// terminal. Ends when the supervisor exits (0), or with Ctrl-C.
+fn watch(
+    args: &StatusArgs,
+    stack: &crate::config::Stack,
+    invalid: Option<&Error>,
+    g: &Global,
+) -> Result<u8> {
+    let Some(mut client) = connect(stack)? else {
+        return Err(Error::Failed {
+            message: format!("no supervisor is running for stack {}", stack.name),
+            hint: Some(
+                "`status --watch` follows a running supervisor; `stackctl status` shows what the pid files prove"
+                    .into(),
+            ),
+            detail: None,
+        });
+    };
+    if let Some(e) = invalid {
+        warn_invalid(e, "watching the running supervisor's status");
+    }
+    client
+        .send(Request::Watch {
+            names: args.names.clone(),
+        })
+        .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    let terminal = !args.json && super::live::terminal();
+    let mut screen = super::live::Screen::new(std::io::stdout());
+    let style = Style { color: g.color };
+    loop {
+        let answer = client
+            .recv()
+            .map_err(|e| Error::failed(format!("lost the supervisor: {e}")))?;
+        let doc = match answer {
+            Some(Response::Status(doc)) => doc,
+            Some(Response::Done {
+                ok: false, error, ..
+            }) => {
+                return Err(error
+                    .map(Error::from)
+                    .unwrap_or_else(|| Error::failed("the supervisor refused to watch")))
+            }
+            Some(Response::Done { .. }) | None => {
+                eprintln!("stack {}: the supervisor exited", stack.name);
+                return Ok(exit::SUCCESS);
+            }
+            Some(_) => continue,
+        };
+        let mut text = Vec::new();
+        let written = if args.json {
+            serde_json::to_writer(&mut text, &doc)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(text))
+        } else {
+            status_table(&mut text, &doc, style)
+        };
+        written.map_err(|e| Error::failed(format!("cannot render the status: {e}")))?;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let shown = if terminal {
+            let footer = style.dim("(watching: redrawn on every change; Ctrl-C ends)");
+            screen.draw(&format!("{text}{footer}\n"), super::live::size())
+        } else {
+            let mut out = std::io::stdout().lock();
+            let sep = if args.json { "" } else { "\n" };
+            write!(out, "{text}{sep}").and_then(|()| out.flush())
+        };
+        match shown {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::SUCCESS),
+            Err(e) => return Err(Error::failed(format!("cannot write the status: {e}"))),
+        }
+    }
 }

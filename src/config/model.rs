@@ -62,6 +62,9 @@ pub struct LogSettings {
     pub keep: u32,
     /// Prefix each line with an RFC 3339 time (default false).
     pub timestamps: bool,
+    /// Write a run marker into a process's log when it starts and when it
+    /// ends (default true; see `logs::marker`).
+    pub markers: bool,
 }
 
 impl Default for LogSettings {
@@ -70,6 +73,7 @@ impl Default for LogSettings {
             max_size: 50 * 1000 * 1000,
             keep: 5,
             timestamps: false,
+            markers: true,
         }
     }
 }

@@ -62,6 +62,7 @@ pub(crate) struct RawLogs {
     pub(crate) max_size: Option<Spanned<toml::Value>>,
     pub(crate) keep: Option<Spanned<i64>>,
     pub(crate) timestamps: Option<bool>,
+    pub(crate) markers: Option<bool>,
 }
 
 /// `[task.NAME]` and `[service.NAME]`: one shape, `validate` says which keys
@@ -169,7 +170,7 @@ pub(crate) const STACK_KEYS: &[&str] = &[
 ];
 
 /// `[stack.logs]` keys.
-pub(crate) const LOGS_KEYS: &[&str] = &["max_size", "keep", "timestamps"];
+pub(crate) const LOGS_KEYS: &[&str] = &["max_size", "keep", "timestamps", "markers"];
 
 /// Probe keys.
 pub(crate) const PROBE_KEYS: &[&str] = &[

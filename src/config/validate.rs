@@ -416,6 +416,9 @@ impl Ctx<'_> {
                 out.keep = k;
             }
         }
+        if let Some(m) = raw.markers {
+            out.markers = m;
+        }
         if let Some(t) = raw.timestamps {
             out.timestamps = t;
         }

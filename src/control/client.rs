@@ -57,7 +57,19 @@ impl Client {
     /// # Errors
     /// When the supervisor is gone.
     pub fn send(&mut self, req: Request) -> io::Result<()> {
-        let mut line = serde_json::to_string(&Envelope::new(req)).map_err(io::Error::other)?;
+        self.send_envelope(&Envelope::new(req))
+    }
+
+    /// Sends `req`, asking for live progress too (`Envelope::live`).
+    ///
+    /// # Errors
+    /// When the supervisor is gone.
+    pub fn send_live(&mut self, req: Request) -> io::Result<()> {
+        self.send_envelope(&Envelope::live(req))
+    }
+
+    fn send_envelope(&mut self, env: &Envelope) -> io::Result<()> {
+        let mut line = serde_json::to_string(env).map_err(io::Error::other)?;
         line.push('\n');
         self.writer.write_all(line.as_bytes())?;
         self.writer.flush()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::StatusDoc;
 pub use crate::status::{Progress, Step};
+use crate::timeline::StartSummary;
 
 /// Bumped on any incompatible change. `ping` and `upgrade` keep their
 /// shape across versions: a supervisor answers them whatever the client's
@@ -22,6 +23,12 @@ pub struct Envelope {
     /// The client's stackctl version (absent from version 1 clients).
     #[serde(default)]
     pub stackctl: Option<String>,
+    /// The client shows live progress (a terminal): send it `waiting`
+    /// progress too. A client that does not say so never gets any (an
+    /// older one would not know the step), and a supervisor that does not
+    /// know the field ignores it: no version bump either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
     #[serde(flatten)]
     pub req: Request,
 }
@@ -32,7 +39,16 @@ impl Envelope {
         Envelope {
             v: VERSION,
             stackctl: Some(STACKCTL.to_string()),
+            live: false,
             req,
+        }
+    }
+
+    /// `req` from this build, for a client that shows live progress.
+    pub fn live(req: Request) -> Envelope {
+        Envelope {
+            live: true,
+            ..Envelope::new(req)
         }
     }
 }
@@ -67,6 +83,12 @@ pub enum Request {
         env: Option<CallerEnv>,
     },
     Status {
+        names: Vec<String>,
+    },
+    /// The status document of `names` now, then again whenever it changes
+    /// (and once a second, for the clocks), until the client goes or the
+    /// supervisor exits (then `done`).
+    Watch {
         names: Vec<String>,
     },
     /// `count` is `N`, `+K` or `-K`.
@@ -124,6 +146,10 @@ pub enum Response {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorBody>,
+        /// A start that started something and came up: its total and
+        /// critical chain (`start`'s last line). An older client ignores it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<StartSummary>,
     },
 }
 
@@ -212,6 +238,7 @@ mod tests {
         let e = Envelope {
             v: VERSION,
             stackctl: Some("9.9.9".into()),
+            live: false,
             req: Request::Scale {
                 name: "worker".into(),
                 count: "+1".into(),
@@ -227,6 +254,9 @@ mod tests {
         let ping: Envelope = serde_json::from_str(r#"{"v":1,"req":"ping"}"#).unwrap();
         assert_eq!(ping.req, Request::Ping);
         assert_eq!(ping.stackctl, None);
+        assert!(!ping.live);
+        let live = serde_json::to_string(&Envelope::live(Request::Reload)).unwrap();
+        assert!(live.contains(r#""live":true"#), "{live}");
     }
 
     #[test]
@@ -268,6 +298,7 @@ mod tests {
                 hint: None,
                 detail: Some("log".into()),
             }),
+            summary: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.starts_with(r#"{"event":"done""#), "{s}");

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::protocol::{Envelope, ErrorBody, Request, Response, STACKCTL, VERSION};
 use crate::error::Error;
-use crate::status::{Progress, StatusDoc};
+use crate::status::{Progress, StatusDoc, Step};
 use crate::supervisor::{ProgressTx, Supervisor};
 
 /// Binds the control socket at `path` (mode 0600).
@@ -84,42 +84,93 @@ pub async fn serve_connection(sup: Arc<Supervisor>, stream: UnixStream) {
         return;
     }
     let (r, mut w) = stream.into_split();
-    let req = match read_request(r).await {
-        Some(Ok(req)) => req,
+    let (req, live) = match read_request(r).await {
+        Some(Ok(env)) => (env.req, env.live),
         Some(Err(e)) => {
             let _ = write(&mut w, &done(Err(e))).await;
             return;
         }
         None => return,
     };
+    if let Request::Watch { names } = req {
+        watch_status(&sup, &names, &mut w).await;
+        let _ = w.shutdown().await;
+        return;
+    }
     let is_shutdown = matches!(&req, Request::Stop { names, .. } if names.is_empty());
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let op = tokio::spawn(dispatch(sup, req, tx));
     while let Some(p) = rx.recv().await {
+        if p.step == Step::Waiting && !live {
+            continue;
+        }
         // The client may be gone (Ctrl-C); the operation goes on regardless.
         let _ = write(&mut w, &Response::Progress(p)).await;
     }
     let result = op
         .await
         .unwrap_or_else(|e| Err(Error::failed(format!("internal error: {e}"))));
-    let result = match result {
+    let (result, summary) = match result {
+        Ok(Some(Answer::Started(summary))) => (Ok(()), summary),
         Ok(Some(answer)) => {
             let _ = write(&mut w, &answer.into_response()).await;
-            Ok(())
+            (Ok(()), None)
         }
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
+        Ok(None) => (Ok(()), None),
+        Err(e) => (Err(e), None),
     };
-    let _ = write(&mut w, &done(result)).await;
+    let mut end = done(result);
+    if let Response::Done { summary: s, .. } = &mut end {
+        *s = summary;
+    }
+    let _ = write(&mut w, &end).await;
     let _ = w.shutdown().await;
     if is_shutdown {
         tracing::info!("stack stopped on request; supervisor exiting");
     }
 }
 
+/// `status --watch`: the document now, then on every change (changes
+/// that come together, within 50 ms, are one), and once a second for the
+/// clocks, until the client is gone (a write fails) or the supervisor
+/// exits (`done`).
+async fn watch_status(sup: &Supervisor, names: &[String], w: &mut OwnedWriteHalf) {
+    let mut changes = sup.changes();
+    let mut shutdown = sup.shutdown_requested();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        changes.borrow_and_update();
+        let doc = match sup.status(names) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = write(w, &done(Err(e))).await;
+                return;
+            }
+        };
+        if write(w, &Response::Status(doc)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                let _ = write(w, &done(Ok(()))).await;
+                return;
+            }
+        }
+    }
+}
+
 /// The one request line of a connection (at most 1 MiB); `None` when the
 /// client closed it without sending one.
-async fn read_request(r: OwnedReadHalf) -> Option<Result<Request, Error>> {
+async fn read_request(r: OwnedReadHalf) -> Option<Result<Envelope, Error>> {
     let mut r = BufReader::new(tokio::io::AsyncReadExt::take(r, 1 << 20));
     let mut line = String::new();
     if r.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -130,7 +181,7 @@ async fn read_request(r: OwnedReadHalf) -> Option<Result<Request, Error>> {
 
 /// A request line, checked for the protocol version. `ping` and `upgrade`
 /// are answered whatever the version (see `protocol::VERSION`).
-fn parse_request(line: &str) -> Result<Request, Error> {
+fn parse_request(line: &str) -> Result<Envelope, Error> {
     let env: Envelope =
         serde_json::from_str(line).map_err(|e| Error::usage(format!("bad request: {e}")))?;
     let timeless = matches!(env.req, Request::Ping | Request::Upgrade { .. });
@@ -146,7 +197,7 @@ fn parse_request(line: &str) -> Result<Request, Error> {
             ),
         });
     }
-    Ok(env.req)
+    Ok(env)
 }
 
 /// Runs `req` against the supervisor; `Some` is a status document to send
@@ -159,11 +210,13 @@ async fn dispatch(
     match req {
         Request::Ping => Ok(Some(Answer::Pong(sup.pong()))),
         Request::Upgrade { exe } => sup.upgrade(exe).await.map(|_| None),
-        Request::Status { names } => sup.status(&names).map(|d| Some(Answer::Status(d))),
+        Request::Status { names } | Request::Watch { names } => {
+            sup.status(&names).map(|d| Some(Answer::Status(d)))
+        }
         Request::Start { names, scale, env } => sup
             .start_env(&names, &scale, env.map(|e| e.0), &tx)
             .await
-            .map(|_| None),
+            .map(|s| Some(Answer::Started(s))),
         Request::Stop { names, .. } if names.is_empty() => sup.shutdown(&tx).await.map(|_| None),
         Request::Stop {
             names,
@@ -185,12 +238,19 @@ async fn dispatch(
 enum Answer {
     Status(StatusDoc),
     Pong(crate::supervisor::Pong),
+    /// A start: what its `done` says of it.
+    Started(Option<crate::timeline::StartSummary>),
 }
 
 impl Answer {
     fn into_response(self) -> Response {
         match self {
             Answer::Status(d) => Response::Status(d),
+            Answer::Started(summary) => Response::Done {
+                ok: true,
+                error: None,
+                summary,
+            },
             Answer::Pong(p) => Response::Pong {
                 stackctl: p.stackctl,
                 protocol: VERSION,
@@ -207,10 +267,12 @@ fn done(r: Result<(), Error>) -> Response {
         Ok(()) => Response::Done {
             ok: true,
             error: None,
+            summary: None,
         },
         Err(e) => Response::Done {
             ok: false,
             error: Some(ErrorBody::from(e)),
+            summary: None,
         },
     }
 }
@@ -243,11 +305,13 @@ mod tests {
     #[test]
     fn ping_and_upgrade_are_answered_whatever_the_version() {
         assert_eq!(
-            parse_request(r#"{"v":99,"req":"ping"}"#).unwrap(),
+            parse_request(r#"{"v":99,"req":"ping"}"#).unwrap().req,
             Request::Ping
         );
         assert!(matches!(
-            parse_request(r#"{"v":1,"req":"upgrade","exe":"/x"}"#).unwrap(),
+            parse_request(r#"{"v":1,"req":"upgrade","exe":"/x"}"#)
+                .unwrap()
+                .req,
             Request::Upgrade { .. }
         ));
     }
@@ -257,7 +321,9 @@ mod tests {
         let e = parse_request("{not json").unwrap_err();
         assert!(e.to_string().contains("bad request"), "{e}");
         assert_eq!(
-            parse_request(r#"{"v":2,"req":"status","names":["api"]}"#).unwrap(),
+            parse_request(r#"{"v":2,"req":"status","names":["api"]}"#)
+                .unwrap()
+                .req,
             Request::Status {
                 names: vec!["api".into()]
             }
@@ -270,6 +336,7 @@ mod tests {
             Response::Done {
                 ok: false,
                 error: Some(b),
+                ..
             } => {
                 assert_eq!(b.code, crate::error::exit::FAILURE);
                 assert_eq!(b.message, "boom");
@@ -280,7 +347,8 @@ mod tests {
             done(Ok(())),
             Response::Done {
                 ok: true,
-                error: None
+                error: None,
+                ..
             }
         ));
     }

@@ -187,6 +187,10 @@ pub(super) fn not_up(doc: &StatusDoc, only: Option<&[String]>) -> Vec<NotUp> {
     let mut out = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for p in &doc.processes {
+        // A pool scaled to 0 is a row of its own: sized so on purpose.
+        if p.pool.as_deref() == Some(p.name.as_str()) && p.instance.is_none() {
+            continue;
+        }
         let base = p.pool.as_deref().unwrap_or(&p.name);
         if let Some(only) = only {
             if !only.iter().any(|w| *w == p.name || w == base) {
@@ -499,6 +503,7 @@ mod tests {
             proc("tunnel", "service", None, "failed", false),
             proc("w.1", "service", Some("w"), "running", true),
             proc("migrate", "task", None, "completed", true),
+            proc("idle", "service", Some("idle"), "stopped", false),
         ]}));
         let all = not_up(&d, None);
         assert_eq!(

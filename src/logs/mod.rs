@@ -17,11 +17,13 @@
 //! | `rotate` | the rename chain `x.log` → `x.log.1` → … |
 //! | `read` | [`RevLines`], [`RevLog`], [`tail`]: lines from the end |
 //! | `follow` | `logs -f`: one inotify watch on the folder, files by inode across rotations |
+//! | `marker` | run markers: the lines that open and close each run in a log, and finding the current run |
 //! | `query` | `logs`: last lines through `--grep`/`--since`, interleaving by time |
 //! | `own` | `stackctl.log`: tracing-appender over a rotating [`Sink`] |
 
 mod drain;
 pub mod follow;
+pub mod marker;
 pub mod own;
 pub mod query;
 mod read;

@@ -146,6 +146,7 @@ mod tests {
             max_size: 200,
             keep: 2,
             timestamps: true,
+            markers: true,
         };
         let mut log = OwnLog::open(&p, &settings).unwrap();
         log.write_all(b"2026-05-20T14:00:00.000Z  INFO first\n")

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use regex::bytes::Regex;
 
+use super::marker::{Boundary, Seen};
 use super::read::RevLines;
 use super::rotate::rotated_files;
 
@@ -47,6 +48,9 @@ pub struct Filter {
     pub grep: Option<Regex>,
     /// Only lines written at or after this time.
     pub since: Option<SystemTime>,
+    /// Only the current run (from the first run marker of the last
+    /// attempt on: `logs::marker`).
+    pub current: bool,
 }
 
 impl Filter {
@@ -104,6 +108,7 @@ pub fn last_lines(
         },
     };
     let mut older = rotated_files(path).into_iter();
+    let mut boundary = Boundary::default();
     loop {
         let (mut r, mtime) = match current.take() {
             Some(c) => c,
@@ -129,6 +134,10 @@ pub fn last_lines(
             }
         }
         while let Some(bytes) = r.next_line()? {
+            if filter.current && boundary.see(&bytes) == Seen::Before {
+                out.reverse();
+                return Ok((out, newest));
+            }
             let time = line_time(&bytes);
             if let (Some(cut), Some(t)) = (filter.since, time) {
                 if t < cut {
@@ -277,7 +286,7 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let grep = Filter {
             grep: Some(Regex::new("line [0-9]*7$").unwrap()),
-            since: None,
+            ..Filter::default()
         };
         let (got, _) = last_lines(&p, None, 3, &grep).unwrap();
         let got: Vec<String> = got
@@ -293,21 +302,21 @@ mod tests {
             ]
         );
         let since = Filter {
-            grep: None,
             since: Some(humantime::parse_rfc3339("2026-05-20T14:00:45Z").unwrap()),
+            ..Filter::default()
         };
         let (got, _) = last_lines(&p, None, 100, &since).unwrap();
         assert_eq!(got.len(), 5);
         // Without line times, a file last written before the cut-off is skipped.
         std::fs::write(&p, "old\n").unwrap();
         let since = Filter {
-            grep: None,
             since: Some(SystemTime::now() + Duration::from_secs(60)),
+            ..Filter::default()
         };
         assert!(last_lines(&p, None, 100, &since).unwrap().0.is_empty());
         let since = Filter {
-            grep: None,
             since: Some(SystemTime::now() - Duration::from_secs(60)),
+            ..Filter::default()
         };
         assert_eq!(last_lines(&p, None, 100, &since).unwrap().0.len(), 1);
     }

@@ -416,6 +416,7 @@ mod tests {
             max_size,
             keep,
             timestamps,
+            markers: true,
         }
     }
 

@@ -19,6 +19,7 @@ fn settings(max_size: u64, keep: u32, timestamps: bool) -> LogSettings {
         max_size,
         keep,
         timestamps,
+        markers: true,
     }
 }
 

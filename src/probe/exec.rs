@@ -27,10 +27,11 @@ pub(super) async fn check(
         },
         OneshotOutcome::TimedOut => return Err(timed_out(timeout)),
     };
-    Err(ProbeFailure::new(match last_line(&done.output) {
+    let reason = match last_line(&done.output) {
         Some(line) => format!("{what}: {line}"),
-        None => what,
-    }))
+        None => what.clone(),
+    };
+    Err(ProbeFailure::new(reason).briefly(what))
 }
 
 /// The last non-blank line of the output, trimmed and cut to a readable length.

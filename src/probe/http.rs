@@ -83,7 +83,7 @@ fn get(url: &str, timeout: Duration) -> Result<(), ProbeFailure> {
 }
 
 fn status_failure(code: u16, url: &str) -> ProbeFailure {
-    ProbeFailure::new(format!("HTTP {code} from {url}"))
+    ProbeFailure::new(format!("HTTP {code} from {url}")).briefly(code.to_string())
 }
 
 fn transport_failure(t: &ureq::Transport, url: &str, timeout: Duration) -> ProbeFailure {
@@ -99,12 +99,14 @@ fn transport_failure(t: &ureq::Transport, url: &str, timeout: Duration) -> Probe
         match io.kind() {
             io::ErrorKind::ConnectionRefused => {
                 return ProbeFailure::new(format!("connection refused by {target}"))
+                    .briefly("refused")
             }
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return timed_out(timeout),
             io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => {
                 return ProbeFailure::new(format!(
                     "connection closed by {target} before a response"
                 ))
+                .briefly("closed before a response")
             }
             _ => {}
         }
@@ -114,13 +116,16 @@ fn transport_failure(t: &ureq::Transport, url: &str, timeout: Duration) -> Probe
             "invalid URL {url:?}: {}",
             t.message().unwrap_or("")
         )),
-        K::Dns => ProbeFailure::new(format!("cannot resolve the host of {url}")),
+        K::Dns => {
+            ProbeFailure::new(format!("cannot resolve the host of {url}")).briefly("cannot resolve")
+        }
         K::ConnectionFailed => match io_cause(t) {
-            Some(io) => ProbeFailure::new(format!("cannot connect to {target}: {io}")),
+            Some(io) => ProbeFailure::new(format!("cannot connect to {target}: {io}"))
+                .briefly(io.to_string()),
             None => ProbeFailure::new(format!("cannot connect to {target}")),
         },
         K::BadStatus | K::BadHeader => {
-            ProbeFailure::new(format!("not an HTTP response from {url}"))
+            ProbeFailure::new(format!("not an HTTP response from {url}")).briefly("not HTTP")
         }
         _ => ProbeFailure::new(format!("{url}: {t}")),
     }

@@ -46,13 +46,29 @@ pub use self::notify::{NotifyMsg, NotifySocket};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeFailure {
     pub reason: String,
+    /// The reason in a word or two, for a line that already names the
+    /// target (`503`, `refused`, `timed out`, `exited 1`).
+    brief: Option<String>,
 }
 
 impl ProbeFailure {
     pub(crate) fn new(reason: impl Into<String>) -> ProbeFailure {
         ProbeFailure {
             reason: reason.into(),
+            brief: None,
         }
+    }
+
+    /// With a short form (see [`ProbeFailure::brief`]).
+    pub(crate) fn briefly(mut self, brief: impl Into<String>) -> ProbeFailure {
+        self.brief = Some(brief.into());
+        self
+    }
+
+    /// The reason in a word or two when there is a short form (`503`,
+    /// `refused`), else the whole reason.
+    pub fn brief(&self) -> &str {
+        self.brief.as_deref().unwrap_or(&self.reason)
     }
 }
 
@@ -172,6 +188,19 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(10);
 /// The last attempt's reason and how long it waited; or, for a kind that is
 /// not polled, that at once.
 pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFailure> {
+    wait_ready_observed(spec, ctx, |_| {}).await
+}
+
+/// [`wait_ready`], telling `seen` why each attempt that failed did not
+/// pass, as it happens (what `start` shows while it waits).
+///
+/// # Errors
+/// As [`wait_ready`].
+pub async fn wait_ready_observed(
+    spec: &ReadySpec,
+    ctx: &ProbeCtx,
+    mut seen: impl FnMut(&ProbeFailure),
+) -> Result<(), ProbeFailure> {
     if !is_polled(&spec.probe) {
         return check(&spec.probe, ctx, spec.timeout).await;
     }
@@ -191,7 +220,10 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
             // An attempt the deadline cut short says less than the full
             // attempt before it ("timed out after 3ms" vs "exited 1: …").
             Err(e) if bound < full && attempts > 1 && e == timed_out(bound) => {}
-            Err(e) => last = e,
+            Err(e) => {
+                seen(&e);
+                last = e;
+            }
         }
         let next = now + spec.interval;
         if next >= deadline {
@@ -208,8 +240,54 @@ pub async fn wait_ready(spec: &ReadySpec, ctx: &ProbeCtx) -> Result<(), ProbeFai
     )))
 }
 
+/// A URL as a message may show it: what was probed (scheme, host, port,
+/// path), with any userinfo and query (and fragment) replaced by `***`, as
+/// they may carry a password or a token: `http://u:pw@h:1/p?t=x` →
+/// `http://***@h:1/p?***`. Text that is not a URL is returned as is.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (before_frag, frag) = match rest.split_once('#') {
+        Some((a, _)) => (a, true),
+        None => (rest, false),
+    };
+    let (before_query, query) = match before_frag.split_once('?') {
+        Some((a, _)) => (a, true),
+        None => (before_frag, false),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{host}{path}");
+    if query {
+        out.push_str("?***");
+    }
+    if frag {
+        out.push_str("#***");
+    }
+    out
+}
+
+/// What an (expanded) polled probe targets, as a message may show it: an
+/// `http` probe's URL through [`shown_url`], a `tcp` probe's address.
+/// `None` for the other kinds (an `exec` probe is shown as written, never
+/// expanded: its command may hold a secret).
+pub fn target_shown(kind: &ProbeKind) -> Option<String> {
+    match kind {
+        ProbeKind::Http(url) => Some(shown_url(url)),
+        ProbeKind::Tcp(addr) => Some(addr.clone()),
+        _ => None,
+    }
+}
+
 pub(crate) fn timed_out(after: Duration) -> ProbeFailure {
-    ProbeFailure::new(format!("timed out after {}", fmt_duration(after)))
+    ProbeFailure::new(format!("timed out after {}", fmt_duration(after))).briefly("timed out")
 }
 
 /// A duration as a person writes it: "2s", "500ms", "1m 30s" (rounded to
@@ -249,6 +327,30 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             interval: Duration::from_millis(interval_ms),
         }
+    }
+
+    #[test]
+    fn a_shown_url_keeps_where_and_hides_userinfo_and_query() {
+        let cases = [
+            (
+                "http://127.0.0.1:21800/health",
+                "http://127.0.0.1:21800/health",
+            ),
+            ("http://u:pw@h:1/p?t=x", "http://***@h:1/p?***"),
+            ("https://h/p?token=s3cr3t#frag", "https://h/p?***#***"),
+            ("http://user@h", "http://***@h"),
+            ("http://h:8000", "http://h:8000"),
+            ("http://h/a@b", "http://h/a@b"),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown_url(url), want, "{url}");
+        }
+        assert_eq!(
+            target_shown(&ProbeKind::Tcp("127.0.0.1:3000".into())).as_deref(),
+            Some("127.0.0.1:3000")
+        );
+        assert_eq!(target_shown(&ProbeKind::Notify), None);
     }
 
     #[tokio::test]

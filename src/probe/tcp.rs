@@ -13,14 +13,15 @@ use super::{timed_out, ProbeFailure};
 
 pub(super) async fn check(addr: &str, timeout: Duration) -> Result<(), ProbeFailure> {
     let deadline = Instant::now() + timeout;
-    let addrs: Vec<_> = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(addr)).await
-    {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(e)) => {
-            return Err(ProbeFailure::new(format!("cannot resolve {addr}: {e}")));
-        }
-        Err(_) => return Err(timed_out(timeout)),
-    };
+    let addrs: Vec<_> =
+        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(addr)).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return Err(ProbeFailure::new(format!("cannot resolve {addr}: {e}"))
+                    .briefly("cannot resolve"));
+            }
+            Err(_) => return Err(timed_out(timeout)),
+        };
     let mut last: Option<(std::net::SocketAddr, io::Error)> = None;
     for a in &addrs {
         match tokio::time::timeout_at(deadline, TcpStream::connect(a)).await {
@@ -31,9 +32,11 @@ pub(super) async fn check(addr: &str, timeout: Duration) -> Result<(), ProbeFail
     }
     Err(match last {
         Some((a, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            ProbeFailure::new(format!("connection refused by {a}"))
+            ProbeFailure::new(format!("connection refused by {a}")).briefly("refused")
         }
-        Some((a, e)) => ProbeFailure::new(format!("cannot connect to {a}: {e}")),
+        Some((a, e)) => {
+            ProbeFailure::new(format!("cannot connect to {a}: {e}")).briefly(e.to_string())
+        }
         None => ProbeFailure::new(format!("{addr} resolves to no address")),
     })
 }

@@ -1,8 +1,8 @@
 //! Who a pid is: start time and boot id from `/proc`, so that a reused pid
 //! is never mistaken for ours; and what it costs (RSS).
 //!
-//! Owns: the pid-file record ([`PidRecord`]) and the `/proc` readings behind
-//! it. Must not touch: signalling, policy.
+//! Owns: the pid-file record ([`PidRecord`]: a plain pid file, its
+//! identity beside it) and the `/proc` readings behind it. Must not touch: signalling, policy.
 
 use std::io;
 use std::path::Path;
@@ -96,9 +96,11 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(pages * page_size())
 }
 
-/// Resident memory of every process in group `pgid` together, in bytes
-/// (a sum over `/proc`: each process whose group is `pgid`, zombies count
-/// nothing); `None` when the group has no process left.
+/// Resident memory of every process in group `pgid` together, in bytes:
+/// what a process really costs, its children included (an `npm start`
+/// whose server is a child, a shell and its program). A sum over `/proc`
+/// of the process `pgid` and each whose group is `pgid` (zombies count
+/// nothing); `None` when none is left.
 pub fn group_rss_bytes(pgid: i32) -> Option<u64> {
     let mut total = 0u64;
     let mut found = false;
@@ -108,9 +110,8 @@ pub fn group_rss_bytes(pgid: i32) -> Option<u64> {
         };
         // After the name: state(0) … pgrp(2) … rss(21), in pages.
         let Ok(f) = stat_fields(pid) else { continue };
-        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid)
-            || matches!(f.first().map(String::as_str), Some("Z" | "X"))
-        {
+        let member = pid == pgid || f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid);
+        if !member || matches!(f.first().map(String::as_str), Some("Z" | "X")) {
             continue;
         }
         found = true;
@@ -164,31 +165,87 @@ impl PidRecord {
         }
     }
 
-    /// Writes the record atomically to `path`.
+    /// Writes the record beside the pid file `path`: first the identity
+    /// record (`pids/<name>.id`, JSON, atomically), then the pid file
+    /// itself (`pids/<name>.pid`: the pid and a newline, atomically), so
+    /// that a reader who sees the new pid finds its identity already there.
+    /// Old scripts (`kill $(cat api.pid)`, `pgrep -F`, monit) read the plain
+    /// pid; stackctl believes it only with its identity.
     ///
     /// # Errors
     /// Any I/O error.
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
         text.push('\n');
-        crate::state::write_atomic_volatile(path, text.as_bytes(), 0o644)
+        let id = crate::state::identity_beside(path);
+        crate::state::write_atomic_volatile(&id, text.as_bytes(), 0o644)?;
+        crate::state::write_atomic_volatile(path, format!("{}\n", self.pid).as_bytes(), 0o644)
     }
 
-    /// Reads the record at `path`; `Ok(None)` when there is no file.
+    /// Reads the record of the pid file at `path`: the pid from it and the
+    /// identity from beside it (a pid file that is itself JSON, as an older
+    /// stackctl wrote it, is read as such). `Ok(None)` when there is no pid
+    /// file.
     ///
     /// # Errors
-    /// When the file exists but cannot be read or parsed.
+    /// When a file exists but cannot be read or parsed, or the identity
+    /// beside the pid is missing or names another pid: nothing is believed
+    /// (or signalled) without it.
     pub fn read(path: &Path) -> io::Result<Option<PidRecord>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: not a stackctl pid file: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        // The writer replaces the identity, then the pid: a pid that does
+        // not match its identity was read between the two; once more.
+        let mut tries = 0;
+        loop {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let text = text.trim();
+            if text.starts_with('{') {
+                return serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|e| bad(format!("{}: not a stackctl pid file: {e}", path.display())));
+            }
+            let pid: i32 = text.parse().map_err(|_| {
+                bad(format!(
+                    "{}: not a pid file (it should hold a pid and a newline)",
+                    path.display()
+                ))
+            })?;
+            let id = crate::state::identity_beside(path);
+            let rec: PidRecord = match std::fs::read_to_string(&id) {
+                Ok(t) => serde_json::from_str(&t)
+                    .map_err(|e| bad(format!("{}: not a stackctl identity: {e}", id.display())))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(bad(format!(
+                        "{}: pid {pid} has no identity record beside it ({}); not believed",
+                        path.display(),
+                        id.display()
+                    )))
+                }
+                Err(e) => return Err(e),
+            };
+            if rec.pid == pid {
+                return Ok(Some(rec));
+            }
+            tries += 1;
+            if tries > 1 {
+                return Err(bad(format!(
+                    "{}: pid {pid}, but {} is of pid {}; not believed",
+                    path.display(),
+                    id.display(),
+                    rec.pid
+                )));
+            }
         }
+    }
+
+    /// Removes the pid file at `path` and the identity beside it.
+    pub fn remove(path: &Path) {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(crate::state::identity_beside(path));
     }
 }
 
@@ -215,16 +272,37 @@ mod tests {
     }
 
     #[test]
-    fn record_round_trips_through_a_file() {
+    fn a_pid_file_holds_the_pid_and_its_identity_is_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.pid");
+        let id = dir.path().join("x.id");
         assert_eq!(PidRecord::read(&p).unwrap(), None);
         let me = std::process::id() as i32;
         let rec = PidRecord::capture(me, "x", me).unwrap();
         rec.write(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{me}\n"));
+        let beside: PidRecord =
+            serde_json::from_str(&std::fs::read_to_string(&id).unwrap()).unwrap();
+        assert_eq!(beside, rec);
+        assert_eq!(PidRecord::read(&p).unwrap(), Some(rec.clone()));
+        // Without its identity a pid is not believed.
+        std::fs::remove_file(&id).unwrap();
+        let e = PidRecord::read(&p).unwrap_err().to_string();
+        assert!(e.contains("no identity record"), "{e}");
+        // An identity of another pid is not this pid's.
+        let other = PidRecord {
+            pid: me + 1,
+            ..rec.clone()
+        };
+        std::fs::write(&id, serde_json::to_string(&other).unwrap()).unwrap();
+        assert!(PidRecord::read(&p).is_err());
+        // The JSON pid file of an older stackctl is still read.
+        std::fs::write(&p, serde_json::to_string(&rec).unwrap() + "\n").unwrap();
         assert_eq!(PidRecord::read(&p).unwrap(), Some(rec));
         std::fs::write(&p, "garbage").unwrap();
         assert!(PidRecord::read(&p).is_err());
+        PidRecord::remove(&p);
+        assert!(!p.exists() && !id.exists());
     }
 
     #[test]
@@ -265,6 +343,8 @@ mod tests {
     fn rss_and_uptime_of_self() {
         let me = std::process::id() as i32;
         assert!(rss_bytes(me).unwrap() > 0);
+        let group = proc_stat(me).unwrap().pgid;
+        assert!(group_rss_bytes(group).unwrap() >= rss_bytes(me).unwrap());
         let st = proc_stat(me).unwrap();
         assert!(uptime_of(st.start_ticks).is_some());
     }

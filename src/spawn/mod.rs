@@ -73,11 +73,43 @@ pub fn stackctl_binary() -> io::Result<std::path::PathBuf> {
     }
 }
 
-/// The argv for a command whose templates are already expanded.
+/// The argv for a command whose templates are already expanded. A string
+/// that is one simple command ([`is_simple_command`]) runs as if prefixed
+/// by `exec`: the shell replaces itself with the program, so the pid
+/// stackctl records, signals and shows is the program's, not a shell's
+/// (dash, `/bin/sh` on Debian, does not do this by itself).
 pub fn argv(cmd: &CommandSpec) -> Vec<String> {
     match cmd {
+        CommandSpec::Shell(s) if is_simple_command(s) => {
+            vec!["/bin/sh".into(), "-c".into(), format!("exec {}", s.trim())]
+        }
         CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
         CommandSpec::Argv(v) => v.clone(),
+    }
+}
+
+/// Whether a shell string is one simple command that `exec` may prefix
+/// without changing what it does: words of plain characters only (no
+/// quotes, `$`, globs, `~`, redirections, pipes, lists, comments or
+/// newlines), a first word that is not a variable assignment, and not a
+/// shell keyword or a builtin whose effect is on the shell itself (`cd`,
+/// `export`, `exit`, `trap`, …: `exec` would look for a program of that
+/// name).
+pub fn is_simple_command(s: &str) -> bool {
+    const SHELL_OWN: &[&str] = &[
+        ".", ":", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+        "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for",
+        "function", "getopts", "hash", "if", "in", "jobs", "let", "local", "read", "readonly",
+        "return", "select", "set", "shift", "source", "then", "time", "times", "trap", "type",
+        "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    ];
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:,@%+=^".contains(c);
+    if !s.chars().all(|c| plain(c) || c == ' ' || c == '\t') {
+        return false;
+    }
+    match s.split_whitespace().next() {
+        Some(first) => !first.contains('=') && !SHELL_OWN.contains(&first),
+        None => false,
     }
 }
 
@@ -308,4 +340,48 @@ pub fn signal_pid(pid: i32, sig: Signal) -> io::Result<bool> {
 /// Whether any process is left in group `pgid`.
 pub fn group_exists(pgid: i32) -> bool {
     pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_simple_command_runs_as_its_program() {
+        let cases: &[(&str, bool)] = &[
+            ("sleep 1000", true),
+            ("  python3 demo/api.py --port=8000  ", true),
+            ("node_modules/.bin/next start -p 3000", true),
+            ("worker --queue a,b --log-level=INFO", true),
+            ("", false),
+            ("   ", false),
+            ("echo hi; sleep 1", false),
+            ("sleep 1 && echo", false),
+            ("a | b", false),
+            ("exec sleep 1", false),
+            ("cd sub", false),
+            ("exit 3", false),
+            ("trap 'x' TERM", false),
+            ("FOO=1 app", false),
+            ("app > out.log", false),
+            ("app $HOME", false),
+            ("app 'quoted arg'", false),
+            ("app *.txt", false),
+            ("app ~/x", false),
+            ("app # comment", false),
+            ("app\nother", false),
+            ("app &", false),
+        ];
+        for (s, want) in cases {
+            assert_eq!(is_simple_command(s), *want, "{s:?}");
+        }
+        assert_eq!(
+            argv(&CommandSpec::Shell(" sleep 5 ".into())),
+            ["/bin/sh", "-c", "exec sleep 5"]
+        );
+        assert_eq!(
+            argv(&CommandSpec::Shell("a | b".into())),
+            ["/bin/sh", "-c", "a | b"]
+        );
+    }
 }

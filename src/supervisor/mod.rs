@@ -47,6 +47,7 @@ pub mod autoscale;
 pub mod env;
 pub mod fsm;
 pub mod hooks;
+mod live;
 pub mod offline;
 mod order;
 mod pool;
@@ -54,6 +55,7 @@ pub mod record;
 mod registry;
 mod reload;
 pub mod schedule;
+pub mod timeline;
 pub mod unit;
 
 use std::collections::BTreeMap;
@@ -76,11 +78,7 @@ pub use order::FAILURE_LOG_LINES;
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
 fn progress(tx: &ProgressTx, process: &str, step: Step, message: impl Into<String>) {
-    let _ = tx.send(Progress {
-        process: process.to_string(),
-        step,
-        message: message.into(),
-    });
+    let _ = tx.send(Progress::new(process, step, message));
 }
 
 /// The variables of stackctl's own environment that never reach a process:
@@ -139,6 +137,7 @@ impl Supervisor {
     /// `anchor` spawns (nothing is spawned yet).
     pub fn new(stack: Stack, anchor: Arc<Link>) -> Arc<Supervisor> {
         let state = StateDir::new(&stack.state_dir);
+        let state_for_timeline = state.clone();
         let pid = std::process::id() as i32;
         let base_env = std::env::vars().filter(|(k, _)| inherited(k)).collect();
         let hooks = hooks::Hooks::default();
@@ -154,6 +153,8 @@ impl Supervisor {
             anchor,
             closing: std::sync::atomic::AtomicBool::new(false),
             listeners: unit::listen::Listeners::default(),
+            timeline: timeline::Recorder::load(&state_for_timeline),
+            changed: watch::channel(0).0,
         });
         let (shutdown, _) = watch::channel(false);
         Arc::new_cyclic(|me| Supervisor {
@@ -170,6 +171,18 @@ impl Supervisor {
             notices: Mutex::new(Vec::new()),
             pid,
         })
+    }
+
+    /// Changes whenever what `status` shows may have changed (a unit's
+    /// status, the set of units): the merged stream of every unit's `watch`
+    /// channel, for `status --watch` (and the keeper, later).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.ctx.changed.subscribe()
+    }
+
+    /// The start timeline.
+    pub fn timeline(&self) -> crate::timeline::Timeline {
+        self.ctx.timeline.now()
     }
 
     /// The anchor connection.
@@ -406,6 +419,7 @@ impl Supervisor {
     /// Sets pool `name`'s size, and keeps it with the anchor.
     fn set_pool_size(&self, name: &str, n: u32) {
         self.registry.resize(name, n);
+        self.ctx.touch();
         self.ctx.anchor.put(&record::pool_key(name), n.to_string());
     }
 
@@ -489,11 +503,14 @@ impl Supervisor {
     ) -> Result<(), Error> {
         self.start_with(names, scale, rerun, Scheduled::Arm, tx)
             .await
+            .map(|_| ())
     }
 
     /// [`Supervisor::start`], with `caller` (`start --update-env`) as the
     /// environment of what it starts (the named processes and their
-    /// dependencies, from their next spawn: running ones keep theirs).
+    /// dependencies, from their next spawn: running ones keep theirs);
+    /// what it says of the start at the end (its total and critical
+    /// chain), when it started something and everything came up.
     ///
     /// # Errors
     /// As [`Supervisor::start`]; an environment that cannot be computed (2).
@@ -503,7 +520,7 @@ impl Supervisor {
         scale: &BTreeMap<String, u32>,
         caller: Option<env::Vars>,
         tx: &ProgressTx,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<crate::timeline::StartSummary>, Error> {
         if caller.is_some() {
             self.refuse_if_stopping()?;
             let stack = self.stack();
@@ -517,6 +534,8 @@ impl Supervisor {
             .await
     }
 
+    /// The one start: recorded in the start timeline, and kept with the
+    /// anchor while under way.
     async fn start_with(
         &self,
         names: &[String],
@@ -524,7 +543,7 @@ impl Supervisor {
         rerun: bool,
         scheduled: Scheduled,
         tx: &ProgressTx,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<crate::timeline::StartSummary>, Error> {
         self.tell_notices(tx);
         self.refuse_if_stopping()?;
         let stack = self.stack();
@@ -577,7 +596,10 @@ impl Supervisor {
         self.ctx
             .anchor
             .put(&key, serde_json::to_string(&named).unwrap_or_default());
-        let up = self.bring_up(&stack, &closure, &sel, rerun, tx).await;
+        let op = if rerun { "restart" } else { "start" };
+        let up = self
+            .bring_up(&stack, &closure, &sel, rerun, order::Purpose::Start(op), tx)
+            .await;
         self.ctx.anchor.del(&key);
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
@@ -743,6 +765,7 @@ impl Supervisor {
         }
         self.start_with(&rest, &BTreeMap::new(), true, Scheduled::RunNow, tx)
             .await
+            .map(|_| ())
     }
 
     /// Restarts a pool member by member, each ready before the next.
@@ -751,7 +774,7 @@ impl Supervisor {
             let h = self.registry.unit(&self.ctx, spec, &inst);
             progress(tx, &inst.name, Step::Starting, "restarting");
             let t = std::time::Instant::now();
-            match h.restart().await {
+            match live::follow(&h, h.restart(), tx).await {
                 Ok(()) => progress(
                     tx,
                     &inst.name,
@@ -784,7 +807,14 @@ impl Supervisor {
         let sel = self.select(&stack, names)?;
         let mut processes = Vec::new();
         for spec in &stack.processes {
-            for (inst, unit) in self.registry.shown(spec) {
+            let shown = self.registry.shown(spec);
+            if shown.is_empty() && spec.is_pool() && sel.processes.contains(&spec.name) {
+                // Scaled to 0: still a row, saying so.
+                processes
+                    .push(Observed::empty_pool(spec.max_replicas).pool_row(&spec.name, spec.kind));
+                continue;
+            }
+            for (inst, unit) in shown {
                 if !sel.contains(&inst) {
                     continue;
                 }
@@ -892,6 +922,7 @@ impl Supervisor {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
         }
+        self.ctx.touch();
         for name in &changes.added {
             if let Some(n) = new.process(name).and_then(|p| p.replicas) {
                 self.set_pool_size(name, n);
@@ -1035,6 +1066,12 @@ impl Supervisor {
         self.ctx.anchor.flushed().await;
         let _ = self.shutdown.send(true);
         r
+    }
+
+    /// Whether a stop of the whole stack has begun (the supervisor exits
+    /// when it is done).
+    pub fn closing(&self) -> bool {
+        self.ctx.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Refuses an operation that would start something once a full stop
@@ -1211,6 +1248,7 @@ mod tests {
                     },
                     watch: None,
                     step,
+                    mark: None,
                 },
                 exit,
                 matched,
@@ -1234,6 +1272,7 @@ mod tests {
             notify_path: None,
             env_generation: None,
             after_stop: record::AfterStop::Down,
+            attempts: 0,
         };
         let pids = |(cur, old): (
             BTreeMap<String, crate::anchor::client::Adopted>,

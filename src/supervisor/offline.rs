@@ -201,7 +201,7 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
         while let Some(Ok((name, pgid, r))) = stops.join_next().await {
             record(&mut out, &name, pgid, &r);
             if r.survivors.is_empty() {
-                let _ = std::fs::remove_file(state.pid_file(&name));
+                PidRecord::remove(&state.pid_file(&name));
             }
         }
     }
@@ -281,7 +281,7 @@ fn live_records(stack: &Stack, state: &StateDir) -> Vec<Doomed> {
                 how,
             }),
             Some(_) => {
-                let _ = std::fs::remove_file(state.pid_file(&inst.name));
+                PidRecord::remove(&state.pid_file(&inst.name));
             }
             None => {}
         }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::live;
+use super::timeline::Planned;
 use super::unit::{self, UnitHandle};
 use super::{progress, ProgressTx, Supervisor};
 use crate::config::Stack;
@@ -25,6 +27,7 @@ use crate::error::Error;
 use crate::plan::{self, Selection};
 use crate::spawn::{self, strays::Mark, How, StopReport, Target};
 use crate::status::{State, Step};
+use crate::timeline::StartSummary;
 
 /// How many log lines a failed start shows.
 pub const FAILURE_LOG_LINES: usize = 20;
@@ -34,6 +37,26 @@ type Cell = (watch::Sender<Option<bool>>, watch::Receiver<Option<bool>>);
 
 /// A failed instance: its name, its log, why.
 type Failure = (String, PathBuf, String);
+
+/// What a bring-up is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Purpose<'a> {
+    /// A start (`start`, `restart`: the timeline's operation).
+    Start(&'a str),
+    /// A pool growing (`scale`, the autoscaler).
+    Resize,
+}
+
+/// How one process's instances are started.
+#[derive(Debug, Clone, Copy)]
+struct StartHow {
+    /// Restart what runs (tasks run again).
+    rerun: bool,
+    /// Say nothing of an instance that is up already.
+    quiet_idle: bool,
+    /// Part of the start timeline.
+    timed: bool,
+}
 
 enum Outcome {
     Up,
@@ -46,6 +69,10 @@ impl Supervisor {
     /// dependency order, as far as `sel` says: named pool members start
     /// alone, a dependency starts whole. `rerun`: what is named is
     /// restarted (tasks run again) instead of being left alone if running.
+    /// `purpose`: a start is kept as the start timeline's last start, and
+    /// its summary returned (if it started something and all came up); a
+    /// resize mentions only the members it starts, not what it leaves
+    /// alone (`scale` lists what it changed).
     ///
     /// # Errors
     /// The failed instances, with their log tails, and what was therefore
@@ -56,13 +83,16 @@ impl Supervisor {
         closure: &[String],
         sel: &Selection,
         rerun: bool,
+        purpose: Purpose<'_>,
         tx: &ProgressTx,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<StartSummary>, Error> {
         let cells: HashMap<String, Cell> = closure
             .iter()
             .map(|p| (p.clone(), watch::channel(None)))
             .collect();
         let mut tasks = JoinSet::new();
+        let mut planned = Vec::new();
+        let mut queued = Vec::new();
         for pname in closure {
             let Some(spec) = stack.process(pname) else {
                 continue;
@@ -90,16 +120,40 @@ impl Supervisor {
                 .map(|i| self.registry.unit(&self.ctx, spec, &i))
                 .collect();
             let targeted = sel.processes.contains(pname) || sel.members.contains_key(pname);
-            tasks.spawn(start_process(
+            planned.extend(handles.iter().map(|h| Planned {
+                name: h.inst.name.clone(),
+                process: pname.clone(),
+                kind: spec.kind,
+                depends_on: spec.depends_on.clone(),
+            }));
+            queued.push((
                 pname.clone(),
                 handles,
                 deps,
                 done.clone(),
-                rerun && targeted,
-                tx.clone(),
+                StartHow {
+                    rerun: rerun && targeted,
+                    quiet_idle: matches!(purpose, Purpose::Resize),
+                    timed: matches!(purpose, Purpose::Start(_)),
+                },
             ));
         }
         drop(cells);
+        let id = match purpose {
+            Purpose::Start(op) => Some(self.ctx.timeline.begin(op, planned)),
+            Purpose::Resize => None,
+        };
+        for (pname, handles, deps, done, how) in queued {
+            tasks.spawn(start_process(
+                pname,
+                handles,
+                deps,
+                done,
+                how,
+                self.ctx.clone(),
+                tx.clone(),
+            ));
+        }
         let mut failed = Vec::new();
         let mut not_started = Vec::new();
         while let Some(res) = tasks.join_next().await {
@@ -110,8 +164,9 @@ impl Supervisor {
                 Err(e) => failed.push(("(internal)".into(), PathBuf::new(), e.to_string())),
             }
         }
+        let summary = id.and_then(|id| self.ctx.timeline.finish(id));
         if failed.is_empty() {
-            return Ok(());
+            return Ok(summary);
         }
         failed.sort();
         not_started.sort_by_key(|n| closure.iter().position(|c| c == n));
@@ -222,10 +277,11 @@ async fn start_process(
     handles: Vec<UnitHandle>,
     deps: Vec<(String, watch::Receiver<Option<bool>>)>,
     done: watch::Sender<Option<bool>>,
-    rerun: bool,
+    how: StartHow,
+    ctx: Arc<unit::UnitCtx>,
     tx: ProgressTx,
 ) -> Outcome {
-    if let Some(dep) = first_failed_dependency(deps).await {
+    if let Some(dep) = live::await_dependencies(&handles, deps, &tx).await {
         // One line for a whole pool, not one per member.
         let who = match handles.as_slice() {
             [one] => one.inst.name.clone(),
@@ -248,7 +304,10 @@ async fn start_process(
     }
     let mut starts = JoinSet::new();
     for h in handles {
-        starts.spawn(start_instance(h, rerun, tx.clone()));
+        if how.timed {
+            ctx.timeline.deps_met(&h.inst.name);
+        }
+        starts.spawn(start_instance(h, how, tx.clone()));
     }
     let mut failed = Vec::new();
     while let Some(res) = starts.join_next().await {
@@ -264,26 +323,10 @@ async fn start_process(
     }
 }
 
-/// Waits for every dependency's outcome; the first that did not come up.
-async fn first_failed_dependency(
-    deps: Vec<(String, watch::Receiver<Option<bool>>)>,
-) -> Option<String> {
-    for (dep, mut rx) in deps {
-        let ok = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|v| *v == Some(true))
-            .unwrap_or(false);
-        if !ok {
-            return Some(dep);
-        }
-    }
-    None
-}
-
 /// Starts (or restarts) one instance and says how it went; `Some` is a
 /// failure.
-async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Failure> {
+async fn start_instance(h: UnitHandle, how: StartHow, tx: ProgressTx) -> Option<Failure> {
+    let rerun = how.rerun;
     let before = h.now().state;
     let t = Instant::now();
     let idle = before == State::Running || (before == State::Completed && !rerun);
@@ -291,14 +334,20 @@ async fn start_instance(h: UnitHandle, rerun: bool, tx: ProgressTx) -> Option<Fa
         progress(&tx, &h.inst.name, Step::Starting, "starting");
     }
     let r = if rerun {
-        h.restart().await
+        live::follow(&h, h.restart(), &tx).await
     } else {
-        h.start().await
+        live::follow(&h, h.start(), &tx).await
     };
     let took = t.elapsed().as_secs_f64();
     match r {
         Ok(()) => {
             let (step, msg) = match (h.now().state, before, rerun) {
+                (State::Running, State::Running, false)
+                | (State::Completed, State::Completed, false)
+                    if how.quiet_idle =>
+                {
+                    return None;
+                }
                 (State::Running, State::Running, false) => {
                     (Step::Ready, "already running".to_string())
                 }
@@ -357,7 +406,7 @@ async fn stop_instance(h: UnitHandle, tx: ProgressTx) -> (String, StopReport) {
         progress(&tx, &h.inst.name, Step::Stopping, "stopping");
     }
     let t = Instant::now();
-    let r = h.stop().await;
+    let r = live::follow(&h, h.stop(), &tx).await;
     if had {
         let took = t.elapsed().as_secs_f64();
         let how = How {
@@ -381,12 +430,23 @@ pub(super) fn start_failure(failed: &[Failure], not_started: &[String]) -> Error
     let mut detail = String::new();
     for (name, log, reason) in failed {
         detail.push_str(&format!("{name}: {reason}\n"));
-        let lines = crate::logs::tail(log, FAILURE_LOG_LINES).unwrap_or_default();
+        // Its own run only: not the tracebacks of earlier ones.
+        let (lines, attempt) =
+            crate::logs::marker::run_tail(log, FAILURE_LOG_LINES).unwrap_or_default();
+        let run = attempt
+            .map(|a| format!(" (attempt {a})"))
+            .unwrap_or_default();
         if lines.is_empty() {
-            detail.push_str(&format!("  ({} is empty)\n", log.display()));
+            match attempt {
+                Some(a) => detail.push_str(&format!(
+                    "  (attempt {a} wrote nothing to {})\n",
+                    log.display()
+                )),
+                None => detail.push_str(&format!("  ({} is empty)\n", log.display())),
+            }
         } else {
             detail.push_str(&format!(
-                "── last {} lines of {} ──\n",
+                "── last {} lines of {}{run} ──\n",
                 lines.len(),
                 log.display()
             ));

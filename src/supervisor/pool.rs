@@ -70,7 +70,16 @@ impl Supervisor {
             members: [(name.to_string(), members)].into_iter().collect(),
         };
         let closure = plan::closure(stack, &[name.to_string()]);
-        self.bring_up(stack, &closure, &sel, false, tx).await
+        self.bring_up(
+            stack,
+            &closure,
+            &sel,
+            false,
+            super::order::Purpose::Resize,
+            tx,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The pool called `name`, or why it is not one.
@@ -113,6 +122,7 @@ impl Supervisor {
         let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
         let r = self.bring_down(stack, doomed, tx).await;
         self.registry.forget(&names);
+        self.ctx.touch();
         r
     }
 }

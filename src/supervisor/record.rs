@@ -89,6 +89,9 @@ pub struct UnitRecord {
     /// While `stopping`: what follows the stop.
     #[serde(default)]
     pub after_stop: AfterStop,
+    /// Attempts made so far (run markers go on counting from here).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// What follows a stop under way: kept with a stopping unit's record, so
@@ -146,6 +149,7 @@ mod tests {
             after_stop: AfterStop::Policy {
                 why: "health check failed 3 times in a row".into(),
             },
+            attempts: 4,
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
         assert_eq!(UnitRecord::decode("{"), None);

@@ -45,7 +45,8 @@ fn members(s: &Stack, pool: &str) -> BTreeMap<String, (Option<i32>, String)> {
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p["pool"] == pool)
+        // Members only: a pool with none has a row of its own (`instance` null).
+        .filter(|p| p["pool"] == pool && !p["instance"].is_null())
         .map(|p| {
             (
                 p["name"].as_str().unwrap_or_default().to_string(),

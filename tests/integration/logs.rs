@@ -112,7 +112,7 @@ fn assert_consecutive(nums: &[u64]) {
 #[test]
 fn last_n_lines_of_one_and_of_several_logs() {
     let toml = format!(
-        "[service.api]\n{}\n[service.web]\n{}",
+        "[stack.logs]\nmarkers = false\n[service.api]\n{}\n[service.web]\n{}",
         printer("api", 200),
         printer("web", 3)
     );
@@ -151,7 +151,10 @@ fn last_n_lines_of_one_and_of_several_logs() {
 
 #[test]
 fn logs_are_readable_with_a_broken_stack_file() {
-    let toml = format!("[service.api]\n{}", printer("api", 3));
+    let toml = format!(
+        "[stack.logs]\nmarkers = false\n[service.api]\n{}",
+        printer("api", 3)
+    );
     let s = Stack::new(&toml);
     run_code(&s, &["start"], 0);
     wait_for("api's lines", 20, || {
@@ -184,7 +187,7 @@ fn unknown_names_exit_2_with_a_suggestion() {
 
 #[test]
 fn a_pool_name_covers_its_members_and_one_member_alone() {
-    let toml = "[service.worker]\nreplicas = 3\n\
+    let toml = "[stack.logs]\nmarkers = false\n[service.worker]\nreplicas = 3\n\
         command = \"echo worker $STACKCTL_INSTANCE up; echo worker $STACKCTL_INSTANCE busy; exec sleep 300\"\n";
     let s = Stack::new(toml);
     run_code(&s, &["start"], 0);
@@ -212,7 +215,7 @@ fn a_pool_name_covers_its_members_and_one_member_alone() {
 
 #[test]
 fn grep_and_since_filter_and_timestamps_interleave() {
-    let toml = "[stack.logs]\ntimestamps = true\n\
+    let toml = "[stack.logs]\ntimestamps = true\nmarkers = false\n\
         [service.a]\ncommand = \"echo 'a INFO one'; sleep 0.3; echo 'a ERROR two'; sleep 0.6; echo 'a INFO three'; exec sleep 300\"\n\
         [service.b]\ncommand = \"sleep 0.15; echo 'b ERROR one'; sleep 0.3; echo 'b INFO two'; exec sleep 300\"\n";
     let s = Stack::new(toml);

@@ -18,6 +18,7 @@ mod listen;
 mod lock;
 mod logs;
 mod memory;
+mod operator;
 mod pools;
 mod schedule;
 mod survival;

@@ -53,7 +53,8 @@ fn members(s: &Stack, pool: &str) -> Vec<(String, Option<i32>, String)> {
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p["pool"] == pool)
+        // Members only: a pool with none has a row of its own (`instance` null).
+        .filter(|p| p["pool"] == pool && !p["instance"].is_null())
         .map(|p| {
             (
                 p["name"].as_str().unwrap_or_default().to_string(),
@@ -127,11 +128,16 @@ max_replicas = 8
         assert_eq!(st["instance"], i, "{st}");
         assert_eq!(st["kind"], "service", "{st}");
         let pid = pids[&name];
-        // Its own pid file, naming its pid.
+        // Its own pid file, naming its pid, and its identity beside it.
+        assert_eq!(
+            s.read(&format!("logs/pids/worker.{i}.pid")),
+            format!("{pid}\n"),
+            "pid file of {name}"
+        );
         let rec: serde_json::Value =
-            serde_json::from_str(&s.read(&format!("logs/pids/worker.{i}.pid")))
-                .unwrap_or_else(|e| panic!("pid file of {name}: {e}"));
-        assert_eq!(rec["pid"], pid, "pid file of {name}: {rec}");
+            serde_json::from_str(&s.read(&format!("logs/pids/worker.{i}.id")))
+                .unwrap_or_else(|e| panic!("identity of {name}: {e}"));
+        assert_eq!(rec["pid"], pid, "identity of {name}: {rec}");
         // Its environment.
         assert_eq!(
             env_of(pid, "STACKCTL_INSTANCE").as_deref(),
@@ -300,7 +306,11 @@ restart = "on-failure"
         env_of(after["worker.2"], "STACKCTL_INSTANCE").as_deref(),
         Some("2")
     );
-    let rec: serde_json::Value = serde_json::from_str(&s.read("logs/pids/worker.2.pid")).unwrap();
+    assert_eq!(
+        s.read("logs/pids/worker.2.pid"),
+        format!("{}\n", after["worker.2"])
+    );
+    let rec: serde_json::Value = serde_json::from_str(&s.read("logs/pids/worker.2.id")).unwrap();
     assert_eq!(rec["pid"], after["worker.2"]);
 }
 

@@ -221,7 +221,16 @@ fn finish(mut c: Child) -> (Option<i32>, String) {
 }
 
 fn lines(s: &Stack, rel: &str) -> Vec<String> {
-    s.read(rel).lines().map(str::to_string).collect()
+    s.read(rel)
+        .lines()
+        .filter(|l| !is_marker(l))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A run marker stackctl writes into a log when a run starts or ends.
+fn is_marker(line: &str) -> bool {
+    line.starts_with("── stackctl: ")
 }
 
 /// Watches `/proc` in a thread for as long as it lives and records every
@@ -360,6 +369,9 @@ fn check_numbered_with_gaps(name: &str, text: &str, gaps: usize) -> Result<u64, 
     let mut skipped = 0usize;
     let mut lines = text.split_inclusive('\n');
     for line in lines.by_ref() {
+        if is_marker(line) {
+            continue;
+        }
         let Some(body) = line.strip_suffix('\n') else {
             return Err(format!(
                 "line {next}: no newline at the end of the log: {line:?}"
@@ -370,7 +382,7 @@ fn check_numbered_with_gaps(name: &str, text: &str, gaps: usize) -> Result<u64, 
             if end != want {
                 return Err(format!("the end line is {body:?}, expected `END {want}`"));
             }
-            let rest: Vec<&str> = lines.collect();
+            let rest: Vec<&str> = lines.filter(|l| !is_marker(l)).collect();
             if !rest.is_empty() {
                 return Err(format!(
                     "{} lines after the end: {:?}",

@@ -56,6 +56,7 @@ impl Unit {
                 (Instant::now(), SystemTime::now()),
             );
             self.notify_path = rec.notify_path.clone();
+            self.attempts = rec.attempts;
         }
         match r.child {
             Some(a) => Some(Next::Resume(Box::new(self.take_up(a, r.record, r.notify)))),

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::activity;
 use super::gate::{self, redact, Gate};
 use super::{closing_failure, Child, Cmd, End, Unit};
-use crate::anchor::proto::{LogTarget, SpawnReq};
+use crate::anchor::proto::{LogTarget, RunMark, SpawnReq};
 use crate::config::{CommandSpec, Kind, ProbeKind, ReadySpec};
 use crate::probe::{self, NotifyMsg, NotifySocket, ProbeCtx};
 use crate::spawn::{self, identity::PidRecord, Exit, How, Target};
@@ -124,8 +125,10 @@ impl Unit {
             env,
         };
         if let (Phase::Gate, Some(r)) = (&phase, &ready) {
+            let spec = self.spec.clone();
             let g = Gate {
                 ready: r,
+                template: spec.ready.as_ref().map_or(&r.probe, |t| &t.probe),
                 ctx: &ctx,
                 notify: notify.as_ref(),
             };
@@ -174,8 +177,10 @@ impl Unit {
         first: usize,
     ) -> Result<(), End> {
         let cmds = self.spec.pre_start.clone();
+        let limit = self.spec.timeout.unwrap_or(Duration::from_secs(600));
         for (n, cmd) in cmds.iter().enumerate().skip(first) {
             let step = u32::try_from(n).ok();
+            self.doing(format!("pre_start `{cmd}`"), Some(limit));
             let child = self
                 .spawn_child(cmd, env, None, &[], step)
                 .await
@@ -235,7 +240,9 @@ impl Unit {
     /// Asks the anchor to spawn `cmd` (templates expanded from `env`), its
     /// output into this instance's log; `watch`: a log gate's regex;
     /// `listen`: the held sockets it gets at fds 3… (with `LISTEN_FDS` and
-    /// `LISTEN_FDNAMES`; the anchor's trampoline adds `LISTEN_PID`).
+    /// `LISTEN_FDNAMES`; the anchor's trampoline adds `LISTEN_PID`);
+    /// `step`: the `pre_start` command it is, when not the instance's own
+    /// (its run markers say so).
     pub(super) async fn spawn_child(
         &mut self,
         cmd: &CommandSpec,
@@ -266,6 +273,10 @@ impl Unit {
             watch,
             listen: listen.to_vec(),
             step,
+            mark: logs.markers.then_some(RunMark {
+                attempt: self.attempts,
+                what: step.map(|n| format!("pre_start {}", n + 1)),
+            }),
         };
         let s =
             self.ctx.anchor.spawn(req).await.map_err(|e| {
@@ -280,8 +291,11 @@ impl Unit {
         })
     }
 
-    /// A new attempt begins: starting, nothing known yet.
-    fn begin_attempt(&self) {
+    /// A new attempt begins (its number is in its run markers): starting,
+    /// nothing known yet.
+    fn begin_attempt(&mut self) {
+        self.attempts += 1;
+        self.doing("starting", None);
         self.set(|s| {
             s.state = State::Starting;
             s.pid = None;
@@ -374,12 +388,11 @@ impl Unit {
         probe::check(&r.probe, &ctx, Duration::from_millis(500))
             .await
             .ok()?;
-        // Shown as written in the stack file: the expanded form may hold a secret.
-        let shown = self
-            .spec
-            .ready
-            .as_ref()
-            .map_or_else(String::new, |r| r.probe.to_string());
+        // Shown as probed, with a URL's userinfo and query hidden.
+        let shown = match &self.spec.ready {
+            Some(t) => redact(&r.probe.to_string(), &t.probe, env),
+            None => String::new(),
+        };
         Some(format!(
             "its readiness gate `{shown}` already passes before it was started: something else answers there (a server left running from before?); find it with `ss -ltnp`, stop it, and start again"
         ))
@@ -401,12 +414,22 @@ impl Unit {
         // (as systemd does), through this channel: the gate cannot touch
         // the status itself while the unit is borrowed by the select below.
         let (said_tx, mut said_rx) = mpsc::unbounded_channel::<String>();
+        // What each failed attempt saw, for the operator watching (`activity`).
+        let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+        self.doing(
+            activity::gate_waiting(g.template, &g.ready.probe, &g.ctx.env),
+            Some(g.ready.timeout),
+        );
         let matched = child.matched.take();
-        let gate = gate::gate(&g, matched, said_tx);
+        let gate = gate::gate(&g, matched, said_tx, seen_tx);
         tokio::pin!(gate);
         let result = loop {
             tokio::select! {
-                Some(said) = said_rx.recv() => self.set(|s| s.message = Some(said)),
+                Some(seen) = seen_rx.recv() => self.seeing(seen),
+                Some(said) = said_rx.recv() => {
+                    self.seeing(activity::notify_said(&said));
+                    self.set(|s| s.message = Some(said));
+                }
                 exit = child.wait() => {
                     self.cleanup_after_exit(child, pid_path).await;
                     return Err(End::NotReady(format!("{exit} before it was ready")));
@@ -438,6 +461,7 @@ impl Unit {
 
     async fn run_task(&mut self, mut child: Child, pid_path: &Path) -> End {
         let limit = self.spec.timeout;
+        self.doing("running", limit);
         let deadline = async {
             match limit {
                 Some(d) => tokio::time::sleep(d).await,

@@ -11,13 +11,23 @@ use crate::config::{ProbeKind, ReadySpec};
 use crate::probe::{self, NotifyMsg, NotifySocket, ProbeCtx};
 use crate::spawn;
 
-/// `text` (a probe's failure) with the value of every variable the probe's
-/// `template` names put back as `${NAME}`. The expanded probe is used, never
-/// shown: its URL or command may carry a token from an env file, and
-/// environment values never appear in a message, a status or the log
-/// (SPEC; STYLE habit 5). Values shorter than 3 bytes are left alone: they
-/// are no secret, and replacing them would garble the text.
+/// `text` (a probe's failure, a gate's description) as a message may show
+/// it: the address actually probed (`http://127.0.0.1:21800/health`, not
+/// `${API_PORT}`), with a URL's userinfo and query hidden
+/// (`probe::shown_url`); every other value of a variable the probe's
+/// `template` names put back as `${NAME}`: an `exec` probe's command
+/// stays as written, and environment values never appear in a message, a
+/// status or the log (SPEC; STYLE habit 5). Values shorter than 3 bytes
+/// are left alone: they are no secret, and replacing them would garble
+/// the text.
 pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)]) -> String {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let expand = |t: &str| crate::config::env::expand(t, &lookup).unwrap_or_else(|_| t.to_string());
     let texts: Vec<&str> = match template {
         ProbeKind::Http(t) | ProbeKind::Tcp(t) => vec![t.as_str()],
         ProbeKind::Exec(crate::config::CommandSpec::Shell(t)) => vec![t.as_str()],
@@ -25,6 +35,18 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
             v.iter().map(String::as_str).collect()
         }
         ProbeKind::Log(_) | ProbeKind::Notify | ProbeKind::Alive(_) => Vec::new(),
+    };
+    let mut out = text.to_string();
+    // The target, shown as probed.
+    let shown = match template {
+        ProbeKind::Http(t) => {
+            let probed = expand(t);
+            let safe = probe::shown_url(&probed);
+            out = out.replace(&probed, &safe);
+            safe
+        }
+        ProbeKind::Tcp(t) => expand(t),
+        _ => String::new(),
     };
     let mut names: Vec<&str> = Vec::new();
     for t in texts {
@@ -47,11 +69,11 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
                 .find(|(k, _)| k == n)
                 .map(|(k, v)| (k.as_str(), v.as_str()))
         })
-        .filter(|(_, v)| v.len() >= 3)
+        // A value the shown target holds (a port, a host) is shown anyway.
+        .filter(|(_, v)| v.len() >= 3 && !shown.contains(v))
         .collect();
     // Longest first, so a value that holds another is replaced whole.
     values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-    let mut out = text.to_string();
     for (k, v) in values {
         out = out.replace(v, &format!("${{{k}}}"));
     }
@@ -60,17 +82,23 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
 
 /// What a readiness gate needs besides the unit.
 pub(super) struct Gate<'a> {
+    /// The gate, its probe expanded.
     pub ready: &'a ReadySpec,
+    /// Its probe as written (what messages may show of it: `redact`).
+    pub template: &'a ProbeKind,
     pub ctx: &'a ProbeCtx,
     pub notify: Option<&'a NotifySocket>,
 }
 
 /// The readiness gate of a service: passes, or says why not. `matched`
-/// resolves when the anchor saw a `log` gate's line.
+/// resolves when the anchor saw a `log` gate's line; `said` gets each
+/// `STATUS=` of a notify gate, `seen` what each failed attempt of a
+/// polled gate saw (`activity::gate_saw`).
 pub(super) async fn gate(
     g: &Gate<'_>,
     matched: Option<oneshot::Receiver<()>>,
     said: mpsc::UnboundedSender<String>,
+    seen: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
     let (kind, timeout) = (g.ready.probe.clone(), g.ready.timeout);
     let what = format!("readiness gate `{kind}`");
@@ -123,7 +151,15 @@ pub(super) async fn gate(
                 })
         }
         ProbeKind::Http(_) | ProbeKind::Tcp(_) | ProbeKind::Exec(_) => {
-            probe::wait_ready(g.ready, g.ctx)
+            let observe = |f: &probe::ProbeFailure| {
+                let _ = seen.send(super::activity::gate_saw(
+                    g.template,
+                    &g.ready.probe,
+                    &g.ctx.env,
+                    f,
+                ));
+            };
+            probe::wait_ready_observed(g.ready, g.ctx, observe)
                 .await
                 .map_err(|f| format!("{what} failed: {f}"))
         }
@@ -158,21 +194,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_puts_back_the_names_of_the_probes_variables() {
+    fn redact_shows_the_probed_address_and_hides_the_rest() {
         let env = vec![
             ("PORT".to_string(), "18000".to_string()),
             ("TOKEN".to_string(), "s3cr3t".to_string()),
             ("OTHER".to_string(), "unrelated".to_string()),
             ("SHORT".to_string(), "1".to_string()),
+            ("PW".to_string(), "hunter2".to_string()),
         ];
         let t = ProbeKind::Http("http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=${SHORT:-x}".into());
         assert_eq!(
             redact(
-                "HTTP 500 from http://127.0.0.1:18000/h?t=s3cr3t&s=1 (unrelated)",
+                "HTTP 500 from http://127.0.0.1:18000/h?t=s3cr3t&s=1 (unrelated; s3cr3t)",
                 &t,
                 &env
             ),
-            "HTTP 500 from http://127.0.0.1:${PORT}/h?t=${TOKEN}&s=1 (unrelated)"
+            "HTTP 500 from http://127.0.0.1:18000/h?*** (unrelated; ${TOKEN})"
+        );
+        let t = ProbeKind::Http("http://me:${PW}@localhost:${PORT}/health".into());
+        assert_eq!(
+            redact(
+                "connection refused by http://me:hunter2@localhost:18000/health",
+                &t,
+                &env
+            ),
+            "connection refused by http://***@localhost:18000/health"
+        );
+        let t = ProbeKind::Tcp("127.0.0.1:${PORT}".into());
+        assert_eq!(
+            redact("connection refused by 127.0.0.1:18000", &t, &env),
+            "connection refused by 127.0.0.1:18000"
+        );
+        // An exec probe's command stays as written.
+        let t = ProbeKind::Exec(crate::config::CommandSpec::Shell(
+            "check --token ${TOKEN} --port ${PORT}".into(),
+        ));
+        assert_eq!(
+            redact("exited 1: check --token s3cr3t --port 18000", &t, &env),
+            "exited 1: check --token ${TOKEN} --port ${PORT}"
         );
     }
 }

@@ -35,6 +35,7 @@
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
+mod activity;
 mod adopt;
 mod attempt;
 mod gate;
@@ -42,6 +43,7 @@ pub mod listen;
 mod memory;
 mod replace;
 mod stop;
+mod timing;
 
 use crate::supervisor::record::AfterStop;
 use std::collections::BTreeMap;
@@ -62,6 +64,7 @@ use crate::state::StateDir;
 use crate::status::Observed;
 
 use super::hooks::{HookEvent, Occurrence};
+pub use activity::Activity;
 
 pub use adopt::Resume;
 pub use gate::expand_argv;
@@ -87,9 +90,19 @@ pub struct UnitCtx {
     pub closing: std::sync::atomic::AtomicBool,
     /// The services' listening sockets (`listen`).
     pub listeners: listen::Listeners,
+    /// The start timeline: each unit tells it what its status changes mean.
+    pub timeline: super::timeline::Recorder,
+    /// Bumped on every change of any unit's status (and of the set of
+    /// units): what `status --watch` waits on.
+    pub changed: watch::Sender<u64>,
 }
 
 impl UnitCtx {
+    /// Says that what `status` shows has changed.
+    pub fn touch(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn closing(&self) -> bool {
         self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -167,6 +180,8 @@ pub struct UnitHandle {
     pub spec: Arc<ProcessSpec>,
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub status: watch::Receiver<UnitStatus>,
+    /// What it is doing now, while under way (`activity`).
+    pub activity: watch::Receiver<Option<Activity>>,
     pub log_path: PathBuf,
     anchor: Arc<Link>,
 }
@@ -196,6 +211,7 @@ impl UnitHandle {
     ) -> UnitHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(UnitStatus::new());
+        let (activity_tx, activity) = watch::channel(None);
         let log_path = ctx.state.log_file(&inst.name);
         let anchor = ctx.anchor.clone();
         let unit = Unit {
@@ -207,11 +223,13 @@ impl UnitHandle {
             generation: 0,
             note: None,
             after_stop: AfterStop::Down,
+            attempts: 0,
             ctx,
             spec: spec.clone(),
             inst: inst.clone(),
             rx,
             status: status_tx,
+            activity: activity_tx,
             waiters: Vec::new(),
         };
         tokio::spawn(unit.run(resume));
@@ -220,6 +238,7 @@ impl UnitHandle {
             spec,
             tx,
             status,
+            activity,
             log_path,
             anchor,
         }
@@ -348,6 +367,7 @@ struct Unit {
     inst: Instance,
     rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<UnitStatus>,
+    activity: watch::Sender<Option<Activity>>,
     /// Start requests waiting for "ready".
     waiters: Vec<oneshot::Sender<StartResult>>,
     /// Restarts in this life: delays and the crash-loop window.
@@ -368,6 +388,8 @@ struct Unit {
     note: Option<String>,
     /// What follows the stop under way (kept in the record).
     after_stop: AfterStop,
+    /// Attempts made so far (the number in the run markers).
+    attempts: u32,
 }
 
 impl Unit {
@@ -434,6 +456,7 @@ impl Unit {
     /// Changes the published status (legal transitions only) and keeps it
     /// with the anchor.
     fn set(&self, f: impl FnOnce(&mut UnitStatus)) {
+        let before = self.status.borrow().clone();
         self.status.send_modify(|s| {
             let before = s.state;
             f(s);
@@ -447,11 +470,17 @@ impl Unit {
                 tracing::error!(process = %self.inst.name, "bug: illegal transition {before} -> {}", s.state);
             }
         });
+        let s = self.status.borrow().clone();
+        if s.state.is_at_rest() || (s.state == State::Running && s.ready) {
+            self.idle();
+        }
+        self.note_times(&before, &s);
         self.persist();
     }
 
     /// Keeps this unit's record with the anchor, for the next supervisor.
     fn persist(&self) {
+        self.ctx.touch();
         let s = self.status.borrow().clone();
         let rec = UnitRecord {
             state: s.state,
@@ -466,6 +495,7 @@ impl Unit {
             notify_path: self.notify_path.clone(),
             env_generation: s.env_generation,
             after_stop: self.after_stop.clone(),
+            attempts: self.attempts,
         };
         self.ctx
             .anchor
@@ -616,8 +646,9 @@ impl Unit {
                 self.backoff.in_window(),
                 humantime::format_duration(self.spec.restart_window)
             );
-            let tail =
-                crate::logs::tail(&self.ctx.state.log_file(&self.inst.name), 5).unwrap_or_default();
+            let tail = crate::logs::marker::run_tail(&self.ctx.state.log_file(&self.inst.name), 5)
+                .map(|(lines, _)| lines)
+                .unwrap_or_default();
             tracing::error!(
                 process = %self.name(),
                 "{msg}; giving up. Last lines of its log: {}",
@@ -645,6 +676,7 @@ impl Unit {
         });
         tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
         self.tell_hooks(HookEvent::Exit, reason, exit);
+        self.doing(format!("restarting after: {reason}"), Some(delay));
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {

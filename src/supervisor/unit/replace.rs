@@ -217,8 +217,10 @@ impl Unit {
                 cwd: self.spec.cwd.clone(),
                 env: env.clone(),
             };
+            let spec = self.spec.clone();
             let g = Gate {
                 ready: r,
+                template: spec.ready.as_ref().map_or(&r.probe, |t| &t.probe),
                 ctx: &ctx,
                 notify: notify.as_ref(),
             };

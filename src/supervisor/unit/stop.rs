@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::{Child, Unit};
 use crate::config::Kind;
+use crate::spawn::identity::PidRecord;
 use crate::spawn::{self, strays::Mark, How, StopReport, Target};
 use crate::status::State;
 
@@ -43,7 +44,7 @@ impl Unit {
         let report = spawn::terminate(target, How::KILL, async {}).await;
         self.log_stop_findings(&report);
         if let Some(p) = pid_path {
-            let _ = std::fs::remove_file(p);
+            PidRecord::remove(p);
         }
         self.ctx.anchor.ack(child.pid);
     }
@@ -76,6 +77,10 @@ impl Unit {
             grace: self.spec.stop_timeout,
         };
         tracing::info!(process = %self.name(), "stopping pid {} with {} (grace {})", child.pid, how.signal.as_str(), humantime::format_duration(how.grace));
+        self.doing(
+            format!("stopping: {} sent", how.signal.as_str()),
+            Some(how.grace),
+        );
         let target = Target {
             group: Some(child.pid),
             strays: Some(self.mark()),
@@ -90,7 +95,7 @@ impl Unit {
         }
         self.log_stop_findings(&report);
         if let Some(p) = pid_path {
-            let _ = std::fs::remove_file(p);
+            PidRecord::remove(p);
         }
         // Done with this pid, whether or not its exit has come yet: the
         // anchor forgets it once it is gone.
