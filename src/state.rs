@@ -134,6 +134,12 @@ impl StateDir {
         self.root.join("notify").join(format!("{process}.sock"))
     }
 
+    /// The stack's cgroup record (`spawn::cgroup`): the path of its tree,
+    /// while every process of the stack is in it.
+    pub fn cgroup_record(&self) -> PathBuf {
+        self.root.join("cgroup")
+    }
+
     /// Held (flock) by the stack's one anchor.
     pub fn anchor_lock(&self) -> PathBuf {
         self.root.join("anchor.lock")

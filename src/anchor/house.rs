@@ -135,6 +135,7 @@ enum Slot {
     Pipe(i32),
     PidFd(i32),
     Lingering(u64),
+    Cgroups,
 }
 
 pub(super) struct House {
@@ -176,6 +177,9 @@ pub(super) struct House {
     scratch: Vec<u8>,
     recv_buf: Vec<u8>,
     echo: Option<Style>,
+    /// The stack's cgroup tree, while there is one (decided as `serve`
+    /// begins, off the start's path: see `cgroups`).
+    cgroups: Option<super::cgroups::Cgroups>,
 }
 
 impl House {
@@ -212,6 +216,7 @@ impl House {
             scratch: vec![0u8; crate::logs::READ_BUF],
             recv_buf: vec![0u8; proto::MAX_MESSAGE],
             echo,
+            cgroups: None,
         };
         if house.opts.launch {
             // The launching command waits for the supervisor's `ready` on
@@ -236,6 +241,13 @@ impl House {
 
     /// Runs until done.
     pub(super) fn serve(&mut self) {
+        let known: Vec<(String, i32)> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.exit.is_none())
+            .map(|(pid, c)| (c.instance.clone(), *pid))
+            .collect();
+        self.cgroups = super::cgroups::Cgroups::start(&self.state, &known);
         let me = std::process::id() as i32;
         match identity::PidRecord::capture(me, "anchor", me) {
             Ok(rec) => {
@@ -262,6 +274,9 @@ impl House {
             "INFO",
             "no process left and no supervisor wanted: anchor exiting",
         );
+        if let Some(c) = &self.cgroups {
+            c.end();
+        }
         let _ = std::fs::remove_file(self.state.anchor_socket());
         identity::PidRecord::remove(&self.state.anchor_pid());
     }
@@ -311,6 +326,9 @@ impl House {
             for (id, p) in &self.lingering {
                 entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
             }
+            if let Some(fd) = self.cgroups.as_ref().and_then(|c| c.fd()) {
+                entries.push((Slot::Cgroups, fd, PollFlags::POLLIN));
+            }
             let mut fds: Vec<PollFd<'_>> = entries
                 .iter()
                 .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
@@ -348,6 +366,11 @@ impl House {
                 Slot::Pipe(pid) => self.drain_child(pid),
                 Slot::PidFd(pid) => self.foreign_exited(pid),
                 Slot::Lingering(id) => self.drain_lingering(id),
+                Slot::Cgroups => {
+                    if let Some(c) = self.cgroups.as_mut() {
+                        c.on_events();
+                    }
+                }
             }
         }
     }
@@ -729,8 +752,13 @@ impl House {
     // ---- children ----
 
     fn spawn(&mut self, i: usize, req: SpawnReq) {
+        let folder = self.cgroups.as_mut().and_then(|c| c.folder(&req.instance));
+        let join = folder
+            .as_ref()
+            .zip(self.cgroups.as_ref())
+            .map(|(f, c)| c.join(f));
         let spawned = match self.passed(&req.listen) {
-            Ok(pass) => spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass)
+            Ok(pass) => spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass, join)
                 .map_err(|e| e.to_string()),
             Err(missing) => Err(format!(
                 "the anchor holds no socket under `{missing}` (it was released)"
@@ -747,6 +775,9 @@ impl House {
                 return;
             }
         };
+        if let (Some(c), Some(_)) = (self.cgroups.as_mut(), folder) {
+            c.spawned(&req.instance, pid);
+        }
         let start_ticks = identity::proc_stat(pid).map_or(0, |s| s.start_ticks);
         let pipe = read_end.and_then(|fd| self.pipe_for(&req.instance, fd));
         let copy = pipe.as_ref().and_then(|p| dup(&p.fd));
@@ -1115,6 +1146,9 @@ impl House {
         let alive = identity::proc_stat(info.pid)
             .is_ok_and(|s| s.start_ticks == info.start_ticks && s.state != 'Z');
         let pidfd = if alive { pidfd_open(info.pid) } else { None };
+        if let (Some(c), true) = (self.cgroups.as_mut(), alive) {
+            c.adopted(&info.instance, info.pid);
+        }
         let pipe = pipe.and_then(|fd| self.pipe_for(&info.instance, fd));
         self.ensure_log(&info.instance, &info.log);
         let watch = info.watch.as_deref().and_then(|w| Regex::new(w).ok());
@@ -1407,6 +1441,7 @@ impl House {
             kept: snap.kept,
             scratch: vec![0u8; crate::logs::READ_BUF],
             recv_buf: vec![0u8; proto::MAX_MESSAGE],
+            cgroups: None,
         };
         for (instance, target) in logs {
             house.ensure_log(&instance, &target);

@@ -40,6 +40,7 @@
 //! deciding anything about a process (start, stop, restart: the
 //! supervisor's), the stack file, the control socket.
 
+mod cgroups;
 pub mod client;
 mod house;
 pub mod proto;

@@ -17,6 +17,7 @@
 //! stdout and stderr share one pipe whose read end the caller gets back (the
 //! log pump drains it); the write end lives only in the child.
 
+pub mod cgroup;
 pub mod identity;
 pub mod listen;
 mod once;
@@ -127,14 +128,15 @@ pub fn spawn(
 ) -> io::Result<Spawned> {
     let reaper = Reaper::global()?;
     let (pid, output, exit) =
-        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture, &[]))?;
+        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture, &[], None))?;
     Ok(Spawned { pid, exit, output })
 }
 
 /// [`spawn`] without a reaper: for a process that reaps its own children
 /// (the anchor, whose event loop waits for them), `pass` placed at fds
-/// 3… (see [`spawn_passing`]). The read end of the output pipe comes back
-/// close-on-exec.
+/// 3… (see [`spawn_joined`]), joining its cgroup first when `join` says
+/// where ([`cgroup::join_in_child`]). The read end of the output pipe
+/// comes back close-on-exec.
 ///
 /// # Errors
 /// As [`spawn`].
@@ -144,6 +146,7 @@ pub fn spawn_unreaped(
     env: &[(String, String)],
     capture: bool,
     pass: &[BorrowedFd<'_>],
+    join: Option<cgroup::Join>,
 ) -> io::Result<(i32, Option<OwnedFd>)> {
     let (out, read_end) = if capture {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -151,7 +154,7 @@ pub fn spawn_unreaped(
     } else {
         (Output::Null, None)
     };
-    let pid = spawn_passing(argv, cwd, env, out, pass)?;
+    let pid = spawn_joined(argv, cwd, env, out, pass, join)?;
     Ok((pid, read_end))
 }
 
@@ -178,23 +181,25 @@ pub fn spawn_with(
     env: &[(String, String)],
     output: Output,
 ) -> io::Result<i32> {
-    spawn_passing(argv, cwd, env, output, &[])
+    spawn_joined(argv, cwd, env, output, &[], None)
 }
 
 /// [`spawn_with`], and `pass` (listening sockets) reaches the program at
 /// fds 3, 4, … in order, every other fd above 2 still closed on exec.
 /// With fds to pass the child runs the `listen-exec` trampoline of this
 /// very binary (`/proc/self/exe`), which places them, sets `LISTEN_PID`
-/// and execs `argv` (see [`listen`] for why).
+/// and execs `argv` (see [`listen`] for why). With `join`, the child
+/// first joins its cgroup.
 ///
 /// # Errors
 /// As [`spawn_with`].
-pub fn spawn_passing(
+fn spawn_joined(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
     output: Output,
     pass: &[BorrowedFd<'_>],
+    join: Option<cgroup::Join>,
 ) -> io::Result<i32> {
     let wrapped;
     let argv = if pass.is_empty() {
@@ -227,7 +232,11 @@ pub fn spawn_passing(
             cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
         }
     }
-    child_setup(&mut cmd, pass.iter().map(AsRawFd::as_raw_fd).collect());
+    child_setup(
+        &mut cmd,
+        pass.iter().map(AsRawFd::as_raw_fd).collect(),
+        join,
+    );
     let child = cmd.spawn()?;
     // Dropping the command closes this process's copies of the output fds,
     // so a pipe ends when the child's side does.
@@ -241,18 +250,22 @@ pub fn spawn_passing(
 /// gets its default disposition, and the mask is emptied: an ignored or
 /// blocked signal survives `exec`, so whatever the supervisor inherited from
 /// its own caller would otherwise reach every child. Every fd above 2 is
-/// closed on exec but those in `keep` (for the trampoline to place).
+/// closed on exec but those in `keep` (for the trampoline to place). With
+/// `join`, the child joins its cgroup before anything else.
 #[allow(unsafe_code)]
-fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>) {
+fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>, join: Option<cgroup::Join>) {
     // Read before fork: the highest signal number the C library knows.
     let sigrtmax = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (setsid, sigprocmask, the
-    // rt_sigaction and close_range syscalls, fcntl); it allocates nothing
-    // and takes no locks.
+    // only async-signal-safe functions (the cgroup join's mkdirat, openat
+    // and write, setsid, sigprocmask, the rt_sigaction and close_range
+    // syscalls, fcntl); it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             use nix::sys::signal::{SigSet, SigmaskHow};
+            if let Some(j) = join {
+                cgroup::join_in_child(j);
+            }
             nix::unistd::setsid()?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             // The raw syscall, not libc's sigaction: glibc refuses 32 and 33

@@ -1,15 +1,22 @@
 //! The stack's mark, and finding processes by it.
 //!
-//! Every process of a stack carries `STACKCTL_STACK_ID` (a hash of its
-//! state folder, unique on this host: `StateDir::stack_id`) and `STACKCTL_PROCESS` (its instance
-//! name) in its environment. A descendant that left its process group
-//! (`setsid`, a double fork) is still found by them, as long as it kept the
-//! environment it inherited: one that clears it escapes (a documented
-//! limit). Finding costs a read of every process's environment in `/proc`.
+//! Where the stack has a cgroup tree (`cgroup`: its record promises that
+//! every process is in it), a descendant that left its process group
+//! (`setsid`, a double fork) is found there, by its incarnation's
+//! `cgroup.procs`: the cost is the members', not the host's, and clearing
+//! its environment does not hide it. Elsewhere (the fallback) it is found
+//! by its environment: every process of a stack carries
+//! `STACKCTL_STACK_ID` (a hash of its state folder, unique on this host:
+//! `StateDir::stack_id`) and `STACKCTL_PROCESS` (its instance name), and a
+//! search reads the environment of every process in `/proc`; one that
+//! clears its environment escapes (a documented limit).
 //!
-//! Owns: the mark's name and value, and the `/proc` scans. Must not touch:
+//! Owns: the mark's name and value, and the searches. Must not touch:
 //! signalling (`terminate`), policy.
 
+use std::path::Path;
+
+use super::cgroup::Tree;
 use super::identity::{is_alive, proc_stat, ProcStat};
 
 /// The variable that marks every process of a stack.
@@ -23,11 +30,35 @@ pub struct Mark<'a> {
     pub stack_id: &'a str,
     /// Only these instances (`None`: every process of the stack).
     pub instances: Option<&'a [String]>,
+    /// The stack's cgroup record (`StateDir::cgroup_record`): while it
+    /// promises a tree, the search lists the tree.
+    pub cgroups: Option<&'a Path>,
 }
 
-/// Every live process (other than this one) carrying `mark`, with its
-/// instance name.
-pub fn marked(mark: Mark<'_>) -> Vec<(i32, String)> {
+impl Mark<'_> {
+    /// The tree to search, when the record promises one.
+    pub fn tree(&self) -> Option<Tree> {
+        self.cgroups.and_then(Tree::recorded)
+    }
+}
+
+/// Every live process (other than this one) of `mark`, with its instance
+/// name; with a tree, but those of the incarnations led by `spare`.
+pub fn marked(mark: Mark<'_>, spare: &[i32]) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    match mark.tree() {
+        Some(tree) => tree
+            .members(mark.instances, spare)
+            .into_iter()
+            .filter(|(pid, _)| *pid != me && is_alive(*pid))
+            .collect(),
+        None => by_environment(mark),
+    }
+}
+
+/// Every live process (other than this one) whose environment carries
+/// `mark`: the `/proc` scan.
+pub fn by_environment(mark: Mark<'_>) -> Vec<(i32, String)> {
     let needle = format!("{STACK_ID_VAR}={}", mark.stack_id);
     let process_prefix = format!("{PROCESS_VAR}=");
     let me = std::process::id() as i32;
@@ -113,25 +144,37 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // The environment is readable once the child has exec'd.
         let found = loop {
-            let f = marked(Mark {
-                stack_id: &id,
-                instances: None,
-            });
+            let f = marked(
+                Mark {
+                    stack_id: &id,
+                    instances: None,
+                    cgroups: None,
+                },
+                &[],
+            );
             if !f.is_empty() || std::time::Instant::now() > deadline {
                 break f;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         let names = ["worker.3".to_string()];
-        let by_name = marked(Mark {
-            stack_id: &id,
-            instances: Some(&names),
-        });
+        let by_name = marked(
+            Mark {
+                stack_id: &id,
+                instances: Some(&names),
+                cgroups: None,
+            },
+            &[],
+        );
         let other = ["worker.4".to_string()];
-        let not_it = marked(Mark {
-            stack_id: &id,
-            instances: Some(&other),
-        });
+        let not_it = marked(
+            Mark {
+                stack_id: &id,
+                instances: Some(&other),
+                cgroups: None,
+            },
+            &[],
+        );
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found, vec![(pid, "worker.3".to_string())]);

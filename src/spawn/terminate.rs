@@ -5,14 +5,18 @@
 //! stop, and the stop of processes a killed supervisor left behind. Its
 //! steps:
 //!
-//! 1. find the target's strays (marked processes outside its group);
+//! 1. find the target's strays (its instances' processes outside its
+//!    group: in the stack's cgroup tree where it has one, else by their
+//!    mark in `/proc`, see `strays`);
 //! 2. send the stop signal to the group and to the strays, then `SIGCONT`
 //!    (a stopped group would otherwise hold the signal for the whole grace,
 //!    as systemd knows);
 //! 3. wait up to the grace for the leader's exit (an event, when the caller
 //!    has one) and for the group and the strays to be gone (a short timer:
 //!    no event tells that a group emptied);
-//! 4. `SIGKILL` whatever is left and wait up to [`HARD_WAIT`] more;
+//! 4. `SIGKILL` whatever is left (with a tree, also `cgroup.kill` of the
+//!    instances' incarnations but the spared: what forked meanwhile too)
+//!    and wait up to [`HARD_WAIT`] more;
 //! 5. look once more for strays that appeared during the stop, and kill
 //!    them;
 //! 6. report: whether the grace ran out, which strays there were, and which
@@ -103,6 +107,9 @@ pub async fn terminate(
         .map_or_else(Vec::new, |m| find(m, group, target.spare));
     let deadline = Instant::now() + how.grace;
 
+    if how.signal == Signal::SIGKILL {
+        kill_tree(target);
+    }
     send(group, &strays, how.signal);
     if how.signal != Signal::SIGKILL && how.signal != Signal::SIGCONT {
         send(group, &strays, Signal::SIGCONT);
@@ -118,6 +125,7 @@ pub async fn terminate(
     };
     if !gone {
         report.killed = how.signal != Signal::SIGKILL;
+        kill_tree(target);
         send(group, &strays, Signal::SIGKILL);
         wait_gone(group, &strays, Instant::now() + HARD_WAIT).await;
     }
@@ -143,9 +151,21 @@ pub async fn terminate(
     report
 }
 
+/// `cgroup.kill` of every incarnation of the target's instances but the
+/// spared, where the stack has a tree.
+fn kill_tree(target: Target<'_>) {
+    let Some(mark) = target.strays else {
+        return;
+    };
+    let Some(tree) = mark.tree() else {
+        return;
+    };
+    tree.kill(mark.instances, target.spare);
+}
+
 /// The marked processes outside `group` and outside the `spare` groups.
 fn find(mark: Mark<'_>, group: Option<i32>, spare: &[i32]) -> Vec<(String, i32)> {
-    strays::marked(mark)
+    strays::marked(mark, spare)
         .into_iter()
         .filter(|(pid, _)| {
             super::identity::proc_stat(*pid).map_or(true, |st| {
@@ -307,11 +327,12 @@ mod tests {
         let mark = Mark {
             stack_id: &id,
             instances: Some(&names),
+            cgroups: None,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let left_group =
             || crate::spawn::identity::proc_stat(escaped).is_ok_and(|st| st.pgid != pid);
-        while !(left_group() && strays::marked(mark).iter().any(|(p, _)| *p == escaped)) {
+        while !(left_group() && strays::marked(mark, &[]).iter().any(|(p, _)| *p == escaped)) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the stray never left its group with its mark"

@@ -145,6 +145,7 @@ impl Supervisor {
         let ctx = Arc::new(UnitCtx {
             stack_name: stack.name.clone(),
             stack_id: state.stack_id(),
+            cgroup_record: state.cgroup_record(),
             state,
             supervisor_pid: pid,
             envs: env::Envs::new(base_env, &stack),

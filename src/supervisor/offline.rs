@@ -173,6 +173,7 @@ pub async fn stop_all(stack: &Stack) -> Cleared {
 pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
     let state = StateDir::new(&stack.state_dir);
     let stack_id = state.stack_id();
+    let cgroups = state.cgroup_record();
     let doomed: Vec<Doomed> = live_records(stack, &state)
         .into_iter()
         .filter(|d| !keep.contains(&d.pgid))
@@ -183,6 +184,7 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
         for d in level {
             tracing::info!(process = %d.name, "stopping pid {} left by a previous supervisor", d.pgid);
             let (name, pgid, how, id) = (d.name.clone(), d.pgid, d.how, stack_id.clone());
+            let cgroups = cgroups.clone();
             stops.spawn(async move {
                 let names = [name];
                 let target = Target {
@@ -190,6 +192,7 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
                     strays: Some(Mark {
                         stack_id: &id,
                         instances: Some(&names),
+                        cgroups: Some(&cgroups),
                     }),
                     spare: &[],
                 };
@@ -212,6 +215,7 @@ pub async fn stop_all_but(stack: &Stack, keep: &[i32]) -> Cleared {
         strays: Some(Mark {
             stack_id: &stack_id,
             instances: None,
+            cgroups: Some(&cgroups),
         }),
         spare: keep,
     };

@@ -258,6 +258,7 @@ impl Supervisor {
             group: None,
             strays: Some(Mark {
                 stack_id: &self.ctx.stack_id,
+                cgroups: Some(&self.ctx.cgroup_record),
                 instances: Some(names),
             }),
             spare: &live,

@@ -6,6 +6,7 @@
 mod harness;
 
 mod autoscale;
+mod cgroups;
 mod check;
 mod core;
 mod dependents;

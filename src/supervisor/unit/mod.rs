@@ -76,6 +76,8 @@ pub struct UnitCtx {
     /// Marks every process of this stack (`STACKCTL_STACK_ID`), so that
     /// descendants that left their group can still be found.
     pub stack_id: String,
+    /// The stack's cgroup record (`StateDir::cgroup_record`).
+    pub cgroup_record: std::path::PathBuf,
     pub state: StateDir,
     pub supervisor_pid: i32,
     /// Each process's environment over stackctl's own (`super::env`).

@@ -19,6 +19,7 @@ impl Unit {
     pub(super) fn mark(&self) -> Mark<'_> {
         Mark {
             stack_id: &self.ctx.stack_id,
+            cgroups: Some(&self.ctx.cgroup_record),
             instances: Some(std::slice::from_ref(&self.inst.name)),
         }
     }
