@@ -220,6 +220,7 @@ async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> R
         while conns.join_next().await.is_some() {}
     })
     .await;
+    sup.flush_timeline();
     if sup.upgrading() {
         // Nothing is stopped, nothing is cleaned up (the socket is the next
         // supervisor's; a notify socket's file belongs to a live process):

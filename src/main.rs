@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = stackctl::Cli::parse();
+    // The lines stackctl writes for itself skip clap (see `cli::internal`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let cli = stackctl::cli::internal::parse(&args).unwrap_or_else(stackctl::Cli::parse);
     match stackctl::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod check;
 pub mod export;
 pub mod generate;
+pub mod internal;
 pub mod keep;
 pub mod live;
 pub mod lock;

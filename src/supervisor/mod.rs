@@ -186,6 +186,11 @@ impl Supervisor {
         self.ctx.timeline.now()
     }
 
+    /// Writes what the timeline has not written yet (this supervisor ends).
+    pub fn flush_timeline(&self) {
+        self.ctx.timeline.flush();
+    }
+
     /// The anchor connection.
     pub fn anchor(&self) -> &Arc<Link> {
         &self.ctx.anchor

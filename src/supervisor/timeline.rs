@@ -1,8 +1,15 @@
 //! Recording the start timeline (`crate::timeline`) as it happens, into
-//! `state_dir/timeline.json` (replaced atomically on every change), so
-//! that `stackctl analyze` reads it with or without a supervisor, and the
-//! next supervisor (a restart, an upgrade) goes on adding the restarts of
-//! the same start.
+//! `state_dir/timeline.json`, so that `stackctl analyze` reads it with or
+//! without a supervisor, and the next supervisor (a restart, an upgrade)
+//! goes on adding the restarts of the same start.
+//!
+//! The file is the whole timeline, replaced atomically: written on every
+//! change, a start of N instances would write it 4N times at O(N) each,
+//! on the supervisor's one thread, and a restart would wait for it. So a
+//! change marks it dirty and a writer task replaces it [`WRITE_DELAY`]
+//! later with whatever it then holds (every change of a burst in one
+//! write, off the restart's path); the end of a start writes it at once,
+//! so the `start` that returns has its timeline on disk.
 //!
 //! Who says what: `Supervisor::start` opens a start with the instances it
 //! is to bring up ([`Recorder::begin`]); it becomes *the* last start only
@@ -16,7 +23,8 @@
 //! Owns: the record in memory and on disk. Must not touch: what it means
 //! (`crate::timeline`), when things happen (the units, `order`).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::config::Kind;
 use crate::state::StateDir;
@@ -31,18 +39,28 @@ pub struct Planned {
     pub depends_on: Vec<String>,
 }
 
+/// How long after a change the file is replaced (with every change made
+/// meanwhile).
+pub const WRITE_DELAY: Duration = Duration::from_millis(10);
+
 #[derive(Default)]
 struct Inner {
     kept: Timeline,
     /// A start begun whose instances have not begun an attempt yet.
     pending: Option<StartRecord>,
     next_id: u64,
+    /// A writer task is due to replace the file.
+    write_due: bool,
+}
+
+struct Shared {
+    state: StateDir,
+    inner: Mutex<Inner>,
 }
 
 /// The timeline of one stack.
 pub struct Recorder {
-    state: StateDir,
-    inner: Mutex<Inner>,
+    shared: Arc<Shared>,
 }
 
 impl Recorder {
@@ -54,11 +72,14 @@ impl Recorder {
             .unwrap_or_default();
         let next_id = kept.start.as_ref().map_or(1, |s| s.id + 1);
         Recorder {
-            state: state.clone(),
-            inner: Mutex::new(Inner {
-                kept,
-                pending: None,
-                next_id,
+            shared: Arc::new(Shared {
+                state: state.clone(),
+                inner: Mutex::new(Inner {
+                    kept,
+                    pending: None,
+                    next_id,
+                    write_due: false,
+                }),
             }),
         }
     }
@@ -67,13 +88,15 @@ impl Recorder {
     #[cfg(test)]
     pub fn scratch() -> Recorder {
         Recorder {
-            state: StateDir::new("/nonexistent/stackctl-timeline"),
-            inner: Mutex::new(Inner::default()),
+            shared: Arc::new(Shared {
+                state: StateDir::new("/nonexistent/stackctl-timeline"),
+                inner: Mutex::new(Inner::default()),
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     /// A start (`op`: `start`, `restart`) of `planned` begins now; its id.
@@ -185,7 +208,7 @@ impl Recorder {
         let rec = inner.kept.start.as_mut().filter(|s| s.id == id)?;
         rec.ended_ms.get_or_insert_with(timeline::now_ms);
         let summary = timeline::summary(rec);
-        self.save(&inner);
+        self.shared.write(&mut inner);
         summary
     }
 
@@ -218,7 +241,7 @@ impl Recorder {
             return;
         };
         f(p);
-        self.save(&inner);
+        self.save(&mut inner);
     }
 
     fn last_run(&self, instance: &str, f: impl FnOnce(&mut Run)) {
@@ -234,7 +257,44 @@ impl Recorder {
         self.lock().kept.clone()
     }
 
-    fn save(&self, inner: &Inner) {
+    /// The file is to show this change: replaced [`WRITE_DELAY`] from now
+    /// by a writer task (at once with no runtime: the tests, a CLI).
+    fn save(&self, inner: &mut Inner) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.shared.write(inner);
+            return;
+        }
+        if inner.write_due {
+            return;
+        }
+        inner.write_due = true;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(WRITE_DELAY).await;
+            let mut inner = shared.lock();
+            if inner.write_due {
+                shared.write(&mut inner);
+            }
+        });
+    }
+
+    /// Writes what is unsaved now, if anything (a supervisor that ends).
+    pub fn flush(&self) {
+        let mut inner = self.lock();
+        if inner.write_due {
+            self.shared.write(&mut inner);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the file with `inner`'s timeline.
+    fn write(&self, inner: &mut Inner) {
+        inner.write_due = false;
         let Ok(bytes) = serde_json::to_vec(&inner.kept) else {
             return;
         };
