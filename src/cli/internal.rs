@@ -60,7 +60,8 @@ fn anchor(args: &[OsString]) -> Option<AnchorArgs> {
             _ => return None,
         }
     }
-    let complete = a.resume.is_some() || (a.state_dir.is_some() && a.stack.is_some() && a.exe.is_some());
+    let complete =
+        a.resume.is_some() || (a.state_dir.is_some() && a.stack.is_some() && a.exe.is_some());
     complete.then_some(a)
 }
 
@@ -119,12 +120,39 @@ mod tests {
     #[test]
     fn the_lines_stackctl_writes_read_as_clap_reads_them() {
         let lines: &[&[&str]] = &[
-            &["anchor", "--state-dir", "/s/logs", "--stack", "/s/stack.toml", "--exe", "/bin/x"],
-            &["anchor", "--state-dir", "/s", "--stack", "/s/t", "--exe", "/x", "--no-launch", "--echo", "--color"],
+            &[
+                "anchor",
+                "--state-dir",
+                "/s/logs",
+                "--stack",
+                "/s/stack.toml",
+                "--exe",
+                "/bin/x",
+            ],
+            &[
+                "anchor",
+                "--state-dir",
+                "/s",
+                "--stack",
+                "/s/t",
+                "--exe",
+                "/x",
+                "--no-launch",
+                "--echo",
+                "--color",
+            ],
             &["anchor", "--resume", "/s/anchor.resume"],
             &["supervise", "--stack", "/s/stack.toml"],
             &["supervise", "--foreground", "--stack", "/s/stack.toml"],
-            &["listen-exec", "--fds", "7,9", "--", "sh", "-c", "exec x --fd 3"],
+            &[
+                "listen-exec",
+                "--fds",
+                "7,9",
+                "--",
+                "sh",
+                "-c",
+                "exec x --fd 3",
+            ],
         ];
         for line in lines {
             let ours = parse(&os(line)).unwrap_or_else(|| panic!("not taken: {line:?}"));
