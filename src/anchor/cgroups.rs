@@ -1,10 +1,10 @@
 //! The anchor's side of the stack's cgroup tree (`spawn::cgroup`): whether
-//! it keeps the promise (every process in the tree), each child's join,
-//! and removing each incarnation's cgroup once it is empty.
+//! it keeps the promise (every process in the tree), the cgroup each spawn
+//! is forked into, and removing each instance's cgroup once it is empty.
 //!
-//! Owns: the decision at the anchor's start, the complaint pipe, the
+//! Owns: the decision at the anchor's start, withdrawing the promise, the
 //! inotify watches on `cgroup.events`. Must not touch: the tree's layout
-//! and the join itself (`spawn::cgroup`), what a stop does.
+//! (`spawn::cgroup`), spawning (`spawn`), what a stop does.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -13,20 +13,20 @@ use std::path::PathBuf;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::note;
-use crate::spawn::cgroup::{self, Join, Tree};
+use crate::spawn::cgroup::{self, Tree};
 use crate::spawn::strays::{self, Mark};
 use crate::state::StateDir;
 
 pub(super) struct Cgroups {
     tree: Tree,
     record: PathBuf,
-    /// Children join while true: false once the promise is withdrawn (the
-    /// tree is then only cleaned up).
+    /// Spawns go into the tree while true: false once the promise is
+    /// withdrawn (the tree is then only cleaned up).
     joining: bool,
-    /// Read end (non-blocking) and write end of the complaint pipe.
-    complaints: (OwnedFd, OwnedFd),
     inotify: Option<Inotify>,
-    watches: HashMap<WatchDescriptor, (String, i32)>,
+    /// The instance each watch is on, and the watch of each instance.
+    watches: HashMap<WatchDescriptor, String>,
+    watched: HashMap<String, WatchDescriptor>,
 }
 
 impl Cgroups {
@@ -93,17 +93,6 @@ impl Cgroups {
                 }
             }
         };
-        let complaints = match complaint_pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                Tree::forget(&record);
-                note(
-                    "WARN",
-                    &format!("cannot make a pipe for the cgroup joins: {e}"),
-                );
-                return None;
-            }
-        };
         if let Err(e) = tree.write_record(&record) {
             note(
                 "WARN",
@@ -123,15 +112,14 @@ impl Cgroups {
             tree,
             record,
             joining: true,
-            complaints,
             inotify,
             watches: HashMap::new(),
+            watched: HashMap::new(),
         })
     }
 
-    /// What the next spawn of `instance` needs to join its cgroup (its
-    /// instance folder, kept open by the caller for the spawn); `None` once
-    /// the promise is withdrawn.
+    /// The cgroup the next spawn of `instance` is forked into (made if
+    /// missing); `None` once the promise is withdrawn.
     pub(super) fn folder(&mut self, instance: &str) -> Option<OwnedFd> {
         if !self.joining {
             return None;
@@ -139,52 +127,60 @@ impl Cgroups {
         match self.tree.instance_dir(instance) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                self.withdraw(&format!("cannot make the cgroup folder of {instance}: {e}"));
+                self.withdraw(&format!("cannot make the cgroup of {instance}: {e}"));
                 None
             }
         }
     }
 
-    /// The join of a spawn into `folder`.
-    pub(super) fn join<'a>(&'a self, folder: &'a OwnedFd) -> Join {
-        Join::new(folder.as_fd(), self.complaints.1.as_fd())
+    /// A spawn could not be forked into its cgroup: nothing ran, and the
+    /// promise is withdrawn (the caller spawns it again without).
+    pub(super) fn refused(&mut self, instance: &str, e: &std::io::Error) {
+        self.withdraw(&format!("{instance}: {e}"));
+        self.remove_if_empty(instance);
     }
 
-    /// After a spawn that joined: a complaint withdraws the promise;
-    /// otherwise the cgroup is watched, to be removed once empty.
-    pub(super) fn spawned(&mut self, instance: &str, pid: i32) {
-        let failed = cgroup::complaints(self.complaints.0.as_fd());
-        if !failed.is_empty() {
-            self.withdraw(&format!(
-                "pid {} of {instance} could not join its cgroup",
-                failed[0]
-            ));
-            return;
-        }
-        self.watch(instance, pid);
+    /// After a spawn into the cgroup of `instance`: it is watched, to be
+    /// removed once empty.
+    pub(super) fn spawned(&mut self, instance: &str) {
+        self.watch(instance);
     }
 
     /// A process handed over by a supervisor (its anchor died): one outside
     /// the tree withdraws the promise.
     pub(super) fn adopted(&mut self, instance: &str, pid: i32) {
         if self.tree.holds(instance, pid) {
-            self.watch(instance, pid);
-        } else if self.joining {
+            self.watch(instance);
+        } else {
             self.withdraw(&format!("{instance} (pid {pid}) is not in its cgroup"));
         }
     }
 
-    fn watch(&mut self, instance: &str, pid: i32) {
+    fn watch(&mut self, instance: &str) {
+        if self.watched.contains_key(instance) {
+            return;
+        }
         let Some(ino) = &self.inotify else {
             return;
         };
-        let events = self.tree.incarnation(instance, pid).join("cgroup.events");
+        let events = self.tree.instance_path(instance).join("cgroup.events");
         if let Ok(wd) = ino.add_watch(&events, AddWatchFlags::IN_MODIFY) {
-            self.watches.insert(wd, (instance.to_string(), pid));
+            self.watches.insert(wd, instance.to_string());
+            self.watched.insert(instance.to_string(), wd);
         }
         // Already empty (a command that ended at once): no event may come.
-        if self.tree.populated(instance, pid) == Some(false) {
-            self.tree.remove_if_empty(instance, pid);
+        if self.tree.populated(instance) == Some(false) {
+            self.remove_if_empty(instance);
+        }
+    }
+
+    /// Removes the cgroup of `instance` if it is empty, and forgets its
+    /// watch then (the next spawn makes it anew and watches it anew).
+    fn remove_if_empty(&mut self, instance: &str) {
+        if self.tree.remove_if_empty(instance) {
+            if let Some(wd) = self.watched.remove(instance) {
+                self.watches.remove(&wd);
+            }
         }
     }
 
@@ -214,13 +210,17 @@ impl Cgroups {
             return;
         };
         for ev in events {
-            let Some((instance, pid)) = self.watches.get(&ev.wd).cloned() else {
+            let Some(instance) = self.watches.get(&ev.wd).cloned() else {
                 continue;
             };
             if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                // Its cgroup was removed: a later spawn watches anew.
                 self.watches.remove(&ev.wd);
-            } else if self.tree.populated(&instance, pid) != Some(true) {
-                self.tree.remove_if_empty(&instance, pid);
+                if self.watched.get(&instance) == Some(&ev.wd) {
+                    self.watched.remove(&instance);
+                }
+            } else if self.tree.populated(&instance) != Some(true) {
+                self.remove_if_empty(&instance);
             }
         }
     }
@@ -230,11 +230,4 @@ impl Cgroups {
     pub(super) fn end(&self) {
         self.tree.prune();
     }
-}
-
-fn complaint_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use nix::fcntl::OFlag;
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    super::nonblocking(&r)?;
-    Ok((r, w))
 }

@@ -752,14 +752,29 @@ impl House {
     // ---- children ----
 
     fn spawn(&mut self, i: usize, req: SpawnReq) {
-        let folder = self.cgroups.as_mut().and_then(|c| c.folder(&req.instance));
-        let join = folder
-            .as_ref()
-            .zip(self.cgroups.as_ref())
-            .map(|(f, c)| c.join(f));
-        let spawned = match self.passed(&req.listen) {
-            Ok(pass) => spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass, join)
-                .map_err(|e| e.to_string()),
+        let mut folder = self.cgroups.as_mut().and_then(|c| c.folder(&req.instance));
+        let held = &self.held;
+        let cgroups = &mut self.cgroups;
+        let spawned = match passed(held, &req.listen) {
+            Ok(pass) => {
+                let spawn = |cgroup: Option<&OwnedFd>| {
+                    let cgroup = cgroup.map(AsFd::as_fd);
+                    spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass, cgroup)
+                };
+                match spawn(folder.as_ref()) {
+                    // The kernel would not fork into the cgroup (nothing
+                    // ran): the promise is withdrawn, and it runs outside.
+                    Err(e) if spawn::is_not_into_cgroup(&e) => {
+                        if let Some(c) = cgroups.as_mut() {
+                            c.refused(&req.instance, &e);
+                        }
+                        folder = None;
+                        spawn(None)
+                    }
+                    other => other,
+                }
+                .map_err(|e| e.to_string())
+            }
             Err(missing) => Err(format!(
                 "the anchor holds no socket under `{missing}` (it was released)"
             )),
@@ -776,7 +791,7 @@ impl House {
             }
         };
         if let (Some(c), Some(_)) = (self.cgroups.as_mut(), folder) {
-            c.spawned(&req.instance, pid);
+            c.spawned(&req.instance);
         }
         let start_ticks = identity::proc_stat(pid).map_or(0, |s| s.start_ticks);
         let pipe = read_end.and_then(|fd| self.pipe_for(&req.instance, fd));
@@ -819,13 +834,6 @@ impl House {
             },
             copy.into_iter().collect(),
         );
-    }
-
-    /// The held fds under `keys`, in order; the first key with none, if any.
-    fn passed(&self, keys: &[String]) -> Result<Vec<BorrowedFd<'_>>, String> {
-        keys.iter()
-            .map(|k| self.held.get(k).map(AsFd::as_fd).ok_or_else(|| k.clone()))
-            .collect()
     }
 
     fn pipe_for(&self, instance: &str, fd: OwnedFd) -> Option<Pipe> {
@@ -1451,6 +1459,16 @@ impl House {
         house.reap();
         Ok(house)
     }
+}
+
+/// The held sockets under `keys`, in order; the first missing key otherwise.
+fn passed<'a>(
+    held: &'a BTreeMap<String, OwnedFd>,
+    keys: &[String],
+) -> Result<Vec<BorrowedFd<'a>>, String> {
+    keys.iter()
+        .map(|k| held.get(k).map(AsFd::as_fd).ok_or_else(|| k.clone()))
+        .collect()
 }
 
 /// How long to wait before relaunching a supervisor after `young` of them

@@ -1,9 +1,9 @@
 //! The stack's cgroup tree (cgroup v2), where the host lets stackctl make
-//! one: every incarnation of an instance in a cgroup of its own,
-//! `<base>/<instance>/<leader pid>`, so that what it left behind is listed
-//! by the kernel (`cgroup.procs`) and killed in one write (`cgroup.kill`)
-//! — in O(members), whatever else runs on the host, and whatever the
-//! process did to its session or its environment.
+//! one: every process of an instance in a cgroup of its own,
+//! `<base>/<instance>`, so that what it left behind is listed by the
+//! kernel (`cgroup.procs`) and killed in one write (`cgroup.kill`) — in
+//! O(members), whatever else runs on the host, and whatever the process
+//! did to its session or its environment.
 //!
 //! Theory of operation. The anchor makes the tree (`make`) under its own
 //! cgroup, `<cgroup2 mount><own cgroup>/stackctl-<stack id>`, and writes
@@ -11,24 +11,26 @@
 //! while it exists, every process of the stack is in the tree, so that a
 //! search there is complete. An anchor that cannot keep the promise (no
 //! writable cgroup2, `STACKCTL_CGROUP=off`, processes of an earlier run
-//! outside the tree, a spawn whose join failed) removes the record first,
-//! and every search falls back to the `/proc` scan of [`super::strays`].
-//! The child joins its cgroup itself, between `fork` and `exec`
-//! ([`join_in_child`]: `mkdirat` of its own pid under its instance's
-//! folder, then `0` into its `cgroup.procs`), so that nothing it forks can
-//! be outside; a child that cannot join says so on the complaint pipe the
-//! anchor reads right after the spawn. An incarnation's cgroup is removed
-//! once it is empty: the anchor watches its `cgroup.events` (inotify) and
-//! removes it, and its instance's folder with it when that was the last;
-//! [`Tree::prune`] removes what an anchor that died left empty.
+//! outside the tree, a spawn the kernel would not fork into its cgroup)
+//! removes the record first, and every search falls back to the `/proc`
+//! scan of [`super::strays`]. A child is forked straight into its
+//! instance's cgroup (`super::into`: `clone3(CLONE_INTO_CGROUP)`, so that
+//! nothing it forks is ever outside, and without a migration's wait). An
+//! instance's cgroup is removed once it is empty: the anchor watches its
+//! `cgroup.events` (inotify); [`Tree::prune`] removes what an anchor that
+//! died left empty.
+//!
+//! The incarnations of an instance share its cgroup: during an
+//! overlapping restart (`listen`) a search spares the serving one by its
+//! process group, and `cgroup.kill` is not used.
 //!
 //! Owns: finding the cgroup2 mount and this process's cgroup, the tree's
-//! layout and record, the child-side join, listing members, `cgroup.kill`,
-//! removing empty cgroups. Must not touch: when to stop or what a stop
-//! does (`terminate`), the anchor's loop.
+//! layout and record, listing members, `cgroup.kill`, removing empty
+//! cgroups. Must not touch: when to stop or what a stop does
+//! (`terminate`), the anchor's loop, spawning (`into`).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Set to `off` in the environment of `stackctl start` (the anchor's) to
@@ -106,17 +108,13 @@ impl Tree {
         let _ = std::fs::remove_file(record);
     }
 
-    fn instance_path(&self, instance: &str) -> PathBuf {
+    /// The cgroup of `instance`.
+    pub fn instance_path(&self, instance: &str) -> PathBuf {
         self.base.join(instance)
     }
 
-    /// The cgroup of the incarnation whose leader is `pgid`.
-    pub fn incarnation(&self, instance: &str, pgid: i32) -> PathBuf {
-        self.instance_path(instance).join(pgid.to_string())
-    }
-
-    /// The folder of `instance`, made if missing and opened, for a child to
-    /// join (see [`join_in_child`]).
+    /// The cgroup of `instance`, made if missing and opened, for a child to
+    /// be forked into.
     ///
     /// # Errors
     /// When it cannot be made or opened.
@@ -130,94 +128,74 @@ impl Tree {
         Ok(OwnedFd::from(dir))
     }
 
-    /// Every process in the incarnations of `instances` (all, with
-    /// `None`) but those whose leader is in `spare`, with its instance.
-    /// Empty incarnations found on the way are removed.
-    pub fn members(&self, instances: Option<&[String]>, spare: &[i32]) -> Vec<(i32, String)> {
+    /// Every process in the cgroups of `instances` (all, with `None`),
+    /// with its instance. (An empty cgroup is left to the anchor, which
+    /// may be about to fork into it.)
+    pub fn members(&self, instances: Option<&[String]>) -> Vec<(i32, String)> {
         let mut out = Vec::new();
-        for (instance, pgid, path) in self.incarnations(instances) {
-            if spare.contains(&pgid) {
-                continue;
-            }
+        for (instance, path) in self.cgroups(instances) {
             let pids = procs(&path);
-            if pids.is_empty() {
-                let _ = std::fs::remove_dir(&path);
-            }
             out.extend(pids.into_iter().map(|p| (p, instance.clone())));
         }
         out
     }
 
-    /// Whether `pid` is in the cgroup of its own incarnation
-    /// (`instance`/`pid`).
+    /// Whether `pid` is in the cgroup of `instance`.
     pub fn holds(&self, instance: &str, pid: i32) -> bool {
-        procs(&self.incarnation(instance, pid)).contains(&pid)
+        procs(&self.instance_path(instance)).contains(&pid)
     }
 
-    /// Kills every process of every incarnation of `instances` (all, with
-    /// `None`) but those whose leader is in `spare`, at once
-    /// (`cgroup.kill`, Linux 5.14). False when the kernel has no
-    /// `cgroup.kill`.
-    pub fn kill(&self, instances: Option<&[String]>, spare: &[i32]) -> bool {
+    /// Kills every process in the cgroups of `instances` (all, with
+    /// `None`) at once (`cgroup.kill`, Linux 5.14). False when the kernel
+    /// has no `cgroup.kill`.
+    pub fn kill(&self, instances: Option<&[String]>) -> bool {
         let mut all = true;
-        for (_, pgid, path) in self.incarnations(instances) {
-            if !spare.contains(&pgid) {
+        for (_, path) in self.cgroups(instances) {
+            if path.exists() {
                 all &= std::fs::write(path.join("cgroup.kill"), b"1").is_ok();
             }
         }
         all
     }
 
-    /// Whether the incarnation of `pgid` still holds a live process
-    /// (`None`: it has no cgroup).
-    pub fn populated(&self, instance: &str, pgid: i32) -> Option<bool> {
+    /// Whether the cgroup of `instance` still holds a live process (`None`:
+    /// it has none).
+    pub fn populated(&self, instance: &str) -> Option<bool> {
         let events =
-            std::fs::read_to_string(self.incarnation(instance, pgid).join("cgroup.events")).ok()?;
+            std::fs::read_to_string(self.instance_path(instance).join("cgroup.events")).ok()?;
         Some(populated(&events))
     }
 
-    /// Removes the incarnation's cgroup if it is empty, and its instance's
-    /// folder if that was the last.
-    pub fn remove_if_empty(&self, instance: &str, pgid: i32) {
-        if std::fs::remove_dir(self.incarnation(instance, pgid)).is_ok() {
-            let _ = std::fs::remove_dir(self.instance_path(instance));
-        }
+    /// Removes the cgroup of `instance` if it is empty; whether it did.
+    pub fn remove_if_empty(&self, instance: &str) -> bool {
+        std::fs::remove_dir(self.instance_path(instance)).is_ok()
     }
 
     /// Removes every empty cgroup of the tree, the base too when all are
     /// gone (what an anchor that died left, or the last one's end).
     pub fn prune(&self) {
-        for (_, _, path) in self.incarnations(None) {
-            let _ = std::fs::remove_dir(path);
-        }
         for dir in subdirs(&self.base) {
             let _ = std::fs::remove_dir(dir);
         }
         let _ = std::fs::remove_dir(&self.base);
     }
 
-    /// `(instance, pgid, path)` of every incarnation of `instances`.
-    fn incarnations(&self, instances: Option<&[String]>) -> Vec<(String, i32, PathBuf)> {
-        let dirs: Vec<PathBuf> = match instances {
-            Some(names) => names.iter().map(|n| self.instance_path(n)).collect(),
-            None => subdirs(&self.base),
-        };
-        let mut out = Vec::new();
-        for dir in dirs {
-            let Some(instance) = dir.file_name().and_then(|n| n.to_str()).map(String::from) else {
-                continue;
-            };
-            for inc in subdirs(&dir) {
-                if let Some(pgid) = inc
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<i32>().ok())
-                {
-                    out.push((instance.clone(), pgid, inc));
-                }
-            }
+    /// `(instance, path)` of the cgroups of `instances` (all that exist,
+    /// with `None`).
+    fn cgroups(&self, instances: Option<&[String]>) -> Vec<(String, PathBuf)> {
+        match instances {
+            Some(names) => names
+                .iter()
+                .map(|n| (n.clone(), self.instance_path(n)))
+                .collect(),
+            None => subdirs(&self.base)
+                .into_iter()
+                .filter_map(|d| {
+                    let name = d.file_name()?.to_str()?.to_string();
+                    Some((name, d))
+                })
+                .collect(),
         }
-        out
     }
 }
 
@@ -302,103 +280,6 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a child needs to join its cgroup: its instance's folder, and the
-/// pipe to complain on when it cannot.
-#[derive(Debug, Clone, Copy)]
-pub struct Join {
-    pub dir: RawFd,
-    pub complaint: RawFd,
-}
-
-impl Join {
-    pub fn new(dir: BorrowedFd<'_>, complaint: BorrowedFd<'_>) -> Join {
-        Join {
-            dir: dir.as_raw_fd(),
-            complaint: complaint.as_raw_fd(),
-        }
-    }
-}
-
-/// Joins this (just forked) process to `<dir>/<its pid>`: `mkdirat`, then
-/// `0` into its `cgroup.procs`. On failure its pid goes to the complaint
-/// pipe and the spawn goes on outside the tree (the anchor then withdraws
-/// the promise). Async-signal-safe: system calls on a stack buffer, no
-/// allocation, no lock.
-#[allow(unsafe_code)]
-pub fn join_in_child(join: Join) {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    let mut path = [0u8; 40];
-    let digits = write_digits(&mut path, pid);
-    // SAFETY: `path` is NUL-terminated after the digits (the buffer is
-    // zeroed and the digits fill at most 10 bytes); `join.dir` is an open
-    // directory fd inherited from the parent.
-    // EEXIST is fine: an empty cgroup left by an earlier process of the
-    // same pid; anything else shows in the open or the write.
-    unsafe { libc::mkdirat(join.dir, path.as_ptr().cast(), 0o755) };
-    let suffix = b"/cgroup.procs";
-    path[digits..digits + suffix.len()].copy_from_slice(suffix);
-    // SAFETY: as above; the path still ends in NUL (40 > 10 + 13).
-    let fd = unsafe {
-        libc::openat(
-            join.dir,
-            path.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
-    };
-    let joined = fd >= 0 && {
-        // SAFETY: `fd` was just opened; one byte from a static buffer.
-        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-        // SAFETY: closing the fd opened above.
-        unsafe { libc::close(fd) };
-        n == 1
-    };
-    if !joined {
-        let bytes = pid.to_ne_bytes();
-        // SAFETY: a 4-byte write from a stack buffer to an inherited pipe.
-        unsafe { libc::write(join.complaint, bytes.as_ptr().cast(), bytes.len()) };
-    }
-}
-
-/// Writes `n`'s decimal digits at the start of `buf`; their count.
-fn write_digits(buf: &mut [u8], n: i32) -> usize {
-    let mut tmp = [0u8; 10];
-    let mut v = n.unsigned_abs();
-    let mut len = 0;
-    loop {
-        tmp[len] = b'0' + (v % 10) as u8;
-        v /= 10;
-        len += 1;
-        if v == 0 || len == tmp.len() {
-            break;
-        }
-    }
-    for (i, d) in tmp[..len].iter().rev().enumerate() {
-        buf[i] = *d;
-    }
-    len
-}
-
-/// Reads the pids of children that could not join (non-blocking).
-pub fn complaints(read_end: BorrowedFd<'_>) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64];
-    while let Ok(n) = nix::unistd::read(read_end.as_raw_fd(), &mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend(
-            buf[..n]
-                .chunks_exact(4)
-                .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        if n < buf.len() {
-            break;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,21 +329,6 @@ mod tests {
         assert!(populated("populated 1\nfrozen 0\n"));
         assert!(!populated("populated 0\nfrozen 0\n"));
         assert!(!populated(""));
-    }
-
-    #[test]
-    fn digits_are_written_in_order() {
-        let mut b = [0u8; 12];
-        for (n, s) in [
-            (0, "0"),
-            (7, "7"),
-            (4194304, "4194304"),
-            (i32::MAX, "2147483647"),
-        ] {
-            b.fill(0);
-            let len = write_digits(&mut b, n);
-            assert_eq!(&b[..len], s.as_bytes());
-        }
     }
 
     #[test]

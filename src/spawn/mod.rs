@@ -19,6 +19,7 @@
 
 pub mod cgroup;
 pub mod identity;
+mod into;
 pub mod listen;
 mod once;
 pub mod reaper;
@@ -27,7 +28,7 @@ mod terminate;
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -134,9 +135,10 @@ pub fn spawn(
 
 /// [`spawn`] without a reaper: for a process that reaps its own children
 /// (the anchor, whose event loop waits for them), `pass` placed at fds
-/// 3… (see [`spawn_joined`]), joining its cgroup first when `join` says
-/// where ([`cgroup::join_in_child`]). The read end of the output pipe
-/// comes back close-on-exec.
+/// 3… (see [`spawn_joined`]), forked straight into the cgroup of
+/// `cgroup` when given (`into`: a failure to fork there is an error for
+/// which [`is_not_into_cgroup`] is true, and nothing ran). The read end of
+/// the output pipe comes back close-on-exec.
 ///
 /// # Errors
 /// As [`spawn`].
@@ -146,7 +148,7 @@ pub fn spawn_unreaped(
     env: &[(String, String)],
     capture: bool,
     pass: &[BorrowedFd<'_>],
-    join: Option<cgroup::Join>,
+    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<(i32, Option<OwnedFd>)> {
     let (out, read_end) = if capture {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -154,8 +156,27 @@ pub fn spawn_unreaped(
     } else {
         (Output::Null, None)
     };
-    let pid = spawn_joined(argv, cwd, env, out, pass, join)?;
+    let pid = spawn_joined(argv, cwd, env, out, pass, cgroup)?;
     Ok((pid, read_end))
+}
+
+/// The kernel would not fork into the cgroup (`clone3` missing or
+/// filtered, no permission): nothing ran.
+#[derive(Debug)]
+struct NotIntoCgroup(io::Error);
+
+impl std::fmt::Display for NotIntoCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot fork into its cgroup: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotIntoCgroup {}
+
+/// Whether a spawn failed because it could not fork into its cgroup (it
+/// may be spawned again without one).
+pub fn is_not_into_cgroup(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotIntoCgroup>())
 }
 
 /// Where a child's stdout and stderr go.
@@ -188,8 +209,8 @@ pub fn spawn_with(
 /// fds 3, 4, … in order, every other fd above 2 still closed on exec.
 /// With fds to pass the child runs the `listen-exec` trampoline of this
 /// very binary (`/proc/self/exe`), which places them, sets `LISTEN_PID`
-/// and execs `argv` (see [`listen`] for why). With `join`, the child
-/// first joins its cgroup.
+/// and execs `argv` (see [`listen`] for why). With `cgroup`, the child is
+/// forked into that cgroup (`into`).
 ///
 /// # Errors
 /// As [`spawn_with`].
@@ -199,7 +220,7 @@ fn spawn_joined(
     env: &[(String, String)],
     output: Output,
     pass: &[BorrowedFd<'_>],
-    join: Option<cgroup::Join>,
+    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<i32> {
     let wrapped;
     let argv = if pass.is_empty() {
@@ -211,6 +232,23 @@ fn spawn_joined(
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
+    let keep: Vec<RawFd> = pass.iter().map(AsRawFd::as_raw_fd).collect();
+    if let Some(cg) = cgroup {
+        let null;
+        let (out, err) = match &output {
+            Output::Null => {
+                null = OwnedFd::from(std::fs::OpenOptions::new().write(true).open("/dev/null")?);
+                (null.as_fd(), null.as_fd())
+            }
+            Output::Pipe(w) => (w.as_fd(), w.as_fd()),
+            Output::Split(o, e) => (o.as_fd(), e.as_fd()),
+        };
+        // The fds in `output` are closed when it drops, as with `Command`.
+        return into::spawn_into(cg, argv, cwd, env, out, err, &keep).map_err(|e| match e {
+            into::IntoError::Clone(e) => io::Error::other(NotIntoCgroup(e)),
+            into::IntoError::Exec(e) => e,
+        });
+    }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -232,11 +270,7 @@ fn spawn_joined(
             cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
         }
     }
-    child_setup(
-        &mut cmd,
-        pass.iter().map(AsRawFd::as_raw_fd).collect(),
-        join,
-    );
+    child_setup(&mut cmd, keep);
     let child = cmd.spawn()?;
     // Dropping the command closes this process's copies of the output fds,
     // so a pipe ends when the child's side does.
@@ -244,73 +278,86 @@ fn spawn_joined(
     Ok(child.id() as i32)
 }
 
-/// Installs the child-side set-up that runs between `fork` and `exec`.
-///
-/// Every signal the kernel has, 1 to `SIGRTMAX` (real-time ones included),
-/// gets its default disposition, and the mask is emptied: an ignored or
-/// blocked signal survives `exec`, so whatever the supervisor inherited from
-/// its own caller would otherwise reach every child. Every fd above 2 is
-/// closed on exec but those in `keep` (for the trampoline to place). With
-/// `join`, the child joins its cgroup before anything else.
+/// Installs the child-side set-up that runs between `fork` and `exec`
+/// ([`child_prepare`]).
 #[allow(unsafe_code)]
-fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>, join: Option<cgroup::Join>) {
+fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>) {
     // Read before fork: the highest signal number the C library knows.
     let sigrtmax = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (the cgroup join's mkdirat, openat
-    // and write, setsid, sigprocmask, the rt_sigaction and close_range
-    // syscalls, fcntl); it allocates nothing and takes no locks.
+    // only async-signal-safe functions (see `child_prepare`); `keep` was
+    // allocated before the fork and is only read.
     unsafe {
-        cmd.pre_exec(move || {
-            use nix::sys::signal::{SigSet, SigmaskHow};
-            if let Some(j) = join {
-                cgroup::join_in_child(j);
-            }
-            nix::unistd::setsid()?;
-            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-            // The raw syscall, not libc's sigaction: glibc refuses 32 and 33
-            // (reserved for its threads), yet an ignored 32 is inherited all
-            // the same. An all-zero kernel `struct sigaction` is SIG_DFL, no
-            // flags, an empty mask, whatever the architecture's field order;
-            // 32 bytes cover the largest 64-bit layout, and the kernel's
-            // sigset is 8 bytes. Failures are ignored: SIGKILL and SIGSTOP
-            // cannot be changed, and nothing else can fail here.
-            let dfl = [0u64; 4];
-            for sig in 1..=sigrtmax {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(
-                        libc::SYS_rt_sigaction,
-                        sig,
-                        dfl.as_ptr(),
-                        std::ptr::null_mut::<u64>(),
-                        8usize,
-                    );
-                }
-            }
-            // Only fds 0-2 survive exec: mark every other fd close-on-exec.
-            // (Not close: std still needs its own close-on-exec error pipe.)
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            let r = libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            );
-            if r != 0 {
-                for fd in 3..4096 {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
-            // The fds passed on stay open across exec (allocated before
-            // fork: the closure only reads it).
-            for fd in &keep {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || child_prepare(sigrtmax, &keep));
     }
+}
+
+/// The child-side set-up, between `fork` and `exec` (of `Command` and of
+/// `into`): a new session; every signal the kernel has, 1 to `sigrtmax`
+/// (real-time ones included), gets its default disposition, and the mask
+/// is emptied (an ignored or blocked signal survives `exec`, so whatever
+/// the supervisor inherited from its own caller would otherwise reach
+/// every child); every fd above 2 is closed on exec but those in `keep`
+/// (for the trampoline to place). System calls only: setsid,
+/// sigprocmask, the rt_sigaction and close_range syscalls, fcntl; no
+/// allocation, no lock.
+///
+/// # Errors
+/// When a new session cannot be made or a kept fd cannot be kept.
+#[allow(unsafe_code)]
+fn child_prepare(sigrtmax: i32, keep: &[RawFd]) -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    nix::unistd::setsid()?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    // The raw syscall, not libc's sigaction: glibc refuses 32 and 33
+    // (reserved for its threads), yet an ignored 32 is inherited all the
+    // same. An all-zero kernel `struct sigaction` is SIG_DFL, no flags, an
+    // empty mask, whatever the architecture's field order; 32 bytes cover
+    // the largest 64-bit layout, and the kernel's sigset is 8 bytes.
+    // Failures are ignored: SIGKILL and SIGSTOP cannot be changed, and
+    // nothing else can fail here.
+    let dfl = [0u64; 4];
+    for sig in 1..=sigrtmax {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: a valid kernel sigaction (zeroed) of the size given;
+            // no old action asked for.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
+            }
+        }
+    }
+    // Only fds 0-2 survive exec: mark every other fd close-on-exec. (Not
+    // close: a spawn still needs its own close-on-exec error pipe.)
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with the CLOEXEC flag closes nothing; it marks.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        for fd in 3..4096 {
+            // SAFETY: F_SETFD on any number: EBADF for those not open.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // The fds passed on stay open across exec.
+    for fd in keep {
+        // SAFETY: F_SETFD on an fd the parent opened.
+        if unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Sends `sig` to the whole process group `pgid`. `Ok(false)` means the

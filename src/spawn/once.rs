@@ -240,7 +240,7 @@ fn spawn_split(argv: &[String], cwd: &Path, env: &[(String, String)]) -> io::Res
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
-    child_setup(&mut cmd, Vec::new(), None);
+    child_setup(&mut cmd, Vec::new());
     let reaper = Reaper::global()?;
     let (pid, (), exit) = reaper.spawn_registered(|| {
         let child = cmd.spawn()?;

@@ -2,7 +2,7 @@
 //!
 //! Where the stack has a cgroup tree (`cgroup`: its record promises that
 //! every process is in it), a descendant that left its process group
-//! (`setsid`, a double fork) is found there, by its incarnation's
+//! (`setsid`, a double fork) is found there, by its instance's
 //! `cgroup.procs`: the cost is the members', not the host's, and clearing
 //! its environment does not hide it. Elsewhere (the fallback) it is found
 //! by its environment: every process of a stack carries
@@ -43,14 +43,19 @@ impl Mark<'_> {
 }
 
 /// Every live process (other than this one) of `mark`, with its instance
-/// name; with a tree, but those of the incarnations led by `spare`.
+/// name; with a tree, but those in the process groups `spare`.
 pub fn marked(mark: Mark<'_>, spare: &[i32]) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
     match mark.tree() {
         Some(tree) => tree
-            .members(mark.instances, spare)
+            .members(mark.instances)
             .into_iter()
-            .filter(|(pid, _)| *pid != me && is_alive(*pid))
+            .filter(|(pid, _)| {
+                *pid != me
+                    && proc_stat(*pid).is_ok_and(|st| {
+                        st.state != 'Z' && st.state != 'X' && !spare.contains(&st.pgid)
+                    })
+            })
             .collect(),
         None => by_environment(mark),
     }

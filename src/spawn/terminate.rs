@@ -14,8 +14,8 @@
 //! 3. wait up to the grace for the leader's exit (an event, when the caller
 //!    has one) and for the group and the strays to be gone (a short timer:
 //!    no event tells that a group emptied);
-//! 4. `SIGKILL` whatever is left (with a tree, also `cgroup.kill` of the
-//!    instances' incarnations but the spared: what forked meanwhile too)
+//! 4. `SIGKILL` whatever is left (with a tree and nothing spared, also
+//!    `cgroup.kill` of the instances' cgroups: what forked meanwhile too)
 //!    and wait up to [`HARD_WAIT`] more;
 //! 5. look once more for strays that appeared during the stop, and kill
 //!    them;
@@ -151,16 +151,16 @@ pub async fn terminate(
     report
 }
 
-/// `cgroup.kill` of every incarnation of the target's instances but the
-/// spared, where the stack has a tree.
+/// `cgroup.kill` of the target's instances, where the stack has a tree
+/// and nothing of them is spared (a spared incarnation shares their
+/// cgroups).
 fn kill_tree(target: Target<'_>) {
-    let Some(mark) = target.strays else {
+    let Some(mark) = target.strays.filter(|_| target.spare.is_empty()) else {
         return;
     };
-    let Some(tree) = mark.tree() else {
-        return;
-    };
-    tree.kill(mark.instances, target.spare);
+    if let Some(tree) = mark.tree() {
+        tree.kill(mark.instances);
+    }
 }
 
 /// The marked processes outside `group` and outside the `spare` groups.

@@ -49,15 +49,15 @@ fn a_descendant_that_left_its_session_and_cleared_its_environment_is_stopped_wit
     match tree_of(&s) {
         Some(base) => {
             eprintln!("cgroup path: the tree is {}", base.display());
-            let inc = base.join("esc").join(leader.to_string());
-            assert!(inc.is_dir(), "no cgroup {}", inc.display());
-            let procs = std::fs::read_to_string(inc.join("cgroup.procs")).unwrap();
+            let cg = base.join("esc");
+            assert!(cg.is_dir(), "no cgroup {}", cg.display());
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
             assert!(
                 procs.lines().any(|l| l == escaped.to_string()),
-                "the escapee is not in its incarnation's cgroup: {procs}"
+                "the escapee is not in its instance's cgroup: {procs}"
             );
             assert!(
-                cgroup_of(escaped).is_some_and(|c| c.ends_with(&format!("/esc/{leader}"))),
+                cgroup_of(escaped).is_some_and(|c| c.ends_with("/esc")),
                 "{:?}",
                 cgroup_of(escaped)
             );
@@ -119,8 +119,17 @@ command = "setsid sleep 1000 & echo $! > escaped.pid; echo $$$$ > leader.pid; ex
     assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
 }
 
+/// The members of the cgroup `dir`.
+fn procs(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
 #[test]
-fn each_incarnation_has_its_own_cgroup_removed_once_it_is_empty() {
+fn each_instance_has_a_cgroup_its_restarts_are_forked_into_removed_once_it_is_empty() {
     let s = Stack::new(
         r#"
 [service.victim]
@@ -143,10 +152,10 @@ command = "true"
         return;
     };
     eprintln!("cgroup path: the tree is {}", base.display());
-    let old = base.join("victim").join(first.to_string());
-    assert!(old.is_dir(), "{}", old.display());
-    // A task that ended: its cgroup and its instance's folder are gone.
-    wait_for("the finished task's folder to be removed", 30, || {
+    let cg = base.join("victim");
+    assert_eq!(procs(&cg), [first], "{}", cg.display());
+    // A task that ended: its cgroup is gone.
+    wait_for("the finished task's cgroup to be removed", 30, || {
         !base.join("once").exists()
     });
     kill(first, 9);
@@ -154,10 +163,123 @@ command = "true"
         s.pid_of("victim").is_some_and(|p| p != first)
     });
     let second = s.pid_of("victim").unwrap();
-    wait_for("the old incarnation's cgroup to be removed", 30, || {
-        !old.exists()
+    // Forked straight into it: the new process is there from its start.
+    wait_for("the new incarnation alone in the cgroup", 30, || {
+        procs(&cg) == [second]
     });
-    assert!(base.join("victim").join(second.to_string()).is_dir());
+    assert_eq!(
+        tree_of(&s).as_ref(),
+        Some(&base),
+        "the promise was withdrawn"
+    );
     s.run(&["stop"]).success();
     wait_for("the tree to be removed", 30, || !base.exists());
+}
+
+/// Runs the rest of its command line with `clone3` refused (`ENOSYS`, as
+/// Docker's default seccomp profile does): a real kernel filter, inherited
+/// by everything the command starts.
+const NO_CLONE3: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+NR_CLONE3 = 435  # the same on every architecture with the generic table
+prog = b"".join([
+    struct.pack("HBBI", 0x20, 0, 0, 0),                   # load the syscall nr
+    struct.pack("HBBI", 0x15, 0, 1, NR_CLONE3),           # clone3?
+    struct.pack("HBBI", 0x06, 0, 0, 0x00050000 | 38),     # errno ENOSYS
+    struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000),          # allow
+])
+buf = ctypes.create_string_buffer(prog, len(prog))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(prog) // 8, ctypes.addressof(buf))
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:
+    sys.exit("cannot install the seccomp filter: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+#[test]
+fn where_the_kernel_refuses_to_fork_into_a_cgroup_processes_run_and_strays_are_found_by_their_environment(
+) {
+    let s = Stack::new(
+        r#"
+[service.leaky]
+command = "setsid sleep 1000 & echo $! > escaped.pid; echo $$$$ > leader.pid; exec sleep 1000"
+restart = "always"
+"#,
+    );
+    let wrapper = s.write("no-clone3.py", NO_CLONE3);
+    let out = s
+        .cmd_of(
+            std::path::Path::new(&python()),
+            &[wrapper.to_str().unwrap(), bin().to_str().unwrap(), "start"],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let leader = s.wait_pid_file("leader.pid", 30);
+    let escaped = s.wait_pid_file("escaped.pid", 30);
+    wait_for("the escapee to leave the session", 30, || {
+        session_of(escaped).is_some_and(|sid| Some(sid) != session_of(leader))
+    });
+    let log = s.read("logs/stackctl.log");
+    if log.contains("no writable cgroup") || log.contains("STACKCTL_CGROUP") {
+        eprintln!("fallback path: no tree was promised here at all");
+    } else {
+        eprintln!("cgroup path refused: clone3 filtered, the promise withdrawn");
+        assert!(
+            log.contains("strays are found by their environment from now on"),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        tree_of(&s),
+        None,
+        "a tree is promised, yet a process is outside it"
+    );
+    // The restart's stop finds the old stray by its mark, and the new
+    // process runs (spawned the ordinary way).
+    kill(leader, 9);
+    wait_for("the first escapee to be stopped by the restart", 30, || {
+        !alive(escaped)
+    });
+    let pid_in = |rel: &str| s.read(rel).trim().parse::<i32>().unwrap_or(0);
+    wait_for("a second escapee", 30, || {
+        let p = pid_in("escaped.pid");
+        p != escaped && alive(p)
+    });
+    let second = pid_in("escaped.pid");
+    s.run(&["stop"]).success();
+    assert!(!alive(second), "pid {second} survived stop");
+    assert!(s.stack_pids().is_empty(), "{:?}", s.stack_pids());
+}
+
+#[test]
+fn a_program_that_is_not_there_fails_its_spawn_with_the_reason_and_the_tree_stays() {
+    let s = Stack::new(
+        r#"
+[service.ghost]
+command = ["no-such-program-for-stackctl"]
+
+[service.real]
+command = ["sleep", "1000"]
+"#,
+    );
+    let out = s.run(&["start"]);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stdout.contains("No such file or directory")
+            || out.stderr.contains("No such file or directory"),
+        "{out:?}"
+    );
+    let pid = s.pid_of("real").unwrap();
+    match tree_of(&s) {
+        Some(base) => {
+            eprintln!("cgroup path: an exec failure after the fork into the cgroup");
+            assert_eq!(procs(&base.join("real")), [pid]);
+        }
+        None => eprintln!("fallback path: no writable cgroup2 here"),
+    }
+    s.run(&["stop"]).success();
+    assert!(!alive(pid));
 }

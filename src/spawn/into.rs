@@ -1,0 +1,297 @@
+//! Spawning a child straight into a cgroup: `clone3(CLONE_INTO_CGROUP)`.
+//!
+//! Why not `std::process::Command` and a write of the pid into
+//! `cgroup.procs`: a migration takes the kernel's global cgroup lock for
+//! writing, which waits for an RCU grace period unless another migration
+//! ran moments before — 10 ms and more per isolated restart, seen here,
+//! twice the rest of the restart. A child forked into its cgroup takes
+//! that lock for reading only. `Command` cannot fork into a cgroup, so
+//! this is the one spawn stackctl does itself; only the anchor uses it,
+//! which has one thread (nothing can hold a lock across the fork).
+//!
+//! The child does what `Command` would: stdin from `/dev/null`, stdout and
+//! stderr onto the given fds, the working directory, the common child-side
+//! set-up (`super::child_prepare`), then `execve` of the program — found
+//! along the `PATH` of its own environment, as `execvp` does — with
+//! exactly the given environment; an error before or at `exec` comes back
+//! through a close-on-exec pipe as an errno, and the child is reaped.
+//!
+//! Owns: that spawn. Must not touch: which cgroup (`cgroup`), what runs.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `clone3`'s flag: the child starts in the cgroup of `cgroup`'s fd.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (up to `cgroup`, `CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// How a spawn into a cgroup failed.
+#[derive(Debug)]
+pub(super) enum IntoError {
+    /// The kernel would not fork into the cgroup (no `clone3`, a seccomp
+    /// filter, no permission): nothing ran; spawn it another way.
+    Clone(io::Error),
+    /// The child could not be set up or executed (and was reaped).
+    Exec(io::Error),
+}
+
+/// Spawns `argv` in `cwd` with exactly `env` into the cgroup of `cgroup`,
+/// stdout to `out` and stderr to `err` (they may be the same fd), the fds
+/// in `keep` left open across `exec`. Returns the child's pid; the caller
+/// reaps it.
+///
+/// # Errors
+/// See [`IntoError`].
+pub(super) fn spawn_into(
+    cgroup: BorrowedFd<'_>,
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    out: BorrowedFd<'_>,
+    err: BorrowedFd<'_>,
+    keep: &[RawFd],
+) -> Result<i32, IntoError> {
+    let prep = Prepared::new(argv, cwd, env).map_err(IntoError::Exec)?;
+    // Copies at 3 and above (`try_clone_to_owned` is F_DUPFD_CLOEXEC from
+    // 3): the child's dup2 onto 0, 1 and 2 cannot overwrite one of them,
+    // whatever this process has at 0-2.
+    let above = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(IntoError::Exec);
+    let null = above(
+        std::fs::File::open("/dev/null")
+            .map_err(IntoError::Exec)?
+            .as_fd(),
+    )?;
+    let (out, err) = (above(out)?, above(err)?);
+    let (report_r, report_w) = {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| IntoError::Exec(e.into()))?;
+        // The original write end closes here: only the copy stays, which
+        // the child's exec closes (and the parent drops after the fork).
+        (r, above(w.as_fd())?)
+    };
+    let fds = ChildFds {
+        null: null.as_raw_fd(),
+        out: out.as_raw_fd(),
+        err: err.as_raw_fd(),
+        report: report_w.as_raw_fd(),
+    };
+    let sigrtmax = libc::SIGRTMAX();
+    let pid = clone_into(cgroup.as_raw_fd()).map_err(IntoError::Clone)?;
+    if pid == 0 {
+        child(&prep, fds, sigrtmax, keep);
+    }
+    drop(report_w);
+    match read_errno(&report_r) {
+        None => Ok(pid),
+        Some(errno) => {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            Err(IntoError::Exec(io::Error::from_raw_os_error(errno)))
+        }
+    }
+}
+
+/// Everything the child needs, built before the fork (the child only
+/// reads it: no allocation after the fork).
+struct Prepared {
+    /// The paths to try, in order (one, or one per `PATH` entry).
+    candidates: Vec<CString>,
+    /// What the pointers point into (kept alive, never read directly).
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    cwd: CString,
+    /// NULL-terminated arrays of pointers into `argv` and `envp`.
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+/// NULL-terminated pointers to `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+impl Prepared {
+    fn new(argv: &[String], cwd: &Path, env: &[(String, String)]) -> io::Result<Prepared> {
+        let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a command");
+        let Some(program) = argv.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        };
+        let candidates = if program.contains('/') {
+            vec![CString::new(program.as_str()).map_err(nul)?]
+        } else {
+            let path = env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            path.split(':')
+                .map(|dir| if dir.is_empty() { "." } else { dir })
+                .map(|dir| CString::new(format!("{dir}/{program}")).map_err(nul))
+                .collect::<io::Result<Vec<_>>>()?
+        };
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_str()).map_err(nul))
+            .collect::<io::Result<_>>()?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(nul))
+            .collect::<io::Result<_>>()?;
+        Ok(Prepared {
+            candidates,
+            argv_ptrs: pointers(&argv),
+            envp_ptrs: pointers(&envp),
+            _argv: argv,
+            _envp: envp,
+            cwd: CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ChildFds {
+    null: RawFd,
+    out: RawFd,
+    err: RawFd,
+    report: RawFd,
+}
+
+/// `clone3` into the cgroup of `fd`: the child's pid, or 0 in the child.
+#[allow(unsafe_code)]
+fn clone_into(fd: RawFd) -> io::Result<i32> {
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a fork (no CLONE_VM, no new stack): the child gets a copy of
+    // this process's memory and returns here with 0, like fork(2); `args`
+    // is a valid clone_args of the size passed. The caller is the anchor,
+    // which has one thread, so the child inherits no lock held elsewhere.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    i32::try_from(r).map_err(|_| io::Error::other("clone3 returned a bad pid"))
+}
+
+/// The child, between the fork and `exec`: system calls only. Never
+/// returns.
+#[allow(unsafe_code)]
+fn child(prep: &Prepared, fds: ChildFds, sigrtmax: i32, keep: &[RawFd]) -> ! {
+    let fail = |errno: i32| -> ! {
+        let bytes = errno.to_ne_bytes();
+        // SAFETY: writes 4 bytes from a stack buffer to the report pipe,
+        // then ends the child without running any of the parent's
+        // exit-time code.
+        unsafe {
+            libc::write(fds.report, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        }
+    };
+    let last = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: dup2 and chdir on fds and a NUL-terminated path owned by
+    // `prep` and the parent, all valid in this copy of its memory.
+    unsafe {
+        if libc::dup2(fds.null, 0) < 0 || libc::dup2(fds.out, 1) < 0 || libc::dup2(fds.err, 2) < 0 {
+            fail(last());
+        }
+        if libc::chdir(prep.cwd.as_ptr()) != 0 {
+            fail(last());
+        }
+    }
+    if let Err(e) = super::child_prepare(sigrtmax, keep) {
+        fail(e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    // As execvp: the first that runs; EACCES is kept over ENOENT.
+    let mut errno = libc::ENOENT;
+    for c in &prep.candidates {
+        // SAFETY: NUL-terminated strings and NULL-terminated arrays of
+        // them, alive until exec replaces this image.
+        unsafe { libc::execve(c.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr()) };
+        match last() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => errno = libc::EACCES,
+            other => fail(other),
+        }
+    }
+    fail(errno)
+}
+
+/// The errno the child reported, or `None` once its `exec` closed the pipe.
+fn read_errno(r: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(r.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    (got == buf.len()).then(|| i32::from_ne_bytes(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn the_program_is_found_along_the_path_of_its_own_environment() {
+        let env = vec![("PATH".to_string(), "/nowhere:/usr/bin:/bin".to_string())];
+        let p = Prepared::new(&["sleep".into(), "1".into()], Path::new("/"), &env).unwrap();
+        let c: Vec<_> = p.candidates.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(c, ["/nowhere/sleep", "/usr/bin/sleep", "/bin/sleep"]);
+        let p = Prepared::new(&["./x".into()], Path::new("/"), &env).unwrap();
+        assert_eq!(p.candidates.len(), 1);
+        assert!(Prepared::new(&[], Path::new("/"), &env).is_err());
+        assert!(Prepared::new(&["a\0b".into()], Path::new("/"), &env).is_err());
+    }
+
+    #[test]
+    fn the_report_pipe_carries_an_errno_or_nothing() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        drop(w);
+        assert_eq!(read_errno(&r), None);
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        nix::unistd::write(w.as_fd(), &libc::ENOENT.to_ne_bytes()).unwrap();
+        drop(w);
+        assert_eq!(read_errno(&r), Some(libc::ENOENT));
+    }
+}
