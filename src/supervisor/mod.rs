@@ -106,7 +106,8 @@ pub struct Supervisor {
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
     /// Starts begun (each keeps a record with the anchor while under way).
-    starts: std::sync::atomic::AtomicU64,
+    /// Operations begun (numbers their records).
+    ops: std::sync::atomic::AtomicU64,
     pid: i32,
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
@@ -167,7 +168,7 @@ impl Supervisor {
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
-            starts: std::sync::atomic::AtomicU64::new(0),
+            ops: std::sync::atomic::AtomicU64::new(0),
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -274,15 +275,12 @@ impl Supervisor {
         {
             self.autoscale_restore(snap);
         }
-        // Starts a killed supervisor had under way: finished by this one.
-        let mut interrupted: Vec<String> = Vec::new();
-        let mut start_all = false;
+        // Operations a killed supervisor had under way: finished by this
+        // one (their records are put again as they are).
+        let mut interrupted = Vec::new();
         for (key, value) in &kept {
-            if key.starts_with(record::START_PREFIX) {
-                let names = serde_json::from_str::<Vec<String>>(value).unwrap_or_default();
-                // No names: everything.
-                start_all |= names.is_empty();
-                interrupted.extend(names);
+            if key.starts_with(record::OP_PREFIX) {
+                interrupted.extend(record::OpRecord::decode(value));
                 self.ctx.anchor.del(key);
             }
         }
@@ -307,6 +305,9 @@ impl Supervisor {
         self.ctx.listeners.adopt(&mut held, &stack);
         let (mut children, mut strangers) = current_by_instance(inv.children, &records);
         let mut plan = Adoption::default();
+        // Units wanted up that had not begun (a `start` that had not
+        // reached them).
+        let mut pending = Vec::new();
         for spec in &stack.processes {
             let mut insts = self.registry.instances(spec);
             for name in children.keys().chain(records.keys()) {
@@ -337,7 +338,7 @@ impl Supervisor {
                 }
                 if let Some(r) = &resume.record {
                     if r.wanted && r.state == State::Pending && resume.child.is_none() {
-                        plan.to_start.push(inst.name.clone());
+                        pending.push(inst.name.clone());
                     }
                 }
                 self.registry.adopt(&self.ctx, spec, &inst, resume);
@@ -345,10 +346,10 @@ impl Supervisor {
         }
         strangers.extend(children.into_values());
         plan.strangers = strangers;
-        plan.to_start.extend(interrupted);
-        plan.to_start.sort();
-        plan.to_start.dedup();
-        plan.start_all = start_all;
+        if !pending.is_empty() {
+            interrupted.insert(0, record::OpRecord::Start { names: pending });
+        }
+        plan.ops = record::unfinished(interrupted);
         for name in records.keys() {
             self.ctx.anchor.del(&record::unit_key(name));
         }
@@ -360,8 +361,8 @@ impl Supervisor {
 
     /// What adoption left to do, once the control socket listens: stop
     /// the processes the stack file no longer names (and older copies),
-    /// finish an interrupted shrink, and start what an interrupted `start`
-    /// had not reached yet.
+    /// finish an interrupted stop of the stack (and exit), or an
+    /// interrupted shrink, and then the `start`s and `stop`s under way.
     pub async fn reconcile(&self, plan: Adoption, tx: &ProgressTx) {
         for a in plan.strangers {
             let pid = a.info.pid;
@@ -382,6 +383,13 @@ impl Supervisor {
             .await;
             self.ctx.anchor.ack(pid);
         }
+        if plan.ops.contains(&record::OpRecord::Shutdown) {
+            tracing::info!("finishing an interrupted stop of the stack");
+            if let Err(e) = self.shutdown(tx).await {
+                tracing::error!("the interrupted stop of the stack: {e}");
+            }
+            return;
+        }
         let stack = self.stack();
         let mut running_pools = Vec::new();
         for spec in stack.processes.iter().filter(|p| p.is_pool()) {
@@ -401,19 +409,49 @@ impl Supervisor {
         // do the schedules that were armed.
         self.autoscale_start(&stack, &running_pools);
         self.schedule_resume(&stack);
-        let names: &[String] = if plan.start_all { &[] } else { &plan.to_start };
-        if names.is_empty() && !plan.start_all {
-            return;
+        for op in plan.ops {
+            self.resume_op(op, tx).await;
         }
-        let what = if plan.start_all {
-            "the stack".to_string()
-        } else {
-            names.join(", ")
+    }
+
+    /// Finishes an operation a killed supervisor had under way.
+    async fn resume_op(&self, op: record::OpRecord, tx: &ProgressTx) {
+        let what = |names: &[String]| {
+            if names.is_empty() {
+                "the stack".to_string()
+            } else {
+                names.join(", ")
+            }
         };
-        tracing::info!("resuming an interrupted start of {what}");
-        if let Err(e) = self.start(names, &BTreeMap::new(), false, tx).await {
-            tracing::error!("the interrupted start failed again: {e}");
+        let r = match &op {
+            record::OpRecord::Start { names } => {
+                tracing::info!("resuming an interrupted start of {}", what(names));
+                self.start(names, &BTreeMap::new(), false, tx).await
+            }
+            record::OpRecord::Stop {
+                names,
+                with_dependents,
+            } => {
+                tracing::info!("resuming an interrupted stop of {}", what(names));
+                self.stop_with(names, *with_dependents, tx).await
+            }
+            record::OpRecord::Shutdown => self.shutdown(tx).await,
+        };
+        if let Err(e) = r {
+            tracing::error!("the interrupted {op:?} failed again: {e}");
         }
+    }
+
+    /// Keeps `op` with the anchor while it is under way; [`Supervisor::done_op`]
+    /// with the key it returns when it is done.
+    fn begin_op(&self, op: &record::OpRecord) -> String {
+        let key = record::op_key(self.ops.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.ctx.anchor.put(&key, op.encode());
+        key
+    }
+
+    fn done_op(&self, key: &str) {
+        self.ctx.anchor.del(key);
     }
 
     /// Sets pool `name`'s size, and keeps it with the anchor.
@@ -586,21 +624,14 @@ impl Supervisor {
             self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
-        // Kept with the anchor while under way: a supervisor killed meanwhile
-        // leaves it for the next one to finish.
-        let key = record::start_key(
-            self.starts
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        );
-        let named: Vec<String> = names.to_vec();
-        self.ctx
-            .anchor
-            .put(&key, serde_json::to_string(&named).unwrap_or_default());
+        let key = self.begin_op(&record::OpRecord::Start {
+            names: names.to_vec(),
+        });
         let op = if rerun { "restart" } else { "start" };
         let up = self
             .bring_up(&stack, &closure, &sel, rerun, order::Purpose::Start(op), tx)
             .await;
-        self.ctx.anchor.del(&key);
+        self.done_op(&key);
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
     }
@@ -646,8 +677,13 @@ impl Supervisor {
         }
         self.autoscale_stop(&sel.processes);
         self.schedule_disarm(&sel.processes);
+        let key = self.begin_op(&record::OpRecord::Stop {
+            names: names.to_vec(),
+            with_dependents,
+        });
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
         let down = self.bring_down(&stack, handles, tx).await;
+        self.done_op(&key);
         if !names.is_empty() {
             self.tell_left_behind(&stack, &sel.processes, tx);
         }
@@ -1046,6 +1082,7 @@ impl Supervisor {
         self.ctx
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        let key = self.begin_op(&record::OpRecord::Shutdown);
         self.autoscale_stop_all();
         self.schedule_disarm_all();
         let mut r = self.stop(&[], tx).await;
@@ -1060,6 +1097,7 @@ impl Supervisor {
             let again = self.bring_down(&self.stack(), active, tx).await;
             r = r.and(again);
         }
+        self.done_op(&key);
         // The anchor ends once its last process is gone, and launches no
         // new supervisor.
         self.ctx.anchor.bye(false, None);
@@ -1113,10 +1151,8 @@ pub struct Adoption {
     pub adopted: usize,
     /// Processes to stop: not in the stack file, or an older copy.
     strangers: Vec<crate::anchor::client::Adopted>,
-    /// Instances an interrupted `start` had not started yet.
-    to_start: Vec<String>,
-    /// An interrupted `start` of everything.
-    start_all: bool,
+    /// Operations under way when the previous supervisor was killed.
+    ops: Vec<record::OpRecord>,
 }
 
 /// The current process of each instance, and the others (older copies:

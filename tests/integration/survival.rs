@@ -959,13 +959,10 @@ stop_timeout = "60s"
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, see the survival report): a `stop` of
-/// the whole stack interrupted by kill -9 is not finished by the next
-/// supervisor. The process being stopped is (its record says `stopping`),
-/// but what the stop had not reached yet stays up (its record still says
-/// running and wanted), the new supervisor serves on and the anchor stays:
-/// the operator's "stop everything" is lost. Nothing kept with the anchor
-/// says a shutdown was under way (`UnitCtx::closing` lives in memory only).
+/// A `stop` of the whole stack interrupted by kill -9 is finished by the
+/// next supervisor (the stop is kept with the anchor while under way,
+/// `record::OpRecord`): the process being stopped, what the stop had not
+/// reached yet, then the supervisor and the anchor exit.
 #[test]
 fn kill_9_mid_stop_of_the_whole_stack_finishes_the_whole_stop() {
     let s = Stack::new(
@@ -1001,13 +998,60 @@ stop_timeout = "60s"
     });
     assert!(
         done,
-        "BUG: the interrupted `stop` of the whole stack was not finished: base (pid {base}) alive {}, \
+        "the interrupted `stop` of the whole stack was not finished: base (pid {base}) alive {}, \
          anchor {anchor} alive {}, supervisors {:?}; status: {}",
         alive(base),
         !fully_dead(anchor),
         supervisors(&s),
         s.status_json()
     );
+    sentry.assert_clean(&s);
+}
+
+/// A `stop --with-dependents` interrupted by kill -9 is finished by the
+/// next supervisor: what it had not reached yet is stopped too, in order,
+/// and what it did not name runs on.
+#[test]
+fn kill_9_mid_stop_of_some_finishes_that_stop_and_only_it() {
+    let s = Stack::new(
+        r#"
+[service.base]
+command = "exec sleep 1000"
+
+[service.other]
+command = "exec sleep 1000"
+
+[service.drainer]
+command = "exec sh ./drainer.sh d"
+depends_on = ["base"]
+stop_timeout = "60s"
+"#,
+    );
+    s.write("drainer.sh", DRAINER);
+    let sentry = Sentry::watch(&s);
+    start_ok(&s, &[]);
+    let base = running_pid(&s, "base");
+    let other = running_pid(&s, "other");
+    let drainer = running_pid(&s, "drainer");
+    let stop = spawn_cli(&s, &["stop", "--with-dependents", "base"]);
+    wait_for("drainer to drain after SIGTERM", 30, || {
+        s.read("logs/drainer.log").contains("draining")
+    });
+    let old = kill_supervisor(&s);
+    let _ = finish(stop);
+    let sup = supervisor_after(&s, old);
+    s.write("drained-d", "");
+    wait_for("the drainer's stop to be finished", 30, || !alive(drainer));
+    wait_for(
+        "base, which the stop had not reached, to be stopped",
+        30,
+        || !alive(base),
+    );
+    wait_for("base shown stopped", 30, || {
+        status_of(&s, "base")["state"] == "stopped"
+    });
+    assert_eq!(running_pid(&s, "other"), other, "other was not named");
+    assert_eq!(serving_supervisor(&s), sup, "the supervisor serves on");
     sentry.assert_clean(&s);
 }
 
