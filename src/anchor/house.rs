@@ -1174,6 +1174,8 @@ impl House {
             "supervise".to_string(),
             "--stack".to_string(),
             self.opts.stack_file.display().to_string(),
+            "--state-dir".to_string(),
+            self.opts.state_dir.display().to_string(),
         ];
         let env = self.supervisor_env();
         let cwd = self

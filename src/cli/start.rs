@@ -137,6 +137,9 @@ pub struct SuperviseArgs {
     /// Stream every process's output to this terminal, prefixed by name.
     #[arg(long)]
     pub foreground: bool,
+    /// The stack's state folder (given by the anchor that launches it).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs the stack's anchor (see `anchor`).
@@ -205,6 +208,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
             crate::daemon::Options {
                 foreground: true,
                 initial: Some((args.names, scale)),
+                state_dir: None,
                 color: g.color,
             },
         );
@@ -343,6 +347,7 @@ pub fn run_supervise(args: SuperviseArgs, g: &Global) -> Result<u8> {
         crate::daemon::Options {
             foreground: args.foreground,
             initial: None,
+            state_dir: args.state_dir,
             color: g.color,
         },
     )

@@ -119,20 +119,42 @@ pub fn load_with(
         path: path.to_path_buf(),
         source,
     })?;
-    let shown = diag::shown_path(&abs, &cwd);
+    from_source(&abs, &src, require_env, os_env)
+}
+
+/// The stack `src` says, as if it were the text of the stack file at
+/// `path` (its folder resolves relative paths; env files are read from
+/// disk): the file a supervisor loaded before, kept by the anchor.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_text(path: &Path, src: &str) -> Result<Stack, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let abs = diag::normalize(&cwd.join(path));
+    from_source(&abs, src, false, &|k| std::env::var(k).ok())
+}
+
+fn from_source(
+    abs: &Path,
+    src: &str,
+    require_env: bool,
+    os_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let shown = diag::shown_path(abs, &cwd);
     let input = validate::Input {
-        file: &abs,
-        src: &src,
+        file: abs,
+        src,
         os_env,
         require_env,
         key_span: &|_| None,
         blanked: &[],
     };
-    let (mut stack, warnings) = parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
-        rendered: diag::render(&diags, &src, &shown),
+    let (mut stack, warnings) = parse_str(src, &input).map_err(|diags| ConfigError::Invalid {
+        rendered: diag::render(&diags, src, &shown),
         count: diags.len(),
     })?;
-    stack.warnings = diag::render_warnings(&warnings, &src, &shown);
+    stack.warnings = diag::render_warnings(&warnings, src, &shown);
     Ok(stack)
 }
 
@@ -180,6 +202,7 @@ pub fn shell(path: &Path) -> Stack {
         processes: Vec::new(),
         keeper: None,
         warnings: Vec::new(),
+        source: String::new(),
         export: Default::default(),
         on_failure: None,
     }

@@ -351,6 +351,7 @@ impl Ctx<'_> {
             processes,
             keeper,
             warnings: Vec::new(),
+            source: self.input.src.to_string(),
             export,
             on_failure: self.stack_hook.over(&ops::HookParts::default()),
         };

@@ -158,6 +158,7 @@ impl Supervisor {
             changed: watch::channel(0).0,
         });
         let (shutdown, _) = watch::channel(false);
+        keep_stack_file(&ctx.anchor, &stack);
         Arc::new_cyclic(|me| Supervisor {
             me: me.clone(),
             autoscale: autoscale::Autoscalers::default(),
@@ -468,6 +469,7 @@ impl Supervisor {
 
     fn set_stack(&self, stack: Stack) {
         self.ctx.hooks.configure(&stack);
+        keep_stack_file(&self.ctx.anchor, &stack);
         *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stack);
     }
 
@@ -1135,6 +1137,15 @@ impl Supervisor {
                 let _ = crate::spawn::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// Keeps the text of the stack file the supervisor runs on with the
+/// anchor: a supervisor relaunched after this one was killed runs on it
+/// too (an edit on disk waits for `reload`, a broken one blocks nothing).
+fn keep_stack_file(anchor: &Link, stack: &Stack) {
+    if !stack.source.is_empty() {
+        anchor.put(record::STACK_FILE_KEY, stack.source.clone());
     }
 }
 

@@ -1977,13 +1977,10 @@ fn the_anchor_killed_after_the_binary_was_upgraded_on_disk_kills_nothing() {
 // ---------------------------------------------------------------------------
 // The stack file the next supervisor runs
 
-/// BUG (left failing for the lead, see the survival report): the anchor
-/// relaunches the supervisor on the stack file as it is on disk now, not
-/// the one the killed supervisor ran (`record::STACK_FILE_KEY` is defined
-/// and never used). An edit not yet applied by `reload` is then applied
-/// half-way by a crash: a process removed from the file is stopped as a
-/// "stranger" (`Supervisor::reconcile`), one whose command changed keeps
-/// its old process under the new spec.
+/// The anchor keeps the text of the stack file its supervisor runs on
+/// (`record::STACK_FILE_KEY`), and a relaunched supervisor runs on it: an
+/// edit nobody reloaded is not applied half-way by a crash (a process
+/// removed from the file stopped as a "stranger"); `reload` applies it.
 #[test]
 fn kill_9_after_an_unapplied_edit_changes_nothing_until_reload() {
     let s = Stack::new(
@@ -2006,7 +2003,7 @@ command = "exec sleep 1000"
     let kept = within(5, || !alive(b));
     assert!(
         !kept && alive(b) && s.process_status("b").is_some_and(|p| p["pid"] == b),
-        "BUG: a kill -9 of the supervisor applied an edit nobody reloaded: b (pid {b}) alive {}, status: {}",
+        "a kill -9 of the supervisor applied an edit nobody reloaded: b (pid {b}) alive {}, status: {}",
         alive(b),
         s.status_json()
     );
@@ -2017,10 +2014,9 @@ command = "exec sleep 1000"
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, same cause): with the stack file broken
-/// on disk (an edit in progress), a killed supervisor is relaunched onto
-/// it, fails to load it, and the stack runs on with no supervisor at all
-/// (no restarts, no health checks) until someone fixes the file.
+/// With the stack file broken on disk (an edit in progress), a killed
+/// supervisor still comes back (on the text the anchor keeps): the stack
+/// is never left with no restarts and no health checks.
 #[test]
 fn kill_9_with_the_stack_file_broken_on_disk_still_brings_a_supervisor_back() {
     let s = Stack::new("[service.a]\ncommand = \"exec sleep 1000\"\n");
@@ -2035,7 +2031,7 @@ fn kill_9_with_the_stack_file_broken_on_disk_still_brings_a_supervisor_back() {
     let back = within(10, || s.supervisor_pid().is_some_and(|p| p != old));
     assert!(
         back,
-        "BUG: no supervisor came back after kill -9 while the stack file is broken on disk: {}\n{}",
+        "no supervisor came back after kill -9 while the stack file is broken on disk: {}\n{}",
         s.status_json(),
         s.dump()
     );
