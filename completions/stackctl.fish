@@ -190,6 +190,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l no-color -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s V -l version -d 'Print version'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l stack -d 'The stack file (absolute)' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l state-dir -d 'The stack\'s state folder (given by the anchor that launches it)' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l foreground -d 'Stream every process\'s output to this terminal, prefixed by name'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s q -l quiet -d 'Print only errors'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
