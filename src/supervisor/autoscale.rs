@@ -545,7 +545,7 @@ impl Supervisor {
                 DepthSource::Http(u) => vec![u.as_str()],
                 DepthSource::File(_) => Vec::new(),
             };
-            crate::config::env::redact_values(&format!("{}: {why}", d.source), &templates, &env)
+            crate::config::env::redact_values(&format!("{}: {why}", d.source), &templates, &env, "")
         })
     }
 
