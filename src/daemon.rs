@@ -1,4 +1,7 @@
-//! The supervisor process: the single-supervisor flock, the subreaper, its
+//! The supervisor process: the single-supervisor flock, the connection to
+//! the stack's anchor (the one that runs, with what it keeps, or a new one
+//! it launches; a new one again when the anchor dies), the stack file it
+//! runs on (the anchor's copy of the last one loaded, else the file), its
 //! own log, clearing what a killed predecessor left, the control socket
 //! (served by `control::server`), and signals.
 //!

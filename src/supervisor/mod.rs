@@ -1,8 +1,9 @@
 //! The supervisor: the only owner of the stack's processes.
 //!
 //! Theory of operation. One supervisor runs per stack (an exclusive flock on
-//! `state_dir/supervisor.lock`, taken by `crate::daemon`). It is a child
-//! subreaper and the only reaper of its children (`spawn::reaper`). Each
+//! `state_dir/supervisor.lock`, taken by `crate::daemon`). The stack's
+//! processes are the children of the stack's anchor (`crate::anchor`),
+//! which the supervisor asks to spawn them and which outlives it. Each
 //! process instance is a [`unit`] task that spawns, gates, watches,
 //! restarts and stops its process; the [`Supervisor`] holds the units (in
 //! its [`registry`], with each pool's size) and turns operations into
@@ -31,12 +32,19 @@
 //! The supervisor does not know the control socket: `control::server`
 //! calls these methods, and progress leaves through a [`ProgressTx`].
 //!
+//! What a supervisor knows lives in the anchor too ([`record`]: each
+//! unit's state and what follows a stop under way, pool sizes, the
+//! operations under way, the autoscalers' and schedules' memory, the
+//! environment, the stack file's text), so the next supervisor
+//! ([`Supervisor::adopt`], then [`Supervisor::reconcile`]) takes every
+//! process up where it was and finishes what was under way: nothing is
+//! restarted that did not die, nothing runs twice.
+//!
 //! Pid files are written by the units and are the truth for `status` when
-//! no supervisor runs ([`offline`]). A supervisor that starts and finds live
-//! processes recorded there (its predecessor was killed) stops them before
-//! it starts anything, so there is never a second copy of a process. Their
-//! output pipes died with the old supervisor, which is why they are not
-//! adopted.
+//! no supervisor runs ([`offline`]). A supervisor with no anchor to take
+//! over from (both were killed) stops the live processes recorded there
+//! before it starts anything, so there is never a second copy of a process:
+//! their output pipes died with both.
 //!
 //! Owns: the units, the pool sizes, the autoscalers, the schedules, the
 //! environments, the hooks, and what each operation does. Must not touch:
