@@ -1,4 +1,7 @@
 //! `stackctl scale`.
+//!
+//! Owns: its arguments and request. Must not touch: resizing (the
+//! supervisor's `pool`).
 
 use clap::Args;
 

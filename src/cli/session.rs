@@ -1,5 +1,9 @@
 //! Talking to the stack's supervisor from the command line: finding it,
 //! launching it when needed, sending one request and showing its progress.
+//!
+//! Owns: connecting, launching the anchor (and so the supervisor), the
+//! request/progress loop, a broken stack file's warning. Must not touch:
+//! the wire format (`control`), what a command means.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

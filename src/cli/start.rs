@@ -1,4 +1,9 @@
-//! `stackctl start`, `restart`, `reload`, and the hidden `supervise`.
+//! `stackctl start`, `restart`, `reload`, and the hidden `supervise`
+//! and `anchor`.
+//!
+//! Owns: their arguments and how each becomes a request (or runs the
+//! daemon, or the anchor). Must not touch: what the supervisor does with
+//! a request, the wire format.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,4 +1,8 @@
-//! `stackctl status`.
+//! `stackctl status`: the table or `--json`, from the supervisor or from
+//! the pid files when none runs, and `--watch`.
+//!
+//! Owns: choosing the source and its exit code. Must not touch: building
+//! a process's status (`status::Observed`), rendering (`output`).
 
 use std::io::Write;
 

@@ -1,4 +1,8 @@
 //! `stackctl stop`.
+//!
+//! Owns: its arguments, the request to a running supervisor, and the stop
+//! by pid files when none runs (through `supervisor::offline`). Must not
+//! touch: the stop sequence (`spawn::terminate`).
 
 use std::time::Duration;
 

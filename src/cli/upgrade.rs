@@ -1,4 +1,8 @@
-//! `stackctl upgrade`.
+//! `stackctl upgrade`: hands the running stack to this binary.
+//!
+//! Owns: checking the new binary (`--version`, the anchor protocol) and
+//! asking the supervisor to leave for it, then waiting for the new one.
+//! Must not touch: the re-execution itself (the anchor's).
 
 use std::time::Duration;
 

@@ -1,4 +1,8 @@
 //! Requests and responses, one JSON object per line.
+//!
+//! Owns: the wire types and their versioning (`VERSION`; a field added
+//! later is optional, so peers of nearby versions understand each other).
+//! Must not touch: sockets (`client`, `server`), what a request does.
 
 use std::collections::BTreeMap;
 

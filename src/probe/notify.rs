@@ -46,6 +46,9 @@
 //! that is unset or also too long. The folder is removed on drop.
 //! [`NotifySocket::path`] always says where the socket really is: that is
 //! what goes into `NOTIFY_SOCKET`.
+//!
+//! Owns: the socket, who may speak on it, parsing the messages. Must not
+//! touch: what `READY=1` or `STATUS=` mean for the unit (its gate's).
 
 use std::collections::BTreeSet;
 use std::fmt;
