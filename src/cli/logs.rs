@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use clap::Args;
 
-use super::session::load_stack_lenient;
+use super::session::{load_stack_lenient, warn_invalid_files};
 use super::Global;
 use crate::config::Stack;
 use crate::error::{exit, Error, Result};
@@ -85,7 +85,10 @@ pub struct LogsArgs {
 /// Unknown names, a bad `--since` or `--grep` (exit 2), unreadable logs
 /// (exit 1). A closed stdout is a quiet success.
 pub fn run(args: LogsArgs, g: &Global) -> Result<u8> {
-    let (_, stack, _invalid) = load_stack_lenient(g)?;
+    let (_, stack, invalid) = load_stack_lenient(g)?;
+    if let Some(e) = &invalid {
+        warn_invalid_files(e, "showing the logs in its state folder");
+    }
     let filter = filter(&args)?;
     if args.current && !stack.logs.markers {
         let mut err = io::stderr().lock();

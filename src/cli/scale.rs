@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::session::{connect, load_stack_lenient, request, warn_invalid};
+use super::session::{request, Target};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -46,12 +46,10 @@ pub struct ScaleArgs {
 /// # Errors
 /// Unknown pool, a task, out of bounds (2); no supervisor (1).
 pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
-    let (_, stack, invalid) = load_stack_lenient(g)?;
-    crate::lock::guard_mutation(&stack, args.force, "scale")?;
-    let Some(mut client) = connect(&stack)? else {
-        if let Some(e) = invalid {
-            return Err(e);
-        }
+    let target = Target::find(g)?;
+    crate::lock::guard_mutation(&target.stack, args.force, "scale")?;
+    let Some(mut client) = target.running("scaling through the running supervisor")? else {
+        let (_, stack) = target.valid()?;
         return Err(Error::Failed {
             message: format!("no supervisor is running for stack {}", stack.name),
             hint: Some(format!(
@@ -61,9 +59,6 @@ pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
             detail: None,
         });
     };
-    if let Some(e) = &invalid {
-        warn_invalid(e, "scaling through the running supervisor");
-    }
     request(
         &mut client,
         Request::Scale {
