@@ -442,8 +442,13 @@ impl ReloadPlan {
     /// The one line for a log or an older client: what is done, by
     /// process name (`restart api; roll worker; 3 unchanged`).
     pub fn headline(&self) -> String {
+        let lead = if self.dry_run {
+            "reload (dry run)"
+        } else {
+            "reload"
+        };
         if self.processes.is_empty() {
-            return "no change".to_string();
+            return format!("{lead}: no change");
         }
         let mut parts: Vec<String> = self
             .processes
@@ -453,11 +458,6 @@ impl ReloadPlan {
         if !self.unchanged.is_empty() {
             parts.push(format!("{} unchanged", self.unchanged.len()));
         }
-        let lead = if self.dry_run {
-            "reload (dry run)"
-        } else {
-            "reload"
-        };
         format!("{lead}: {}", parts.join("; "))
     }
 }

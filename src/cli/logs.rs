@@ -39,7 +39,8 @@ use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 /// the logs shown.
 ///
 /// Exits 2 for a name that is neither in the stack file nor has a log, or a
-/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
+/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor,
+/// nor a stack.toml that validates (a warning shows its diagnostics).
 ///
 /// Examples:
 ///

@@ -11,9 +11,10 @@ use crate::error::{exit, Error, Result};
 ///
 /// Shrinking stops the highest-numbered instances gracefully, each with its
 /// full stop_timeout to drain; growing never touches running members. The
-/// size must stay within `max_replicas`. Needs a running supervisor; the
-/// new size lasts until the supervisor exits (the next `start` uses
-/// `replicas` again).
+/// size must stay within `max_replicas`. Needs a running supervisor,
+/// reached even when stack.toml no longer validates (a warning shows the
+/// file's diagnostics); the new size lasts until the supervisor exits (the
+/// next `start` uses `replicas` again).
 ///
 /// A pool with an `autoscale` section sizes itself from its queue depth: a
 /// manual size holds for its `manual_hold` (10m by default), then

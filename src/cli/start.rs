@@ -41,7 +41,9 @@ use crate::error::{exit, Error, Result};
 /// editing an env file, `stackctl restart` what reads it. Variables given
 /// to a later `start` reach it only with `--update-env`. A task with
 /// `schedule` or `every` is not run: its schedule is armed, and `status`
-/// shows its next run.
+/// shows its next run. With a supervisor running, a stack.toml that no
+/// longer validates does not stop a start through it (a warning shows
+/// the file's diagnostics); a start that needs a new supervisor refuses.
 ///
 /// Examples:
 ///
@@ -86,7 +88,10 @@ pub struct StartArgs {
 /// one member at a time, each ready before the next, so it never drops to
 /// zero. Launches the supervisor if none runs. The env files of what is
 /// restarted are read again; the stack file is not: use `stackctl reload`
-/// for that. A scheduled task named runs now (and stays scheduled).
+/// for that. A scheduled task named runs now (and stays scheduled). A
+/// running supervisor is reached even when stack.toml no longer validates
+/// (a warning shows the file's diagnostics); with none, a valid file is
+/// needed.
 ///
 /// Examples:
 ///

@@ -18,7 +18,9 @@ use crate::output::{status_table, Style};
 /// saying so. Tells the truth with no supervisor running
 /// too, from the pid files, checking that each pid is still the same
 /// process (start time and boot id). Exits 0 when every named process is
-/// running and ready and a supervisor runs, 3 otherwise.
+/// running and ready and a supervisor runs, 3 otherwise. A stack.toml that
+/// no longer validates is warned about (with its diagnostics), and the
+/// running supervisor, or the pid files, asked anyway.
 ///
 /// An autoscaled pool gets a few lines under the table: its size and the
 /// size its last depth wants, when that depth was read, the last decision

@@ -17,7 +17,7 @@ use crate::error::{exit, Error, Result};
 /// when they are gone; exits 1 naming any process that survived. With no
 /// supervisor running (it was killed), stops what the pid files prove is
 /// still ours. A running supervisor is reached even when stack.toml no
-/// longer validates. Stopping a process that others depend on leaves them
+/// longer validates (a warning shows the file's diagnostics). Stopping a process that others depend on leaves them
 /// running, and says so; `--with-dependents` stops them first.
 ///
 /// Examples:

@@ -689,6 +689,9 @@ command = "sleep 100"
         assert_eq!(p.headline(), "reload: restart old; 5 unchanged");
         p.dry_run = true;
         assert_eq!(p.headline(), "reload (dry run): restart old; 5 unchanged");
-        assert_eq!(plan_of(STACK, STACK, &running).headline(), "no change");
+        assert_eq!(
+            plan_of(STACK, STACK, &running).headline(),
+            "reload: no change"
+        );
     }
 }
