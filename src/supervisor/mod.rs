@@ -882,7 +882,7 @@ impl Supervisor {
         plan.dry_run = dry_run;
         let _ = tx.send(Progress::plan(plan.clone()));
         if !dry_run {
-            tracing::info!("{}", plan.headline());
+            log_plan(&plan);
             self.apply_reload(&old, new, &changes, &plan, tx).await?;
         }
         Ok(plan)
@@ -1024,47 +1024,75 @@ impl Supervisor {
             let Some(spec) = new.process(&name).cloned().map(Arc::new) else {
                 continue;
             };
-            // Resized without a manual hold: the size is the file's (or,
-            // autoscaled, its bounds').
-            let size = entry.size.map(|s| s.to);
-            let current = || self.registry.instances(&spec).len() as u32;
-            if let Some(to) = size.filter(|to| *to < current()) {
-                self.set_pool_size(&name, to);
-                self.shrink_to(&new, &name, to, tx).await?;
+            // Nothing resizes a pool while it rolls; resized here without
+            // a manual hold: the size is the file's (or, autoscaled, its
+            // bounds').
+            let autoscaled = self.autoscale_pause(&name);
+            let rolled = self.roll_in_place(&new, &spec, entry, tx).await;
+            if autoscaled {
+                self.autoscale_start(&new, std::slice::from_ref(&name));
             }
-            self.registry.respec(&name, &spec);
-            for inst in self.registry.instances(&spec) {
-                let h = self.registry.unit(&self.ctx, &spec, &inst);
-                progress(
-                    tx,
-                    &inst.name,
-                    Step::Starting,
-                    "restarting (new definition)",
-                );
-                let t = std::time::Instant::now();
-                if let Err(f) = live::follow(&h, h.redefine(spec.clone()), tx).await {
-                    progress(
-                        tx,
-                        &inst.name,
-                        Step::Failed,
-                        format!("failed: {}", f.reason),
-                    );
-                    return Err(order::start_failure(
-                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
-                        &[],
-                    ));
-                }
-                let took = t.elapsed().as_secs_f64();
-                progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
-            }
+            rolled?;
             if old.process(&name).is_some_and(overlaps) || overlaps(&spec) {
                 let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
                 self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
                 self.ctx.anchor.synced().await;
             }
-            if let Some(to) = size.filter(|to| *to > current()) {
-                self.grow(&new, &name, current(), to, tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives `spec` to every instance of its process, one at a time (see
+    /// [`Supervisor::replace_in_place`]), a pool shrunk first and grown
+    /// last to the size `entry` says.
+    ///
+    /// # Errors
+    /// The member whose new process failed (1).
+    async fn roll_in_place(
+        &self,
+        new: &Arc<Stack>,
+        spec: &Arc<crate::config::ProcessSpec>,
+        entry: &PlanEntry,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let name = &spec.name;
+        let size = entry.size.map(|s| s.to);
+        let current = || self.registry.instances(spec).len() as u32;
+        if let Some(to) = size.filter(|to| *to < current()) {
+            self.set_pool_size(name, to);
+            self.shrink_to(new, name, to, tx).await?;
+        }
+        self.registry.respec(name, spec);
+        for inst in self.registry.instances(spec) {
+            // A member stopped meanwhile (a `scale`) is not brought back.
+            if !self.registry.instances(spec).contains(&inst) {
+                continue;
             }
+            let h = self.registry.unit(&self.ctx, spec, &inst);
+            progress(
+                tx,
+                &inst.name,
+                Step::Starting,
+                "restarting (new definition)",
+            );
+            let t = std::time::Instant::now();
+            if let Err(f) = live::follow(&h, h.redefine(spec.clone()), tx).await {
+                progress(
+                    tx,
+                    &inst.name,
+                    Step::Failed,
+                    format!("failed: {}", f.reason),
+                );
+                return Err(order::start_failure(
+                    &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                    &[],
+                ));
+            }
+            let took = t.elapsed().as_secs_f64();
+            progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+        }
+        if let Some(to) = size.filter(|to| *to > current()) {
+            self.grow(new, name, current(), to, tx).await?;
         }
         Ok(())
     }
@@ -1130,6 +1158,24 @@ impl Supervisor {
                 let _ = crate::spawn::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// A reload's plan in `stackctl.log`: a line per process (what changed,
+/// by key and variable name; what is done), or that nothing changed.
+fn log_plan(plan: &ReloadPlan) {
+    if plan.is_empty() {
+        tracing::info!("reload: no change");
+    }
+    for e in &plan.processes {
+        let mut what = e.keys.clone();
+        what.extend(e.env.iter().map(|v| format!("env {v}")));
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} changed)", what.join(", "))
+        };
+        tracing::info!(process = %e.process, "reload: {}{what}", e.action.as_str());
     }
 }
 
