@@ -16,8 +16,10 @@
 //! - stop: the reverse; a process is stopped once everything in the stop set
 //!   that depends on it is down; then the marked strays of every stopped
 //!   name are swept (`spawn::terminate`, the one stop sequence).
-//! - restart, scale ([`pool`]), reload ([`reload`] decides, `reload` here
-//!   applies) and shutdown are made of those two.
+//! - restart, scale ([`pool`]), reload ([`reload`] decides the plan —
+//!   per process what changed and what is done —, `reload` here sends it
+//!   and applies it: a pool rolls member by member) and shutdown are made
+//!   of those two.
 //! - an autoscaled pool has an [`autoscale`] task while it is started,
 //!   which resizes it through the scale path.
 //! - a scheduled task is armed by start and disarmed by stop; its
