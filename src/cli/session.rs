@@ -18,7 +18,7 @@ use crate::control::protocol::{Request, Response, Step};
 use crate::error::{Error, Result};
 use crate::output::Style;
 use crate::state::StateDir;
-use crate::status::StatusDoc;
+use crate::status::{ReloadPlan, StatusDoc};
 use crate::timeline::StartSummary;
 
 /// The stack file named by `-f`/`STACKCTL_FILE` or found from the cwd, loaded.
@@ -43,9 +43,8 @@ pub fn print_warnings(stack: &Stack) {
 
 /// Like [`load_stack`], but a stack file that does not validate still
 /// yields a shell of a stack (name, state folder, lock file: enough to
-/// reach a running supervisor), together with the error. `stop` and
-/// `status` use it so that a broken edit to stack.toml never locks the
-/// operator out of a running stack.
+/// reach a running supervisor, `config::shell`), together with the error.
+/// Commands that act on what runs go through [`Target`].
 ///
 /// # Errors
 /// No stack file, or one that cannot be read.
@@ -62,6 +61,63 @@ pub fn load_stack_lenient(g: &Global) -> Result<(PathBuf, Stack, Option<Error>)>
     }
 }
 
+/// The stack an operation on what runs is aimed at, found even when the
+/// stack file on disk no longer validates: the one home of "a broken
+/// edit to stack.toml never locks the operator out of a running stack".
+/// A running supervisor keeps the file it loaded, so `status`, `stop`,
+/// `restart`, `scale` and `start` go through it (warning that the file on
+/// disk is broken, with its diagnostics); only what needs the file itself
+/// — a new supervisor, `reload` — refuses ([`Target::valid`]).
+pub struct Target {
+    pub path: PathBuf,
+    /// The stack file, or the shell of it when it does not validate.
+    pub stack: Stack,
+    /// Why the file on disk does not validate (its `check` diagnostics).
+    pub invalid: Option<Error>,
+}
+
+impl Target {
+    /// The stack file, loaded leniently.
+    ///
+    /// # Errors
+    /// No stack file, or one that cannot be read.
+    pub fn find(g: &Global) -> Result<Target> {
+        let (path, stack, invalid) = load_stack_lenient(g)?;
+        Ok(Target {
+            path,
+            stack,
+            invalid,
+        })
+    }
+
+    /// The running supervisor, if one answers. When the file on disk does
+    /// not validate, says so on stderr with its diagnostics, ending with
+    /// `doing` (what the command does instead: `restarting through the
+    /// running supervisor`).
+    ///
+    /// # Errors
+    /// A socket that cannot be used (permission denied).
+    pub fn running(&self, doing: &str) -> Result<Option<Client>> {
+        let client = connect(&self.stack)?;
+        if let (Some(_), Some(e)) = (&client, &self.invalid) {
+            warn_invalid(e, doing);
+        }
+        Ok(client)
+    }
+
+    /// The stack file, which must validate: for what reads it (a new
+    /// supervisor, `reload`).
+    ///
+    /// # Errors
+    /// The file's diagnostics (2).
+    pub fn valid(self) -> Result<(PathBuf, Stack)> {
+        match self.invalid {
+            Some(e) => Err(e),
+            None => Ok((self.path, self.stack)),
+        }
+    }
+}
+
 /// Prints that the stack file is broken and the pid files are used; its
 /// diagnostics end with `outcome`, what the command does instead.
 pub fn warn_invalid_offline(err: &Error, outcome: &str) {
@@ -73,13 +129,25 @@ pub fn warn_invalid_offline(err: &Error, outcome: &str) {
     let _ = render_with_outcome(err, outcome, &mut e);
 }
 
-/// Prints that the stack file is broken but a running supervisor is used;
-/// its diagnostics end with `outcome`, what the command does instead.
-pub fn warn_invalid(err: &Error, outcome: &str) {
+/// Prints that the stack file is broken and the files of its state folder
+/// are read anyway (`logs`); its diagnostics end with `outcome`.
+pub fn warn_invalid_files(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
-        "warning: the stack file does not validate; using the running supervisor anyway:"
+        "warning: the stack file on disk does not validate; going by its state folder:"
+    );
+    let _ = render_with_outcome(err, outcome, &mut e);
+}
+
+/// Prints that the stack file on disk is broken but the running
+/// supervisor, which keeps the file it loaded, is used; its diagnostics
+/// end with `outcome`, what the command does instead.
+fn warn_invalid(err: &Error, outcome: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "warning: the stack file on disk does not validate; the running supervisor goes on with the one it loaded (`stackctl reload` once it is fixed):"
     );
     let _ = render_with_outcome(err, outcome, &mut e);
 }
@@ -306,19 +374,25 @@ pub fn shell_quote(s: &str) -> String {
 /// # Errors
 /// The operation's failure, as the supervisor reported it.
 pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<StatusDoc>> {
-    request_done(client, req, g).map(|(doc, _)| doc)
+    request_done(client, req, g).map(|a| a.status)
 }
 
-/// [`request`], also returning what the final `done` said of a start (its
-/// total and critical chain).
+/// What an answer carried besides its progress.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// A status document.
+    pub status: Option<StatusDoc>,
+    /// What the final `done` said of a start (its total and critical chain).
+    pub summary: Option<StartSummary>,
+    /// A reload's plan.
+    pub plan: Option<ReloadPlan>,
+}
+
+/// [`request`], returning all the answer carried.
 ///
 /// # Errors
 /// As [`request`].
-pub fn request_done(
-    client: &mut Client,
-    req: Request,
-    g: &Global,
-) -> Result<(Option<StatusDoc>, Option<StartSummary>)> {
+pub fn request_done(client: &mut Client, req: Request, g: &Global) -> Result<Answer> {
     let live = !g.quiet && super::live::terminal();
     let sent = if live {
         client.send_live(req)
@@ -330,6 +404,7 @@ pub fn request_done(
     let mut board = live
         .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::size)));
     let mut doc = None;
+    let mut plan = None;
     let outcome = loop {
         let r = match client.recv() {
             Ok(r) => r,
@@ -342,6 +417,9 @@ pub fn request_done(
                 ))
             }
             Some(Response::Progress(p)) => {
+                if p.plan.is_some() {
+                    plan.clone_from(&p.plan);
+                }
                 if g.quiet {
                     continue;
                 }
@@ -362,7 +440,13 @@ pub fn request_done(
             Some(Response::Pong { .. }) => {}
             Some(Response::Done {
                 ok: true, summary, ..
-            }) => break Ok((doc.take(), summary)),
+            }) => {
+                break Ok(Answer {
+                    status: doc.take(),
+                    summary,
+                    plan: plan.take(),
+                })
+            }
             Some(Response::Done {
                 ok: false, error, ..
             }) => {
@@ -378,12 +462,24 @@ pub fn request_done(
     outcome
 }
 
-/// Who answers on the control socket: its stackctl version, protocol,
-/// pid, and its anchor's pid.
+/// Who answers on the control socket.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// Its stackctl version.
+    pub stackctl: String,
+    pub protocol: u32,
+    pub pid: i32,
+    /// Its anchor's pid (absent from older supervisors).
+    pub anchor: Option<i32>,
+    /// It knows `reload --dry-run`.
+    pub dry_run: bool,
+}
+
+/// Who answers on the control socket.
 ///
 /// # Errors
 /// When it does not answer a ping.
-pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
+pub fn ping(client: &mut Client) -> Result<Who> {
     client
         .send(Request::Ping)
         .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
@@ -398,7 +494,16 @@ pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
                 protocol,
                 pid,
                 anchor,
-            }) => pong = Some((stackctl, protocol, pid, anchor)),
+                dry_run,
+            }) => {
+                pong = Some(Who {
+                    stackctl,
+                    protocol,
+                    pid,
+                    anchor,
+                    dry_run,
+                })
+            }
             Some(Response::Done { ok: true, .. }) => break,
             Some(Response::Done {
                 ok: false, error, ..

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::session::{
-    connect, load_stack_lenient, request, wait_supervisor_gone, warn_invalid, warn_invalid_offline,
-};
+use super::session::{request, wait_supervisor_gone, warn_invalid_offline, Target};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -23,7 +21,7 @@ use crate::error::{exit, Error, Result};
 /// when they are gone; exits 1 naming any process that survived. With no
 /// supervisor running (it was killed), stops what the pid files prove is
 /// still ours. A running supervisor is reached even when stack.toml no
-/// longer validates. Stopping a process that others depend on leaves them
+/// longer validates (a warning shows the file's diagnostics). Stopping a process that others depend on leaves them
 /// running, and says so; `--with-dependents` stops them first.
 ///
 /// Examples:
@@ -53,13 +51,11 @@ pub struct StopArgs {
 /// # Errors
 /// Lock held (2), a process could not be stopped (1).
 pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
-    let (_, stack, invalid) = load_stack_lenient(g)?;
-    crate::lock::guard_mutation(&stack, args.force, "stop")?;
-    match connect(&stack)? {
+    let target = Target::find(g)?;
+    let (stack, invalid) = (&target.stack, &target.invalid);
+    crate::lock::guard_mutation(stack, args.force, "stop")?;
+    match target.running("stopping through the running supervisor")? {
         Some(mut client) => {
-            if let Some(e) = &invalid {
-                warn_invalid(e, "stopping through the running supervisor");
-            }
             let all = args.names.is_empty();
             request(
                 &mut client,
@@ -70,7 +66,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 g,
             )?;
             if all {
-                if !wait_supervisor_gone(&stack, Duration::from_secs(10)) {
+                if !wait_supervisor_gone(stack, Duration::from_secs(10)) {
                     return Err(Error::failed(
                         "the stack stopped but its supervisor did not exit within 10s",
                     ));
@@ -97,7 +93,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 )));
             }
             // No supervisor: stop what the pid files prove is still ours.
-            let cleared = crate::supervisor::offline::stop_all_now(&stack)?;
+            let cleared = crate::supervisor::offline::stop_all_now(stack)?;
             if !g.quiet {
                 for (name, pid) in &cleared.stopped {
                     println!("  ok  {name:<24} stopped pid {pid} (it had no supervisor)");

@@ -17,8 +17,10 @@
 //! - stop: the reverse; a process is stopped once everything in the stop set
 //!   that depends on it is down; then the marked strays of every stopped
 //!   name are swept (`spawn::terminate`, the one stop sequence).
-//! - restart, scale ([`pool`]), reload ([`reload`] decides, `reload` here
-//!   applies) and shutdown are made of those two.
+//! - restart, scale ([`pool`]), reload ([`reload`] decides the plan —
+//!   per process what changed and what is done —, `reload` here sends it
+//!   and applies it: a pool rolls member by member) and shutdown are made
+//!   of those two.
 //! - an autoscaled pool has an [`autoscale`] task while it is started,
 //!   which resizes it through the scale path.
 //! - a scheduled task is armed by start and disarmed by stop; its
@@ -78,7 +80,9 @@ use crate::config::Stack;
 use crate::error::Error;
 use crate::plan::{self, Selection};
 use crate::state::StateDir;
-use crate::status::{Observed, Progress, State, StatusDoc, Step, SupervisorInfo};
+use crate::status::{
+    Observed, PlanAction, PlanEntry, Progress, ReloadPlan, State, StatusDoc, Step, SupervisorInfo,
+};
 
 pub use order::FAILURE_LOG_LINES;
 
@@ -887,12 +891,24 @@ impl Supervisor {
 
     /// Re-reads the stack file and applies only the difference: starts
     /// what is new, stops what was removed, restarts what changed (if it
-    /// was running), resizes pools whose `replicas` changed. Untouched
-    /// processes keep running. A broken file changes nothing.
+    /// was running; a pool member by member), resizes pools whose
+    /// `replicas` changed. Untouched processes keep running. A broken file
+    /// changes nothing.
     ///
     /// # Errors
     /// The file's diagnostics (2); a process that failed to start (1).
     pub async fn reload(&self, tx: &ProgressTx) -> Result<(), Error> {
+        self.reload_with(false, tx).await.map(|_| ())
+    }
+
+    /// [`Supervisor::reload`], first saying what it does: the plan (per
+    /// process, what changed and what is done about it) goes out as an
+    /// `info` progress before anything is touched. `dry_run`: only that;
+    /// nothing changes, not even the stack as loaded.
+    ///
+    /// # Errors
+    /// As [`Supervisor::reload`] (a dry run: the file's diagnostics).
+    pub async fn reload_with(&self, dry_run: bool, tx: &ProgressTx) -> Result<ReloadPlan, Error> {
         self.refuse_if_stopping()?;
         let _serial = self.reloading.lock().await;
         let old = self.stack();
@@ -910,47 +926,73 @@ impl Supervisor {
             });
         }
         let changes = reload::Changes::between(&old, &new);
-        // Redefined services with `listen` that serve are replaced in
-        // place (overlapping), after the rest is applied.
-        let in_place: Vec<String> = changes
-            .changed
+        let mut plan = reload::plan(&changes, &old, &new, &|name| self.now_of(&old, name));
+        plan.dry_run = dry_run;
+        let _ = tx.send(Progress::plan(plan.clone()));
+        if !dry_run {
+            log_plan(&plan);
+            self.apply_reload(&old, new, &changes, &plan, tx).await?;
+        }
+        Ok(plan)
+    }
+
+    /// What runs of process `name` now, for a reload's plan.
+    fn now_of(&self, stack: &Stack, name: &str) -> reload::Now {
+        let states: Vec<State> = self
+            .registry
+            .matching(|h| h.inst.process == name)
             .iter()
-            .filter(|c| self.replaceable(&old, &new, c))
-            .cloned()
+            .map(|h| h.now().state)
             .collect();
+        reload::Now {
+            active: states.iter().any(|s| {
+                matches!(
+                    s,
+                    State::Starting | State::Running | State::Backoff | State::Completed
+                )
+            }),
+            serving: !states.is_empty() && states.iter().all(|s| *s == State::Running),
+            armed: self.schedules.armed(name),
+            size: stack
+                .process(name)
+                .filter(|p| p.is_pool())
+                .map(|p| self.registry.instances(p).len() as u32),
+        }
+    }
+
+    /// Carries out a reload's `plan` (from `old` to `new`).
+    async fn apply_reload(
+        &self,
+        old: &Stack,
+        new: Stack,
+        changes: &reload::Changes,
+        plan: &ReloadPlan,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let doing = |actions: &[PlanAction]| -> Vec<String> {
+            plan.processes
+                .iter()
+                .filter(|e| actions.contains(&e.action))
+                .map(|e| e.process.clone())
+                .collect()
+        };
+        // Redefined services with `listen` that serve, and pools, are
+        // given their new definition in place (overlapping, or member by
+        // member), after the rest is applied.
+        let in_place = doing(&[PlanAction::Replace, PlanAction::Roll]);
         if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
-            // fingerprint (`max_replicas`, `autoscale`) may have changed:
+            // definition (`max_replicas`, `autoscale`) may have changed:
             // keep the new file.
             self.set_stack(new);
-            if !self.autoscale_reloaded(&self.stack(), &changes.retuned, tx) {
-                progress(tx, "stack", Step::Info, "no change");
-                tracing::info!("reload: no change");
-            }
+            self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
             return Ok(());
         }
-        // Stop what was removed or changed, remembering what was active.
+        // Stop what was removed or changed; what was active starts again.
         let doomed = self
             .registry
             .matching(|h| changes.drops(&h.inst.process) && !in_place.contains(&h.inst.process));
-        let was_active: Vec<String> = changes
-            .changed
-            .iter()
-            .filter(|c| {
-                self.schedules.armed(c)
-                    || doomed.iter().any(|h| {
-                        &h.inst.process == *c
-                            && matches!(
-                                h.now().state,
-                                State::Starting
-                                    | State::Running
-                                    | State::Backoff
-                                    | State::Completed
-                            )
-                    })
-            })
-            .cloned()
-            .collect();
+        let was_active = doing(&[PlanAction::Restart, PlanAction::Rearm]);
         let dropped: Vec<String> = changes
             .removed
             .iter()
@@ -960,10 +1002,10 @@ impl Supervisor {
             .collect();
         self.autoscale_stop(&dropped);
         self.schedule_disarm(&dropped);
-        let down = self.bring_down(&old, doomed, tx).await;
+        let down = self.bring_down(old, doomed, tx).await;
         // What was removed or restarted the plain way closes its sockets
         // (a new definition binds its own at its start).
-        self.close_sockets(&old, &dropped).await;
+        self.close_sockets(old, &dropped).await;
         for name in &dropped {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
@@ -989,95 +1031,116 @@ impl Supervisor {
             tracing::error!("reload: {e}");
         }
         self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
-        for r in &changes.removed {
-            progress(tx, r, Step::Info, "removed from the stack file");
-        }
         down?;
         for (name, n) in &changes.resized {
             self.scale(name, &n.unwrap_or(1).to_string(), tx).await?;
         }
-        tracing::info!(
-            "reload: added {:?}, removed {:?}, changed {:?}, resized {:?}",
-            changes.added,
-            changes.removed,
-            changes.changed,
-            changes.resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
-        );
         let mut to_start = changes.added.clone();
-        to_start.extend(was_active.into_iter().filter(|n| !in_place.contains(n)));
+        to_start.extend(was_active);
         if !to_start.is_empty() {
             self.start(&to_start, &BTreeMap::new(), false, tx).await?;
         }
-        self.replace_in_place(&old, &in_place, tx).await
+        let rolled: Vec<&PlanEntry> = plan
+            .processes
+            .iter()
+            .filter(|e| in_place.contains(&e.process))
+            .collect();
+        self.replace_in_place(old, &rolled, tx).await
     }
 
-    /// Whether a reload replaces process `name` in place: a service with
-    /// `listen` in both versions, every instance serving.
-    fn replaceable(&self, old: &Stack, new: &Stack, name: &str) -> bool {
-        let units = self.registry.matching(|h| h.inst.process == name);
-        old.process(name).is_some_and(overlaps)
-            && new.process(name).is_some_and(overlaps)
-            && !units.is_empty()
-            && units.iter().all(|h| h.now().state == State::Running)
-    }
-
-    /// Gives each of `names` (redefined services with `listen`) its new
-    /// definition, member by member, each successor ready before its
-    /// predecessor stops (in dependency order); then closes the sockets
-    /// the new definition no longer names and resizes a pool whose
-    /// `replicas` changed with it. The first failure stops the roll:
-    /// what was not replaced goes on serving.
+    /// Gives each of `entries` (redefined services with `listen` that
+    /// serve, and pools) its new definition, member by member, each ready
+    /// before the next is touched (a service with `listen`: each
+    /// successor ready before its predecessor stops), in dependency order;
+    /// then closes the sockets the new definition no longer names. A pool
+    /// whose size changes with it shrinks first and grows last. The first
+    /// failure stops the roll: what was not replaced goes on running.
     ///
     /// # Errors
-    /// The member whose successor failed (1).
+    /// The member whose new process failed (1).
     async fn replace_in_place(
         &self,
         old: &Stack,
-        names: &[String],
+        entries: &[&PlanEntry],
         tx: &ProgressTx,
     ) -> Result<(), Error> {
         let new = self.stack();
         for name in crate::config::start_order(&new).into_iter().flatten() {
-            if !names.contains(&name) {
+            let Some(entry) = entries.iter().find(|e| e.process == name) else {
                 continue;
-            }
+            };
             let Some(spec) = new.process(&name).cloned().map(Arc::new) else {
                 continue;
             };
-            self.registry.respec(&name, &spec);
-            for inst in self.registry.instances(&spec) {
-                let h = self.registry.unit(&self.ctx, &spec, &inst);
+            // Nothing resizes a pool while it rolls; resized here without
+            // a manual hold: the size is the file's (or, autoscaled, its
+            // bounds').
+            let autoscaled = self.autoscale_pause(&name);
+            let rolled = self.roll_in_place(&new, &spec, entry, tx).await;
+            if autoscaled {
+                self.autoscale_start(&new, std::slice::from_ref(&name));
+            }
+            rolled?;
+            if old.process(&name).is_some_and(overlaps) || overlaps(&spec) {
+                let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
+                self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
+                self.ctx.anchor.synced().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `spec` to every instance of its process, one at a time (see
+    /// [`Supervisor::replace_in_place`]), a pool shrunk first and grown
+    /// last to the size `entry` says.
+    ///
+    /// # Errors
+    /// The member whose new process failed (1).
+    async fn roll_in_place(
+        &self,
+        new: &Arc<Stack>,
+        spec: &Arc<crate::config::ProcessSpec>,
+        entry: &PlanEntry,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let name = &spec.name;
+        let size = entry.size.map(|s| s.to);
+        let current = || self.registry.instances(spec).len() as u32;
+        if let Some(to) = size.filter(|to| *to < current()) {
+            self.set_pool_size(name, to);
+            self.shrink_to(new, name, to, tx).await?;
+        }
+        self.registry.respec(name, spec);
+        for inst in self.registry.instances(spec) {
+            // A member stopped meanwhile (a `scale`) is not brought back.
+            if !self.registry.instances(spec).contains(&inst) {
+                continue;
+            }
+            let h = self.registry.unit(&self.ctx, spec, &inst);
+            progress(
+                tx,
+                &inst.name,
+                Step::Starting,
+                "restarting (new definition)",
+            );
+            let t = std::time::Instant::now();
+            if let Err(f) = live::follow(&h, h.redefine(spec.clone()), tx).await {
                 progress(
                     tx,
                     &inst.name,
-                    Step::Starting,
-                    "restarting (new definition)",
+                    Step::Failed,
+                    format!("failed: {}", f.reason),
                 );
-                let t = std::time::Instant::now();
-                if let Err(f) = h.redefine(spec.clone()).await {
-                    progress(
-                        tx,
-                        &inst.name,
-                        Step::Failed,
-                        format!("failed: {}", f.reason),
-                    );
-                    return Err(order::start_failure(
-                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
-                        &[],
-                    ));
-                }
-                let took = t.elapsed().as_secs_f64();
-                progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+                return Err(order::start_failure(
+                    &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                    &[],
+                ));
             }
-            let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
-            self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
-            self.ctx.anchor.synced().await;
-            let before = old.process(&name).and_then(|p| p.replicas);
-            if spec.replicas != before && spec.autoscale.is_none() {
-                if let Some(n) = spec.replicas {
-                    self.scale(&name, &n.to_string(), tx).await?;
-                }
-            }
+            let took = t.elapsed().as_secs_f64();
+            progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+        }
+        if let Some(to) = size.filter(|to| *to > current()) {
+            self.grow(new, name, current(), to, tx).await?;
         }
         Ok(())
     }
@@ -1154,6 +1217,24 @@ impl Supervisor {
 fn keep_stack_file(anchor: &Link, stack: &Stack) {
     if !stack.source.is_empty() {
         anchor.put(record::STACK_FILE_KEY, stack.source.clone());
+    }
+}
+
+/// A reload's plan in `stackctl.log`: a line per process (what changed,
+/// by key and variable name; what is done), or that nothing changed.
+fn log_plan(plan: &ReloadPlan) {
+    if plan.is_empty() {
+        tracing::info!("reload: no change");
+    }
+    for e in &plan.processes {
+        let mut what = e.keys.clone();
+        what.extend(e.env.iter().map(|v| format!("env {v}")));
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} changed)", what.join(", "))
+        };
+        tracing::info!(process = %e.process, "reload: {}{what}", e.action.as_str());
     }
 }
 

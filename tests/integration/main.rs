@@ -20,5 +20,6 @@ mod logs;
 mod memory;
 mod operator;
 mod pools;
+mod reload;
 mod schedule;
 mod survival;
