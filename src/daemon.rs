@@ -387,7 +387,8 @@ const FOREGROUND_WIDTH: usize = 12;
 /// Progress of an operation nobody watches, into stackctl.log.
 async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static str) {
     while let Some(p) = rx.recv().await {
-        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
+        // A reload's plan is in the log already, a line per process.
+        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) && p.plan.is_none() {
             tracing::info!(process = %p.process, "{what}: {}", p.message);
         }
     }
