@@ -393,13 +393,141 @@ pub struct Answer {
 /// # Errors
 /// As [`request`].
 pub fn request_done(client: &mut Client, req: Request, g: &Global) -> Result<Answer> {
+    match exchange(client, req, g) {
+        Exchange::Answered(r) => r,
+        Exchange::Lost(why) => Err(Error::failed(why)),
+    }
+}
+
+/// How an exchange with the supervisor ended.
+enum Exchange {
+    /// It answered (`done`), or could not be asked.
+    Answered(Result<Answer>),
+    /// The connection ended before `done`: the supervisor went away.
+    Lost(String),
+}
+
+/// [`request_done`] for an operation that must not fail because its
+/// supervisor was killed midway (`start`, `stop`, `restart`): the
+/// supervisor its anchor relaunches finishes the operation on its own (it
+/// is kept with the anchor while under way), so the command waits for that
+/// one and asks it what waits for the end — a `start` of the same names (a
+/// restart that was under way is finished by then), the same `stop` — or,
+/// for the stop of the whole stack, waits for the anchor to exit. Those
+/// follow-ups change nothing that is already done, so a supervisor lost
+/// again (killed once more, or a connection that reached the dying one's
+/// socket before it was closed) is just waited for again.
+///
+/// # Errors
+/// As [`request_done`]; no supervisor back within a minute, or one lost
+/// [`MAX_LOST`] times over (1).
+pub fn request_surviving(
+    stack: &Stack,
+    client: &mut Client,
+    req: Request,
+    g: &Global,
+) -> Result<Answer> {
+    let then = after_a_lost_supervisor(&req);
+    let mut why = match exchange(client, req, g) {
+        Exchange::Answered(r) => return r,
+        Exchange::Lost(why) => why,
+    };
+    let state = StateDir::new(&stack.state_dir);
+    if !crate::state::is_held(&state.anchor_lock()) {
+        return Err(Error::failed(why));
+    }
+    if !g.quiet {
+        eprintln!(
+            "stackctl: {why}; its anchor relaunches one, which finishes what was under way: waiting for it"
+        );
+    }
+    let limit = Duration::from_secs(60);
+    let Some(then) = then else {
+        // The stop of the whole stack: done when the anchor is gone.
+        return if crate::state::wait_released(&state.anchor_lock(), limit) {
+            Ok(Answer::default())
+        } else {
+            Err(Error::failed(format!(
+                "the stop of stack {} was not finished within {}s of losing its supervisor",
+                stack.name,
+                limit.as_secs()
+            )))
+        };
+    };
+    let gave_up = |message: String| Error::Failed {
+        message,
+        hint: Some(format!("see {}", state.own_log().display())),
+        detail: None,
+    };
+    for _ in 0..MAX_LOST {
+        let Some(mut c) = reconnect_within(stack, limit)? else {
+            return Err(gave_up(format!(
+                "{why}, and no supervisor came back within {}s",
+                limit.as_secs()
+            )));
+        };
+        match exchange(&mut c, then.clone(), g) {
+            Exchange::Answered(r) => return r,
+            Exchange::Lost(again) if crate::state::is_held(&state.anchor_lock()) => why = again,
+            Exchange::Lost(again) => return Err(Error::failed(again)),
+        }
+    }
+    Err(gave_up(format!(
+        "{why}: the supervisor was lost {MAX_LOST} times over"
+    )))
+}
+
+/// How many supervisors in a row [`request_surviving`] sees lost before
+/// it gives up (one that crashes as it comes up is relaunched forever).
+const MAX_LOST: usize = 10;
+
+/// Connects to the supervisor, waiting up to `limit` for one to answer.
+fn reconnect_within(stack: &Stack, limit: Duration) -> Result<Option<Client>> {
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_millis(5);
+    loop {
+        if let Some(c) = connect(stack)? {
+            return Ok(Some(c));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(step);
+        step = (step * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// What to ask the next supervisor after `req`'s was lost; `None`: the
+/// stop of the whole stack (nothing to ask: it ends with the anchor).
+fn after_a_lost_supervisor(req: &Request) -> Option<Request> {
+    match req {
+        Request::Stop { names, .. } if names.is_empty() => None,
+        Request::Start { names, scale, .. } => Some(Request::Start {
+            names: names.clone(),
+            scale: scale.clone(),
+            env: None,
+        }),
+        Request::Restart { names, .. } => Some(Request::Start {
+            names: names.clone(),
+            scale: std::collections::BTreeMap::new(),
+            env: None,
+        }),
+        other => Some(other.clone()),
+    }
+}
+
+fn exchange(client: &mut Client, req: Request, g: &Global) -> Exchange {
     let live = !g.quiet && super::live::terminal();
     let sent = if live {
         client.send_live(req)
     } else {
         client.send(req)
     };
-    sent.map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    if let Err(e) = sent {
+        return Exchange::Answered(Err(Error::failed(format!(
+            "cannot talk to the supervisor: {e}"
+        ))));
+    }
     let style = Style { color: g.color };
     let mut board = live
         .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::size)));
@@ -408,13 +536,13 @@ pub fn request_done(client: &mut Client, req: Request, g: &Global) -> Result<Ans
     let outcome = loop {
         let r = match client.recv() {
             Ok(r) => r,
-            Err(e) => break Err(Error::failed(format!("lost the supervisor: {e}"))),
+            Err(e) => break Exchange::Lost(format!("lost the supervisor: {e}")),
         };
         match r {
             None => {
-                break Err(Error::failed(
-                    "the supervisor closed the connection before answering",
-                ))
+                break Exchange::Lost(
+                    "the supervisor closed the connection before answering".into(),
+                )
             }
             Some(Response::Progress(p)) => {
                 if p.plan.is_some() {
@@ -441,18 +569,18 @@ pub fn request_done(client: &mut Client, req: Request, g: &Global) -> Result<Ans
             Some(Response::Done {
                 ok: true, summary, ..
             }) => {
-                break Ok(Answer {
+                break Exchange::Answered(Ok(Answer {
                     status: doc.take(),
                     summary,
                     plan: plan.take(),
-                })
+                }))
             }
             Some(Response::Done {
                 ok: false, error, ..
             }) => {
-                break Err(error
+                break Exchange::Answered(Err(error
                     .map(Error::from)
-                    .unwrap_or_else(|| Error::failed("the supervisor reported a failure")))
+                    .unwrap_or_else(|| Error::failed("the supervisor reported a failure"))))
             }
         }
     };
@@ -531,4 +659,53 @@ fn supervisor_lock_held(state: &StateDir) -> bool {
 /// Waits (up to `limit`) until no supervisor holds the stack's lock.
 pub fn wait_supervisor_gone(stack: &Stack, limit: Duration) -> bool {
     crate::state::wait_released(&StateDir::new(&stack.state_dir).supervisor_lock(), limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn after_a_lost_supervisor_the_follow_up_changes_nothing_already_done() {
+        let names = vec!["api".to_string()];
+        let scale = BTreeMap::from([("w".to_string(), 3)]);
+        let env = Some(crate::control::protocol::CallerEnv::default());
+        let start = |names: &[String], scale: &BTreeMap<String, u32>| Request::Start {
+            names: names.to_vec(),
+            scale: scale.clone(),
+            env: None,
+        };
+        let stop = |names: &[String]| Request::Stop {
+            names: names.to_vec(),
+            with_dependents: true,
+        };
+        let table = [
+            // A start: the same start (its --update-env is applied already).
+            (
+                Request::Start {
+                    names: names.clone(),
+                    scale: scale.clone(),
+                    env: env.clone(),
+                },
+                Some(start(&names, &scale)),
+            ),
+            // A restart: finished by the next supervisor; wait for it up.
+            (
+                Request::Restart {
+                    names: names.clone(),
+                    env,
+                },
+                Some(start(&names, &BTreeMap::new())),
+            ),
+            // A partial stop: the same stop.
+            (stop(&names), Some(stop(&names))),
+            // The stop of the stack: nothing to ask, it ends with the anchor.
+            (stop(&[]), None),
+        ];
+        for (req, want) in table {
+            assert_eq!(after_a_lost_supervisor(&req), want, "{req:?}");
+        }
+    }
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::session::{
-    connect, ensure_supervisor, load_stack, ping, print_warnings, request, request_done, Launch,
-    Target,
+    connect, ensure_supervisor, load_stack, ping, print_warnings, request_done, request_surviving,
+    Launch, Target,
 };
 use super::Global;
 use crate::control::protocol::{CallerEnv, Request};
@@ -230,7 +230,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         if let Some(client) = target.running("starting through the running supervisor")? {
             crate::lock::guard_mutation(&target.stack, args.force, "start")?;
             let scale = parse_scale(&args.scale)?;
-            return start_through(client, &target.stack.name, args, scale, g);
+            return start_through(client, &target.stack, args, scale, g);
         }
     }
     let (path, stack) = target.valid()?;
@@ -272,19 +272,20 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         Launch::Detached
     };
     let client = ensure_supervisor(&path, &stack, how, g)?;
-    start_through(client, &stack.name, args, scale, g)
+    start_through(client, &stack, args, scale, g)
 }
 
 /// Asks the supervisor behind `client` for the start, and ends with the
 /// line that says the stack is up.
 fn start_through(
     mut client: crate::control::client::Client,
-    stack: &str,
+    stack: &crate::config::Stack,
     args: StartArgs,
     scale: BTreeMap<String, u32>,
     g: &Global,
 ) -> Result<u8> {
-    let answer = request_done(
+    let answer = request_surviving(
+        stack,
         &mut client,
         Request::Start {
             names: args.names,
@@ -294,7 +295,10 @@ fn start_through(
         g,
     )?;
     if !g.quiet {
-        println!("{}", crate::output::up_line(stack, answer.summary.as_ref()));
+        println!(
+            "{}",
+            crate::output::up_line(&stack.name, answer.summary.as_ref())
+        );
     }
     Ok(exit::SUCCESS)
 }
@@ -328,18 +332,22 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
 /// As `start`.
 pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
     let target = Target::find(g)?;
-    let mut client = match target.running("restarting through the running supervisor")? {
+    let (mut client, stack) = match target.running("restarting through the running supervisor")? {
         Some(client) => {
             crate::lock::guard_mutation(&target.stack, args.force, "restart")?;
-            client
+            (client, target.stack)
         }
         None => {
             let (path, stack) = target.valid()?;
             crate::lock::guard_mutation(&stack, args.force, "restart")?;
-            ensure_supervisor(&path, &stack, Launch::Detached, g)?
+            (
+                ensure_supervisor(&path, &stack, Launch::Detached, g)?,
+                stack,
+            )
         }
     };
-    request(
+    request_surviving(
+        &stack,
         &mut client,
         Request::Restart {
             names: args.names,

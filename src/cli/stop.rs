@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::session::{request, wait_supervisor_gone, warn_invalid_offline, Target};
+use super::session::{request_surviving, wait_supervisor_gone, warn_invalid_offline, Target};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -57,7 +57,8 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
     match target.running("stopping through the running supervisor")? {
         Some(mut client) => {
             let all = args.names.is_empty();
-            request(
+            request_surviving(
+                stack,
                 &mut client,
                 Request::Stop {
                     names: args.names,
