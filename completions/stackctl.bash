@@ -913,7 +913,7 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__reload)
-            opts="-q -v -h -V --force --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --force --dry-run --json --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1001,13 +1001,17 @@ _stackctl() {
             return 0
             ;;
         stackctl__subcmd__supervise)
-            opts="-q -v -h -V --stack --foreground --quiet --verbose --no-color --help --version"
+            opts="-q -v -h -V --stack --foreground --state-dir --quiet --verbose --no-color --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --stack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

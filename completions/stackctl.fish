@@ -109,6 +109,8 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand check" -l no-color -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stackctl -n "__fish_stackctl_using_subcommand check" -s V -l version -d 'Print version'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l force -d 'Reload even while the stack-owner lock is held by an export'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l dry-run -d 'Print the plan and change nothing (no lock needed)'
+complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l json -d 'Print the plan as one JSON document (after the reload, or instead of it with --dry-run) instead of lines'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s q -l quiet -d 'Print only errors'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'
 complete -c stackctl -n "__fish_stackctl_using_subcommand reload" -l no-color -d 'Never colour the output (also: the NO_COLOR environment variable)'
@@ -190,6 +192,7 @@ complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -l no-color -d 
 complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s h -l help -d 'Print help'
 complete -c stackctl -n "__fish_stackctl_using_subcommand probe" -s V -l version -d 'Print version'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l stack -d 'The stack file (absolute)' -r -F
+complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l state-dir -d 'The stack\'s state folder (given by the anchor that launches it)' -r -F
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -l foreground -d 'Stream every process\'s output to this terminal, prefixed by name'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s q -l quiet -d 'Print only errors'
 complete -c stackctl -n "__fish_stackctl_using_subcommand supervise" -s v -l verbose -d 'Print more: also the "starting" and "stopping" step of every process'

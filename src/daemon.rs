@@ -1,4 +1,7 @@
-//! The supervisor process: the single-supervisor flock, the subreaper, its
+//! The supervisor process: the single-supervisor flock, the connection to
+//! the stack's anchor (the one that runs, with what it keeps, or a new one
+//! it launches; a new one again when the anchor dies), the stack file it
+//! runs on (the anchor's copy of the last one loaded, else the file), its
 //! own log, clearing what a killed predecessor left, the control socket
 //! (served by `control::server`), and signals.
 //!
@@ -35,6 +38,10 @@ pub struct Options {
     pub initial: Option<(Vec<String>, BTreeMap<String, u32>)>,
     /// Colour the foreground output.
     pub color: bool,
+    /// The stack's state folder, when the anchor launched this supervisor
+    /// (it says where it is): the stack file is then the one the anchor
+    /// keeps, which a broken or unreloaded edit on disk does not change.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the supervisor for the stack file at `path` until the stack is
@@ -44,8 +51,16 @@ pub struct Options {
 /// An invalid stack file (2); another supervisor running, the socket or the
 /// state folder unusable (1).
 pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
-    let stack = crate::config::load(path)?;
-    let state = StateDir::prepared(&stack.state_dir)?;
+    // The state folder: the anchor's, else the stack file's (which must
+    // then be valid: nothing runs yet).
+    let (state_dir, on_disk) = match &opts.state_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let stack = crate::config::load(path)?;
+            (stack.state_dir.clone(), Some(stack))
+        }
+    };
+    let state = StateDir::prepared(&state_dir)?;
     let lock_path = state.supervisor_lock();
     let lock = crate::state::try_hold(&lock_path)
         .map_err(|e| Error::failed(format!("cannot open {}: {e}", lock_path.display())))?;
@@ -57,15 +72,15 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         return Err(Error::Failed {
             message: format!(
                 "a supervisor is already running for stack {}{}",
-                stack.name,
+                on_disk
+                    .as_ref()
+                    .map_or_else(|| crate::config::shell(path).name, |s| s.name.clone()),
                 holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
             ),
             hint: Some("use `stackctl status`, or `stackctl stop` first".into()),
             detail: None,
         });
     };
-    let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
-
     // One thread runs every task: units mostly wait, and what blocks (an
     // http probe, a /proc scan of a stop) is short or on the blocking pool.
     // Fewer threads, fewer stacks and allocator arenas: the supervisor's
@@ -76,15 +91,53 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
-    let code = rt.block_on(serve(stack, state.clone(), opts));
+    let code = rt.block_on(async {
+        let (stack, anchor) = stack_and_anchor(path, on_disk, &state).await?;
+        let _log_guard = crate::logs::own::init(&state, &stack.logs, opts.foreground, opts.color);
+        serve(stack, anchor, state.clone(), opts).await
+    });
     rt.shutdown_timeout(Duration::from_secs(1));
     PidRecord::remove(&state.supervisor_pid());
     drop(lock);
     code
 }
 
-async fn serve(stack: crate::config::Stack, state: StateDir, opts: Options) -> Result<u8, Error> {
-    let (link, inventory, cleared) = anchor_link(&stack, &state, &opts).await?;
+/// The stack this supervisor runs on, and the anchor that runs (if one
+/// does): with an anchor that keeps the text of the stack file its last
+/// supervisor loaded, that text (a relaunch applies no edit on disk, and a
+/// broken one does not keep a supervisor from coming back); else the file
+/// on disk.
+async fn stack_and_anchor(
+    path: &Path,
+    on_disk: Option<crate::config::Stack>,
+    state: &StateDir,
+) -> Result<(crate::config::Stack, Option<(Arc<Link>, Inventory)>), Error> {
+    let anchor = Link::connect(state).await.map_err(|e| Error::Failed {
+        message: format!("the stack's anchor refused this supervisor: {e}"),
+        hint: Some("`stackctl status` tells what runs".into()),
+        detail: None,
+    })?;
+    let kept = anchor
+        .as_ref()
+        .and_then(|(_, inv)| inv.kept.get(crate::supervisor::record::STACK_FILE_KEY))
+        .map(|text| crate::config::load_text(path, text));
+    let stack = match (kept, on_disk) {
+        (Some(Ok(stack)), _) => stack,
+        // A kept text this binary cannot read (an upgrade that dropped a
+        // key): the file on disk.
+        (Some(Err(_)) | None, Some(stack)) => stack,
+        (Some(Err(_)) | None, None) => crate::config::load(path)?,
+    };
+    Ok((stack, anchor))
+}
+
+async fn serve(
+    stack: crate::config::Stack,
+    anchor: Option<(Arc<Link>, Inventory)>,
+    state: StateDir,
+    opts: Options,
+) -> Result<u8, Error> {
+    let (link, inventory, cleared) = anchor_link(&stack, anchor, &state, &opts).await?;
     let me = std::process::id() as i32;
     if let Ok(rec) = PidRecord::capture(me, "stackctl", me) {
         if let Err(e) = rec.write(&state.supervisor_pid()) {
@@ -335,7 +388,8 @@ const FOREGROUND_WIDTH: usize = 12;
 /// Progress of an operation nobody watches, into stackctl.log.
 async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static str) {
     while let Some(p) = rx.recv().await {
-        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) {
+        // A reload's plan is in the log already, a line per process.
+        if !matches!(p.step, Step::Starting | Step::Stopping | Step::Waiting) && p.plan.is_none() {
             tracing::info!(process = %p.process, "{what}: {}", p.message);
         }
     }
@@ -348,6 +402,7 @@ async fn log_progress(mut rx: mpsc::UnboundedReceiver<Progress>, what: &'static 
 /// so there is never a second copy.
 async fn anchor_link(
     stack: &crate::config::Stack,
+    running: Option<(Arc<Link>, Inventory)>,
     state: &StateDir,
     opts: &Options,
 ) -> Result<(Arc<Link>, Inventory, Cleared), Error> {
@@ -356,7 +411,7 @@ async fn anchor_link(
         hint: Some("`stackctl status` tells what runs".into()),
         detail: None,
     };
-    if let Some((link, inv)) = Link::connect(state).await.map_err(refused)? {
+    if let Some((link, inv)) = running {
         // Processes the pid files name that this anchor does not have are a
         // dead generation's (its anchor and supervisor were both killed,
         // and a new anchor came): stop them before anything starts.

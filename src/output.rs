@@ -1,5 +1,5 @@
 //! The one printer of styled output: the status table, progress lines,
-//! process-name labels (`api | …` in `logs` and `--foreground`) and their
+//! a reload's plan, process-name labels (`api | …` in `logs` and `--foreground`) and their
 //! palette, state colours, and `NO_COLOR` (decided by the caller into a
 //! [`Style`]). Pure rendering to strings and writers, after ripgrep's
 //! `Printer`. The shapes themselves (`status --json`) are `crate::status`'s.
@@ -7,7 +7,10 @@
 
 use std::io::{self, Write};
 
-use crate::status::{AutoscaleStatus, Progress, ScheduleStatus, State, StatusDoc, Step};
+use crate::status::{
+    AutoscaleStatus, PlanAction, PlanEntry, Progress, ReloadPlan, ScheduleStatus, State, StatusDoc,
+    Step,
+};
 use crate::timeline::{Analysis, StartSummary};
 
 /// ANSI colours, or none.
@@ -91,13 +94,117 @@ impl Style {
 const NAME_COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
 /// One progress event as `start`, `stop` and friends print it:
-/// `  ok  api                      ready in 0.3s`.
+/// `  ok  api                      ready in 0.3s`; a reload's plan as
+/// [`reload_plan`] prints it (several lines).
 pub fn progress_line(p: &Progress, style: Style) -> String {
+    if let Some(plan) = &p.plan {
+        return reload_plan(plan, style);
+    }
     // The mark is padded as plain text, then coloured.
     let mark = style.mark(p.step);
     let plain = Style { color: false }.mark(p.step);
     let pad = " ".repeat(4usize.saturating_sub(plain.len()));
     format!("{pad}{mark}  {:<24} {}", p.process, p.message)
+}
+
+/// A reload's plan (`reload`, `reload --dry-run`), one line per process
+/// that changed, what changed (keys, variable names) and what is done,
+/// then what did not change:
+///
+/// ```text
+/// reload: what changed, and what is done
+///   restart  api                      command
+///   roll     worker                   env API_TOKEN (member by member, each ready before the next)
+///   unchanged (they keep their pids): redis, migrate
+/// ```
+pub fn reload_plan(plan: &ReloadPlan, style: Style) -> String {
+    let lead = if plan.dry_run {
+        "reload --dry-run"
+    } else {
+        "reload"
+    };
+    if plan.is_empty() {
+        let n = plan.unchanged.len();
+        let s = if n == 1 { "" } else { "es" };
+        return format!("{lead}: no change ({n} process{s} unchanged)");
+    }
+    let mut out = if plan.dry_run {
+        format!("{lead}: what changed, and what a reload does (nothing was changed)")
+    } else {
+        format!("{lead}: what changed, and what is done")
+    };
+    for e in &plan.processes {
+        let word = e.action.as_str();
+        let pad = " ".repeat(7usize.saturating_sub(word.len()));
+        let painted = match e.action {
+            PlanAction::Start => style.green(word),
+            PlanAction::Stop => style.red(word),
+            PlanAction::Update | PlanAction::Nothing => style.dim(word),
+            _ => style.yellow(word),
+        };
+        out.push_str(&format!(
+            "\n  {painted}{pad}  {:<24} {}",
+            e.process,
+            plan_why(e)
+        ));
+    }
+    if !plan.unchanged.is_empty() {
+        let kept = format!(
+            "unchanged (they keep their pids): {}",
+            plan.unchanged.join(", ")
+        );
+        out.push_str(&format!("\n  {}", style.dim(&kept)));
+    }
+    out
+}
+
+/// What changed in one process of a plan, and how it is done.
+fn plan_why(e: &PlanEntry) -> String {
+    let mut keys: Vec<String> = e
+        .keys
+        .iter()
+        .map(|k| match e.size {
+            Some(s) if k == "replicas" => format!("replicas {} → {}", s.from, s.to),
+            _ => k.clone(),
+        })
+        .collect();
+    if let Some(s) = e.size {
+        if e.action != PlanAction::Start && !e.keys.iter().any(|k| k == "replicas") {
+            keys.push(format!("size {} → {}", s.from, s.to));
+        }
+    }
+    let mut what = Vec::new();
+    if !keys.is_empty() {
+        what.push(keys.join(", "));
+    }
+    if !e.env.is_empty() {
+        what.push(format!("env {}", e.env.join(", ")));
+    }
+    let what = what.join("; ");
+    let how = match e.action {
+        PlanAction::Start => match e.size {
+            Some(s) => format!(
+                "new in the stack file ({} member{})",
+                s.to,
+                if s.to == 1 { "" } else { "s" }
+            ),
+            None => "new in the stack file".to_string(),
+        },
+        PlanAction::Stop => "removed from the stack file".to_string(),
+        PlanAction::Restart | PlanAction::Resize => String::new(),
+        PlanAction::Replace => "the new process is ready before the old one stops".to_string(),
+        PlanAction::Roll => "member by member, each ready before the next".to_string(),
+        PlanAction::Rearm => "its schedule is armed again".to_string(),
+        PlanAction::Update => "no restart needed".to_string(),
+        PlanAction::Nothing => {
+            "not running: it takes the new definition at its next start".to_string()
+        }
+    };
+    match (what.is_empty(), how.is_empty()) {
+        (true, _) => how,
+        (false, true) => what,
+        (false, false) => format!("{what} ({how})"),
+    }
 }
 
 /// A line of something under way, as a terminal shows it while it waits
@@ -751,6 +858,91 @@ migrate  -     completed  yes    -       0         -
         // No autoscaled pool: no key at all.
         let v = serde_json::to_value(doc()).unwrap();
         assert!(v.get("autoscale").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_reload_plan_says_per_process_what_changed_and_what_is_done() {
+        use crate::status::{PlanEntry, PlanResize};
+        let e = |process: &str, action, keys: &[&str], env: &[&str], size: Option<(u32, u32)>| {
+            PlanEntry {
+                process: process.into(),
+                action,
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                env: env.iter().map(|k| k.to_string()).collect(),
+                size: size.map(|(from, to)| PlanResize { from, to }),
+            }
+        };
+        let mut plan = ReloadPlan {
+            dry_run: false,
+            processes: vec![
+                e("api", PlanAction::Restart, &["command"], &[], None),
+                e("web", PlanAction::Replace, &["ready"], &["TOKEN"], None),
+                e(
+                    "worker",
+                    PlanAction::Roll,
+                    &["command", "replicas"],
+                    &[],
+                    Some((2, 3)),
+                ),
+                e(
+                    "queue",
+                    PlanAction::Resize,
+                    &["replicas"],
+                    &[],
+                    Some((4, 2)),
+                ),
+                e("tunnel", PlanAction::Update, &["max_replicas"], &[], None),
+                e("db", PlanAction::Nothing, &[], &["A", "B"], None),
+                e("backup", PlanAction::Rearm, &["every"], &[], None),
+                e("old", PlanAction::Stop, &[], &[], None),
+                e("new", PlanAction::Start, &[], &[], Some((0, 2))),
+            ],
+            unchanged: vec!["redis".into(), "migrate".into()],
+        };
+        let plain = Style { color: false };
+        let want = "\
+reload: what changed, and what is done
+  restart  api                      command
+  replace  web                      ready; env TOKEN (the new process is ready before the old one stops)
+  roll     worker                   command, replicas 2 → 3 (member by member, each ready before the next)
+  resize   queue                    replicas 4 → 2
+  update   tunnel                   max_replicas (no restart needed)
+  nothing  db                       env A, B (not running: it takes the new definition at its next start)
+  rearm    backup                   every (its schedule is armed again)
+  stop     old                      removed from the stack file
+  start    new                      new in the stack file (2 members)
+  unchanged (they keep their pids): redis, migrate";
+        assert_eq!(reload_plan(&plan, plain), want);
+        // A progress line carrying it prints it.
+        assert_eq!(progress_line(&Progress::plan(plan.clone()), plain), want);
+        plan.dry_run = true;
+        let dry = reload_plan(&plan, plain);
+        assert!(
+            dry.starts_with(
+                "reload --dry-run: what changed, and what a reload does (nothing was changed)\n"
+            ),
+            "{dry}"
+        );
+        // Coloured, the columns stay.
+        let colored = reload_plan(&plan, Style { color: true });
+        assert!(
+            colored.contains("\x1b[33mrestart\x1b[0m  api "),
+            "{colored}"
+        );
+        assert!(
+            colored.contains("\x1b[2mupdate\x1b[0m   tunnel "),
+            "{colored}"
+        );
+        // Nothing changed.
+        let none = ReloadPlan {
+            dry_run: false,
+            processes: vec![],
+            unchanged: vec!["redis".into()],
+        };
+        assert_eq!(
+            reload_plan(&none, plain),
+            "reload: no change (1 process unchanged)"
+        );
     }
 
     #[test]

@@ -353,6 +353,10 @@ pub struct Progress {
     /// …and how long it may take (a gate's timeout, a stop's grace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A reload's plan (an `info` step, sent before it acts; `message`
+    /// is its one-line headline, for a client older than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ReloadPlan>,
 }
 
 impl Progress {
@@ -364,6 +368,15 @@ impl Progress {
             message: message.into(),
             elapsed_ms: None,
             timeout_ms: None,
+            plan: None,
+        }
+    }
+
+    /// A reload's plan, as the `info` step it travels in.
+    pub fn plan(plan: ReloadPlan) -> Progress {
+        Progress {
+            plan: Some(plan.clone()),
+            ..Progress::new("stack", Step::Info, plan.headline())
         }
     }
 
@@ -400,6 +413,125 @@ pub enum Step {
     /// redraws the process's line in place; never part of the
     /// line-per-event output.
     Waiting,
+}
+
+/// What a reload does (or, with `--dry-run`, would do): per process, what
+/// changed in its definition (stack-file keys, and the *names* of the
+/// variables whose value changed — never a value) and what is done about
+/// it. Decided by `supervisor::reload` (pure); printed by
+/// `output::reload_plan`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Nothing is done (`reload --dry-run`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Every process that changed, was added or removed, in stack order
+    /// (what was removed after what is kept, what was added last).
+    pub processes: Vec<PlanEntry>,
+    /// Processes whose definition did not change: they keep their pids.
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+}
+
+impl ReloadPlan {
+    /// Whether nothing changed at all.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    /// The one line for a log or an older client: what is done, by
+    /// process name (`restart api; roll worker; 3 unchanged`).
+    pub fn headline(&self) -> String {
+        let lead = if self.dry_run {
+            "reload (dry run)"
+        } else {
+            "reload"
+        };
+        if self.processes.is_empty() {
+            return format!("{lead}: no change");
+        }
+        let mut parts: Vec<String> = self
+            .processes
+            .iter()
+            .map(|e| format!("{} {}", e.action.as_str(), e.process))
+            .collect();
+        if !self.unchanged.is_empty() {
+            parts.push(format!("{} unchanged", self.unchanged.len()));
+        }
+        format!("{lead}: {}", parts.join("; "))
+    }
+}
+
+/// One process in a [`ReloadPlan`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanEntry {
+    pub process: String,
+    pub action: PlanAction,
+    /// The keys of its definition that changed, as the stack file names
+    /// them (`command`, `ready`, `replicas`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// The variables of its environment that were added, removed or given
+    /// another value (`[env]`, env files, its `env`): names only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// A pool's size now and after the reload, when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<PlanResize>,
+}
+
+/// A pool's size before and after a reload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanResize {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// What a reload does to one process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanAction {
+    /// New in the stack file: started.
+    Start,
+    /// No longer in the stack file: stopped.
+    Stop,
+    /// Redefined, and running: stopped, then started with the new
+    /// definition (a task runs again).
+    Restart,
+    /// Redefined, a service with `listen` serving: its successor starts on
+    /// the same sockets and is ready before the old process stops.
+    Replace,
+    /// A redefined pool: member by member, each ready before the next (and
+    /// each overlapping, with `listen`); never all down at once.
+    Roll,
+    /// A redefined scheduled task: its schedule armed again (it runs at
+    /// its next time).
+    Rearm,
+    /// Only `replicas` changed: the pool is resized, no member restarted.
+    Resize,
+    /// Only settings read live changed (`max_replicas`, `autoscale`,
+    /// `on_failure`): taken without touching a process.
+    Update,
+    /// Redefined, but not running: the new definition applies at its next
+    /// start.
+    Nothing,
+}
+
+impl PlanAction {
+    /// The word for it (as in the JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanAction::Start => "start",
+            PlanAction::Stop => "stop",
+            PlanAction::Restart => "restart",
+            PlanAction::Replace => "replace",
+            PlanAction::Roll => "roll",
+            PlanAction::Rearm => "rearm",
+            PlanAction::Resize => "resize",
+            PlanAction::Update => "update",
+            PlanAction::Nothing => "nothing",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -557,16 +557,8 @@ impl House {
     /// ours). One killed with SIGKILL (an operator, the OOM killer) is not
     /// crashing: it is relaunched at once every time.
     fn schedule_relaunch(&mut self, exit: Option<ExitRec>) {
-        let killed = exit == Some(ExitRec::Signal(Signal::SIGKILL as i32));
-        let young = self
-            .launched
-            .is_some_and(|(_, t)| t.elapsed() < STABLE_AFTER);
-        self.young_deaths = if young && !killed {
-            self.young_deaths + 1
-        } else {
-            0
-        };
-        self.relaunch_delay = relaunch_delay(self.young_deaths);
+        let lived = self.launched.map(|(_, t)| t.elapsed());
+        (self.young_deaths, self.relaunch_delay) = relaunch_after(exit, lived, self.young_deaths);
         let how = exit.map_or_else(String::new, |e| {
             format!(" ({})", crate::spawn::Exit::from(e))
         });
@@ -1216,6 +1208,8 @@ impl House {
             "supervise".to_string(),
             "--stack".to_string(),
             self.opts.stack_file.display().to_string(),
+            "--state-dir".to_string(),
+            self.opts.state_dir.display().to_string(),
         ];
         let env = self.supervisor_env();
         let cwd = self
@@ -1473,6 +1467,26 @@ fn passed<'a>(
 
 /// How long to wait before relaunching a supervisor after `young` of them
 /// in a row died young: at once the first time, then 1 s doubling to 30 s.
+/// After a supervisor went away without a word (`exit`: how it ended, when
+/// it was our child; `lived`: how long, when we launched it), the young
+/// deaths in a row so far (`young_deaths` before it) and how long to wait
+/// before the next one. A SIGKILL (an operator, the OOM killer) is not a
+/// crash of its own: the count starts again, and the relaunch is at once.
+fn relaunch_after(
+    exit: Option<ExitRec>,
+    lived: Option<Duration>,
+    young_deaths: u32,
+) -> (u32, Duration) {
+    let killed = exit == Some(ExitRec::Signal(Signal::SIGKILL as i32));
+    let young = lived.is_some_and(|l| l < STABLE_AFTER);
+    let n = if young && !killed {
+        young_deaths + 1
+    } else {
+        0
+    };
+    (n, relaunch_delay(n))
+}
+
 fn relaunch_delay(young: u32) -> Duration {
     match young {
         0 | 1 => Duration::ZERO,
@@ -1681,6 +1695,35 @@ fn detach_stdout() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relaunch_waits_for_crashes_young_never_for_a_sigkill_or_a_long_life() {
+        let young = Some(Duration::from_secs(1));
+        let old = Some(STABLE_AFTER + Duration::from_secs(1));
+        let abort = Some(ExitRec::Signal(Signal::SIGABRT as i32));
+        let kill = Some(ExitRec::Signal(Signal::SIGKILL as i32));
+        let code = Some(ExitRec::Code(101));
+        // (exit, lived, young deaths before) -> (young deaths after, delay s)
+        let table = [
+            ((abort, young, 0), (1, 0)),
+            ((abort, young, 1), (2, 1)),
+            ((code, young, 2), (3, 2)),
+            ((code, young, 7), (8, 30)),
+            // Killed: at once, and the count starts again.
+            ((kill, young, 5), (0, 0)),
+            // A long life ends the run of young deaths.
+            ((abort, old, 5), (0, 0)),
+            // Not our child (a supervisor run by hand): nothing says young.
+            ((None, None, 3), (0, 0)),
+        ];
+        for ((exit, lived, before), (after, delay)) in table {
+            assert_eq!(
+                relaunch_after(exit, lived, before),
+                (after, Duration::from_secs(delay)),
+                "{exit:?} after {lived:?}, {before} before"
+            );
+        }
+    }
 
     #[test]
     fn a_supervisor_that_keeps_dying_young_is_relaunched_ever_later() {

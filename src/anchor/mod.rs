@@ -19,9 +19,13 @@
 //!   all of it, with every live child and every unacknowledged exit, to the
 //!   next supervisor that connects (the inventory);
 //! - relaunches the supervisor when its connection ends without a `Bye`
-//!   (kill -9, a panic, an OOM kill): at once the first time, then 1 s
-//!   doubling to 30 s while it keeps dying young; `Bye { relaunch }` is an
-//!   upgrade (the new binary at once), a plain `Bye` the end of the stack.
+//!   (kill -9, a panic, an OOM kill): one killed by SIGKILL at once, every
+//!   time (an operator, the OOM killer: not a crash of its own); one that
+//!   crashes at once the first time, then 1 s doubling to 30 s while it
+//!   keeps dying young. `Bye { relaunch }` is an upgrade (the new binary at
+//!   once), a plain `Bye` the end of the stack. The supervisors it
+//!   launches run on the text of the stack file it keeps for them
+//!   (`--state-dir` tells them where), not on the file as edited since.
 //!
 //! Exits are reported only once the child's output is drained (or 2 s
 //! passed: a grandchild may hold the pipe), so that a failure's log tail

@@ -1,4 +1,7 @@
 //! `stackctl analyze`: the last start, looked at (`crate::timeline`).
+//!
+//! Owns: reading `timeline.json` and showing the analysis. Must not touch:
+//! the analysis itself (pure, in `timeline`).
 
 use std::io::Write;
 

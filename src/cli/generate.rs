@@ -1,4 +1,7 @@
 //! `stackctl generate`: man pages and shell completions from the CLI definition.
+//!
+//! Owns: writing `man/` and `completions/`. Must not touch: the help
+//! texts themselves (the clap definitions' `///` comments).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! The command lines stackctl writes for itself — `anchor …`, `supervise
-//! --stack F [--foreground]`, `listen-exec --fds 7,9 -- ARGV…` — read
+//! --stack F [--state-dir D] [--foreground]`, `listen-exec --fds 7,9 -- ARGV…` — read
 //! without clap. Building clap's whole command tree (every command, every
 //! help text) costs each of a stack's two long-lived processes about 2 MB
 //! of resident memory and a millisecond of start-up, and a `listen`
@@ -67,11 +67,13 @@ fn anchor(args: &[OsString]) -> Option<AnchorArgs> {
 
 fn supervise(args: &[OsString]) -> Option<SuperviseArgs> {
     let mut stack = None;
+    let mut state_dir = None;
     let mut foreground = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.to_str()? {
             "--stack" => stack = Some(PathBuf::from(it.next()?)),
+            "--state-dir" => state_dir = Some(PathBuf::from(it.next()?)),
             "--foreground" => foreground = true,
             _ => return None,
         }
@@ -79,6 +81,7 @@ fn supervise(args: &[OsString]) -> Option<SuperviseArgs> {
     Some(SuperviseArgs {
         stack: stack?,
         foreground,
+        state_dir,
     })
 }
 
@@ -145,6 +148,13 @@ mod tests {
             &["supervise", "--stack", "/s/stack.toml"],
             &["supervise", "--foreground", "--stack", "/s/stack.toml"],
             &[
+                "supervise",
+                "--stack",
+                "/s/stack.toml",
+                "--state-dir",
+                "/s/logs",
+            ],
+            &[
                 "listen-exec",
                 "--fds",
                 "7,9",
@@ -173,6 +183,7 @@ mod tests {
             &["supervise"],
             &["supervise", "--stack"],
             &["supervise", "--stack", "/s", "-v"],
+            &["supervise", "--stack", "/s", "--state-dir"],
             &["listen-exec", "--fds", "7,x", "--", "sh"],
             &["listen-exec", "--fds", "7", "--"],
             &["listen-exec", "--fds", "7", "sh"],

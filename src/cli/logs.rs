@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use clap::Args;
 
-use super::session::load_stack_lenient;
+use super::session::{load_stack_lenient, warn_invalid_files};
 use super::Global;
 use crate::config::Stack;
 use crate::error::{exit, Error, Result};
@@ -39,7 +39,8 @@ use crate::state::{StateDir, KEEPER_LOG as KEEPER, OWN_LOG as OWN};
 /// the logs shown.
 ///
 /// Exits 2 for a name that is neither in the stack file nor has a log, or a
-/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor.
+/// bad `--since`/`--grep`; 1 when a log cannot be read. Needs no supervisor,
+/// nor a stack.toml that validates (a warning shows its diagnostics).
 ///
 /// Examples:
 ///
@@ -85,7 +86,10 @@ pub struct LogsArgs {
 /// Unknown names, a bad `--since` or `--grep` (exit 2), unreadable logs
 /// (exit 1). A closed stdout is a quiet success.
 pub fn run(args: LogsArgs, g: &Global) -> Result<u8> {
-    let (_, stack, _invalid) = load_stack_lenient(g)?;
+    let (_, stack, invalid) = load_stack_lenient(g)?;
+    if let Some(e) = &invalid {
+        warn_invalid_files(e, "showing the logs in its state folder");
+    }
     let filter = filter(&args)?;
     if args.current && !stack.logs.markers {
         let mut err = io::stderr().lock();

@@ -1,8 +1,11 @@
 //! `stackctl scale`.
+//!
+//! Owns: its arguments and request. Must not touch: resizing (the
+//! supervisor's `pool`).
 
 use clap::Args;
 
-use super::session::{connect, load_stack_lenient, request, warn_invalid};
+use super::session::{request, Target};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -11,9 +14,10 @@ use crate::error::{exit, Error, Result};
 ///
 /// Shrinking stops the highest-numbered instances gracefully, each with its
 /// full stop_timeout to drain; growing never touches running members. The
-/// size must stay within `max_replicas`. Needs a running supervisor; the
-/// new size lasts until the supervisor exits (the next `start` uses
-/// `replicas` again).
+/// size must stay within `max_replicas`. Needs a running supervisor,
+/// reached even when stack.toml no longer validates (a warning shows the
+/// file's diagnostics); the new size lasts until the supervisor exits (the
+/// next `start` uses `replicas` again).
 ///
 /// A pool with an `autoscale` section sizes itself from its queue depth: a
 /// manual size holds for its `manual_hold` (10m by default), then
@@ -46,12 +50,10 @@ pub struct ScaleArgs {
 /// # Errors
 /// Unknown pool, a task, out of bounds (2); no supervisor (1).
 pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
-    let (_, stack, invalid) = load_stack_lenient(g)?;
-    crate::lock::guard_mutation(&stack, args.force, "scale")?;
-    let Some(mut client) = connect(&stack)? else {
-        if let Some(e) = invalid {
-            return Err(e);
-        }
+    let target = Target::find(g)?;
+    crate::lock::guard_mutation(&target.stack, args.force, "scale")?;
+    let Some(mut client) = target.running("scaling through the running supervisor")? else {
+        let (_, stack) = target.valid()?;
         return Err(Error::Failed {
             message: format!("no supervisor is running for stack {}", stack.name),
             hint: Some(format!(
@@ -61,9 +63,6 @@ pub fn run(args: ScaleArgs, g: &Global) -> Result<u8> {
             detail: None,
         });
     };
-    if let Some(e) = &invalid {
-        warn_invalid(e, "scaling through the running supervisor");
-    }
     request(
         &mut client,
         Request::Scale {

@@ -1,5 +1,9 @@
 //! Talking to the stack's supervisor from the command line: finding it,
 //! launching it when needed, sending one request and showing its progress.
+//!
+//! Owns: connecting, launching the anchor (and so the supervisor), the
+//! request/progress loop, a broken stack file's warning. Must not touch:
+//! the wire format (`control`), what a command means.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use crate::control::protocol::{Request, Response, Step};
 use crate::error::{Error, Result};
 use crate::output::Style;
 use crate::state::StateDir;
-use crate::status::StatusDoc;
+use crate::status::{ReloadPlan, StatusDoc};
 use crate::timeline::StartSummary;
 
 /// The stack file named by `-f`/`STACKCTL_FILE` or found from the cwd, loaded.
@@ -39,9 +43,8 @@ pub fn print_warnings(stack: &Stack) {
 
 /// Like [`load_stack`], but a stack file that does not validate still
 /// yields a shell of a stack (name, state folder, lock file: enough to
-/// reach a running supervisor), together with the error. `stop` and
-/// `status` use it so that a broken edit to stack.toml never locks the
-/// operator out of a running stack.
+/// reach a running supervisor, `config::shell`), together with the error.
+/// Commands that act on what runs go through [`Target`].
 ///
 /// # Errors
 /// No stack file, or one that cannot be read.
@@ -58,6 +61,63 @@ pub fn load_stack_lenient(g: &Global) -> Result<(PathBuf, Stack, Option<Error>)>
     }
 }
 
+/// The stack an operation on what runs is aimed at, found even when the
+/// stack file on disk no longer validates: the one home of "a broken
+/// edit to stack.toml never locks the operator out of a running stack".
+/// A running supervisor keeps the file it loaded, so `status`, `stop`,
+/// `restart`, `scale` and `start` go through it (warning that the file on
+/// disk is broken, with its diagnostics); only what needs the file itself
+/// — a new supervisor, `reload` — refuses ([`Target::valid`]).
+pub struct Target {
+    pub path: PathBuf,
+    /// The stack file, or the shell of it when it does not validate.
+    pub stack: Stack,
+    /// Why the file on disk does not validate (its `check` diagnostics).
+    pub invalid: Option<Error>,
+}
+
+impl Target {
+    /// The stack file, loaded leniently.
+    ///
+    /// # Errors
+    /// No stack file, or one that cannot be read.
+    pub fn find(g: &Global) -> Result<Target> {
+        let (path, stack, invalid) = load_stack_lenient(g)?;
+        Ok(Target {
+            path,
+            stack,
+            invalid,
+        })
+    }
+
+    /// The running supervisor, if one answers. When the file on disk does
+    /// not validate, says so on stderr with its diagnostics, ending with
+    /// `doing` (what the command does instead: `restarting through the
+    /// running supervisor`).
+    ///
+    /// # Errors
+    /// A socket that cannot be used (permission denied).
+    pub fn running(&self, doing: &str) -> Result<Option<Client>> {
+        let client = connect(&self.stack)?;
+        if let (Some(_), Some(e)) = (&client, &self.invalid) {
+            warn_invalid(e, doing);
+        }
+        Ok(client)
+    }
+
+    /// The stack file, which must validate: for what reads it (a new
+    /// supervisor, `reload`).
+    ///
+    /// # Errors
+    /// The file's diagnostics (2).
+    pub fn valid(self) -> Result<(PathBuf, Stack)> {
+        match self.invalid {
+            Some(e) => Err(e),
+            None => Ok((self.path, self.stack)),
+        }
+    }
+}
+
 /// Prints that the stack file is broken and the pid files are used; its
 /// diagnostics end with `outcome`, what the command does instead.
 pub fn warn_invalid_offline(err: &Error, outcome: &str) {
@@ -69,13 +129,25 @@ pub fn warn_invalid_offline(err: &Error, outcome: &str) {
     let _ = render_with_outcome(err, outcome, &mut e);
 }
 
-/// Prints that the stack file is broken but a running supervisor is used;
-/// its diagnostics end with `outcome`, what the command does instead.
-pub fn warn_invalid(err: &Error, outcome: &str) {
+/// Prints that the stack file is broken and the files of its state folder
+/// are read anyway (`logs`); its diagnostics end with `outcome`.
+pub fn warn_invalid_files(err: &Error, outcome: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(
         e,
-        "warning: the stack file does not validate; using the running supervisor anyway:"
+        "warning: the stack file on disk does not validate; going by its state folder:"
+    );
+    let _ = render_with_outcome(err, outcome, &mut e);
+}
+
+/// Prints that the stack file on disk is broken but the running
+/// supervisor, which keeps the file it loaded, is used; its diagnostics
+/// end with `outcome`, what the command does instead.
+fn warn_invalid(err: &Error, outcome: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "warning: the stack file on disk does not validate; the running supervisor goes on with the one it loaded (`stackctl reload` once it is fixed):"
     );
     let _ = render_with_outcome(err, outcome, &mut e);
 }
@@ -302,42 +374,180 @@ pub fn shell_quote(s: &str) -> String {
 /// # Errors
 /// The operation's failure, as the supervisor reported it.
 pub fn request(client: &mut Client, req: Request, g: &Global) -> Result<Option<StatusDoc>> {
-    request_done(client, req, g).map(|(doc, _)| doc)
+    request_done(client, req, g).map(|a| a.status)
 }
 
-/// [`request`], also returning what the final `done` said of a start (its
-/// total and critical chain).
+/// What an answer carried besides its progress.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// A status document.
+    pub status: Option<StatusDoc>,
+    /// What the final `done` said of a start (its total and critical chain).
+    pub summary: Option<StartSummary>,
+    /// A reload's plan.
+    pub plan: Option<ReloadPlan>,
+}
+
+/// [`request`], returning all the answer carried.
 ///
 /// # Errors
 /// As [`request`].
-pub fn request_done(
+pub fn request_done(client: &mut Client, req: Request, g: &Global) -> Result<Answer> {
+    match exchange(client, req, g) {
+        Exchange::Answered(r) => r,
+        Exchange::Lost(why) => Err(Error::failed(why)),
+    }
+}
+
+/// How an exchange with the supervisor ended.
+enum Exchange {
+    /// It answered (`done`), or could not be asked.
+    Answered(Result<Answer>),
+    /// The connection ended before `done`: the supervisor went away.
+    Lost(String),
+}
+
+/// [`request_done`] for an operation that must not fail because its
+/// supervisor was killed midway (`start`, `stop`, `restart`): the
+/// supervisor its anchor relaunches finishes the operation on its own (it
+/// is kept with the anchor while under way), so the command waits for that
+/// one and asks it what waits for the end — a `start` of the same names (a
+/// restart that was under way is finished by then), the same `stop` — or,
+/// for the stop of the whole stack, waits for the anchor to exit. Those
+/// follow-ups change nothing that is already done, so a supervisor lost
+/// again (killed once more, or a connection that reached the dying one's
+/// socket before it was closed) is just waited for again.
+///
+/// # Errors
+/// As [`request_done`]; no supervisor back within a minute, or one lost
+/// [`MAX_LOST`] times over (1).
+pub fn request_surviving(
+    stack: &Stack,
     client: &mut Client,
     req: Request,
     g: &Global,
-) -> Result<(Option<StatusDoc>, Option<StartSummary>)> {
+) -> Result<Answer> {
+    let then = after_a_lost_supervisor(&req);
+    let mut why = match exchange(client, req, g) {
+        Exchange::Answered(r) => return r,
+        Exchange::Lost(why) => why,
+    };
+    let state = StateDir::new(&stack.state_dir);
+    if !crate::state::is_held(&state.anchor_lock()) {
+        return Err(Error::failed(why));
+    }
+    if !g.quiet {
+        eprintln!(
+            "stackctl: {why}; its anchor relaunches one, which finishes what was under way: waiting for it"
+        );
+    }
+    let limit = Duration::from_secs(60);
+    let Some(then) = then else {
+        // The stop of the whole stack: done when the anchor is gone.
+        return if crate::state::wait_released(&state.anchor_lock(), limit) {
+            Ok(Answer::default())
+        } else {
+            Err(Error::failed(format!(
+                "the stop of stack {} was not finished within {}s of losing its supervisor",
+                stack.name,
+                limit.as_secs()
+            )))
+        };
+    };
+    let gave_up = |message: String| Error::Failed {
+        message,
+        hint: Some(format!("see {}", state.own_log().display())),
+        detail: None,
+    };
+    for _ in 0..MAX_LOST {
+        let Some(mut c) = reconnect_within(stack, limit)? else {
+            return Err(gave_up(format!(
+                "{why}, and no supervisor came back within {}s",
+                limit.as_secs()
+            )));
+        };
+        match exchange(&mut c, then.clone(), g) {
+            Exchange::Answered(r) => return r,
+            Exchange::Lost(again) if crate::state::is_held(&state.anchor_lock()) => why = again,
+            Exchange::Lost(again) => return Err(Error::failed(again)),
+        }
+    }
+    Err(gave_up(format!(
+        "{why}: the supervisor was lost {MAX_LOST} times over"
+    )))
+}
+
+/// How many supervisors in a row [`request_surviving`] sees lost before
+/// it gives up (one that crashes as it comes up is relaunched forever).
+const MAX_LOST: usize = 10;
+
+/// Connects to the supervisor, waiting up to `limit` for one to answer.
+fn reconnect_within(stack: &Stack, limit: Duration) -> Result<Option<Client>> {
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_millis(5);
+    loop {
+        if let Some(c) = connect(stack)? {
+            return Ok(Some(c));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(step);
+        step = (step * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// What to ask the next supervisor after `req`'s was lost; `None`: the
+/// stop of the whole stack (nothing to ask: it ends with the anchor).
+fn after_a_lost_supervisor(req: &Request) -> Option<Request> {
+    match req {
+        Request::Stop { names, .. } if names.is_empty() => None,
+        Request::Start { names, scale, .. } => Some(Request::Start {
+            names: names.clone(),
+            scale: scale.clone(),
+            env: None,
+        }),
+        Request::Restart { names, .. } => Some(Request::Start {
+            names: names.clone(),
+            scale: std::collections::BTreeMap::new(),
+            env: None,
+        }),
+        other => Some(other.clone()),
+    }
+}
+
+fn exchange(client: &mut Client, req: Request, g: &Global) -> Exchange {
     let live = !g.quiet && super::live::terminal();
     let sent = if live {
         client.send_live(req)
     } else {
         client.send(req)
     };
-    sent.map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
+    if let Err(e) = sent {
+        return Exchange::Answered(Err(Error::failed(format!(
+            "cannot talk to the supervisor: {e}"
+        ))));
+    }
     let style = Style { color: g.color };
     let mut board = live
         .then(|| super::live::Board::new(std::io::stdout(), style, Box::new(super::live::size)));
     let mut doc = None;
+    let mut plan = None;
     let outcome = loop {
         let r = match client.recv() {
             Ok(r) => r,
-            Err(e) => break Err(Error::failed(format!("lost the supervisor: {e}"))),
+            Err(e) => break Exchange::Lost(format!("lost the supervisor: {e}")),
         };
         match r {
             None => {
-                break Err(Error::failed(
-                    "the supervisor closed the connection before answering",
-                ))
+                break Exchange::Lost(
+                    "the supervisor closed the connection before answering".into(),
+                )
             }
             Some(Response::Progress(p)) => {
+                if p.plan.is_some() {
+                    plan.clone_from(&p.plan);
+                }
                 if g.quiet {
                     continue;
                 }
@@ -358,13 +568,19 @@ pub fn request_done(
             Some(Response::Pong { .. }) => {}
             Some(Response::Done {
                 ok: true, summary, ..
-            }) => break Ok((doc.take(), summary)),
+            }) => {
+                break Exchange::Answered(Ok(Answer {
+                    status: doc.take(),
+                    summary,
+                    plan: plan.take(),
+                }))
+            }
             Some(Response::Done {
                 ok: false, error, ..
             }) => {
-                break Err(error
+                break Exchange::Answered(Err(error
                     .map(Error::from)
-                    .unwrap_or_else(|| Error::failed("the supervisor reported a failure")))
+                    .unwrap_or_else(|| Error::failed("the supervisor reported a failure"))))
             }
         }
     };
@@ -374,12 +590,24 @@ pub fn request_done(
     outcome
 }
 
-/// Who answers on the control socket: its stackctl version, protocol,
-/// pid, and its anchor's pid.
+/// Who answers on the control socket.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// Its stackctl version.
+    pub stackctl: String,
+    pub protocol: u32,
+    pub pid: i32,
+    /// Its anchor's pid (absent from older supervisors).
+    pub anchor: Option<i32>,
+    /// It knows `reload --dry-run`.
+    pub dry_run: bool,
+}
+
+/// Who answers on the control socket.
 ///
 /// # Errors
 /// When it does not answer a ping.
-pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
+pub fn ping(client: &mut Client) -> Result<Who> {
     client
         .send(Request::Ping)
         .map_err(|e| Error::failed(format!("cannot talk to the supervisor: {e}")))?;
@@ -394,7 +622,16 @@ pub fn ping(client: &mut Client) -> Result<(String, u32, i32, Option<i32>)> {
                 protocol,
                 pid,
                 anchor,
-            }) => pong = Some((stackctl, protocol, pid, anchor)),
+                dry_run,
+            }) => {
+                pong = Some(Who {
+                    stackctl,
+                    protocol,
+                    pid,
+                    anchor,
+                    dry_run,
+                })
+            }
             Some(Response::Done { ok: true, .. }) => break,
             Some(Response::Done {
                 ok: false, error, ..
@@ -422,4 +659,53 @@ fn supervisor_lock_held(state: &StateDir) -> bool {
 /// Waits (up to `limit`) until no supervisor holds the stack's lock.
 pub fn wait_supervisor_gone(stack: &Stack, limit: Duration) -> bool {
     crate::state::wait_released(&StateDir::new(&stack.state_dir).supervisor_lock(), limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn after_a_lost_supervisor_the_follow_up_changes_nothing_already_done() {
+        let names = vec!["api".to_string()];
+        let scale = BTreeMap::from([("w".to_string(), 3)]);
+        let env = Some(crate::control::protocol::CallerEnv::default());
+        let start = |names: &[String], scale: &BTreeMap<String, u32>| Request::Start {
+            names: names.to_vec(),
+            scale: scale.clone(),
+            env: None,
+        };
+        let stop = |names: &[String]| Request::Stop {
+            names: names.to_vec(),
+            with_dependents: true,
+        };
+        let table = [
+            // A start: the same start (its --update-env is applied already).
+            (
+                Request::Start {
+                    names: names.clone(),
+                    scale: scale.clone(),
+                    env: env.clone(),
+                },
+                Some(start(&names, &scale)),
+            ),
+            // A restart: finished by the next supervisor; wait for it up.
+            (
+                Request::Restart {
+                    names: names.clone(),
+                    env,
+                },
+                Some(start(&names, &BTreeMap::new())),
+            ),
+            // A partial stop: the same stop.
+            (stop(&names), Some(stop(&names))),
+            // The stop of the stack: nothing to ask, it ends with the anchor.
+            (stop(&[]), None),
+        ];
+        for (req, want) in table {
+            assert_eq!(after_a_lost_supervisor(&req), want, "{req:?}");
+        }
+    }
 }

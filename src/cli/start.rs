@@ -1,12 +1,19 @@
-//! `stackctl start`, `restart`, `reload`, and the hidden `supervise`.
+//! `stackctl start`, `restart`, `reload`, and the hidden `supervise`
+//! and `anchor`.
+//!
+//! Owns: their arguments and how each becomes a request (or runs the
+//! daemon, or the anchor). Must not touch: what the supervisor does with
+//! a request, the wire format.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::session::{
-    connect, ensure_supervisor, load_stack, print_warnings, request, request_done, Launch,
+    connect, ensure_supervisor, load_stack, ping, print_warnings, request_done, request_surviving,
+    Launch, Target,
 };
 use super::Global;
 use crate::control::protocol::{CallerEnv, Request};
@@ -39,7 +46,9 @@ use crate::error::{exit, Error, Result};
 /// editing an env file, `stackctl restart` what reads it. Variables given
 /// to a later `start` reach it only with `--update-env`. A task with
 /// `schedule` or `every` is not run: its schedule is armed, and `status`
-/// shows its next run.
+/// shows its next run. With a supervisor running, a stack.toml that no
+/// longer validates does not stop a start through it (a warning shows
+/// the file's diagnostics); a start that needs a new supervisor refuses.
 ///
 /// Examples:
 ///
@@ -84,7 +93,10 @@ pub struct StartArgs {
 /// one member at a time, each ready before the next, so it never drops to
 /// zero. Launches the supervisor if none runs. The env files of what is
 /// restarted are read again; the stack file is not: use `stackctl reload`
-/// for that. A scheduled task named runs now (and stays scheduled).
+/// for that. A scheduled task named runs now (and stays scheduled). A
+/// running supervisor is reached even when stack.toml no longer validates
+/// (a warning shows the file's diagnostics); with none, a valid file is
+/// needed.
 ///
 /// Examples:
 ///
@@ -112,20 +124,39 @@ pub struct RestartArgs {
 
 /// Re-reads the stack file and applies only the difference.
 ///
-/// Starts what is new, stops what was removed, restarts what changed and
-/// resizes pools; untouched processes keep running. A broken file is
+/// First says, per process, what changed (the keys of its definition, and
+/// the names of the variables whose value changed in `[env]`, its env
+/// files or its `env` — never a value) and what it does about it: start
+/// what is new, stop what was removed, restart what changed (a service
+/// with `listen` that serves is replaced: the new process is ready before
+/// the old one stops; a pool rolls member by member, each ready before the
+/// next), arm a scheduled task again, resize a pool whose `replicas`
+/// changed, take `max_replicas`, `autoscale` and `on_failure` without a
+/// restart; what changed but does not run gets its new definition at its
+/// next start. Untouched processes keep their pids. A broken file is
 /// rejected with the `check` diagnostics (exit 2) and nothing changes.
 /// Needs a running supervisor (exit 1 otherwise). `kill -HUP` of the
-/// supervisor does the same.
+/// supervisor does the same (the plan goes to stackctl.log).
 ///
 /// Examples:
 ///
+/// $ stackctl reload --dry-run        # what would change, changing nothing
+///
 /// $ stackctl reload
+///
+/// $ stackctl reload --dry-run --json # the plan as one JSON document
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
     /// Reload even while the stack-owner lock is held by an export.
     #[arg(long)]
     pub force: bool,
+    /// Print the plan and change nothing (no lock needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan as one JSON document (after the reload, or instead
+    /// of it with --dry-run) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the supervisor for a stack file.
@@ -137,6 +168,9 @@ pub struct SuperviseArgs {
     /// Stream every process's output to this terminal, prefixed by name.
     #[arg(long)]
     pub foreground: bool,
+    /// The stack's state folder (given by the anchor that launches it).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs the stack's anchor (see `anchor`).
@@ -189,7 +223,17 @@ fn parse_scale(flags: &[String]) -> Result<BTreeMap<String, u32>> {
 /// # Errors
 /// Invalid stack file (2), lock held (2), a process failed (1).
 pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
-    let (path, stack) = load_stack(g)?;
+    let target = Target::find(g)?;
+    if target.invalid.is_some() && !args.foreground && !args.tmux {
+        // A running supervisor keeps the file it loaded: it starts what
+        // it knows; only a new supervisor needs the file on disk.
+        if let Some(client) = target.running("starting through the running supervisor")? {
+            crate::lock::guard_mutation(&target.stack, args.force, "start")?;
+            let scale = parse_scale(&args.scale)?;
+            return start_through(client, &target.stack, args, scale, g);
+        }
+    }
+    let (path, stack) = target.valid()?;
     print_warnings(&stack);
     crate::lock::guard_mutation(&stack, args.force, "start")?;
     let scale = parse_scale(&args.scale)?;
@@ -205,6 +249,7 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
             crate::daemon::Options {
                 foreground: true,
                 initial: Some((args.names, scale)),
+                state_dir: None,
                 color: g.color,
             },
         );
@@ -226,8 +271,21 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
     } else {
         Launch::Detached
     };
-    let mut client = ensure_supervisor(&path, &stack, how, g)?;
-    let (_, summary) = request_done(
+    let client = ensure_supervisor(&path, &stack, how, g)?;
+    start_through(client, &stack, args, scale, g)
+}
+
+/// Asks the supervisor behind `client` for the start, and ends with the
+/// line that says the stack is up.
+fn start_through(
+    mut client: crate::control::client::Client,
+    stack: &crate::config::Stack,
+    args: StartArgs,
+    scale: BTreeMap<String, u32>,
+    g: &Global,
+) -> Result<u8> {
+    let answer = request_surviving(
+        stack,
         &mut client,
         Request::Start {
             names: args.names,
@@ -237,7 +295,10 @@ pub fn run_start(args: StartArgs, g: &Global) -> Result<u8> {
         g,
     )?;
     if !g.quiet {
-        println!("{}", crate::output::up_line(&stack.name, summary.as_ref()));
+        println!(
+            "{}",
+            crate::output::up_line(&stack.name, answer.summary.as_ref())
+        );
     }
     Ok(exit::SUCCESS)
 }
@@ -270,10 +331,23 @@ fn refuse_missing_env(stack: &crate::config::Stack, names: &[String]) -> Result<
 /// # Errors
 /// As `start`.
 pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
-    let (path, stack) = load_stack(g)?;
-    crate::lock::guard_mutation(&stack, args.force, "restart")?;
-    let mut client = ensure_supervisor(&path, &stack, Launch::Detached, g)?;
-    request(
+    let target = Target::find(g)?;
+    let (mut client, stack) = match target.running("restarting through the running supervisor")? {
+        Some(client) => {
+            crate::lock::guard_mutation(&target.stack, args.force, "restart")?;
+            (client, target.stack)
+        }
+        None => {
+            let (path, stack) = target.valid()?;
+            crate::lock::guard_mutation(&stack, args.force, "restart")?;
+            (
+                ensure_supervisor(&path, &stack, Launch::Detached, g)?,
+                stack,
+            )
+        }
+    };
+    request_surviving(
+        &stack,
         &mut client,
         Request::Restart {
             names: args.names,
@@ -287,19 +361,71 @@ pub fn run_restart(args: RestartArgs, g: &Global) -> Result<u8> {
 /// Runs `reload`.
 ///
 /// # Errors
-/// Invalid stack file (2, nothing changes), no supervisor (1).
+/// Invalid stack file (2, nothing changes), no supervisor (1), a
+/// supervisor too old for `--dry-run` (1, nothing changes).
 pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
+    // The one command that reads the file on disk into a running supervisor.
     let (_, stack) = load_stack(g)?;
     print_warnings(&stack);
-    crate::lock::guard_mutation(&stack, args.force, "reload")?;
-    let Some(mut client) = connect(&stack)? else {
-        return Err(Error::Failed {
-            message: format!("no supervisor is running for stack {}", stack.name),
-            hint: Some("`stackctl start` reads the stack file afresh".into()),
-            detail: None,
-        });
+    if !args.dry_run {
+        crate::lock::guard_mutation(&stack, args.force, "reload")?;
+    }
+    let no_supervisor = || Error::Failed {
+        message: format!("no supervisor is running for stack {}", stack.name),
+        hint: Some("`stackctl start` reads the stack file afresh".into()),
+        detail: None,
     };
-    request(&mut client, Request::Reload, g)?;
+    let mut client = connect(&stack)?.ok_or_else(no_supervisor)?;
+    if args.dry_run {
+        // An older supervisor would not know the field, and reload.
+        let who = ping(&mut client)?;
+        if !who.dry_run {
+            return Err(Error::Failed {
+                message: format!(
+                    "the running supervisor (stackctl {}, pid {}) is older than `reload --dry-run`; nothing was changed",
+                    who.stackctl, who.pid
+                ),
+                hint: Some(
+                    "`stackctl upgrade` with this binary first (no process is restarted)".into(),
+                ),
+                detail: None,
+            });
+        }
+        client = connect(&stack)?.ok_or_else(no_supervisor)?;
+    }
+    // The plan is printed here when it is the answer (a dry run, JSON),
+    // else with the progress as it comes.
+    let own = args.dry_run || args.json;
+    let quiet = Global {
+        quiet: true,
+        ..g.clone()
+    };
+    let answer = request_done(
+        &mut client,
+        Request::Reload {
+            dry_run: args.dry_run,
+        },
+        if own { &quiet } else { g },
+    )?;
+    if own {
+        let plan = answer
+            .plan
+            .ok_or_else(|| Error::failed("the supervisor sent no plan"))?;
+        let mut out = std::io::stdout().lock();
+        let written = if args.json {
+            serde_json::to_writer(&mut out, &plan)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+        } else {
+            let style = crate::output::Style { color: g.color };
+            writeln!(out, "{}", crate::output::reload_plan(&plan, style))
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(Error::failed(format!("cannot write the plan: {e}"))),
+        }
+    }
     Ok(exit::SUCCESS)
 }
 
@@ -343,6 +469,7 @@ pub fn run_supervise(args: SuperviseArgs, g: &Global) -> Result<u8> {
         crate::daemon::Options {
             foreground: args.foreground,
             initial: None,
+            state_dir: args.state_dir,
             color: g.color,
         },
     )

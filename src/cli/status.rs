@@ -1,10 +1,14 @@
-//! `stackctl status`.
+//! `stackctl status`: the table or `--json`, from the supervisor or from
+//! the pid files when none runs, and `--watch`.
+//!
+//! Owns: choosing the source and its exit code. Must not touch: building
+//! a process's status (`status::Observed`), rendering (`output`).
 
 use std::io::Write;
 
 use clap::Args;
 
-use super::session::{connect, load_stack_lenient, request, warn_invalid, warn_invalid_offline};
+use super::session::{request, warn_invalid_offline, Target};
 use super::Global;
 use crate::control::protocol::{Request, Response};
 use crate::error::{exit, Error, Result};
@@ -18,7 +22,9 @@ use crate::output::{status_table, Style};
 /// saying so. Tells the truth with no supervisor running
 /// too, from the pid files, checking that each pid is still the same
 /// process (start time and boot id). Exits 0 when every named process is
-/// running and ready and a supervisor runs, 3 otherwise.
+/// running and ready and a supervisor runs, 3 otherwise. A stack.toml that
+/// no longer validates is warned about (with its diagnostics), and the
+/// running supervisor, or the pid files, asked anyway.
 ///
 /// An autoscaled pool gets a few lines under the table: its size and the
 /// size its last depth wants, when that depth was read, the last decision
@@ -55,15 +61,13 @@ pub struct StatusArgs {
 /// # Errors
 /// Invalid stack file (2); "not ready" is exit 3, not an error.
 pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
-    let (_, stack, invalid) = load_stack_lenient(g)?;
+    let target = Target::find(g)?;
     if args.watch {
-        return watch(&args, &stack, invalid.as_ref(), g);
+        return watch(&args, &target, g);
     }
-    let doc = match connect(&stack)? {
+    let (stack, invalid) = (&target.stack, &target.invalid);
+    let doc = match target.running("showing the running supervisor's status")? {
         Some(mut client) => {
-            if let Some(e) = &invalid {
-                warn_invalid(e, "showing the running supervisor's status");
-            }
             let quiet = Global {
                 quiet: true,
                 ..g.clone()
@@ -80,11 +84,14 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
         None => {
             if let Some(e) = &invalid {
                 if !args.names.is_empty() {
-                    return Err(invalid.unwrap_or_else(|| Error::failed("invalid stack file")));
+                    return Err(target
+                        .valid()
+                        .err()
+                        .unwrap_or_else(|| Error::failed("invalid stack file")));
                 }
                 warn_invalid_offline(e, "showing what the pid files prove");
             }
-            crate::supervisor::offline::status(&stack, &args.names)?
+            crate::supervisor::offline::status(stack, &args.names)?
         }
     };
     let mut out = std::io::stdout().lock();
@@ -111,13 +118,9 @@ pub fn run(args: StatusArgs, g: &Global) -> Result<u8> {
 /// `status --watch`: the supervisor sends the document on every change
 /// (and once a second for the clocks); each one replaces the last on a
 /// terminal. Ends when the supervisor exits (0), or with Ctrl-C.
-fn watch(
-    args: &StatusArgs,
-    stack: &crate::config::Stack,
-    invalid: Option<&Error>,
-    g: &Global,
-) -> Result<u8> {
-    let Some(mut client) = connect(stack)? else {
+fn watch(args: &StatusArgs, target: &Target, g: &Global) -> Result<u8> {
+    let stack = &target.stack;
+    let Some(mut client) = target.running("watching the running supervisor's status")? else {
         return Err(Error::Failed {
             message: format!("no supervisor is running for stack {}", stack.name),
             hint: Some(
@@ -127,9 +130,6 @@ fn watch(
             detail: None,
         });
     };
-    if let Some(e) = invalid {
-        warn_invalid(e, "watching the running supervisor's status");
-    }
     client
         .send(Request::Watch {
             names: args.names.clone(),

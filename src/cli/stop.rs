@@ -1,12 +1,14 @@
 //! `stackctl stop`.
+//!
+//! Owns: its arguments, the request to a running supervisor, and the stop
+//! by pid files when none runs (through `supervisor::offline`). Must not
+//! touch: the stop sequence (`spawn::terminate`).
 
 use std::time::Duration;
 
 use clap::Args;
 
-use super::session::{
-    connect, load_stack_lenient, request, wait_supervisor_gone, warn_invalid, warn_invalid_offline,
-};
+use super::session::{request_surviving, wait_supervisor_gone, warn_invalid_offline, Target};
 use super::Global;
 use crate::control::protocol::Request;
 use crate::error::{exit, Error, Result};
@@ -19,7 +21,7 @@ use crate::error::{exit, Error, Result};
 /// when they are gone; exits 1 naming any process that survived. With no
 /// supervisor running (it was killed), stops what the pid files prove is
 /// still ours. A running supervisor is reached even when stack.toml no
-/// longer validates. Stopping a process that others depend on leaves them
+/// longer validates (a warning shows the file's diagnostics). Stopping a process that others depend on leaves them
 /// running, and says so; `--with-dependents` stops them first.
 ///
 /// Examples:
@@ -49,15 +51,14 @@ pub struct StopArgs {
 /// # Errors
 /// Lock held (2), a process could not be stopped (1).
 pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
-    let (_, stack, invalid) = load_stack_lenient(g)?;
-    crate::lock::guard_mutation(&stack, args.force, "stop")?;
-    match connect(&stack)? {
+    let target = Target::find(g)?;
+    let (stack, invalid) = (&target.stack, &target.invalid);
+    crate::lock::guard_mutation(stack, args.force, "stop")?;
+    match target.running("stopping through the running supervisor")? {
         Some(mut client) => {
-            if let Some(e) = &invalid {
-                warn_invalid(e, "stopping through the running supervisor");
-            }
             let all = args.names.is_empty();
-            request(
+            request_surviving(
+                stack,
                 &mut client,
                 Request::Stop {
                     names: args.names,
@@ -66,7 +67,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 g,
             )?;
             if all {
-                if !wait_supervisor_gone(&stack, Duration::from_secs(10)) {
+                if !wait_supervisor_gone(stack, Duration::from_secs(10)) {
                     return Err(Error::failed(
                         "the stack stopped but its supervisor did not exit within 10s",
                     ));
@@ -93,7 +94,7 @@ pub fn run(args: StopArgs, g: &Global) -> Result<u8> {
                 )));
             }
             // No supervisor: stop what the pid files prove is still ours.
-            let cleared = crate::supervisor::offline::stop_all_now(&stack)?;
+            let cleared = crate::supervisor::offline::stop_all_now(stack)?;
             if !g.quiet {
                 for (name, pid) in &cleared.stopped {
                     println!("  ok  {name:<24} stopped pid {pid} (it had no supervisor)");

@@ -1,4 +1,8 @@
-//! `stackctl upgrade`.
+//! `stackctl upgrade`: hands the running stack to this binary.
+//!
+//! Owns: checking the new binary (`--version`, the anchor protocol) and
+//! asking the supervisor to leave for it, then waiting for the new one.
+//! Must not touch: the re-execution itself (the anchor's).
 
 use std::time::Duration;
 
@@ -43,7 +47,8 @@ pub fn run(_args: UpgradeArgs, g: &Global) -> Result<u8> {
             detail: None,
         });
     };
-    let (old, _, old_pid, _) = ping(&mut client)?;
+    let who = ping(&mut client)?;
+    let (old, old_pid) = (who.stackctl, who.pid);
     let exe = crate::spawn::stackctl_binary()
         .and_then(std::fs::canonicalize)
         .map_err(|e| Error::failed(format!("cannot find this stackctl binary: {e}")))?;
@@ -70,7 +75,8 @@ pub fn run(_args: UpgradeArgs, g: &Global) -> Result<u8> {
         hint: Some(format!("see {}", state.own_log().display())),
         detail: None,
     })?;
-    let (new, _, new_pid, anchor) = ping(&mut client)?;
+    let who = ping(&mut client)?;
+    let (new, new_pid, anchor) = (who.stackctl, who.pid, who.anchor);
     if !g.quiet {
         println!(
             "stack {}: supervisor stackctl {old} (pid {old_pid}) → stackctl {new} (pid {new_pid}), from {}{}; no process was restarted",

@@ -75,8 +75,14 @@ pub fn expand(
 /// token in a URL or a command never reaches a message or a log. `env` is
 /// the environment they were expanded from (the last entry of a name
 /// wins). Values shorter than 3 bytes are left alone: no secret, and
-/// replacing them would garble the text.
-pub fn redact_values(text: &str, templates: &[&str], env: &[(String, String)]) -> String {
+/// replacing them would garble the text; so is a value that `shown` (a
+/// target shown as probed: a host, a port) holds.
+pub fn redact_values(
+    text: &str,
+    templates: &[&str],
+    env: &[(String, String)],
+    shown: &str,
+) -> String {
     let mut names: Vec<&str> = Vec::new();
     for t in templates {
         let mut rest = *t;
@@ -98,7 +104,7 @@ pub fn redact_values(text: &str, templates: &[&str], env: &[(String, String)]) -
                 .find(|(k, _)| k == n)
                 .map(|(k, v)| (k.as_str(), v.as_str()))
         })
-        .filter(|(_, v)| v.len() >= 3)
+        .filter(|(_, v)| v.len() >= 3 && !shown.contains(v))
         .collect();
     // Longest first, so a value that holds another is replaced whole.
     values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
@@ -385,28 +391,46 @@ pub fn missing_env_problem(
     os: &dyn Fn(&str) -> Option<String>,
     show: &dyn Fn(&Path) -> String,
 ) -> Option<(String, String)> {
-    let mut missing = Vec::new();
-    let mut hints: Vec<String> = Vec::new();
+    let mut found = MissingEnv::default();
     for (p, v) in missing_required_env(stack) {
         let Some(spec) = stack.process(&p).filter(|_| closure.contains(&p)) else {
             continue;
         };
-        let hint = missing_env_hint(spec, &v, os, show);
-        if !hints.contains(&hint) {
-            hints.push(hint);
+        found.add(&v, &p, missing_env_hint(spec, &v, os, show));
+    }
+    found.problem()
+}
+
+/// Required variables found unset or empty, gathered into one problem.
+#[derive(Debug, Default)]
+pub struct MissingEnv {
+    missing: Vec<String>,
+    hints: Vec<String>,
+}
+
+impl MissingEnv {
+    /// `var`, required by `process`, is missing; `hint` says what to do
+    /// (the same hint is said once).
+    pub fn add(&mut self, var: &str, process: &str, hint: String) {
+        if !self.hints.contains(&hint) {
+            self.hints.push(hint);
         }
-        missing.push(format!("{v} (required by {p})"));
+        self.missing.push(format!("{var} (required by {process})"));
     }
-    if missing.is_empty() {
-        return None;
+
+    /// The message and the hint; `None` when nothing is missing.
+    pub fn problem(self) -> Option<(String, String)> {
+        if self.missing.is_empty() {
+            return None;
+        }
+        Some((
+            format!(
+                "required environment variables are unset or empty: {}",
+                self.missing.join(", ")
+            ),
+            self.hints.join("; "),
+        ))
     }
-    Some((
-        format!(
-            "required environment variables are unset or empty: {}",
-            missing.join(", ")
-        ),
-        hints.join("; "),
-    ))
 }
 
 /// One piece of a template, for code that must translate templates rather
@@ -510,7 +534,12 @@ mod tests {
         ];
         let t = ["http://q:${PORT}/depth?t=${TOKEN}"];
         assert_eq!(
-            redact_values("HTTP 500 from http://q:80/depth?t=hunter2-secret", &t, &env),
+            redact_values(
+                "HTTP 500 from http://q:80/depth?t=hunter2-secret",
+                &t,
+                &env,
+                ""
+            ),
             "HTTP 500 from http://q:80/depth?t=${TOKEN}"
         );
     }

@@ -22,6 +22,7 @@ pub use env::{expand, missing_required_env, ExpandError};
 pub use graph::start_order;
 pub use model::*;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use diag::Diagnostic;
@@ -119,45 +120,61 @@ pub fn load_with(
         path: path.to_path_buf(),
         source,
     })?;
-    let shown = diag::shown_path(&abs, &cwd);
+    from_source(&abs, &src, require_env, os_env)
+}
+
+/// The stack `src` says, as if it were the text of the stack file at
+/// `path` (its folder resolves relative paths; env files are read from
+/// disk): the file a supervisor loaded before, kept by the anchor.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_text(path: &Path, src: &str) -> Result<Stack, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let abs = diag::normalize(&cwd.join(path));
+    from_source(&abs, src, false, &|k| std::env::var(k).ok())
+}
+
+fn from_source(
+    abs: &Path,
+    src: &str,
+    require_env: bool,
+    os_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let shown = diag::shown_path(abs, &cwd);
     let input = validate::Input {
-        file: &abs,
-        src: &src,
+        file: abs,
+        src,
         os_env,
         require_env,
         key_span: &|_| None,
         blanked: &[],
     };
-    let (mut stack, warnings) = parse_str(&src, &input).map_err(|diags| ConfigError::Invalid {
-        rendered: diag::render(&diags, &src, &shown),
+    let (mut stack, warnings) = parse_str(src, &input).map_err(|diags| ConfigError::Invalid {
+        rendered: diag::render(&diags, src, &shown),
         count: diags.len(),
     })?;
-    stack.warnings = diag::render_warnings(&warnings, &src, &shown);
+    stack.warnings = diag::render_warnings(&warnings, src, &shown);
     Ok(stack)
 }
 
 /// What can be told of a stack file that does not validate: the shell of
-/// a stack — `[stack]`'s name, state folder and lock file when the TOML
-/// parses (else the defaults), no processes. Enough to reach a running
-/// supervisor or read the pid files, so that a broken edit never locks the
-/// operator out of a running stack. The paths are decided exactly as for a
-/// valid file (the stack id, which finds the stack's processes, depends on
-/// them).
+/// a stack — `[stack]`'s name, state folder and lock file, no processes.
+/// Enough to reach a running supervisor or read the pid files, so that a
+/// broken edit never locks the operator out of a running stack. When the
+/// file is not even TOML (a syntax error anywhere), each line of its
+/// `[stack]` table is read on its own ([`stack_keys`]); what cannot be
+/// read is the default. The paths are decided exactly as for a valid file
+/// (the stack id, which finds the stack's processes, depends on them).
 pub fn shell(path: &Path) -> Stack {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let file = diag::normalize(&cwd.join(path));
     let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let table: Option<toml::Table> = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok());
-    let get = |k: &str| {
-        table
-            .as_ref()
-            .and_then(|t| t.get("stack"))
-            .and_then(|s| s.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let keys = std::fs::read_to_string(&file)
+        .map(|t| stack_keys(&t))
+        .unwrap_or_default();
+    let get = |k: &str| keys.get(k).cloned();
     let name = get("name")
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| {
@@ -180,6 +197,7 @@ pub fn shell(path: &Path) -> Stack {
         processes: Vec::new(),
         keeper: None,
         warnings: Vec::new(),
+        source: String::new(),
         export: Default::default(),
         on_failure: None,
     }
@@ -571,6 +589,40 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
+/// The string keys of `[stack]` in the text of a stack file: from the
+/// whole file when it is TOML; else from each line of its `[stack]` table
+/// alone (a syntax error elsewhere, or on another line of that table,
+/// hides nothing else).
+fn stack_keys(text: &str) -> BTreeMap<String, String> {
+    let strings = |t: &toml::Table| -> BTreeMap<String, String> {
+        t.iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect()
+    };
+    if let Ok(t) = toml::from_str::<toml::Table>(text) {
+        return t
+            .get("stack")
+            .and_then(|s| s.as_table())
+            .map(strings)
+            .unwrap_or_default();
+    }
+    let mut keys = BTreeMap::new();
+    let mut in_stack = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_stack = l.trim_end_matches(|c: char| c != ']').replace(' ', "") == "[stack]";
+            continue;
+        }
+        if in_stack {
+            if let Ok(t) = toml::from_str::<toml::Table>(l) {
+                keys.extend(strings(&t));
+            }
+        }
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -686,7 +738,23 @@ mod tests {
             "{}",
             sh.state_dir.display()
         );
-        // Not even TOML: the defaults, named after the folder.
+        // Not TOML: `[stack]` read line by line, whatever is broken
+        // elsewhere (or on another line of it).
+        for broken in [
+            valid.replace("command = \"true\"", "command = \"true"),
+            valid.replace("[service.api]", "[service.api"),
+            valid.replace("name = \"shop\"", "name = \"shop\"\nstop_timeout = = 3"),
+        ] {
+            std::fs::write(&path, &broken).unwrap();
+            assert!(toml::from_str::<toml::Table>(&broken).is_err());
+            let sh = shell(&path);
+            assert_eq!(
+                (sh.name.as_str(), &sh.state_dir, &sh.lock_file),
+                ("shop", &good.state_dir, &good.lock_file),
+                "{broken}"
+            );
+        }
+        // Nothing to read: the defaults, named after the folder.
         std::fs::write(&path, "[stack\n").unwrap();
         let bare = shell(&path);
         assert_eq!(bare.state_dir, dir.path().join("logs"));

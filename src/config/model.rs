@@ -39,6 +39,10 @@ pub struct Stack {
     /// hint): valid, but probably not what was meant. `check`, `start` and
     /// `reload` print them.
     pub warnings: Vec<String>,
+    /// The text it was loaded from (empty for a [`super::shell`]): kept
+    /// with the anchor, so that a relaunched supervisor runs on the file
+    /// this one loaded, not on an edit nobody reloaded.
+    pub source: String,
     /// `[export]`: what `stackctl export` needs beyond the stack (images).
     pub export: ExportSpec,
     /// `[stack] on_failure`, the default of every process (each process

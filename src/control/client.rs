@@ -1,4 +1,7 @@
 //! The CLI side: connect to the supervisor, send one request, read answers.
+//!
+//! Owns: the client end of the socket and reading answers. Must not touch:
+//! launching a supervisor (`cli::session`), what the answers mean.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -1,4 +1,8 @@
 //! Requests and responses, one JSON object per line.
+//!
+//! Owns: the wire types and their versioning (`VERSION`; a field added
+//! later is optional, so peers of nearby versions understand each other).
+//! Must not touch: sockets (`client`, `server`), what a request does.
 
 use std::collections::BTreeMap;
 
@@ -96,8 +100,17 @@ pub enum Request {
         name: String,
         count: String,
     },
-    /// Re-read the stack file and apply the difference.
-    Reload,
+    /// Re-read the stack file and apply the difference; its plan (what
+    /// changed and what is done, per process) is sent first, as an `info`
+    /// progress carrying `plan`.
+    Reload {
+        /// Only send the plan; change nothing. Absent from older clients;
+        /// a supervisor older than the field would ignore it and reload,
+        /// so a client asks for it only of one whose `pong` says
+        /// `dry_run` (see `cli::start`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        dry_run: bool,
+    },
     /// Leave for the binary at `exe`: the anchor re-executes itself from
     /// it and launches it as the new supervisor; no process is touched.
     Upgrade {
@@ -141,6 +154,9 @@ pub enum Response {
         pid: i32,
         #[serde(default)]
         anchor: Option<i32>,
+        /// It knows `reload`'s `dry_run` (absent from older supervisors).
+        #[serde(default, skip_serializing_if = "is_false")]
+        dry_run: bool,
     },
     Done {
         ok: bool,
@@ -255,7 +271,8 @@ mod tests {
         assert_eq!(ping.req, Request::Ping);
         assert_eq!(ping.stackctl, None);
         assert!(!ping.live);
-        let live = serde_json::to_string(&Envelope::live(Request::Reload)).unwrap();
+        let live =
+            serde_json::to_string(&Envelope::live(Request::Reload { dry_run: false })).unwrap();
         assert!(live.contains(r#""live":true"#), "{live}");
     }
 
@@ -286,6 +303,61 @@ mod tests {
                 env: None
             }
         );
+    }
+
+    #[test]
+    fn a_dry_run_is_an_optional_field_and_a_plain_reload_is_as_before() {
+        let plain = serde_json::to_string(&Request::Reload { dry_run: false }).unwrap();
+        assert_eq!(plain, r#"{"req":"reload"}"#);
+        let dry = serde_json::to_string(&Request::Reload { dry_run: true }).unwrap();
+        assert_eq!(dry, r#"{"req":"reload","dry_run":true}"#);
+        let old: Envelope = serde_json::from_str(r#"{"v":2,"req":"reload"}"#).unwrap();
+        assert_eq!(old.req, Request::Reload { dry_run: false });
+        // An older supervisor's pong: no dry run.
+        let pong: Response =
+            serde_json::from_str(r#"{"event":"pong","stackctl":"0.1.0","protocol":2,"pid":7}"#)
+                .unwrap();
+        assert!(matches!(pong, Response::Pong { dry_run: false, .. }));
+    }
+
+    #[test]
+    fn a_plan_travels_in_an_info_progress_that_older_clients_read_as_a_line() {
+        use crate::status::{PlanAction, PlanEntry, ReloadPlan};
+        let plan = ReloadPlan {
+            dry_run: false,
+            processes: vec![PlanEntry {
+                process: "api".into(),
+                action: PlanAction::Restart,
+                keys: vec!["command".into()],
+                env: vec!["TOKEN".into()],
+                size: None,
+            }],
+            unchanged: vec!["redis".into()],
+        };
+        let r = Response::Progress(Progress::plan(plan));
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(
+            line.starts_with(
+                r#"{"event":"progress","process":"stack","step":"info","message":"reload: restart api; 1 unchanged","plan":{"#
+            ),
+            "{line}"
+        );
+        assert!(line.contains(r#""action":"restart""#), "{line}");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), r);
+        // What an older client knows of it.
+        #[derive(serde::Deserialize)]
+        struct Old {
+            process: String,
+            message: String,
+        }
+        let old: Old = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (old.process.as_str(), old.message.as_str()),
+            ("stack", "reload: restart api; 1 unchanged")
+        );
+        // Other progress lines carry no plan.
+        let p = serde_json::to_string(&Progress::new("api", Step::Ready, "ready")).unwrap();
+        assert!(!p.contains("plan"), "{p}");
     }
 
     #[test]

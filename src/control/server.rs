@@ -230,7 +230,7 @@ async fn dispatch(
             .await
             .map(|_| None),
         Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
-        Request::Reload => sup.reload(&tx).await.map(|_| None),
+        Request::Reload { dry_run } => sup.reload_with(dry_run, &tx).await.map(|_| None),
     }
 }
 
@@ -256,6 +256,7 @@ impl Answer {
                 protocol: VERSION,
                 pid: p.pid,
                 anchor: Some(p.anchor),
+                dry_run: true,
             },
         }
     }

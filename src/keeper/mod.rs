@@ -15,6 +15,7 @@
 //! | `decide` | pure: what a tick does, what the keeper remembers, what a deploy restarts |
 //! | `commands` | running commands (one-shots, output into the log), `stackctl`, the environments |
 //! | `git` | fetch, compare heads, fast-forward only |
+//! | `health` | the status stream that wakes the loop when a watched service goes down |
 //! | `log` | `keeper.log` |
 //!
 //! Theory of operation. The keeper is its own process with a single-threaded
@@ -25,6 +26,8 @@
 //!   (inotify through `notify`, so a 1 h interval still reacts at once);
 //! - the lock file changing while the last tick deferred to an export, so a
 //!   released export is deployed at once rather than an interval later;
+//! - a `watch_health` service going down, as the supervisor says it
+//!   (`health`: a status stream, a few seconds' grace);
 //! - a stop signal.
 //!
 //! A tick consumes the trigger file as it begins. A trigger touched while a
@@ -50,6 +53,7 @@
 mod commands;
 mod decide;
 mod git;
+mod health;
 mod log;
 mod tick;
 
@@ -184,6 +188,8 @@ fn stop_signals() -> io::Result<watch::Receiver<bool>> {
 enum FsEvent {
     Trigger,
     LockChanged,
+    /// A `watch_health` service has been down for a moment (`health`).
+    Unhealthy,
 }
 
 /// What the loop knows between ticks.
@@ -241,6 +247,14 @@ impl Keeper {
     async fn run(mut self) -> Result<u8, Error> {
         let trigger_path = StateDir::new(&self.stack.state_dir).keeper_trigger();
         let (tx, events) = mpsc::unbounded_channel();
+        if !self.spec.watch_health.is_empty() {
+            let socket = StateDir::new(&self.stack.state_dir).socket();
+            if let Err(e) = health::spawn(socket, self.spec.watch_health.clone(), tx.clone()) {
+                self.log.note(&format!(
+                    "cannot watch the supervisor for watch_health ({e}): only the interval wakes the keeper for it"
+                ));
+            }
+        }
         let _watcher = self.watch(tx, &trigger_path)?;
         self.log.note(&format!(
             "keeper started (pid {}): keeping {} in {} for stack {}, every {}; trigger: {}",
@@ -304,6 +318,7 @@ impl Keeper {
                 ev = event => match ev {
                     Some(FsEvent::Trigger) if trigger_path.exists() => break,
                     Some(FsEvent::LockChanged) if deferred => break,
+                    Some(FsEvent::Unhealthy) => break,
                     Some(_) => {}
                     // The watcher is gone (it lives as long as the loop, so
                     // this is not expected): fall back to the interval.

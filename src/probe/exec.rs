@@ -2,6 +2,9 @@
 //! [`crate::spawn::run_oneshot`] (the supervisor's single reaping path, its
 //! own process group, killed whole at the deadline), never through
 //! `std::process` or `tokio::process` here.
+//!
+//! Owns: what passes (exit 0 in time). Must not touch: the command's
+//! environment (the caller's), what a failure means.
 
 use std::time::Duration;
 

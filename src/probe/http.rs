@@ -6,6 +6,10 @@
 //! bounds the whole check again. A check never reads the body; [`text`]
 //! (a reading, such as an autoscaled pool's queue depth) reads at most
 //! [`TEXT_LIMIT`] of it.
+//!
+//! Owns: the request, its deadline, what passes. Must not touch: what a
+//! failure means; never puts a URL's userinfo or query in a reason
+//! (`shown_url`).
 
 use std::io;
 use std::sync::OnceLock;

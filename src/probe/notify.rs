@@ -46,6 +46,9 @@
 //! that is unset or also too long. The folder is removed on drop.
 //! [`NotifySocket::path`] always says where the socket really is: that is
 //! what goes into `NOTIFY_SOCKET`.
+//!
+//! Owns: the socket, who may speak on it, parsing the messages. Must not
+//! touch: what `READY=1` or `STATUS=` mean for the unit (its gate's).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -452,8 +455,6 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
     use std::time::Duration;
 
-    use nix::unistd::getsid;
-
     use super::*;
 
     const DEADLINE: Duration = Duration::from_secs(20);
@@ -496,12 +497,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = crate::spawn::signal_group(self.pid, nix::sys::signal::Signal::SIGKILL);
         }
-    }
-
-    /// Sends `text` from this (test) process.
-    fn send_from_here(sock: &Path, text: &str) {
-        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        s.send_to(text.as_bytes(), sock).unwrap();
     }
 
     fn stat(session: i32, pgid: i32) -> io::Result<ProcStat> {
@@ -657,15 +652,26 @@ mod tests {
         // Before the instance is spawned, nobody is heard.
         let mut early = Sender::start(s.path(), SEND);
         early.wait_sent();
-        // "The instance" is this test process's session from now on.
-        let me = getsid(None).unwrap().as_raw();
-        s.accept_session(me);
+        // The instance waits for a go file before it speaks; it is not the
+        // test process (whose session may be 0: its leader can live outside
+        // a container's pid namespace).
+        let go = dir.path().join("go");
+        let wait_go = format!(
+            "import os,time\nt=time.time()+20\n\
+             while not os.path.exists({go:?}) and time.time()<t: time.sleep(0.01)\n\
+             socket=__import__('socket')\n\
+             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'STATUS=mine\\nREADY=1', os.environ['NOTIFY_SOCKET'])",
+            go = go.display().to_string()
+        );
+        let mut instance = Sender::start(s.path(), &wait_go);
+        s.accept_session(instance.pid);
         // A live process of another session (its own, as any stray has).
         let mut stranger = Sender::start(s.path(), SEND);
         stranger.wait_sent();
-        assert_ne!(stranger.pid, me);
+        assert_ne!(stranger.pid, instance.pid);
         // Then the instance speaks: its message is the first one heard.
-        send_from_here(s.path(), "STATUS=mine\nREADY=1");
+        std::fs::write(&go, "").unwrap();
+        instance.wait_sent();
         let msgs = tokio::time::timeout(DEADLINE, s.recv())
             .await
             .unwrap()
@@ -707,37 +713,27 @@ mod tests {
         // `BARRIER=1`, and the sender waits until it is closed.
         let dir = tempfile::tempdir().unwrap();
         let s = NotifySocket::bind(&dir.path().join("b.sock")).unwrap();
-        s.accept_session(getsid(None).unwrap().as_raw());
-        let (r, w) = nix::unistd::pipe().unwrap();
-        {
-            use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-            let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
-            let fds = [w.as_raw_fd()];
-            let addr = UnixAddr::new(s.path()).unwrap();
-            let iov = [std::io::IoSlice::new(b"BARRIER=1")];
-            sendmsg(
-                c.as_raw_fd(),
-                &iov,
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::empty(),
-                Some(&addr),
-            )
-            .unwrap();
-        }
-        drop(w);
+        let barrier = "import socket,os,array,select\n\
+            r,w=os.pipe()\n\
+            c=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+            c.sendmsg([b'BARRIER=1'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i',[w]))], 0, os.environ['NOTIFY_SOCKET'])\n\
+            os.close(w)\n\
+            print('sent', flush=True)\n\
+            ok=select.select([r],[],[],20)[0] and os.read(r,1)==b''\n\
+            print('closed' if ok else 'still open', flush=True)";
+        let mut sender = Sender::start(s.path(), barrier);
+        s.accept_session(sender.pid);
+        sender.wait_sent();
         let msgs = tokio::time::timeout(DEADLINE, s.recv())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(msgs, vec![NotifyMsg::Other("BARRIER".into(), "1".into())]);
-        // Every write end is closed now: a read that cannot wait gives
-        // end-of-file, not "would block".
-        nix::fcntl::fcntl(
-            r.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
-        let mut byte = [0u8; 1];
-        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(0));
+        // Every write end is closed now: the sender's read gives
+        // end-of-file (it gives up after 20 s and says so).
+        use std::io::BufRead;
+        let mut line = String::new();
+        sender.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "closed");
     }
 }

@@ -2,6 +2,9 @@
 //! a name (`localhost`); every address it resolves to is tried in turn and
 //! one that accepts is enough (`localhost` may resolve to `::1` first while
 //! the service listens on 127.0.0.1 only).
+//!
+//! Owns: the connect and its deadline. Must not touch: what a failure
+//! means.
 
 use std::io;
 use std::time::Duration;

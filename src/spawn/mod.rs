@@ -11,11 +11,12 @@
 //! Must not touch: deciding when to start, stop or restart; timers beyond a
 //! one-shot's own deadline; the stack file.
 //!
-//! Theory of operation: every child is spawned through
-//! [`reaper::Reaper::spawn_registered`], so its exit status reaches exactly
-//! one receiver through the single reaping path (see `reaper`). A child's
-//! stdout and stderr share one pipe whose read end the caller gets back (the
-//! log pump drains it); the write end lives only in the child.
+//! Theory of operation: a child spawned here ([`spawn`], [`run_oneshot`])
+//! is waited for by a thread of its own ([`reaper::spawn_waited`]), whose
+//! exit status reaches exactly one receiver. A child's stdout and stderr
+//! share one pipe whose read end the caller gets back; the write end lives
+//! only in the child. The stack's processes are spawned by the anchor
+//! ([`spawn_with`]: it reaps them itself, in its event loop).
 
 pub mod cgroup;
 pub mod identity;
@@ -39,7 +40,7 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 pub use once::{run_oneshot, run_oneshot_with, Oneshot, OneshotOptions, OneshotOutcome};
-pub use reaper::{Exit, Reaper};
+pub use reaper::Exit;
 pub use terminate::{terminate, How, StopReport, Target, HARD_WAIT};
 
 use crate::config::CommandSpec;
@@ -127,9 +128,8 @@ pub fn spawn(
     env: &[(String, String)],
     capture: bool,
 ) -> io::Result<Spawned> {
-    let reaper = Reaper::global()?;
     let (pid, output, exit) =
-        reaper.spawn_registered(|| spawn_unreaped(argv, cwd, env, capture, &[], None))?;
+        reaper::spawn_waited(|| spawn_unreaped(argv, cwd, env, capture, &[], None))?;
     Ok(Spawned { pid, exit, output })
 }
 

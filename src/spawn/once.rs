@@ -32,7 +32,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use super::{argv, child_setup, signal_group, spawn, Exit, Reaper};
+use super::{argv, child_setup, signal_group, spawn, Exit};
 use crate::config::CommandSpec;
 
 /// How a one-shot command ended.
@@ -241,8 +241,7 @@ fn spawn_split(argv: &[String], cwd: &Path, env: &[(String, String)]) -> io::Res
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
     child_setup(&mut cmd, Vec::new());
-    let reaper = Reaper::global()?;
-    let (pid, (), exit) = reaper.spawn_registered(|| {
+    let (pid, (), exit) = super::reaper::spawn_waited(|| {
         let child = cmd.spawn()?;
         Ok((child.id() as i32, ()))
     })?;

@@ -233,6 +233,14 @@ impl Supervisor {
         }
     }
 
+    /// Pauses pool `name`'s autoscaler, its memory kept (a reload rolls
+    /// the pool: nothing resizes it meanwhile); whether it was running.
+    pub(super) fn autoscale_pause(&self, name: &str) -> bool {
+        let running = self.autoscale.running(name);
+        self.autoscale.stop(name);
+        running
+    }
+
     /// Ends every autoscaler (the supervisor is stopping).
     pub(super) fn autoscale_stop_all(&self) {
         let names: Vec<String> = self.autoscale.lock().keys().cloned().collect();
@@ -545,7 +553,7 @@ impl Supervisor {
                 DepthSource::Http(u) => vec![u.as_str()],
                 DepthSource::File(_) => Vec::new(),
             };
-            crate::config::env::redact_values(&format!("{}: {why}", d.source), &templates, &env)
+            crate::config::env::redact_values(&format!("{}: {why}", d.source), &templates, &env, "")
         })
     }
 

@@ -319,8 +319,7 @@ pub fn missing_required(
     closure: &[String],
     env_of: &dyn Fn(&ProcessSpec) -> Arc<ProcEnv>,
 ) -> Option<(String, String)> {
-    let mut missing = Vec::new();
-    let mut hints: Vec<String> = Vec::new();
+    let mut found = crate::config::env::MissingEnv::default();
     let cwd = std::env::current_dir().unwrap_or_default();
     let show = |f: &std::path::Path| crate::config::diag::shown_path(f, &cwd);
     for spec in stack.processes.iter().filter(|p| closure.contains(&p.name)) {
@@ -348,22 +347,10 @@ pub fn missing_required(
             shown.env_sources = pe.sources.clone();
             let os = |k: &str| pe.base.get(k).cloned();
             let hint = crate::config::env::missing_env_hint(&shown, var, &os, &show);
-            if !hints.contains(&hint) {
-                hints.push(hint);
-            }
-            missing.push(format!("{var} (required by {})", spec.name));
+            found.add(var, &spec.name, hint);
         }
     }
-    if missing.is_empty() {
-        return None;
-    }
-    Some((
-        format!(
-            "required environment variables are unset or empty: {}",
-            missing.join(", ")
-        ),
-        hints.join("; "),
-    ))
+    found.problem()
 }
 
 #[cfg(test)]

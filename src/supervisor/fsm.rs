@@ -1,5 +1,10 @@
 //! The states of one process instance, which moves between them are legal,
 //! and the restart back-off. Pure: no I/O, no clocks of its own.
+//!
+//! Owns: the transition table ([`allowed`]), what an exit means for the
+//! restart policy ([`failed`], [`wants_restart`]), the back-off and the
+//! crash-loop window ([`Backoff`], kept across supervisors as a
+//! [`BackoffRecord`]). Must not touch: processes, timers, status.
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,8 +1,9 @@
 //! The supervisor: the only owner of the stack's processes.
 //!
 //! Theory of operation. One supervisor runs per stack (an exclusive flock on
-//! `state_dir/supervisor.lock`, taken by `crate::daemon`). It is a child
-//! subreaper and the only reaper of its children (`spawn::reaper`). Each
+//! `state_dir/supervisor.lock`, taken by `crate::daemon`). The stack's
+//! processes are the children of the stack's anchor (`crate::anchor`),
+//! which the supervisor asks to spawn them and which outlives it. Each
 //! process instance is a [`unit`] task that spawns, gates, watches,
 //! restarts and stops its process; the [`Supervisor`] holds the units (in
 //! its [`registry`], with each pool's size) and turns operations into
@@ -16,8 +17,10 @@
 //! - stop: the reverse; a process is stopped once everything in the stop set
 //!   that depends on it is down; then the marked strays of every stopped
 //!   name are swept (`spawn::terminate`, the one stop sequence).
-//! - restart, scale ([`pool`]), reload ([`reload`] decides, `reload` here
-//!   applies) and shutdown are made of those two.
+//! - restart, scale ([`pool`]), reload ([`reload`] decides the plan —
+//!   per process what changed and what is done —, `reload` here sends it
+//!   and applies it: a pool rolls member by member) and shutdown are made
+//!   of those two.
 //! - an autoscaled pool has an [`autoscale`] task while it is started,
 //!   which resizes it through the scale path.
 //! - a scheduled task is armed by start and disarmed by stop; its
@@ -31,12 +34,19 @@
 //! The supervisor does not know the control socket: `control::server`
 //! calls these methods, and progress leaves through a [`ProgressTx`].
 //!
+//! What a supervisor knows lives in the anchor too ([`record`]: each
+//! unit's state and what follows a stop under way, pool sizes, the
+//! operations under way, the autoscalers' and schedules' memory, the
+//! environment, the stack file's text), so the next supervisor
+//! ([`Supervisor::adopt`], then [`Supervisor::reconcile`]) takes every
+//! process up where it was and finishes what was under way: nothing is
+//! restarted that did not die, nothing runs twice.
+//!
 //! Pid files are written by the units and are the truth for `status` when
-//! no supervisor runs ([`offline`]). A supervisor that starts and finds live
-//! processes recorded there (its predecessor was killed) stops them before
-//! it starts anything, so there is never a second copy of a process. Their
-//! output pipes died with the old supervisor, which is why they are not
-//! adopted.
+//! no supervisor runs ([`offline`]). A supervisor with no anchor to take
+//! over from (both were killed) stops the live processes recorded there
+//! before it starts anything, so there is never a second copy of a process:
+//! their output pipes died with both.
 //!
 //! Owns: the units, the pool sizes, the autoscalers, the schedules, the
 //! environments, the hooks, and what each operation does. Must not touch:
@@ -70,7 +80,9 @@ use crate::config::Stack;
 use crate::error::Error;
 use crate::plan::{self, Selection};
 use crate::state::StateDir;
-use crate::status::{Observed, Progress, State, StatusDoc, Step, SupervisorInfo};
+use crate::status::{
+    Observed, PlanAction, PlanEntry, Progress, ReloadPlan, State, StatusDoc, Step, SupervisorInfo,
+};
 
 pub use order::FAILURE_LOG_LINES;
 
@@ -106,7 +118,8 @@ pub struct Supervisor {
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
     /// Starts begun (each keeps a record with the anchor while under way).
-    starts: std::sync::atomic::AtomicU64,
+    /// Operations begun (numbers their records).
+    ops: std::sync::atomic::AtomicU64,
     pid: i32,
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
@@ -158,6 +171,7 @@ impl Supervisor {
             changed: watch::channel(0).0,
         });
         let (shutdown, _) = watch::channel(false);
+        keep_stack_file(&ctx.anchor, &stack);
         Arc::new_cyclic(|me| Supervisor {
             me: me.clone(),
             autoscale: autoscale::Autoscalers::default(),
@@ -168,7 +182,7 @@ impl Supervisor {
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
-            starts: std::sync::atomic::AtomicU64::new(0),
+            ops: std::sync::atomic::AtomicU64::new(0),
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -280,15 +294,12 @@ impl Supervisor {
         {
             self.autoscale_restore(snap);
         }
-        // Starts a killed supervisor had under way: finished by this one.
-        let mut interrupted: Vec<String> = Vec::new();
-        let mut start_all = false;
+        // Operations a killed supervisor had under way: finished by this
+        // one (their records are put again as they are).
+        let mut interrupted = Vec::new();
         for (key, value) in &kept {
-            if key.starts_with(record::START_PREFIX) {
-                let names = serde_json::from_str::<Vec<String>>(value).unwrap_or_default();
-                // No names: everything.
-                start_all |= names.is_empty();
-                interrupted.extend(names);
+            if key.starts_with(record::OP_PREFIX) {
+                interrupted.extend(record::OpRecord::decode(value));
                 self.ctx.anchor.del(key);
             }
         }
@@ -313,6 +324,9 @@ impl Supervisor {
         self.ctx.listeners.adopt(&mut held, &stack);
         let (mut children, mut strangers) = current_by_instance(inv.children, &records);
         let mut plan = Adoption::default();
+        // Units wanted up that had not begun (a `start` that had not
+        // reached them).
+        let mut pending = Vec::new();
         for spec in &stack.processes {
             let mut insts = self.registry.instances(spec);
             for name in children.keys().chain(records.keys()) {
@@ -343,7 +357,7 @@ impl Supervisor {
                 }
                 if let Some(r) = &resume.record {
                     if r.wanted && r.state == State::Pending && resume.child.is_none() {
-                        plan.to_start.push(inst.name.clone());
+                        pending.push(inst.name.clone());
                     }
                 }
                 self.registry.adopt(&self.ctx, spec, &inst, resume);
@@ -351,10 +365,10 @@ impl Supervisor {
         }
         strangers.extend(children.into_values());
         plan.strangers = strangers;
-        plan.to_start.extend(interrupted);
-        plan.to_start.sort();
-        plan.to_start.dedup();
-        plan.start_all = start_all;
+        if !pending.is_empty() {
+            interrupted.insert(0, record::OpRecord::Start { names: pending });
+        }
+        plan.ops = record::unfinished(interrupted);
         for name in records.keys() {
             self.ctx.anchor.del(&record::unit_key(name));
         }
@@ -366,8 +380,8 @@ impl Supervisor {
 
     /// What adoption left to do, once the control socket listens: stop
     /// the processes the stack file no longer names (and older copies),
-    /// finish an interrupted shrink, and start what an interrupted `start`
-    /// had not reached yet.
+    /// finish an interrupted stop of the stack (and exit), or an
+    /// interrupted shrink, and then the `start`s and `stop`s under way.
     pub async fn reconcile(&self, plan: Adoption, tx: &ProgressTx) {
         for a in plan.strangers {
             let pid = a.info.pid;
@@ -388,6 +402,13 @@ impl Supervisor {
             .await;
             self.ctx.anchor.ack(pid);
         }
+        if plan.ops.contains(&record::OpRecord::Shutdown) {
+            tracing::info!("finishing an interrupted stop of the stack");
+            if let Err(e) = self.shutdown(tx).await {
+                tracing::error!("the interrupted stop of the stack: {e}");
+            }
+            return;
+        }
         let stack = self.stack();
         let mut running_pools = Vec::new();
         for spec in stack.processes.iter().filter(|p| p.is_pool()) {
@@ -407,19 +428,49 @@ impl Supervisor {
         // do the schedules that were armed.
         self.autoscale_start(&stack, &running_pools);
         self.schedule_resume(&stack);
-        let names: &[String] = if plan.start_all { &[] } else { &plan.to_start };
-        if names.is_empty() && !plan.start_all {
-            return;
+        for op in plan.ops {
+            self.resume_op(op, tx).await;
         }
-        let what = if plan.start_all {
-            "the stack".to_string()
-        } else {
-            names.join(", ")
+    }
+
+    /// Finishes an operation a killed supervisor had under way.
+    async fn resume_op(&self, op: record::OpRecord, tx: &ProgressTx) {
+        let what = |names: &[String]| {
+            if names.is_empty() {
+                "the stack".to_string()
+            } else {
+                names.join(", ")
+            }
         };
-        tracing::info!("resuming an interrupted start of {what}");
-        if let Err(e) = self.start(names, &BTreeMap::new(), false, tx).await {
-            tracing::error!("the interrupted start failed again: {e}");
+        let r = match &op {
+            record::OpRecord::Start { names } => {
+                tracing::info!("resuming an interrupted start of {}", what(names));
+                self.start(names, &BTreeMap::new(), false, tx).await
+            }
+            record::OpRecord::Stop {
+                names,
+                with_dependents,
+            } => {
+                tracing::info!("resuming an interrupted stop of {}", what(names));
+                self.stop_with(names, *with_dependents, tx).await
+            }
+            record::OpRecord::Shutdown => self.shutdown(tx).await,
+        };
+        if let Err(e) = r {
+            tracing::error!("the interrupted {op:?} failed again: {e}");
         }
+    }
+
+    /// Keeps `op` with the anchor while it is under way; [`Supervisor::done_op`]
+    /// with the key it returns when it is done.
+    fn begin_op(&self, op: &record::OpRecord) -> String {
+        let key = record::op_key(self.ops.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.ctx.anchor.put(&key, op.encode());
+        key
+    }
+
+    fn done_op(&self, key: &str) {
+        self.ctx.anchor.del(key);
     }
 
     /// Sets pool `name`'s size, and keeps it with the anchor.
@@ -436,6 +487,7 @@ impl Supervisor {
 
     fn set_stack(&self, stack: Stack) {
         self.ctx.hooks.configure(&stack);
+        keep_stack_file(&self.ctx.anchor, &stack);
         *self.stack.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stack);
     }
 
@@ -592,21 +644,14 @@ impl Supervisor {
             self.set_pool_size(name, *n);
             self.shrink_to(&stack, name, *n, tx).await?;
         }
-        // Kept with the anchor while under way: a supervisor killed meanwhile
-        // leaves it for the next one to finish.
-        let key = record::start_key(
-            self.starts
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        );
-        let named: Vec<String> = names.to_vec();
-        self.ctx
-            .anchor
-            .put(&key, serde_json::to_string(&named).unwrap_or_default());
+        let key = self.begin_op(&record::OpRecord::Start {
+            names: names.to_vec(),
+        });
         let op = if rerun { "restart" } else { "start" };
         let up = self
             .bring_up(&stack, &closure, &sel, rerun, order::Purpose::Start(op), tx)
             .await;
-        self.ctx.anchor.del(&key);
+        self.done_op(&key);
         self.autoscale_after_start(&stack, &closure, up.is_ok());
         up
     }
@@ -652,8 +697,13 @@ impl Supervisor {
         }
         self.autoscale_stop(&sel.processes);
         self.schedule_disarm(&sel.processes);
+        let key = self.begin_op(&record::OpRecord::Stop {
+            names: names.to_vec(),
+            with_dependents,
+        });
         let handles = self.registry.matching(|h| sel.contains(&h.inst));
         let down = self.bring_down(&stack, handles, tx).await;
+        self.done_op(&key);
         if !names.is_empty() {
             self.tell_left_behind(&stack, &sel.processes, tx);
         }
@@ -847,12 +897,24 @@ impl Supervisor {
 
     /// Re-reads the stack file and applies only the difference: starts
     /// what is new, stops what was removed, restarts what changed (if it
-    /// was running), resizes pools whose `replicas` changed. Untouched
-    /// processes keep running. A broken file changes nothing.
+    /// was running; a pool member by member), resizes pools whose
+    /// `replicas` changed. Untouched processes keep running. A broken file
+    /// changes nothing.
     ///
     /// # Errors
     /// The file's diagnostics (2); a process that failed to start (1).
     pub async fn reload(&self, tx: &ProgressTx) -> Result<(), Error> {
+        self.reload_with(false, tx).await.map(|_| ())
+    }
+
+    /// [`Supervisor::reload`], first saying what it does: the plan (per
+    /// process, what changed and what is done about it) goes out as an
+    /// `info` progress before anything is touched. `dry_run`: only that;
+    /// nothing changes, not even the stack as loaded.
+    ///
+    /// # Errors
+    /// As [`Supervisor::reload`] (a dry run: the file's diagnostics).
+    pub async fn reload_with(&self, dry_run: bool, tx: &ProgressTx) -> Result<ReloadPlan, Error> {
         self.refuse_if_stopping()?;
         let _serial = self.reloading.lock().await;
         let old = self.stack();
@@ -870,47 +932,73 @@ impl Supervisor {
             });
         }
         let changes = reload::Changes::between(&old, &new);
-        // Redefined services with `listen` that serve are replaced in
-        // place (overlapping), after the rest is applied.
-        let in_place: Vec<String> = changes
-            .changed
+        let mut plan = reload::plan(&changes, &old, &new, &|name| self.now_of(&old, name));
+        plan.dry_run = dry_run;
+        let _ = tx.send(Progress::plan(plan.clone()));
+        if !dry_run {
+            log_plan(&plan);
+            self.apply_reload(&old, new, &changes, &plan, tx).await?;
+        }
+        Ok(plan)
+    }
+
+    /// What runs of process `name` now, for a reload's plan.
+    fn now_of(&self, stack: &Stack, name: &str) -> reload::Now {
+        let states: Vec<State> = self
+            .registry
+            .matching(|h| h.inst.process == name)
             .iter()
-            .filter(|c| self.replaceable(&old, &new, c))
-            .cloned()
+            .map(|h| h.now().state)
             .collect();
+        reload::Now {
+            active: states.iter().any(|s| {
+                matches!(
+                    s,
+                    State::Starting | State::Running | State::Backoff | State::Completed
+                )
+            }),
+            serving: !states.is_empty() && states.iter().all(|s| *s == State::Running),
+            armed: self.schedules.armed(name),
+            size: stack
+                .process(name)
+                .filter(|p| p.is_pool())
+                .map(|p| self.registry.instances(p).len() as u32),
+        }
+    }
+
+    /// Carries out a reload's `plan` (from `old` to `new`).
+    async fn apply_reload(
+        &self,
+        old: &Stack,
+        new: Stack,
+        changes: &reload::Changes,
+        plan: &ReloadPlan,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let doing = |actions: &[PlanAction]| -> Vec<String> {
+            plan.processes
+                .iter()
+                .filter(|e| actions.contains(&e.action))
+                .map(|e| e.process.clone())
+                .collect()
+        };
+        // Redefined services with `listen` that serve, and pools, are
+        // given their new definition in place (overlapping, or member by
+        // member), after the rest is applied.
+        let in_place = doing(&[PlanAction::Replace, PlanAction::Roll]);
         if changes.is_empty() {
             // Nothing to start or stop, but settings outside the
-            // fingerprint (`max_replicas`, `autoscale`) may have changed:
+            // definition (`max_replicas`, `autoscale`) may have changed:
             // keep the new file.
             self.set_stack(new);
-            if !self.autoscale_reloaded(&self.stack(), &changes.retuned, tx) {
-                progress(tx, "stack", Step::Info, "no change");
-                tracing::info!("reload: no change");
-            }
+            self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
             return Ok(());
         }
-        // Stop what was removed or changed, remembering what was active.
+        // Stop what was removed or changed; what was active starts again.
         let doomed = self
             .registry
             .matching(|h| changes.drops(&h.inst.process) && !in_place.contains(&h.inst.process));
-        let was_active: Vec<String> = changes
-            .changed
-            .iter()
-            .filter(|c| {
-                self.schedules.armed(c)
-                    || doomed.iter().any(|h| {
-                        &h.inst.process == *c
-                            && matches!(
-                                h.now().state,
-                                State::Starting
-                                    | State::Running
-                                    | State::Backoff
-                                    | State::Completed
-                            )
-                    })
-            })
-            .cloned()
-            .collect();
+        let was_active = doing(&[PlanAction::Restart, PlanAction::Rearm]);
         let dropped: Vec<String> = changes
             .removed
             .iter()
@@ -920,10 +1008,10 @@ impl Supervisor {
             .collect();
         self.autoscale_stop(&dropped);
         self.schedule_disarm(&dropped);
-        let down = self.bring_down(&old, doomed, tx).await;
+        let down = self.bring_down(old, doomed, tx).await;
         // What was removed or restarted the plain way closes its sockets
         // (a new definition binds its own at its start).
-        self.close_sockets(&old, &dropped).await;
+        self.close_sockets(old, &dropped).await;
         for name in &dropped {
             self.registry
                 .reset(name, self.autoscale_size_after_reload(&new, name));
@@ -949,95 +1037,116 @@ impl Supervisor {
             tracing::error!("reload: {e}");
         }
         self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
-        for r in &changes.removed {
-            progress(tx, r, Step::Info, "removed from the stack file");
-        }
         down?;
         for (name, n) in &changes.resized {
             self.scale(name, &n.unwrap_or(1).to_string(), tx).await?;
         }
-        tracing::info!(
-            "reload: added {:?}, removed {:?}, changed {:?}, resized {:?}",
-            changes.added,
-            changes.removed,
-            changes.changed,
-            changes.resized.iter().map(|(n, _)| n).collect::<Vec<_>>()
-        );
         let mut to_start = changes.added.clone();
-        to_start.extend(was_active.into_iter().filter(|n| !in_place.contains(n)));
+        to_start.extend(was_active);
         if !to_start.is_empty() {
             self.start(&to_start, &BTreeMap::new(), false, tx).await?;
         }
-        self.replace_in_place(&old, &in_place, tx).await
+        let rolled: Vec<&PlanEntry> = plan
+            .processes
+            .iter()
+            .filter(|e| in_place.contains(&e.process))
+            .collect();
+        self.replace_in_place(old, &rolled, tx).await
     }
 
-    /// Whether a reload replaces process `name` in place: a service with
-    /// `listen` in both versions, every instance serving.
-    fn replaceable(&self, old: &Stack, new: &Stack, name: &str) -> bool {
-        let units = self.registry.matching(|h| h.inst.process == name);
-        old.process(name).is_some_and(overlaps)
-            && new.process(name).is_some_and(overlaps)
-            && !units.is_empty()
-            && units.iter().all(|h| h.now().state == State::Running)
-    }
-
-    /// Gives each of `names` (redefined services with `listen`) its new
-    /// definition, member by member, each successor ready before its
-    /// predecessor stops (in dependency order); then closes the sockets
-    /// the new definition no longer names and resizes a pool whose
-    /// `replicas` changed with it. The first failure stops the roll:
-    /// what was not replaced goes on serving.
+    /// Gives each of `entries` (redefined services with `listen` that
+    /// serve, and pools) its new definition, member by member, each ready
+    /// before the next is touched (a service with `listen`: each
+    /// successor ready before its predecessor stops), in dependency order;
+    /// then closes the sockets the new definition no longer names. A pool
+    /// whose size changes with it shrinks first and grows last. The first
+    /// failure stops the roll: what was not replaced goes on running.
     ///
     /// # Errors
-    /// The member whose successor failed (1).
+    /// The member whose new process failed (1).
     async fn replace_in_place(
         &self,
         old: &Stack,
-        names: &[String],
+        entries: &[&PlanEntry],
         tx: &ProgressTx,
     ) -> Result<(), Error> {
         let new = self.stack();
         for name in crate::config::start_order(&new).into_iter().flatten() {
-            if !names.contains(&name) {
+            let Some(entry) = entries.iter().find(|e| e.process == name) else {
                 continue;
-            }
+            };
             let Some(spec) = new.process(&name).cloned().map(Arc::new) else {
                 continue;
             };
-            self.registry.respec(&name, &spec);
-            for inst in self.registry.instances(&spec) {
-                let h = self.registry.unit(&self.ctx, &spec, &inst);
+            // Nothing resizes a pool while it rolls; resized here without
+            // a manual hold: the size is the file's (or, autoscaled, its
+            // bounds').
+            let autoscaled = self.autoscale_pause(&name);
+            let rolled = self.roll_in_place(&new, &spec, entry, tx).await;
+            if autoscaled {
+                self.autoscale_start(&new, std::slice::from_ref(&name));
+            }
+            rolled?;
+            if old.process(&name).is_some_and(overlaps) || overlaps(&spec) {
+                let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
+                self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
+                self.ctx.anchor.synced().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `spec` to every instance of its process, one at a time (see
+    /// [`Supervisor::replace_in_place`]), a pool shrunk first and grown
+    /// last to the size `entry` says.
+    ///
+    /// # Errors
+    /// The member whose new process failed (1).
+    async fn roll_in_place(
+        &self,
+        new: &Arc<Stack>,
+        spec: &Arc<crate::config::ProcessSpec>,
+        entry: &PlanEntry,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let name = &spec.name;
+        let size = entry.size.map(|s| s.to);
+        let current = || self.registry.instances(spec).len() as u32;
+        if let Some(to) = size.filter(|to| *to < current()) {
+            self.set_pool_size(name, to);
+            self.shrink_to(new, name, to, tx).await?;
+        }
+        self.registry.respec(name, spec);
+        for inst in self.registry.instances(spec) {
+            // A member stopped meanwhile (a `scale`) is not brought back.
+            if !self.registry.instances(spec).contains(&inst) {
+                continue;
+            }
+            let h = self.registry.unit(&self.ctx, spec, &inst);
+            progress(
+                tx,
+                &inst.name,
+                Step::Starting,
+                "restarting (new definition)",
+            );
+            let t = std::time::Instant::now();
+            if let Err(f) = live::follow(&h, h.redefine(spec.clone()), tx).await {
                 progress(
                     tx,
                     &inst.name,
-                    Step::Starting,
-                    "restarting (new definition)",
+                    Step::Failed,
+                    format!("failed: {}", f.reason),
                 );
-                let t = std::time::Instant::now();
-                if let Err(f) = h.redefine(spec.clone()).await {
-                    progress(
-                        tx,
-                        &inst.name,
-                        Step::Failed,
-                        format!("failed: {}", f.reason),
-                    );
-                    return Err(order::start_failure(
-                        &[(inst.name.clone(), h.log_path.clone(), f.reason)],
-                        &[],
-                    ));
-                }
-                let took = t.elapsed().as_secs_f64();
-                progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+                return Err(order::start_failure(
+                    &[(inst.name.clone(), h.log_path.clone(), f.reason)],
+                    &[],
+                ));
             }
-            let keep: Vec<_> = spec.listen.iter().map(|l| l.addr.clone()).collect();
-            self.ctx.listeners.retain(&name, &keep, &self.ctx.anchor);
-            self.ctx.anchor.synced().await;
-            let before = old.process(&name).and_then(|p| p.replicas);
-            if spec.replicas != before && spec.autoscale.is_none() {
-                if let Some(n) = spec.replicas {
-                    self.scale(&name, &n.to_string(), tx).await?;
-                }
-            }
+            let took = t.elapsed().as_secs_f64();
+            progress(tx, &inst.name, Step::Ready, format!("ready in {took:.1}s"));
+        }
+        if let Some(to) = size.filter(|to| *to > current()) {
+            self.grow(new, name, current(), to, tx).await?;
         }
         Ok(())
     }
@@ -1052,6 +1161,7 @@ impl Supervisor {
         self.ctx
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        let key = self.begin_op(&record::OpRecord::Shutdown);
         self.autoscale_stop_all();
         self.schedule_disarm_all();
         let mut r = self.stop(&[], tx).await;
@@ -1066,6 +1176,7 @@ impl Supervisor {
             let again = self.bring_down(&self.stack(), active, tx).await;
             r = r.and(again);
         }
+        self.done_op(&key);
         // The anchor ends once its last process is gone, and launches no
         // new supervisor.
         self.ctx.anchor.bye(false, None);
@@ -1106,6 +1217,33 @@ impl Supervisor {
     }
 }
 
+/// Keeps the text of the stack file the supervisor runs on with the
+/// anchor: a supervisor relaunched after this one was killed runs on it
+/// too (an edit on disk waits for `reload`, a broken one blocks nothing).
+fn keep_stack_file(anchor: &Link, stack: &Stack) {
+    if !stack.source.is_empty() {
+        anchor.put(record::STACK_FILE_KEY, stack.source.clone());
+    }
+}
+
+/// A reload's plan in `stackctl.log`: a line per process (what changed,
+/// by key and variable name; what is done), or that nothing changed.
+fn log_plan(plan: &ReloadPlan) {
+    if plan.is_empty() {
+        tracing::info!("reload: no change");
+    }
+    for e in &plan.processes {
+        let mut what = e.keys.clone();
+        what.extend(e.env.iter().map(|v| format!("env {v}")));
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} changed)", what.join(", "))
+        };
+        tracing::info!(process = %e.process, "reload: {}{what}", e.action.as_str());
+    }
+}
+
 /// Whether a restart of `spec`'s serving processes overlaps (a service
 /// with `listen`: see `unit::replace`).
 fn overlaps(spec: &crate::config::ProcessSpec) -> bool {
@@ -1119,10 +1257,8 @@ pub struct Adoption {
     pub adopted: usize,
     /// Processes to stop: not in the stack file, or an older copy.
     strangers: Vec<crate::anchor::client::Adopted>,
-    /// Instances an interrupted `start` had not started yet.
-    to_start: Vec<String>,
-    /// An interrupted `start` of everything.
-    start_all: bool,
+    /// Operations under way when the previous supervisor was killed.
+    ops: Vec<record::OpRecord>,
 }
 
 /// The current process of each instance, and the others (older copies:

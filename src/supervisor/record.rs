@@ -30,12 +30,53 @@ pub fn notify_key(instance: &str) -> String {
     format!("notify/{instance}")
 }
 
-/// The keys of starts under way (`start/<n>`: the names they were given).
-pub const START_PREFIX: &str = "start/";
+/// The keys of operations under way (`op/<supervisor pid>-<n>`).
+pub const OP_PREFIX: &str = "op/";
 
-/// The key of the `n`th start of this supervisor.
-pub fn start_key(n: u64) -> String {
-    format!("{START_PREFIX}{}-{n}", std::process::id())
+/// The key of this supervisor's `n`th operation (in the order they began).
+pub fn op_key(n: u64) -> String {
+    format!("{OP_PREFIX}{}-{n:010}", std::process::id())
+}
+
+/// An operation under way, kept with the anchor until it is done: a
+/// supervisor killed meanwhile leaves it for the next one to finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpRecord {
+    /// `start` of these (none: everything).
+    Start { names: Vec<String> },
+    /// `stop` of these (none: everything), `--with-dependents` or not.
+    Stop {
+        names: Vec<String>,
+        with_dependents: bool,
+    },
+    /// The stop of the whole stack, after which the supervisor and the
+    /// anchor exit: it outweighs every other operation.
+    Shutdown,
+}
+
+impl OpRecord {
+    /// The record as kept (JSON).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A kept record; `None` for one that does not parse.
+    pub fn decode(text: &str) -> Option<OpRecord> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// What is left to do of the operations `kept` (in the order they began):
+/// the stop of the whole stack alone when it is among them, else each in
+/// turn.
+pub fn unfinished(kept: impl IntoIterator<Item = OpRecord>) -> Vec<OpRecord> {
+    let ops: Vec<OpRecord> = kept.into_iter().collect();
+    if ops.contains(&OpRecord::Shutdown) {
+        vec![OpRecord::Shutdown]
+    } else {
+        ops
+    }
 }
 
 /// The key under which one of a service's listening sockets is held:
@@ -152,8 +193,38 @@ mod tests {
             attempts: 4,
         };
         assert_eq!(UnitRecord::decode(&r.encode()), Some(r));
+        let op = OpRecord::Stop {
+            names: vec!["api".into()],
+            with_dependents: true,
+        };
+        assert_eq!(OpRecord::decode(&op.encode()), Some(op));
+        assert!(op_key(3) < op_key(12), "kept in the order they began");
         assert_eq!(UnitRecord::decode("{"), None);
         assert_eq!(unit_key("worker.2"), "unit/worker.2");
         assert_eq!(pool_key("worker"), "pool/worker");
+    }
+
+    #[test]
+    fn the_stop_of_the_stack_outweighs_every_other_unfinished_operation() {
+        let start = OpRecord::Start { names: vec![] };
+        let stop = OpRecord::Stop {
+            names: vec!["api".into()],
+            with_dependents: false,
+        };
+        let table: [(Vec<OpRecord>, Vec<OpRecord>); 4] = [
+            (vec![], vec![]),
+            (vec![start.clone()], vec![start.clone()]),
+            (
+                vec![start.clone(), stop.clone()],
+                vec![start.clone(), stop.clone()],
+            ),
+            (
+                vec![start.clone(), OpRecord::Shutdown, stop.clone()],
+                vec![OpRecord::Shutdown],
+            ),
+        ];
+        for (kept, want) in table {
+            assert_eq!(unfinished(kept.clone()), want, "{kept:?}");
+        }
     }
 }

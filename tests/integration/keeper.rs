@@ -514,6 +514,25 @@ fn an_unhealthy_watched_service_is_restarted() {
     f.stack.run(&["status"]).success();
 }
 
+/// With an hour between ticks, a watched service that goes down is still
+/// restarted within seconds: the keeper hears it from the supervisor's
+/// status stream, not at its next tick.
+#[test]
+fn a_watched_service_going_down_wakes_the_keeper_at_once() {
+    let mut f = Fixture::new("interval = \"1h\"\nwatch_health = [\"app\"]");
+    f.stack.run(&["start"]).success();
+    let pid = f.stack.pid_of("app").unwrap();
+    f.start_keeper();
+    f.wait_tick("nothing to do", 30);
+    kill(pid, 9);
+    // Well before the hour: woken by the stream.
+    let line = f.wait_tick("app not ready", 30);
+    assert!(line.contains("restarted app"), "{line}");
+    let new = f.stack.pid_of("app");
+    assert!(new.is_some() && new != Some(pid), "{new:?}");
+    assert_eq!(f.started(), ["v1", "v1"]);
+}
+
 #[test]
 fn keep_tmux_runs_the_keeper_in_a_detached_session() {
     if Command::new("tmux").arg("-V").output().is_err() {

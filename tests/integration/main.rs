@@ -21,5 +21,6 @@ mod logs;
 mod memory;
 mod operator;
 mod pools;
+mod reload;
 mod schedule;
 mod survival;

@@ -220,6 +220,19 @@ fn finish(mut c: Child) -> (Option<i32>, String) {
     )
 }
 
+/// Waits for a command whose supervisor was killed midway, and checks that
+/// it did not fail for it: it waited for the relaunched supervisor, which
+/// finished the operation.
+#[track_caller]
+fn survived(c: Child, what: &str) {
+    let (code, out) = finish(c);
+    assert_eq!(
+        code,
+        Some(0),
+        "the {what} whose supervisor was killed did not see it through:\n{out}"
+    );
+}
+
 fn lines(s: &Stack, rel: &str) -> Vec<String> {
     s.read(rel)
         .lines()
@@ -773,12 +786,6 @@ depends_on = ["slow", "web"]
         .pid_of("web")
         .expect("web's pid while its gate is pending");
     let old = kill_supervisor(&s);
-    let (code, out) = finish(first);
-    assert_ne!(
-        code,
-        Some(0),
-        "the start whose supervisor was killed succeeded:\n{out}"
-    );
     supervisor_after(&s, old);
     for (n, p) in [("slow", slow), ("web", web)] {
         let st = status_of(&s, n);
@@ -795,6 +802,7 @@ depends_on = ["slow", "web"]
     s.write("go", "");
     let (code, out) = finish(second);
     assert_eq!(code, Some(0), "start after adoption:\n{out}\n{}", s.dump());
+    survived(first, "start");
     for (n, p) in [("slow", slow), ("web", web)] {
         assert_eq!(running_pid(&s, n), p, "{n} was restarted");
         assert_eq!(status_of(&s, n)["ready"], true);
@@ -842,12 +850,6 @@ depends_on = ["migrate"]
     });
     let task = s.pid_of("migrate").expect("the running migration's pid");
     let old = kill_supervisor(&s);
-    let (code, out) = finish(first);
-    assert_ne!(
-        code,
-        Some(0),
-        "the start whose supervisor was killed succeeded:\n{out}"
-    );
     let sup = supervisor_after(&s, old);
     assert_eq!(s.pid_of("migrate"), Some(task), "{}", s.status_json());
     // A start meanwhile, and another kill while it waits for the task.
@@ -857,7 +859,6 @@ depends_on = ["migrate"]
     });
     harness::kill(sup, 9);
     wait_for("the supervisor to be gone", 30, || fully_dead(sup));
-    let _ = finish(second);
     let third = spawn_cli(&s, &["start"]);
     supervisor_after(&s, sup);
     assert!(
@@ -867,6 +868,8 @@ depends_on = ["migrate"]
     s.write("go", "");
     let (code, out) = finish(third);
     assert_eq!(code, Some(0), "start after adoption:\n{out}\n{}", s.dump());
+    survived(first, "start");
+    survived(second, "second start");
     assert_eq!(
         lines(&s, "migrate.txt"),
         vec![format!("start {task}"), format!("end {task}")],
@@ -928,12 +931,6 @@ stop_timeout = "60s"
         s.read("logs/drainer.log").contains("draining")
     });
     let old = kill_supervisor(&s);
-    let (code, out) = finish(stop);
-    assert_ne!(
-        code,
-        Some(0),
-        "the stop whose supervisor was killed succeeded:\n{out}"
-    );
     supervisor_after(&s, old);
     let st = status_of(&s, "drainer");
     assert_eq!(st["state"], "stopping", "{st}");
@@ -943,6 +940,7 @@ stop_timeout = "60s"
         status_of(&s, "drainer")["state"] == "stopped"
     });
     assert_gone_and_reaped(&[drainer], "the drained process");
+    survived(stop, "stop");
     assert!(
         zombies_of(&[anchor]).is_empty(),
         "{:?}",
@@ -959,13 +957,10 @@ stop_timeout = "60s"
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, see the survival report): a `stop` of
-/// the whole stack interrupted by kill -9 is not finished by the next
-/// supervisor. The process being stopped is (its record says `stopping`),
-/// but what the stop had not reached yet stays up (its record still says
-/// running and wanted), the new supervisor serves on and the anchor stays:
-/// the operator's "stop everything" is lost. Nothing kept with the anchor
-/// says a shutdown was under way (`UnitCtx::closing` lives in memory only).
+/// A `stop` of the whole stack interrupted by kill -9 is finished by the
+/// next supervisor (the stop is kept with the anchor while under way,
+/// `record::OpRecord`): the process being stopped, what the stop had not
+/// reached yet, then the supervisor and the anchor exit.
 #[test]
 fn kill_9_mid_stop_of_the_whole_stack_finishes_the_whole_stop() {
     let s = Stack::new(
@@ -990,7 +985,6 @@ stop_timeout = "60s"
         s.read("logs/drainer.log").contains("draining")
     });
     let old = kill_supervisor(&s);
-    let _ = finish(stop);
     supervisor_after(&s, old);
     s.write("drained-d", "");
     wait_for("the drainer's stop to be finished", 30, || !alive(drainer));
@@ -1001,13 +995,61 @@ stop_timeout = "60s"
     });
     assert!(
         done,
-        "BUG: the interrupted `stop` of the whole stack was not finished: base (pid {base}) alive {}, \
+        "the interrupted `stop` of the whole stack was not finished: base (pid {base}) alive {}, \
          anchor {anchor} alive {}, supervisors {:?}; status: {}",
         alive(base),
         !fully_dead(anchor),
         supervisors(&s),
         s.status_json()
     );
+    survived(stop, "stop of the stack");
+    sentry.assert_clean(&s);
+}
+
+/// A `stop --with-dependents` interrupted by kill -9 is finished by the
+/// next supervisor: what it had not reached yet is stopped too, in order,
+/// and what it did not name runs on.
+#[test]
+fn kill_9_mid_stop_of_some_finishes_that_stop_and_only_it() {
+    let s = Stack::new(
+        r#"
+[service.base]
+command = "exec sleep 1000"
+
+[service.other]
+command = "exec sleep 1000"
+
+[service.drainer]
+command = "exec sh ./drainer.sh d"
+depends_on = ["base"]
+stop_timeout = "60s"
+"#,
+    );
+    s.write("drainer.sh", DRAINER);
+    let sentry = Sentry::watch(&s);
+    start_ok(&s, &[]);
+    let base = running_pid(&s, "base");
+    let other = running_pid(&s, "other");
+    let drainer = running_pid(&s, "drainer");
+    let stop = spawn_cli(&s, &["stop", "--with-dependents", "base"]);
+    wait_for("drainer to drain after SIGTERM", 30, || {
+        s.read("logs/drainer.log").contains("draining")
+    });
+    let old = kill_supervisor(&s);
+    let sup = supervisor_after(&s, old);
+    s.write("drained-d", "");
+    wait_for("the drainer's stop to be finished", 30, || !alive(drainer));
+    wait_for(
+        "base, which the stop had not reached, to be stopped",
+        30,
+        || !alive(base),
+    );
+    wait_for("base shown stopped", 30, || {
+        status_of(&s, "base")["state"] == "stopped"
+    });
+    survived(stop, "stop --with-dependents");
+    assert_eq!(running_pid(&s, "other"), other, "other was not named");
+    assert_eq!(serving_supervisor(&s), sup, "the supervisor serves on");
     sentry.assert_clean(&s);
 }
 
@@ -1028,11 +1070,11 @@ stop_timeout = "2s"
         status_of(&s, "deaf")["state"] == "stopping"
     });
     let old = kill_supervisor(&s);
-    let _ = finish(stop);
     supervisor_after(&s, old);
     wait_for("deaf to be SIGKILLed after its stop_timeout", 30, || {
         status_of(&s, "deaf")["state"] == "stopped"
     });
+    survived(stop, "stop");
     assert_gone_and_reaped(&[deaf], "deaf");
     let st = status_of(&s, "deaf");
     assert!(
@@ -1525,12 +1567,12 @@ depends_on = ["migrate"]
         lines(&s, "migrate.txt").len() == 1
     });
     let old = kill_supervisor(&s);
-    let _ = finish(first);
     supervisor_after(&s, old);
     let second = spawn_cli(&s, &["start"]);
     s.write("go", "");
     let (code, out) = finish(second);
     assert_eq!(code, Some(0), "start after adoption:\n{out}\n{}", s.dump());
+    survived(first, "start");
     let m = lines(&s, "migrate.txt");
     assert!(
         m.last().is_some_and(|l| l.starts_with("run ")) && s.read("migrated").contains("yes"),
@@ -1621,7 +1663,6 @@ stop_timeout = "60s"
         s.read("logs/svc.log").contains("draining")
     });
     let old = kill_supervisor(&s);
-    let _ = finish(restart);
     supervisor_after(&s, old);
     s.write("drained-v", "");
     let back = within(10, || {
@@ -1635,6 +1676,7 @@ stop_timeout = "60s"
         status_of(&s, "svc"),
         s.dump()
     );
+    survived(restart, "restart");
     sentry.assert_clean(&s);
 }
 
@@ -1688,11 +1730,11 @@ ready = {{ notify = true, timeout = "60s" }}
     });
     harness::kill(sup, 9);
     wait_for("the frozen supervisor to be gone", 30, || fully_dead(sup));
-    let _ = finish(first);
     supervisor_after(&s, sup);
     // late says it once the next supervisor runs.
     s.write("go-late", "");
     start_ok(&s, &[]);
+    survived(first, "start");
     for (n, p) in [("early", early), ("late", late)] {
         assert_eq!(running_pid(&s, n), p, "{n} was restarted");
         assert_eq!(status_of(&s, n)["ready"], true);
@@ -1933,13 +1975,10 @@ fn the_anchor_killed_after_the_binary_was_upgraded_on_disk_kills_nothing() {
 // ---------------------------------------------------------------------------
 // The stack file the next supervisor runs
 
-/// BUG (left failing for the lead, see the survival report): the anchor
-/// relaunches the supervisor on the stack file as it is on disk now, not
-/// the one the killed supervisor ran (`record::STACK_FILE_KEY` is defined
-/// and never used). An edit not yet applied by `reload` is then applied
-/// half-way by a crash: a process removed from the file is stopped as a
-/// "stranger" (`Supervisor::reconcile`), one whose command changed keeps
-/// its old process under the new spec.
+/// The anchor keeps the text of the stack file its supervisor runs on
+/// (`record::STACK_FILE_KEY`), and a relaunched supervisor runs on it: an
+/// edit nobody reloaded is not applied half-way by a crash (a process
+/// removed from the file stopped as a "stranger"); `reload` applies it.
 #[test]
 fn kill_9_after_an_unapplied_edit_changes_nothing_until_reload() {
     let s = Stack::new(
@@ -1962,7 +2001,7 @@ command = "exec sleep 1000"
     let kept = within(5, || !alive(b));
     assert!(
         !kept && alive(b) && s.process_status("b").is_some_and(|p| p["pid"] == b),
-        "BUG: a kill -9 of the supervisor applied an edit nobody reloaded: b (pid {b}) alive {}, status: {}",
+        "a kill -9 of the supervisor applied an edit nobody reloaded: b (pid {b}) alive {}, status: {}",
         alive(b),
         s.status_json()
     );
@@ -1973,10 +2012,9 @@ command = "exec sleep 1000"
     sentry.assert_clean(&s);
 }
 
-/// BUG (left failing for the lead, same cause): with the stack file broken
-/// on disk (an edit in progress), a killed supervisor is relaunched onto
-/// it, fails to load it, and the stack runs on with no supervisor at all
-/// (no restarts, no health checks) until someone fixes the file.
+/// With the stack file broken on disk (an edit in progress), a killed
+/// supervisor still comes back (on the text the anchor keeps): the stack
+/// is never left with no restarts and no health checks.
 #[test]
 fn kill_9_with_the_stack_file_broken_on_disk_still_brings_a_supervisor_back() {
     let s = Stack::new("[service.a]\ncommand = \"exec sleep 1000\"\n");
@@ -1991,7 +2029,7 @@ fn kill_9_with_the_stack_file_broken_on_disk_still_brings_a_supervisor_back() {
     let back = within(10, || s.supervisor_pid().is_some_and(|p| p != old));
     assert!(
         back,
-        "BUG: no supervisor came back after kill -9 while the stack file is broken on disk: {}\n{}",
+        "no supervisor came back after kill -9 while the stack file is broken on disk: {}\n{}",
         s.status_json(),
         s.dump()
     );
@@ -2042,6 +2080,7 @@ ready = { log = "^w up$", timeout = "60s" }
 
 #[test]
 fn stop_while_only_the_anchor_runs_stops_everything_and_the_anchor_exits() {
+    use std::os::unix::fs::PermissionsExt;
     let s = Stack::new(
         r#"
 [service.a]
@@ -2052,16 +2091,25 @@ command = "exec sleep 1000"
 depends_on = ["a"]
 "#,
     );
+    // The stack runs from its own path to the binary, as an installed one.
+    let exe = s.path().join("bin/stackctl");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    std::fs::copy(harness::bin(), &exe).unwrap();
+    let started = s.cmd_of(&exe, &["start"]).output().expect("start");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
     let sentry = Sentry::watch(&s);
-    start_ok(&s, &[]);
     let pids = [running_pid(&s, "a"), running_pid(&s, "b")];
     let anchor = s.anchor_pid().expect("anchor");
-    // A broken edit: the anchor's relaunched supervisors cannot load it, so
-    // only the anchor runs.
-    s.write(
-        "stack.toml",
-        "[service.a]\ncommand = \"exec sleep 1000\"\nbogus = [\n",
-    );
+    // A broken upgrade renamed over that path: every supervisor the anchor
+    // relaunches fails at once, so only the anchor runs.
+    let broken = s.path().join("bin/stackctl.new");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &exe).unwrap();
     let old = kill_supervisor(&s);
     wait_for("status to say no supervisor runs", 30, || {
         s.status_json()["supervisor"]["running"] == false

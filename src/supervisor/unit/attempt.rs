@@ -339,18 +339,7 @@ impl Unit {
 
     /// Writes the pid file of a fresh child and publishes its pid.
     fn record(&self, child: &Child) -> std::path::PathBuf {
-        let pid_path = self.ctx.state.pid_file(&self.inst.name);
-        match PidRecord::capture(child.pid, &self.inst.name, self.ctx.supervisor_pid) {
-            Ok(rec) => {
-                if let Err(e) = rec.write(&pid_path) {
-                    tracing::error!(process = %self.name(), "could not write {}: {e}", pid_path.display());
-                }
-            }
-            // Gone already: its exit is on the way.
-            Err(e) => {
-                tracing::debug!(process = %self.name(), "no identity for pid {}: {e}", child.pid)
-            }
-        }
+        let pid_path = self.write_pid_file(child.pid);
         let pid = child.pid;
         tracing::info!(process = %self.name(), "spawned pid {pid}: {}", self.spec.command);
         let generation = self.generation;
@@ -359,6 +348,24 @@ impl Unit {
             s.since = Some(Instant::now());
             s.env_generation = Some(generation);
         });
+        pid_path
+    }
+
+    /// Writes `pid` (and its identity) as this instance's pid file;
+    /// where it is.
+    pub(super) fn write_pid_file(&self, pid: i32) -> std::path::PathBuf {
+        let pid_path = self.ctx.state.pid_file(&self.inst.name);
+        match PidRecord::capture(pid, &self.inst.name, self.ctx.supervisor_pid) {
+            Ok(rec) => {
+                if let Err(e) = rec.write(&pid_path) {
+                    tracing::error!(process = %self.name(), "could not write {}: {e}", pid_path.display());
+                }
+            }
+            // Gone already: its exit is on the way.
+            Err(e) => {
+                tracing::debug!(process = %self.name(), "no identity for pid {pid}: {e}")
+            }
+        }
         pid_path
     }
 

@@ -37,7 +37,7 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
         ProbeKind::Log(_) | ProbeKind::Notify | ProbeKind::Alive(_) => Vec::new(),
     };
     let mut out = text.to_string();
-    // The target, shown as probed.
+    // The target, shown as probed (a URL without its userinfo and query).
     let shown = match template {
         ProbeKind::Http(t) => {
             let probed = expand(t);
@@ -48,36 +48,7 @@ pub(super) fn redact(text: &str, template: &ProbeKind, env: &[(String, String)])
         ProbeKind::Tcp(t) => expand(t),
         _ => String::new(),
     };
-    let mut names: Vec<&str> = Vec::new();
-    for t in texts {
-        let mut rest = t;
-        while let Some(i) = rest.find("${") {
-            rest = &rest[i + 2..];
-            let len = rest
-                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
-                .unwrap_or(rest.len());
-            if len > 0 && !names.contains(&&rest[..len]) {
-                names.push(&rest[..len]);
-            }
-        }
-    }
-    let mut values: Vec<(&str, &str)> = names
-        .iter()
-        .filter_map(|n| {
-            env.iter()
-                .rev()
-                .find(|(k, _)| k == n)
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-        })
-        // A value the shown target holds (a port, a host) is shown anyway.
-        .filter(|(_, v)| v.len() >= 3 && !shown.contains(v))
-        .collect();
-    // Longest first, so a value that holds another is replaced whole.
-    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-    for (k, v) in values {
-        out = out.replace(v, &format!("${{{k}}}"));
-    }
-    out
+    crate::config::env::redact_values(&out, &texts, env, &shown)
 }
 
 /// What a readiness gate needs besides the unit.

@@ -43,7 +43,7 @@ use super::gate::Gate;
 use super::{Child, Cmd, End, StartFailure, Unit};
 use crate::config::{Kind, ProbeKind, ProcessSpec, ReadySpec};
 use crate::probe::{NotifySocket, ProbeCtx};
-use crate::spawn::{identity::PidRecord, StopReport};
+use crate::spawn::StopReport;
 use crate::status::State;
 
 use super::super::fsm::Backoff;
@@ -275,17 +275,7 @@ impl Unit {
     /// The successor is ready: it is the instance's process now (pid
     /// file, status, record, notify socket with the anchor).
     fn take_over(&mut self, new: &Child, notify: Option<&NotifySocket>) {
-        let pid_path = self.ctx.state.pid_file(&self.inst.name);
-        match PidRecord::capture(new.pid, &self.inst.name, self.ctx.supervisor_pid) {
-            Ok(rec) => {
-                if let Err(e) = rec.write(&pid_path) {
-                    tracing::error!(process = %self.name(), "could not write {}: {e}", pid_path.display());
-                }
-            }
-            Err(e) => {
-                tracing::debug!(process = %self.name(), "no identity for pid {}: {e}", new.pid)
-            }
-        }
+        self.write_pid_file(new.pid);
         if let Some(n) = notify {
             self.ctx
                 .anchor
