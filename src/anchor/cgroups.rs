@@ -93,6 +93,12 @@ impl Cgroups {
                 }
             }
         };
+        if let Err(e) = forks_into(&tree) {
+            Tree::forget(&record);
+            tree.prune();
+            note("INFO", &format!("cannot fork into the stack's cgroup {} ({e}): strays are found by their environment", tree.base().display()));
+            return None;
+        }
         if let Err(e) = tree.write_record(&record) {
             note(
                 "WARN",
@@ -231,3 +237,16 @@ impl Cgroups {
         self.tree.prune();
     }
 }
+
+/// Whether a child forked into a cgroup of `tree` lives (a cgroup of its
+/// own, `.probe`, never an instance's name; removed after).
+fn forks_into(tree: &Tree) -> std::io::Result<()> {
+    let fd = tree.instance_dir(PROBE)?;
+    let r = crate::spawn::forks_into(fd.as_fd());
+    drop(fd);
+    tree.remove_if_empty(PROBE);
+    r
+}
+
+/// The probe's cgroup: not a valid instance name.
+const PROBE: &str = ".probe";

@@ -1,7 +1,7 @@
 //! The stack's cgroup tree (cgroup v2), where the host lets stackctl make
 //! one: every process of an instance in a cgroup of its own,
 //! `<base>/<instance>`, so that what it left behind is listed by the
-//! kernel (`cgroup.procs`) and killed in one write (`cgroup.kill`) — in
+//! kernel (`cgroup.procs`) and killed from that list — in
 //! O(members), whatever else runs on the host, and whatever the process
 //! did to its session or its environment.
 //!
@@ -22,16 +22,21 @@
 //!
 //! The incarnations of an instance share its cgroup: during an
 //! overlapping restart (`listen`) a search spares the serving one by its
-//! process group, and `cgroup.kill` is not used.
+//! process group, and then nothing is killed by cgroup. `cgroup.kill` is
+//! never used (see [`Tree::kill`]).
 //!
 //! Owns: finding the cgroup2 mount and this process's cgroup, the tree's
-//! layout and record, listing members, `cgroup.kill`, removing empty
+//! layout and record, listing members, killing them, removing empty
 //! cgroups. Must not touch: when to stop or what a stop does
 //! (`terminate`), the anchor's loop, spawning (`into`).
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+/// How many times [`Tree::kill`] lists a cgroup again for what forked
+/// while it killed (a stop's last search catches anything later).
+const KILL_ROUNDS: usize = 4;
 
 /// Set to `off` in the environment of `stackctl start` (the anchor's) to
 /// keep the stack out of cgroups: stops then find strays by the `/proc`
@@ -145,17 +150,34 @@ impl Tree {
         procs(&self.instance_path(instance)).contains(&pid)
     }
 
-    /// Kills every process in the cgroups of `instances` (all, with
-    /// `None`) at once (`cgroup.kill`, Linux 5.14). False when the kernel
-    /// has no `cgroup.kill`.
-    pub fn kill(&self, instances: Option<&[String]>) -> bool {
-        let mut all = true;
+    /// Sends `SIGKILL` to every process in the cgroups of `instances` (all,
+    /// with `None`), listing them again until a listing finds none not
+    /// yet killed (what forked meanwhile), at most a few times.
+    ///
+    /// Not `cgroup.kill`: after one, this kernel kills every child forked
+    /// into that cgroup with `CLONE_INTO_CGROUP` at birth (it compares the
+    /// cgroup's kill count with the parent's), so the next incarnation of
+    /// the instance would die at once.
+    pub fn kill(&self, instances: Option<&[String]>) {
         for (_, path) in self.cgroups(instances) {
-            if path.exists() {
-                all &= std::fs::write(path.join("cgroup.kill"), b"1").is_ok();
+            let mut killed: Vec<i32> = Vec::new();
+            for _ in 0..KILL_ROUNDS {
+                let fresh: Vec<i32> = procs(&path)
+                    .into_iter()
+                    .filter(|p| !killed.contains(p))
+                    .collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                for pid in fresh {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    killed.push(pid);
+                }
             }
         }
-        all
     }
 
     /// Whether the cgroup of `instance` still holds a live process (`None`:

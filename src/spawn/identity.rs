@@ -100,24 +100,64 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
 /// what a process really costs, its children included (an `npm start`
 /// whose server is a child, a shell and its program). A sum over `/proc`
 /// of the process `pgid` and each whose group is `pgid` (zombies count
-/// nothing); `None` when none is left.
+/// nothing); `None` when none is left. For many groups at once, one
+/// [`GroupRss::scan`].
 pub fn group_rss_bytes(pgid: i32) -> Option<u64> {
-    let mut total = 0u64;
-    let mut found = false;
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
+    GroupRss::scan().of(pgid)
+}
+
+/// The resident memory of every process group on the host, from one pass
+/// over `/proc` (a status of N processes reads `/proc` once, not N times).
+#[derive(Debug, Default)]
+pub struct GroupRss {
+    /// Bytes by process group, of the live processes in it.
+    by_group: std::collections::HashMap<i32, u64>,
+    /// Each live process's group and bytes.
+    by_pid: std::collections::HashMap<i32, (i32, u64)>,
+}
+
+impl GroupRss {
+    /// Reads every process's group and resident size (zombies count
+    /// nothing).
+    pub fn scan() -> GroupRss {
+        let mut g = GroupRss::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return g;
         };
-        // After the name: state(0) … pgrp(2) … rss(21), in pages.
-        let Ok(f) = stat_fields(pid) else { continue };
-        let member = pid == pgid || f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid);
-        if !member || matches!(f.first().map(String::as_str), Some("Z" | "X")) {
-            continue;
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            // After the name: state(0) … pgrp(2) … rss(21), in pages.
+            let Ok(f) = stat_fields(pid) else { continue };
+            if matches!(f.first().map(String::as_str), Some("Z" | "X")) {
+                continue;
+            }
+            let Some(pgrp) = f.get(2).and_then(|g| g.parse::<i32>().ok()) else {
+                continue;
+            };
+            let bytes = f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page_size();
+            *g.by_group.entry(pgrp).or_default() += bytes;
+            g.by_pid.insert(pid, (pgrp, bytes));
         }
-        found = true;
-        total += f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page_size();
+        g
     }
-    found.then_some(total)
+
+    /// The process `pgid` and each in group `pgid` together, as
+    /// [`group_rss_bytes`]; `None` when none is live.
+    pub fn of(&self, pgid: i32) -> Option<u64> {
+        let group = self.by_group.get(&pgid).copied();
+        // The process itself, when it has left its own group.
+        let own = self
+            .by_pid
+            .get(&pgid)
+            .filter(|(g, _)| *g != pgid)
+            .map(|(_, b)| *b);
+        match (group, own) {
+            (None, None) => None,
+            (g, o) => Some(g.unwrap_or(0) + o.unwrap_or(0)),
+        }
+    }
 }
 
 /// What a pid file holds: enough to prove that a live pid is still ours.
@@ -326,6 +366,11 @@ mod tests {
         let leader = rss_bytes(pgid).unwrap();
         assert!(group >= 32 << 20, "group {group}");
         assert!(group > leader, "group {group} > leader {leader}");
+        // One scan answers for every group: this one, and none for a pid
+        // that is not there.
+        let scan = GroupRss::scan();
+        assert!(scan.of(pgid).is_some_and(|b| b >= 32 << 20));
+        assert_eq!(scan.of(i32::MAX), None);
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pgid),
             nix::sys::signal::Signal::SIGKILL,

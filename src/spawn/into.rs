@@ -109,6 +109,38 @@ pub(super) fn spawn_into(
     }
 }
 
+/// Whether a child forked into the cgroup of `cgroup` lives: it exits at
+/// once, and must end with 0. A kernel that refuses the fork, or that
+/// kills the child at birth (one that compares the cgroup's `cgroup.kill`
+/// count with the parent's, once the parent's cgroup was killed), fails.
+///
+/// # Errors
+/// The refusal, or how the child ended.
+pub(super) fn probe(cgroup: BorrowedFd<'_>) -> io::Result<()> {
+    let pid = clone_into(cgroup.as_raw_fd())?;
+    if pid == 0 {
+        // SAFETY: the child of a single-threaded process ends at once,
+        // running none of the parent's exit-time code.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::_exit(0)
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(pid);
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(other) => {
+                return Err(io::Error::other(format!(
+                    "a child forked into it did not live: {other:?}"
+                )))
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Everything the child needs, built before the fork (the child only
 /// reads it: no allocation after the fork).
 struct Prepared {

@@ -160,6 +160,15 @@ pub fn spawn_unreaped(
     Ok((pid, read_end))
 }
 
+/// Whether a child can be forked into the cgroup of `cgroup` and live
+/// (see `into`); for a single-threaded process (the anchor).
+///
+/// # Errors
+/// When the kernel refuses, or kills such a child at birth.
+pub fn forks_into(cgroup: BorrowedFd<'_>) -> io::Result<()> {
+    into::probe(cgroup)
+}
+
 /// The kernel would not fork into the cgroup (`clone3` missing or
 /// filtered, no permission): nothing ran.
 #[derive(Debug)]

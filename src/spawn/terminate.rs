@@ -15,7 +15,7 @@
 //!    has one) and for the group and the strays to be gone (a short timer:
 //!    no event tells that a group emptied);
 //! 4. `SIGKILL` whatever is left (with a tree and nothing spared, also
-//!    `cgroup.kill` of the instances' cgroups: what forked meanwhile too)
+//!    every member of the instances' cgroups: what forked meanwhile too)
 //!    and wait up to [`HARD_WAIT`] more;
 //! 5. look once more for strays that appeared during the stop, and kill
 //!    them;
@@ -151,7 +151,7 @@ pub async fn terminate(
     report
 }
 
-/// `cgroup.kill` of the target's instances, where the stack has a tree
+/// `SIGKILL` to every member of the target's instances' cgroups, where the stack has a tree
 /// and nothing of them is spared (a spared incarnation shares their
 /// cgroups).
 fn kill_tree(target: Target<'_>) {

@@ -862,6 +862,7 @@ impl Supervisor {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut processes = Vec::new();
+        let memory = crate::spawn::identity::GroupRss::scan();
         for spec in &stack.processes {
             let shown = self.registry.shown(spec);
             if shown.is_empty() && spec.is_pool() && sel.processes.contains(&spec.name) {
@@ -877,7 +878,7 @@ impl Supervisor {
                 let observed = unit
                     .as_ref()
                     .map_or_else(Observed::nothing, UnitHandle::observed);
-                let mut st = observed.status(&inst, spec.kind);
+                let mut st = observed.status(&inst, spec.kind, &memory);
                 st.env_generation = unit.as_ref().and_then(|u| u.now().env_generation);
                 st.schedule = self.schedule_status(spec);
                 processes.push(st);
