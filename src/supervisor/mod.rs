@@ -120,6 +120,10 @@ pub struct Supervisor {
     /// Starts begun (each keeps a record with the anchor while under way).
     /// Operations begun (numbers their records).
     ops: std::sync::atomic::AtomicU64,
+    /// False while a restart of the stack a killed supervisor had under
+    /// way is done again ([`Supervisor::reconcile`]): a `start` or
+    /// `restart` asked meanwhile waits for it ([`Supervisor::settled`]).
+    settled: watch::Sender<bool>,
     pid: i32,
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
@@ -182,6 +186,7 @@ impl Supervisor {
             reloading: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
             ops: std::sync::atomic::AtomicU64::new(0),
+            settled: watch::channel(true).0,
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -363,6 +368,11 @@ impl Supervisor {
             interrupted.insert(0, record::OpRecord::Start { names: pending });
         }
         plan.ops = record::unfinished(interrupted);
+        // A start asked while an interrupted restart of the stack is done
+        // again would start what it is about to stop.
+        if plan.ops.contains(&record::OpRecord::Restart) {
+            self.settled.send_replace(false);
+        }
         for name in records.keys() {
             self.ctx.anchor.del(&record::unit_key(name));
         }
@@ -377,6 +387,20 @@ impl Supervisor {
     /// finish an interrupted stop of the stack (and exit), or an
     /// interrupted shrink, and then the `start`s and `stop`s under way.
     pub async fn reconcile(&self, plan: Adoption, tx: &ProgressTx) {
+        self.finish_adoption(plan, tx).await;
+        self.settled.send_replace(true);
+    }
+
+    /// Returns once no restart of the stack a killed supervisor had under
+    /// way is left to do again: a `start` asked meanwhile (the one a CLI
+    /// sends after it lost that supervisor, too) then sees what it left,
+    /// not a half-done restart.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    async fn finish_adoption(&self, plan: Adoption, tx: &ProgressTx) {
         for a in plan.strangers {
             let pid = a.info.pid;
             tracing::warn!(process = %a.info.instance, "stopping pid {pid}: the stack file no longer has it (or it is an older copy)");
@@ -449,6 +473,10 @@ impl Supervisor {
                 self.stop_with(names, *with_dependents, tx).await
             }
             record::OpRecord::Shutdown => self.shutdown(tx).await,
+            record::OpRecord::Restart => {
+                tracing::info!("doing an interrupted restart of the stack again");
+                self.restart(&[], tx).await
+            }
         };
         if let Err(e) = r {
             tracing::error!("the interrupted {op:?} failed again: {e}");
@@ -791,13 +819,27 @@ impl Supervisor {
         self.refresh_env(&stack, &fresh, caller, tx)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
+            // Kept while it stops: a supervisor killed meanwhile leaves
+            // the next one to do the whole restart (tasks run again).
+            let key = self.begin_op(&record::OpRecord::Restart);
             // Serving processes with `listen` are not stopped first: the
             // start below replaces each (its successor on the same
             // sockets, then the old one stopped).
             let down = self
                 .registry
                 .matching(|h| !(overlaps(&h.spec) && h.now().state == State::Running));
-            self.bring_down(&stack, down, tx).await?;
+            let stopped = self.bring_down(&stack, down, tx).await;
+            if stopped.is_ok() {
+                // Its tasks run again, even if the start below is
+                // interrupted before it reaches them.
+                for h in self.registry.matching(|h| {
+                    h.spec.kind == crate::config::Kind::Task && h.spec.schedule.is_none()
+                }) {
+                    h.rearm().await;
+                }
+            }
+            self.done_op(&key);
+            stopped?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
         let mut rest = Vec::new();
