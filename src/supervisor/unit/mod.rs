@@ -704,7 +704,19 @@ impl Unit {
                 () = &mut sleep => return true,
                 cmd = self.rx.recv() => match self.redefined(cmd) {
                     None => return false,
-                    Some(Cmd::Start { reply } | Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => self.waiters.push(reply),
+                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) if self.ctx.closing() => {
+                        let _ = reply.send(Err(closing_failure()));
+                    }
+                    // A restart asked for is made now, in a new life (the
+                    // back-off is for the restarts the policy makes).
+                    Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => {
+                        self.wanted = true;
+                        self.waiters.push(reply);
+                        self.fresh_life();
+                        tracing::info!(process = %self.name(), "restarting on request, without waiting out its back-off");
+                        return true;
+                    }
                     // Not completed: nothing to rearm.
                     Some(Cmd::Rearm { reply }) => { let _ = reply.send(()); }
                     Some(Cmd::Stop { reply }) => {
