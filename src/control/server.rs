@@ -236,7 +236,10 @@ async fn dispatch(
                 .map(|_| None)
         }
         Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
-        Request::Reload { dry_run } => sup.reload_with(dry_run, &tx).await.map(|_| None),
+        Request::Reload { dry_run } => {
+            sup.settled().await;
+            sup.reload_with(dry_run, &tx).await.map(|_| None)
+        }
     }
 }
 

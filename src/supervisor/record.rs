@@ -57,6 +57,16 @@ pub enum OpRecord {
     /// tasks run again, is then kept as a `Start`): the next supervisor
     /// does the whole restart again.
     Restart,
+    /// What is left of a reload once its new stack file is kept: the
+    /// processes to start (added, or changed and stopped to start again),
+    /// and the instances to give their new definition in place (pool
+    /// members, serving services with `listen`). An instance whose process
+    /// started after `began_ms` (ms since the epoch) has it already.
+    Reload {
+        began_ms: u64,
+        start: Vec<String>,
+        roll: Vec<String>,
+    },
 }
 
 impl OpRecord {

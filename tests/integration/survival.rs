@@ -1737,6 +1737,75 @@ stop_timeout = "60s"
     sentry.assert_clean(&s);
 }
 
+/// A pool member: says `<instance> <GEN> <pid>` in `members.txt` when it
+/// starts; on SIGTERM, `draining` in its log, and exits once
+/// `drained-<instance>` exists.
+const MEMBER: &str = r#"#!/bin/sh
+echo "$STACKCTL_PROCESS $GEN $$" >> members.txt
+trap 'echo "draining $$"; while [ ! -e "drained-$STACKCTL_PROCESS" ]; do sleep 0.02; done; exit 0' TERM
+while :; do sleep 0.05; done
+"#;
+
+fn member_pool(generation: &str) -> String {
+    format!(
+        r#"
+[service.worker]
+command = "exec sh ./member.sh"
+replicas = 3
+stop_timeout = "60s"
+env = {{ GEN = "{generation}" }}
+"#
+    )
+}
+
+#[test]
+fn kill_9_mid_reload_roll_the_next_supervisor_finishes_the_roll_and_the_reload_waits_for_it() {
+    let s = Stack::new(&member_pool("a"));
+    s.write("member.sh", MEMBER);
+    let sentry = Sentry::watch(&s);
+    start_ok(&s, &[]);
+    // The pool redefined: rolled member by member; the supervisor killed
+    // while the first member drains.
+    s.write("stack.toml", &member_pool("b"));
+    let reload = spawn_cli(&s, &["reload"]);
+    wait_for("worker.1 to drain", 30, || {
+        s.read("logs/worker.1.log").contains("draining")
+    });
+    let old = kill_supervisor(&s);
+    supervisor_after(&s, old);
+    for m in 1..=3 {
+        s.write(&format!("drained-worker.{m}"), "");
+    }
+    survived(reload, "reload");
+    let started = lines(&s, "members.txt");
+    for m in 1..=3 {
+        let name = format!("worker.{m}");
+        let pid = running_pid(&s, &name);
+        assert_eq!(
+            env_of(pid, "GEN").as_deref(),
+            Some("b"),
+            "{name} still runs the old definition after the interrupted reload: {started:?}\n{}",
+            s.dump()
+        );
+        let runs: Vec<&String> = started
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(
+            runs.len(),
+            2,
+            "{name} started {runs:?}: once, then once more for the reload"
+        );
+    }
+    let again = run_code(&s, &["reload"], 0);
+    assert_eq!(
+        lines(&s, "members.txt").len(),
+        started.len(),
+        "a second reload changed something: {again:?}"
+    );
+    sentry.assert_clean(&s);
+}
+
 /// Sends `READY=1` (and then `STATUS=serving <name>`) to its notify socket
 /// once `go-<name>` exists, says so in `sent-<name>`, and goes on running.
 const NOTIFIER: &str = r#"
