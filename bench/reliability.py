@@ -111,7 +111,7 @@ class Procs:
             mark, inst = self.marks[p]
             a = argv(p)
             role = None
-            if a and a[0].endswith("stackctl") and len(a) > 1:
+            if a and len(a) > 1 and (a[0].endswith("stackctl") or os.path.basename(a[0]) == os.path.basename(BIN)):
                 role = a[1]
             out.append(
                 {"pid": p, "mark": mark, "inst": inst, "role": role,
@@ -165,10 +165,13 @@ def sentry(d):
             for k, v in sorted(insts.items()):
                 if len(v) > 1:
                     found.append(f"two copies of {k}")
+            pids_of = {"two supervisors": sups, "two anchors": anchors}
             for what in found:
                 if (label, what) not in seen:
                     seen.add((label, what))
-                    f.write(f"{label}\t{what}\n")
+                    group = pids_of.get(what) or insts.get(what[len("two copies of "):], [])
+                    detail = " ".join(f"{p['pid']}(ppid {p['ppid']}) {' '.join(p['argv'][:3])}" for p in group)
+                    f.write(f"{label}\t{what}\t{time.strftime('%H:%M:%S')}\t{detail}\n")
                     f.flush()
             samples += 1
             time.sleep(0.01)
@@ -178,7 +181,7 @@ def sentry(d):
 
 def sentry_lines(d, label):
     text = read(os.path.join(d, ".sentry"), "r") or ""
-    return [ln.split("\t", 1)[1] for ln in text.splitlines() if ln.split("\t", 1)[0] == label]
+    return [ln.split("\t")[1] for ln in text.splitlines() if ln.split("\t")[0] == label]
 
 
 # ---------------------------------------------------------------------------

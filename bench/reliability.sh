@@ -428,8 +428,9 @@ case2() {
         local label="round $r"
         if ((r % 3 == 0)); then label="round $r (kill)"; fi
         fire "$label" "${cmds[@]}"
-        # Whatever they did, one more start brings everything up.
-        sc start -q >/dev/null 2>&1 || true
+        # Whatever they did, one more start brings everything up (a pool
+        # scaled to 0 stays at 0 without --scale).
+        sc start --scale worker=2 -q >/dev/null 2>&1 || true
         verdict "$label: ${cmds[*]}" "$(sleep 0.3; rl consistent "$d" all-up)"
         if ((r % 5 == 0)); then
             # Storms: parallel stops from up, parallel starts from stopped.
@@ -456,6 +457,9 @@ case2() {
     printf '   %-52s %s\n' "hung (60 s) / panicked" "$hung / $panics"
     printf '   %-52s %s\n' "rounds whose end state was wrong" "$bad"
     printf '   %-52s %s\n' "sentry: moments with two of something" "${s:-none}"
+    if [[ -s $d/.sentry ]]; then
+        sed 's/^/   - /' "$d/.sentry" | cut -c1-300 | head -10
+    fi
     if [[ -s $failures ]]; then
         echo "   failures:"
         sed 's/^== /   - /' "$failures" | cut -c1-400 | head -20
@@ -699,6 +703,8 @@ PY
     local done_secs
     done_secs=$(cut -d' ' -f2 writer.done 2>/dev/null || echo "not done")
     LIMIT=30 sc stop -q >/dev/null 2>&1 || true
+    # The evidence outlives the tmpfs (KEEP=1 keeps it).
+    cp state/writer.log state/stackctl.log . 2>/dev/null || true
 
     echo
     echo "5. a full disk (state folder on a ${DISK_MB} MB tmpfs)    load $(load)"
