@@ -290,6 +290,7 @@ impl Observed {
 
     /// The row of pool `name` itself (it has no member to show).
     pub fn pool_row(self, name: &str, kind: Kind) -> ProcessStatus {
+        let no_memory = std::collections::HashMap::new();
         let inst = Instance {
             name: name.to_string(),
             process: name.to_string(),
@@ -297,13 +298,19 @@ impl Observed {
         };
         ProcessStatus {
             pool: Some(name.to_string()),
-            ..self.status(&inst, kind)
+            ..self.status(&inst, kind, &no_memory)
         }
     }
 
-    /// The status record of instance `inst` of a process of kind `kind`.
-    /// Memory is read now from `/proc` for a live pid.
-    pub fn status(self, inst: &Instance, kind: Kind) -> ProcessStatus {
+    /// The status record of instance `inst` of a process of kind `kind`;
+    /// its memory from `group_rss` (`spawn::identity::group_rss_table`,
+    /// read once for a whole status).
+    pub fn status(
+        self,
+        inst: &Instance,
+        kind: Kind,
+        group_rss: &std::collections::HashMap<i32, u64>,
+    ) -> ProcessStatus {
         let live = self.state.has_process();
         let pid = if live { self.pid } else { None };
         ProcessStatus {
@@ -322,9 +329,7 @@ impl Observed {
             },
             // The whole group: a process and everything it started (every
             // instance leads its own group).
-            rss_mb: pid
-                .and_then(crate::spawn::identity::group_rss_bytes)
-                .map(megabytes),
+            rss_mb: pid.and_then(|p| group_rss.get(&p).copied()).map(megabytes),
             exit_code: self.exit_code,
             message: self.message,
             env_generation: None,
@@ -558,7 +563,11 @@ mod tests {
             exit_code: Some(0),
             message: None,
         };
-        let s = o.status(&inst("api"), Kind::Service);
+        let s = o.status(
+            &inst("api"),
+            Kind::Service,
+            &crate::spawn::identity::group_rss_table(),
+        );
         assert_eq!(s.pid, None);
         assert_eq!(s.uptime_s, None);
         assert_eq!(s.rss_mb, None);
@@ -577,7 +586,11 @@ mod tests {
             exit_code: None,
             message: None,
         };
-        let s = o.status(&inst("worker.2"), Kind::Service);
+        let s = o.status(
+            &inst("worker.2"),
+            Kind::Service,
+            &crate::spawn::identity::group_rss_table(),
+        );
         assert_eq!(s.pool.as_deref(), Some("worker"));
         assert_eq!(s.instance, Some(2));
         assert!(s.rss_mb.is_some_and(|m| m > 0.0));

@@ -120,6 +120,35 @@ pub fn group_rss_bytes(pgid: i32) -> Option<u64> {
     found.then_some(total)
 }
 
+/// [`group_rss_bytes`] of every group at once, in one pass over `/proc`
+/// (a status of many processes: one pass, not one per process). A group
+/// with no live member has no entry.
+pub fn group_rss_table() -> std::collections::HashMap<i32, u64> {
+    let mut table = std::collections::HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return table;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(f) = stat_fields(pid) else { continue };
+        if matches!(f.first().map(String::as_str), Some("Z" | "X")) {
+            continue;
+        }
+        let rss = f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page_size();
+        // A member of group G: its group is G, or it is G itself.
+        let group = f.get(2).and_then(|g| g.parse::<i32>().ok());
+        if let Some(g) = group {
+            *table.entry(g).or_insert(0) += rss;
+        }
+        if group != Some(pid) {
+            *table.entry(pid).or_insert(0) += rss;
+        }
+    }
+    table
+}
+
 /// What a pid file holds: enough to prove that a live pid is still ours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidRecord {
@@ -326,6 +355,12 @@ mod tests {
         let leader = rss_bytes(pgid).unwrap();
         assert!(group >= 32 << 20, "group {group}");
         assert!(group > leader, "group {group} > leader {leader}");
+        let table = group_rss_table();
+        assert!(
+            table[&pgid] >= 32 << 20,
+            "the table's group {:?}",
+            table.get(&pgid)
+        );
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pgid),
             nix::sys::signal::Signal::SIGKILL,
@@ -345,6 +380,8 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 0);
         let group = proc_stat(me).unwrap().pgid;
         assert!(group_rss_bytes(group).unwrap() >= rss_bytes(me).unwrap());
+        // The table of every group has it too, with at least this process.
+        assert!(group_rss_table()[&group] >= rss_bytes(me).unwrap());
         let st = proc_stat(me).unwrap();
         assert!(uptime_of(st.start_ticks).is_some());
     }

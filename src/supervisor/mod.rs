@@ -974,6 +974,7 @@ impl Supervisor {
         let stack = self.stack();
         let sel = self.select(&stack, names)?;
         let mut processes = Vec::new();
+        let group_rss = crate::spawn::identity::group_rss_table();
         for spec in &stack.processes {
             let shown = self.registry.shown(spec);
             if shown.is_empty() && spec.is_pool() && sel.processes.contains(&spec.name) {
@@ -989,7 +990,7 @@ impl Supervisor {
                 let observed = unit
                     .as_ref()
                     .map_or_else(Observed::nothing, UnitHandle::observed);
-                let mut st = observed.status(&inst, spec.kind);
+                let mut st = observed.status(&inst, spec.kind, &group_rss);
                 st.env_generation = unit.as_ref().and_then(|u| u.now().env_generation);
                 st.schedule = self.schedule_status(spec);
                 processes.push(st);

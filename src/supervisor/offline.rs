@@ -85,6 +85,7 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
     let sel = plan::select(stack, names).map_err(|u| super::unknown_names(stack, &u))?;
     let state = StateDir::new(&stack.state_dir);
     let mut processes = Vec::new();
+    let group_rss = crate::spawn::identity::group_rss_table();
     for (inst, rec) in known_instances(stack, &state) {
         if !names.is_empty() && !sel.contains(&inst) {
             continue;
@@ -94,7 +95,7 @@ pub fn status(stack: &Stack, names: &[String]) -> Result<StatusDoc, crate::error
             continue;
         }
         let kind = spec.map_or(crate::config::Kind::Service, |p| p.kind);
-        processes.push(observe(rec.as_ref()).status(&inst, kind));
+        processes.push(observe(rec.as_ref()).status(&inst, kind, &group_rss));
     }
     Ok(StatusDoc {
         stack: stack.name.clone(),
