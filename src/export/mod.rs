@@ -379,6 +379,36 @@ fn common_notes(stack: &Stack, engine: Engine) -> Vec<Note> {
                 ),
             ));
         }
+        if let Some(a) = &p.autoscale {
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "autoscale (sized from a queue depth, {}..{} members, every {}) is not exported: {}",
+                    a.min,
+                    a.max,
+                    duration(a.interval),
+                    match engine {
+                        Engine::Systemd => "the units start the pool's `replicas`; start or stop instances (`systemctl start UNIT@N.service`) from your own check of the queue",
+                        Engine::Compose => "the service runs the pool's `replicas`; compose has no autoscaler",
+                        Engine::Kubernetes => "the Deployment starts with the pool's `replicas`; a KEDA ScaledObject (or an HPA on an external metric) reading the same depth is the equivalent",
+                    }
+                ),
+            ));
+        }
+        if !p.listen.is_empty() && engine != Engine::Systemd {
+            let addrs: Vec<String> = p.listen.iter().map(|l| l.addr.to_string()).collect();
+            notes.push(Note::new(
+                &p.name,
+                format!(
+                    "listen = [{}] (sockets stackctl holds across restarts, passed as fd 3…) is not exported: in a container the process binds its own port, so give it a command that does (not `--fd 3`); {}",
+                    addrs.join(", "),
+                    match engine {
+                        Engine::Kubernetes => "a rolling update of the Deployment takes the place of the overlapping restart",
+                        _ => "connections are refused while its container restarts",
+                    }
+                ),
+            ));
+        }
         if let Some(sched) = &p.schedule {
             notes.push(Note::new(
                 &p.name,

@@ -1,6 +1,8 @@
 //! systemd: a `.service` per process, a template `NAME@.service` per pool
-//! (`STACKCTL_INSTANCE=%i`), a `.target` that wants them all, and a
-//! `-health.timer`/`-health.service` pair per `health` check.
+//! (`STACKCTL_INSTANCE=%i`), a `.target` that wants them all, a
+//! `-health.timer`/`-health.service` pair per `health` check, and a
+//! `.socket` per fd name of a service's `listen` (systemd holds the
+//! sockets, as stackctl does, and passes them with `LISTEN_FDS`).
 //!
 //! Owns: the unit-file mapping (see docs/moving.md for the table). Gates
 //! become `ExecStartPost=<stackctl> probe …`, which runs the same probe
@@ -10,7 +12,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{CommandSpec, Kind, ProbeKind, ProcessSpec, RestartPolicy, Stack};
+use crate::config::{CommandSpec, Kind, ListenAddr, ProbeKind, ProcessSpec, RestartPolicy, Stack};
 
 use super::command::{translate, Exec};
 use super::env::{plan, EnvPlan};
@@ -98,6 +100,38 @@ impl Names {
     fn target(&self) -> String {
         format!("{}.target", self.prefix)
     }
+
+    /// The socket unit of `p`'s sockets named `fd_name`: `NAME.socket`
+    /// for the default name (the service's own, as systemd names a socket
+    /// unit's fds after it), `NAME.FDNAME.socket` for another.
+    fn socket(&self, p: &ProcessSpec, fd_name: &str) -> String {
+        if fd_name == p.name {
+            format!("{}-{}.socket", self.prefix, p.name)
+        } else {
+            format!("{}-{}.{}.socket", self.prefix, p.name, prefix(fd_name))
+        }
+    }
+
+    /// Every socket unit of `p`, in the order of its `listen` entries.
+    fn sockets(&self, p: &ProcessSpec) -> Vec<String> {
+        listen_groups(p)
+            .iter()
+            .map(|(name, _)| self.socket(p, name))
+            .collect()
+    }
+}
+
+/// `p`'s `listen` entries grouped by fd name, in the order each name first
+/// appears (systemd gives every fd of a socket unit one name).
+fn listen_groups(p: &ProcessSpec) -> Vec<(&str, Vec<&ListenAddr>)> {
+    let mut groups: Vec<(&str, Vec<&ListenAddr>)> = Vec::new();
+    for l in &p.listen {
+        match groups.iter_mut().find(|(n, _)| *n == l.name) {
+            Some((_, addrs)) => addrs.push(&l.addr),
+            None => groups.push((&l.name, vec![&l.addr])),
+        }
+    }
+    groups
 }
 
 /// A stack name as a unit-name prefix: what systemd allows in a unit name.
@@ -155,6 +189,12 @@ pub(super) fn render(input: &Input<'_>, opts: &Options) -> Result<Export, Refusa
             name: names.unit(p),
             contents: unit,
         });
+        for (fd_name, addrs) in listen_groups(p) {
+            files.push(File {
+                name: names.socket(p, fd_name),
+                contents: socket_file(input, &names, p, fd_name, &addrs),
+            });
+        }
         if let Some(h) = &p.health {
             let (service, timer) = health_files(input, opts, &names, p, h, &env)?;
             files.push(File {
@@ -202,6 +242,12 @@ fn process_notes(p: &ProcessSpec) -> Vec<Note> {
         out.push(Note::new(
             &p.name,
             "a gate that fails fails the unit, and Restart= starts it again (up to StartLimitBurst=); stackctl marks it failed and does not retry",
+        ));
+    }
+    if !p.listen.is_empty() {
+        out.push(Note::new(
+            &p.name,
+            "listen: systemd holds the sockets (its .socket units), so connections wait in the backlog across restarts as under stackctl; but a restart stops the old process before it starts the new one (stackctl starts the new one and stops the old once the new is ready): connections wait out the new one's start-up; ListenStream= holds the address as it is now (a `${…}` in it expanded): export again when it changes (`export --check` says so)",
         ));
     }
     if p.restart != RestartPolicy::Never {
@@ -348,6 +394,8 @@ fn unit_file(
             deps.extend(names.instances(dp));
         }
     }
+    let sockets = names.sockets(p);
+    deps.extend(sockets.iter().cloned());
     if !deps.is_empty() {
         let _ = writeln!(out, "Requires={}", deps.join(" "));
         let _ = writeln!(out, "After={}", deps.join(" "));
@@ -373,6 +421,9 @@ fn unit_file(
         systemd_specifiers(&p.cwd.display().to_string())
     );
     env_lines(&mut out, stack, p, env);
+    if !sockets.is_empty() {
+        let _ = writeln!(out, "Sockets={}", sockets.join(" "));
+    }
     if p.health.is_some() {
         let words = vec![
             W::Lit(opts.stackctl.display().to_string()),
@@ -553,6 +604,55 @@ fn health_files(
     Ok((service, timer))
 }
 
+/// The socket unit of `p`'s sockets named `fd_name`: bound as stackctl
+/// binds them (an IPv6 address IPv6 only, a unix socket its owner's only;
+/// systemd sets `SO_REUSEADDR` itself), and handed to the service; a pool's to its
+/// first member on traffic, and to every member it starts (`Sockets=`).
+fn socket_file(
+    input: &Input<'_>,
+    names: &Names,
+    p: &ProcessSpec,
+    fd_name: &str,
+    addrs: &[&ListenAddr],
+) -> String {
+    let mut out = file_head(input, &[]);
+    out.push_str("\n[Unit]\n");
+    let _ = writeln!(
+        out,
+        "Description={}",
+        systemd_specifiers(&format!(
+            "sockets {fd_name} of service {} of stack {}",
+            p.name, input.stack.name
+        ))
+    );
+    let _ = writeln!(out, "PartOf={}", names.target());
+    out.push_str("\n[Socket]\n");
+    for a in addrs {
+        let at = match a {
+            ListenAddr::Tcp(t) => t.to_string(),
+            ListenAddr::Unix(path) => path.display().to_string(),
+        };
+        let _ = writeln!(out, "ListenStream={}", systemd_specifiers(&at));
+    }
+    if addrs
+        .iter()
+        .any(|a| matches!(a, ListenAddr::Tcp(t) if t.is_ipv6()))
+    {
+        out.push_str("BindIPv6Only=ipv6-only\n");
+    }
+    if addrs.iter().any(|a| matches!(a, ListenAddr::Unix(_))) {
+        out.push_str("SocketMode=0600\n");
+    }
+    let _ = writeln!(out, "FileDescriptorName={fd_name}");
+    let service = if p.is_pool() {
+        format!("{}-{}@1.service", names.prefix, p.name)
+    } else {
+        names.unit(p)
+    };
+    let _ = writeln!(out, "Service={service}");
+    out
+}
+
 fn target_file(input: &Input<'_>, opts: &Options, names: &Names, notes: &[Note]) -> String {
     let stack = input.stack;
     let mut out = file_head(input, notes);
@@ -565,7 +665,7 @@ fn target_file(input: &Input<'_>, opts: &Options, names: &Names, notes: &[Note])
     let wants: Vec<String> = stack
         .processes
         .iter()
-        .flat_map(|p| names.instances(p))
+        .flat_map(|p| names.sockets(p).into_iter().chain(names.instances(p)))
         .collect();
     if !wants.is_empty() {
         let _ = writeln!(out, "Wants={}", wants.join(" "));

@@ -737,3 +737,95 @@ ready = {{ http = "http://127.0.0.1:{port}/prepared.txt", timeout = "20s" }}
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     println!("ran the exported units under the user manager");
 }
+
+/// `listen` becomes socket units systemd accepts: one per fd name, each
+/// address bound as stackctl binds it, handed to the service (a pool's to
+/// every member); compose and Kubernetes say what they cannot keep.
+#[test]
+fn listen_becomes_socket_units_that_systemd_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    let admin = dir.path().join("admin.sock");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[stack]
+name = "sockets"
+
+[service.api]
+command = "exec python3 -m http.server"
+listen = ["127.0.0.1:18000", "[::1]:18000", {{ addr = "unix:{}", name = "admin" }}]
+
+[service.w]
+command = "exec sleep 100"
+replicas = 2
+listen = ["127.0.0.1:18001"]
+"#,
+            admin.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("units");
+    let run = export(
+        &file,
+        dir.path(),
+        &["systemd", "--out", out.to_str().unwrap()],
+    );
+    run.success();
+    assert!(
+        run.stderr
+            .contains("api, w: listen: systemd holds the sockets"),
+        "{}",
+        run.stderr
+    );
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let api = read("sockets-api.socket");
+    for line in [
+        "ListenStream=127.0.0.1:18000",
+        "ListenStream=[::1]:18000",
+        "BindIPv6Only=ipv6-only",
+        "FileDescriptorName=api",
+        "Service=sockets-api.service",
+    ] {
+        assert!(api.contains(line), "{line} missing:\n{api}");
+    }
+    let admin_unit = read("sockets-api.admin.socket");
+    assert!(
+        admin_unit.contains(&format!("ListenStream={}", admin.display()))
+            && admin_unit.contains("FileDescriptorName=admin")
+            && admin_unit.contains("SocketMode=0600"),
+        "{admin_unit}"
+    );
+    let service = read("sockets-api.service");
+    assert!(
+        service.contains("Sockets=sockets-api.socket sockets-api.admin.socket"),
+        "{service}"
+    );
+    assert!(read("sockets-w@.service").contains("Sockets=sockets-w.socket"));
+    assert!(read("sockets-w.socket").contains("Service=sockets-w@1.service"));
+    assert!(read("sockets.target").contains("sockets-api.socket"));
+    let units = verifiable_units(&out);
+    let mut vargs = vec!["verify", "--man=no"];
+    vargs.extend(units.iter().map(String::as_str));
+    let (code, text) = validator("systemd-analyze", &vargs, &out, &[]);
+    assert!(
+        code == 0 && text.trim().is_empty(),
+        "systemd-analyze verify exited {code}:\n{text}"
+    );
+    for engine in ["compose", "kubernetes"] {
+        let out = dir.path().join(engine);
+        let run = export(
+            &file,
+            dir.path(),
+            &[engine, "--image", "app:1", "--out", out.to_str().unwrap()],
+        );
+        run.success();
+        assert!(
+            run.stderr
+                .contains("w: listen = [127.0.0.1:18001] (sockets stackctl holds"),
+            "{engine}: {}",
+            run.stderr
+        );
+    }
+}
