@@ -635,7 +635,7 @@ case5() {
     mount -t tmpfs -o "size=${DISK_MB}m,mode=0700" tmpfs "$d/state"
     mounts+=("$d/state")
     cd "$d"
-    # 60000 lines of 100 bytes in ~6 s, numbered; it tells when it is done.
+    # 60000 lines of 101 bytes in ~6 s, numbered; it tells when it is done.
     cat >writer.py <<'EOF'
 import os, sys, time
 out = sys.stdout.buffer
@@ -707,7 +707,8 @@ for line in open(sys.argv[1], "rb"):
     else:
         present += 1
         last = n
-print(want, present, want - present, (want - present) * 100, lost_said, dup, split)
+# Each line is 101 bytes ("w", a space, 9 digits, a space, 88 x, a newline).
+print(want, present, want - present, (want - present) * 101, lost_said, dup, split)
 PY
 )
     local written present lost lostb said dup split
@@ -728,7 +729,7 @@ PY
     printf '   %-46s %s\n' "after space was freed" "$status_after; writer's message: $msg_after"
     printf '   %-46s %s\n' "writer (60000 lines at 10000/s) finished in" "$done_secs s (not blocked by the full disk: ~6 s)"
     printf '   %-46s %s\n' "lines written / in the log / lost" "$written / $present / $lost ($lostb bytes; the log's own lost-marker says $said bytes)"
-    printf '   %-46s %s\n' "duplicated / split lines" "$dup / $split"
+    printf '   %-46s %s\n' "duplicated / split lines" "$dup / $split (the line a full disk cut short stays partial)"
     printf '   %-46s %s\n' "stackctl.log lines about the loss" "$logged (full for $((freed_at - full_at)) s)"
 }
 
