@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::session::{
-    connect, ensure_supervisor, load_stack, ping, print_warnings, request_done, request_surviving,
-    Launch, Target,
+    connect, ensure_supervisor, load_stack, ping, print_warnings, request_surviving, Launch, Target,
 };
 use super::Global;
 use crate::control::protocol::{CallerEnv, Request};
@@ -400,7 +399,10 @@ pub fn run_reload(args: ReloadArgs, g: &Global) -> Result<u8> {
         quiet: true,
         ..g.clone()
     };
-    let answer = request_done(
+    // A reload whose supervisor is killed midway waits for the relaunched
+    // one (which finishes it) and asks it again.
+    let answer = request_surviving(
+        &stack,
         &mut client,
         Request::Reload {
             dry_run: args.dry_run,

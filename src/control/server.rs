@@ -213,10 +213,14 @@ async fn dispatch(
         Request::Status { names } | Request::Watch { names } => {
             sup.status(&names).map(|d| Some(Answer::Status(d)))
         }
-        Request::Start { names, scale, env } => sup
-            .start_env(&names, &scale, env.map(|e| e.0), &tx)
-            .await
-            .map(|s| Some(Answer::Started(s))),
+        // A start or restart waits for what a killed supervisor had under
+        // way (its successor finishes it first).
+        Request::Start { names, scale, env } => {
+            sup.settled().await;
+            sup.start_env(&names, &scale, env.map(|e| e.0), &tx)
+                .await
+                .map(|s| Some(Answer::Started(s)))
+        }
         Request::Stop { names, .. } if names.is_empty() => sup.shutdown(&tx).await.map(|_| None),
         Request::Stop {
             names,
@@ -225,12 +229,17 @@ async fn dispatch(
             .stop_with(&names, with_dependents, &tx)
             .await
             .map(|_| None),
-        Request::Restart { names, env } => sup
-            .restart_env(&names, env.map(|e| e.0), &tx)
-            .await
-            .map(|_| None),
+        Request::Restart { names, env } => {
+            sup.settled().await;
+            sup.restart_env(&names, env.map(|e| e.0), &tx)
+                .await
+                .map(|_| None)
+        }
         Request::Scale { name, count } => sup.scale(&name, &count, &tx).await.map(|_| None),
-        Request::Reload { dry_run } => sup.reload_with(dry_run, &tx).await.map(|_| None),
+        Request::Reload { dry_run } => {
+            sup.settled().await;
+            sup.reload_with(dry_run, &tx).await.map(|_| None)
+        }
     }
 }
 

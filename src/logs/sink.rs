@@ -327,10 +327,26 @@ impl Sink {
     /// (Re)opens `path` for appending and learns its size and last byte.
     fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        // Readable too when it is (or will be) a regular file, to learn its
+        // last byte: a write cut short (a full disk) leaves a partial line.
+        // A FIFO or a device is opened for writing only.
+        let regular = std::fs::metadata(&self.path).map_or(true, |m| m.is_file());
+        let append = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        };
+        let file = if regular {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&self.path)
+                .or_else(|_| append())?
+        } else {
+            append()?
+        };
         let meta = file.metadata()?;
         if meta.is_dir() {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
@@ -338,7 +354,7 @@ impl Sink {
         let size = meta.len();
         let mut last = [b'\n'];
         if size > 0 && meta.is_file() {
-            // Unreadable (write-only special file): assume a line boundary.
+            // Unreadable (write-only): assume a line boundary.
             let _ = file.read_at(&mut last, size - 1);
         }
         self.identity = (meta.dev(), meta.ino());
@@ -527,6 +543,27 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(")\nthree\n"), "{text}");
+    }
+
+    #[test]
+    fn the_marker_after_a_write_cut_short_mid_line_is_a_line_of_its_own() {
+        // A full disk cuts a write short mid-line: the file ends with a
+        // partial line while what was lost meanwhile ended lines.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        let mut s = Sink::open(p.clone(), settings(1000, 3, false)).unwrap();
+        s.write(b"whole\npart");
+        s.fail("No space left on device (os error 28)".into());
+        s.write(b"ial\nlost\n");
+        if let Some(f) = s.failure.as_mut() {
+            f.retry_at = Instant::now();
+        }
+        s.write(b"next\n");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            "whole\npart\n[stackctl] 9 bytes of output were lost while this log could not be written (No space left on device (os error 28))\nnext\n"
+        );
     }
 
     #[test]

@@ -390,6 +390,8 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 0);
         let group = proc_stat(me).unwrap().pgid;
         assert!(group_rss_bytes(group).unwrap() >= rss_bytes(me).unwrap());
+        // The table of every group has it too, with at least this process.
+        assert!(GroupRss::scan().of(group).unwrap() >= rss_bytes(me).unwrap());
         let st = proc_stat(me).unwrap();
         assert!(uptime_of(st.start_ticks).is_some());
     }

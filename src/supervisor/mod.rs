@@ -120,6 +120,11 @@ pub struct Supervisor {
     /// Starts begun (each keeps a record with the anchor while under way).
     /// Operations begun (numbers their records).
     ops: std::sync::atomic::AtomicU64,
+    /// False while a restart of the stack or a reload a killed supervisor
+    /// had under way is finished ([`Supervisor::reconcile`]): a `start`,
+    /// `restart` or `reload` asked meanwhile waits for it
+    /// ([`Supervisor::settled`]).
+    settled: watch::Sender<bool>,
     pid: i32,
     // Autoscaling (`autoscale.rs`): its tasks hold `me`, never an `Arc`.
     me: Weak<Supervisor>,
@@ -183,6 +188,7 @@ impl Supervisor {
             reloading: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
             ops: std::sync::atomic::AtomicU64::new(0),
+            settled: watch::channel(true).0,
             notices: Mutex::new(Vec::new()),
             pid,
         })
@@ -369,6 +375,18 @@ impl Supervisor {
             interrupted.insert(0, record::OpRecord::Start { names: pending });
         }
         plan.ops = record::unfinished(interrupted);
+        // A start asked while an interrupted restart of the stack is done
+        // again would start what it is about to stop; a reload asked while
+        // an interrupted one is finished would find nothing to do and
+        // answer before it is done.
+        if plan.ops.iter().any(|op| {
+            matches!(
+                op,
+                record::OpRecord::Restart | record::OpRecord::Reload { .. }
+            )
+        }) {
+            self.settled.send_replace(false);
+        }
         for name in records.keys() {
             self.ctx.anchor.del(&record::unit_key(name));
         }
@@ -383,6 +401,20 @@ impl Supervisor {
     /// finish an interrupted stop of the stack (and exit), or an
     /// interrupted shrink, and then the `start`s and `stop`s under way.
     pub async fn reconcile(&self, plan: Adoption, tx: &ProgressTx) {
+        self.finish_adoption(plan, tx).await;
+        self.settled.send_replace(true);
+    }
+
+    /// Returns once no restart of the stack or reload a killed supervisor
+    /// had under way is left to finish: a `start` or `reload` asked
+    /// meanwhile (the one a CLI sends after it lost that supervisor, too)
+    /// then sees what it left, not a half-done one.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    async fn finish_adoption(&self, plan: Adoption, tx: &ProgressTx) {
         for a in plan.strangers {
             let pid = a.info.pid;
             tracing::warn!(process = %a.info.instance, "stopping pid {pid}: the stack file no longer has it (or it is an older copy)");
@@ -455,10 +487,82 @@ impl Supervisor {
                 self.stop_with(names, *with_dependents, tx).await
             }
             record::OpRecord::Shutdown => self.shutdown(tx).await,
+            record::OpRecord::Restart => {
+                tracing::info!("doing an interrupted restart of the stack again");
+                self.restart(&[], tx).await
+            }
+            record::OpRecord::Reload {
+                began_ms,
+                start,
+                roll,
+            } => {
+                tracing::info!("finishing an interrupted reload");
+                self.finish_reload(*began_ms, start, roll, tx).await
+            }
         };
         if let Err(e) = r {
             tracing::error!("the interrupted {op:?} failed again: {e}");
         }
+    }
+
+    /// Does what an interrupted reload left (see `OpRecord::Reload`): starts
+    /// what it was to start, and restarts each instance it was to give its
+    /// new definition whose process predates the reload (this supervisor
+    /// runs on the new file: a restart gives it).
+    async fn finish_reload(
+        &self,
+        began_ms: u64,
+        start: &[String],
+        roll: &[String],
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let stack = self.stack();
+        let start: Vec<String> = start
+            .iter()
+            .filter(|n| stack.process(n).is_some())
+            .cloned()
+            .collect();
+        if !start.is_empty() {
+            self.start(&start, &BTreeMap::new(), false, tx).await?;
+        }
+        let ago = crate::timeline::now_ms().saturating_sub(began_ms);
+        let began = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_millis(ago))
+            .unwrap_or_else(std::time::Instant::now);
+        for name in roll {
+            let Some(h) = self
+                .registry
+                .all()
+                .into_iter()
+                .find(|h| &h.inst.name == name)
+            else {
+                continue;
+            };
+            // A stop under way, and the spawn that may follow it (the
+            // unit's own restart), end first.
+            let mut status = h.status.clone();
+            let _ = status
+                .wait_for(|s| match s.state {
+                    State::Stopping => false,
+                    State::Starting => s.pid.is_some(),
+                    _ => true,
+                })
+                .await;
+            let now = h.now();
+            let old = matches!(now.state, State::Running | State::Starting | State::Backoff)
+                && now.since.is_none_or(|t| t < began);
+            if !old {
+                continue;
+            }
+            progress(tx, name, Step::Starting, "restarting (new definition)");
+            if let Err(f) = live::follow(&h, h.restart(), tx).await {
+                return Err(order::start_failure(
+                    &[(name.clone(), h.log_path.clone(), f.reason)],
+                    &[],
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps `op` with the anchor while it is under way; [`Supervisor::done_op`]
@@ -797,13 +901,27 @@ impl Supervisor {
         self.refresh_env(&stack, &fresh, caller, tx)?;
         if names.is_empty() {
             self.autoscale_stop(&sel.processes);
+            // Kept while it stops: a supervisor killed meanwhile leaves
+            // the next one to do the whole restart (tasks run again).
+            let key = self.begin_op(&record::OpRecord::Restart);
             // Serving processes with `listen` are not stopped first: the
             // start below replaces each (its successor on the same
             // sockets, then the old one stopped).
             let down = self
                 .registry
                 .matching(|h| !(overlaps(&h.spec) && h.now().state == State::Running));
-            self.bring_down(&stack, down, tx).await?;
+            let stopped = self.bring_down(&stack, down, tx).await;
+            if stopped.is_ok() {
+                // Its tasks run again, even if the start below is
+                // interrupted before it reaches them.
+                for h in self.registry.matching(|h| {
+                    h.spec.kind == crate::config::Kind::Task && h.spec.schedule.is_none()
+                }) {
+                    h.rearm().await;
+                }
+            }
+            self.done_op(&key);
+            stopped?;
             return self.start(&[], &BTreeMap::new(), true, tx).await;
         }
         let mut rest = Vec::new();
@@ -1024,6 +1142,48 @@ impl Supervisor {
             }
         }
         self.set_stack(new);
+        // From here on the new file is what a relaunched supervisor runs
+        // on: what is left to do is kept with it.
+        let mut to_start = changes.added.clone();
+        to_start.extend(was_active);
+        let stack = self.stack();
+        let roll: Vec<String> = in_place
+            .iter()
+            .filter_map(|n| stack.process(n))
+            .flat_map(|spec| self.registry.instances(spec))
+            .map(|i| i.name)
+            .collect();
+        let key = self.begin_op(&record::OpRecord::Reload {
+            began_ms: crate::timeline::now_ms(),
+            start: to_start.clone(),
+            roll,
+        });
+        let r = self
+            .apply_reload_rest(old, changes, plan, &in_place, &to_start, down, tx)
+            .await;
+        self.done_op(&key);
+        r
+    }
+
+    /// [`Supervisor::apply_reload`] once the new stack file is kept.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_reload_rest(
+        &self,
+        old: &Stack,
+        changes: &reload::Changes,
+        plan: &ReloadPlan,
+        in_place: &[String],
+        to_start: &[String],
+        down: Result<(), Error>,
+        tx: &ProgressTx,
+    ) -> Result<(), Error> {
+        let dropped: Vec<String> = changes
+            .removed
+            .iter()
+            .chain(&changes.changed)
+            .filter(|n| !in_place.contains(n))
+            .cloned()
+            .collect();
         // What is new or redefined gets the environment its new definition says.
         let defined: Vec<String> = changes
             .added
@@ -1042,10 +1202,8 @@ impl Supervisor {
         for (name, n) in &changes.resized {
             self.scale(name, &n.unwrap_or(1).to_string(), tx).await?;
         }
-        let mut to_start = changes.added.clone();
-        to_start.extend(was_active);
         if !to_start.is_empty() {
-            self.start(&to_start, &BTreeMap::new(), false, tx).await?;
+            self.start(to_start, &BTreeMap::new(), false, tx).await?;
         }
         let rolled: Vec<&PlanEntry> = plan
             .processes

@@ -53,6 +53,20 @@ pub enum OpRecord {
     /// The stop of the whole stack, after which the supervisor and the
     /// anchor exit: it outweighs every other operation.
     Shutdown,
+    /// `restart` of the whole stack, while it stops what runs (its start,
+    /// tasks run again, is then kept as a `Start`): the next supervisor
+    /// does the whole restart again.
+    Restart,
+    /// What is left of a reload once its new stack file is kept: the
+    /// processes to start (added, or changed and stopped to start again),
+    /// and the instances to give their new definition in place (pool
+    /// members, serving services with `listen`). An instance whose process
+    /// started after `began_ms` (ms since the epoch) has it already.
+    Reload {
+        began_ms: u64,
+        start: Vec<String>,
+        roll: Vec<String>,
+    },
 }
 
 impl OpRecord {
@@ -198,6 +212,8 @@ mod tests {
             with_dependents: true,
         };
         assert_eq!(OpRecord::decode(&op.encode()), Some(op));
+        let restart = OpRecord::Restart;
+        assert_eq!(OpRecord::decode(&restart.encode()), Some(restart));
         assert!(op_key(3) < op_key(12), "kept in the order they began");
         assert_eq!(UnitRecord::decode("{"), None);
         assert_eq!(unit_key("worker.2"), "unit/worker.2");
@@ -211,7 +227,7 @@ mod tests {
             names: vec!["api".into()],
             with_dependents: false,
         };
-        let table: [(Vec<OpRecord>, Vec<OpRecord>); 4] = [
+        let table: [(Vec<OpRecord>, Vec<OpRecord>); 5] = [
             (vec![], vec![]),
             (vec![start.clone()], vec![start.clone()]),
             (
@@ -220,6 +236,10 @@ mod tests {
             ),
             (
                 vec![start.clone(), OpRecord::Shutdown, stop.clone()],
+                vec![OpRecord::Shutdown],
+            ),
+            (
+                vec![OpRecord::Restart, OpRecord::Shutdown],
                 vec![OpRecord::Shutdown],
             ),
         ];

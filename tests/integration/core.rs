@@ -1567,6 +1567,51 @@ fn restart_without_names_reruns_tasks_and_restarts_everything() {
     assert_eq!(state_of(&s, "migrate"), "completed");
 }
 
+/// Seconds since midnight of a `stackctl.log` line's stamp.
+fn log_secs(line: &str) -> f64 {
+    let stamp = line.split(' ').next().unwrap_or_default();
+    let time = stamp
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    time.split(':')
+        .map(|p| p.parse::<f64>().unwrap_or(f64::NAN))
+        .fold(0.0, |acc, p| acc * 60.0 + p)
+}
+
+#[test]
+fn restart_of_a_crash_looping_service_restarts_it_now_not_after_its_back_off() {
+    let s = Stack::new(
+        r#"
+[service.svc]
+command = "if [ -e ok ]; then exec sleep 1000; else exit 1; fi"
+restart = "always"
+max_restarts = 1000
+"#,
+    );
+    let _ = s.run(&["start"]);
+    let backing_off = "restarting in 6.4s";
+    wait_for("svc's back-off to reach 6.4 s", 60, || {
+        s.read("logs/stackctl.log").contains(backing_off)
+    });
+    s.write("ok", "");
+    run_code(&s, &["restart", "svc"], 0);
+    assert_eq!(state_of(&s, "svc"), "running");
+    let log = s.read("logs/stackctl.log");
+    let from = log.rfind(backing_off).expect("the back-off line");
+    let begun = log[..from].rsplit('\n').next().unwrap_or_default();
+    let spawned = log[from..]
+        .lines()
+        .find(|l| l.contains("spawned pid"))
+        .unwrap_or_else(|| panic!("no spawn after the back-off:\n{log}"));
+    let waited = log_secs(spawned) - log_secs(begun);
+    assert!(
+        waited < 6.4,
+        "`restart svc` waited out the back-off ({waited:.1}s) instead of restarting it now:\n{log}"
+    );
+}
+
 #[test]
 fn stop_name_stops_only_that_process() {
     let s = Stack::new(THREE_TIER);

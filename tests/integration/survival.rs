@@ -1680,6 +1680,132 @@ stop_timeout = "60s"
     sentry.assert_clean(&s);
 }
 
+/// A task and a service that say, in `order.txt`, each time they start.
+const ORDERED_TASK: &str = r#"#!/bin/sh
+echo "migrate $$" >> order.txt
+"#;
+
+/// Says `api PID` in `order.txt` when it starts; on SIGTERM, `draining` in
+/// its log, and exits once `drained` exists.
+const ORDERED_API: &str = r#"#!/bin/sh
+echo "api $$" >> order.txt
+trap 'echo "draining $$"; while [ ! -e drained ]; do sleep 0.02; done; exit 0' TERM
+while :; do sleep 0.05; done
+"#;
+
+#[test]
+fn kill_9_mid_restart_of_the_whole_stack_still_runs_its_tasks_again_once_and_first() {
+    let s = Stack::new(
+        r#"
+[task.migrate]
+command = "exec sh ./migrate.sh"
+
+[service.api]
+command = "exec sh ./api.sh"
+depends_on = ["migrate"]
+stop_timeout = "60s"
+"#,
+    );
+    s.write("migrate.sh", ORDERED_TASK);
+    s.write("api.sh", ORDERED_API);
+    let sentry = Sentry::watch(&s);
+    start_ok(&s, &[]);
+    let first = running_pid(&s, "api");
+    // `restart` (the whole stack: tasks run again), its supervisor killed
+    // while it stops api.
+    let restart = spawn_cli(&s, &["restart"]);
+    wait_for("api to drain", 30, || {
+        s.read("logs/api.log").contains("draining")
+    });
+    let old = kill_supervisor(&s);
+    supervisor_after(&s, old);
+    s.write("drained", "");
+    survived(restart, "restart");
+    let order = lines(&s, "order.txt");
+    let kinds: Vec<&str> = order
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["migrate", "api", "migrate", "api"],
+        "a whole-stack restart whose supervisor was killed must run the task again, once, before api: {order:?}\n{}",
+        s.dump()
+    );
+    assert_ne!(running_pid(&s, "api"), first, "api was not restarted");
+    assert_eq!(status_of(&s, "migrate")["state"], "completed");
+    sentry.assert_clean(&s);
+}
+
+/// A pool member: says `<instance> <GEN> <pid>` in `members.txt` when it
+/// starts; on SIGTERM, `draining` in its log, and exits once
+/// `drained-<instance>` exists.
+const MEMBER: &str = r#"#!/bin/sh
+echo "$STACKCTL_PROCESS $GEN $$" >> members.txt
+trap 'echo "draining $$"; while [ ! -e "drained-$STACKCTL_PROCESS" ]; do sleep 0.02; done; exit 0' TERM
+while :; do sleep 0.05; done
+"#;
+
+fn member_pool(generation: &str) -> String {
+    format!(
+        r#"
+[service.worker]
+command = "exec sh ./member.sh"
+replicas = 3
+stop_timeout = "60s"
+env = {{ GEN = "{generation}" }}
+"#
+    )
+}
+
+#[test]
+fn kill_9_mid_reload_roll_the_next_supervisor_finishes_the_roll_and_the_reload_waits_for_it() {
+    let s = Stack::new(&member_pool("a"));
+    s.write("member.sh", MEMBER);
+    let sentry = Sentry::watch(&s);
+    start_ok(&s, &[]);
+    // The pool redefined: rolled member by member; the supervisor killed
+    // while the first member drains.
+    s.write("stack.toml", &member_pool("b"));
+    let reload = spawn_cli(&s, &["reload"]);
+    wait_for("worker.1 to drain", 30, || {
+        s.read("logs/worker.1.log").contains("draining")
+    });
+    let old = kill_supervisor(&s);
+    supervisor_after(&s, old);
+    for m in 1..=3 {
+        s.write(&format!("drained-worker.{m}"), "");
+    }
+    survived(reload, "reload");
+    let started = lines(&s, "members.txt");
+    for m in 1..=3 {
+        let name = format!("worker.{m}");
+        let pid = running_pid(&s, &name);
+        assert_eq!(
+            env_of(pid, "GEN").as_deref(),
+            Some("b"),
+            "{name} still runs the old definition after the interrupted reload: {started:?}\n{}",
+            s.dump()
+        );
+        let runs: Vec<&String> = started
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(
+            runs.len(),
+            2,
+            "{name} started {runs:?}: once, then once more for the reload"
+        );
+    }
+    let again = run_code(&s, &["reload"], 0);
+    assert_eq!(
+        lines(&s, "members.txt").len(),
+        started.len(),
+        "a second reload changed something: {again:?}"
+    );
+    sentry.assert_clean(&s);
+}
+
 /// Sends `READY=1` (and then `STATUS=serving <name>`) to its notify socket
 /// once `go-<name>` exists, says so in `sent-<name>`, and goes on running.
 const NOTIFIER: &str = r#"

@@ -645,6 +645,11 @@ impl Unit {
                 let report = self.stop_child(child, pid_path, AfterStop::Down).await;
                 Some(End::Stopped(vec![reply], report))
             }
+            // It runs: nothing to rearm.
+            Some(Cmd::Rearm { reply }) => {
+                let _ = reply.send(());
+                None
+            }
             // The supervisor is going away: leave nothing behind.
             None => {
                 let report = self.stop_child(child, pid_path, AfterStop::Down).await;

@@ -134,6 +134,9 @@ pub enum Cmd {
     },
     /// Stop; reply once the whole group is gone.
     Stop { reply: oneshot::Sender<StopReport> },
+    /// A completed task runs again at its next start (`completed` becomes
+    /// `pending`, kept with the anchor); anything else is left as it is.
+    Rearm { reply: oneshot::Sender<()> },
 }
 
 /// Why a start did not end ready.
@@ -273,6 +276,14 @@ impl UnitHandle {
             return Err(gone());
         }
         rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Makes a completed task run again at its next start.
+    pub async fn rearm(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Rearm { reply }).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Stops it and waits until its group is gone.
@@ -439,6 +450,15 @@ impl Unit {
                         }
                     });
                     let _ = reply.send(StopReport::default());
+                }
+                Cmd::Rearm { reply } => {
+                    self.set(|s| {
+                        if s.state == State::Completed {
+                            s.state = State::Pending;
+                            s.ready = false;
+                        }
+                    });
+                    let _ = reply.send(());
                 }
             }
         }
@@ -686,7 +706,21 @@ impl Unit {
                 () = &mut sleep => return true,
                 cmd = self.rx.recv() => match self.redefined(cmd) {
                     None => return false,
-                    Some(Cmd::Start { reply } | Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => self.waiters.push(reply),
+                    Some(Cmd::Start { reply }) => self.waiters.push(reply),
+                    Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) if self.ctx.closing() => {
+                        let _ = reply.send(Err(closing_failure()));
+                    }
+                    // A restart asked for is made now, in a new life (the
+                    // back-off is for the restarts the policy makes).
+                    Some(Cmd::Restart { reply } | Cmd::Redefine { reply, .. }) => {
+                        self.wanted = true;
+                        self.waiters.push(reply);
+                        self.fresh_life();
+                        tracing::info!(process = %self.name(), "restarting on request, without waiting out its back-off");
+                        return true;
+                    }
+                    // Not completed: nothing to rearm.
+                    Some(Cmd::Rearm { reply }) => { let _ = reply.send(()); }
                     Some(Cmd::Stop { reply }) => {
                         self.wanted = false;
                         self.set(|s| { s.state = State::Stopped; s.message = None; });
