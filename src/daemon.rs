@@ -61,6 +61,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8, Error> {
         }
     };
     let state = StateDir::prepared(&state_dir)?;
+    crate::spawn::raise_fd_limit();
     let lock_path = state.supervisor_lock();
     let lock = crate::state::try_hold(&lock_path)
         .map_err(|e| Error::failed(format!("cannot open {}: {e}", lock_path.display())))?;

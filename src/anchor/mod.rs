@@ -108,6 +108,7 @@ pub fn run(opts: Options) -> Result<u8, Error> {
         })?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::failed(format!("cannot become the stack's subreaper: {e}")))?;
+    crate::spawn::raise_fd_limit();
     let mut house = house::House::new(opts, state, lock)?;
     house.serve();
     Ok(crate::error::exit::SUCCESS)

@@ -317,6 +317,10 @@ fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>) {
 fn child_prepare(sigrtmax: i32, keep: &[RawFd]) -> io::Result<()> {
     use nix::sys::signal::{SigSet, SigmaskHow};
     nix::unistd::setsid()?;
+    // The fd limit this process was started with, not the raised one.
+    if let Some((soft, hard)) = CHILD_NOFILE.get() {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, *soft, *hard)?;
+    }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     // The raw syscall, not libc's sigaction: glibc refuses 32 and 33
     // (reserved for its threads), yet an ignored 32 is inherited all the
@@ -367,6 +371,33 @@ fn child_prepare(sigrtmax: i32, keep: &[RawFd]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fd limit (soft, hard) this process had before [`raise_fd_limit`]
+/// raised it: what every child gets back.
+static CHILD_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// The highest soft fd limit [`raise_fd_limit`] asks for (systemd's
+/// default hard limit): enough for thousands of processes, and no table
+/// sized after an "unlimited" hard limit.
+const MAX_NOFILE: u64 = 524_288;
+
+/// Raises this process's soft fd limit to its hard one (at most
+/// [`MAX_NOFILE`]), as systemd does for itself: the anchor holds a pipe
+/// and more per process, the supervisor a copy, so a common soft limit of
+/// 1024 would cap a stack at about 500 processes. Every child is given the
+/// limit this process had (a program that uses `select(2)` expects it).
+/// Returns (before, after) when it changed anything.
+pub fn raise_fd_limit() -> Option<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let wanted = hard.min(MAX_NOFILE);
+    if wanted <= soft {
+        return None;
+    }
+    CHILD_NOFILE.set((soft, hard)).ok()?;
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).ok()?;
+    Some((soft, wanted))
 }
 
 /// Sends `sig` to the whole process group `pgid`. `Ok(false)` means the

@@ -2261,3 +2261,50 @@ ready = { notify = true, timeout = "60s" }
     );
     run_code(&s, &["stop"], 0);
 }
+
+/// A stack bigger than the caller's soft fd limit allows (the anchor holds
+/// a pipe and more per process) starts whole: stackctl raises its own soft
+/// limit to the hard one, and every process still gets the limit of the
+/// shell that ran `stackctl start`.
+#[test]
+fn a_stack_larger_than_the_soft_fd_limit_starts_and_children_keep_that_limit() {
+    let hard = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().unwrap() >= 4096,
+        "this test needs a hard fd limit of 4096 or more, not {hard}"
+    );
+    let mut toml =
+        String::from("[service.probe]\ncommand = \"ulimit -Sn > nofile.txt; exec sleep 1000\"\n");
+    for i in 0..60 {
+        toml.push_str(&format!(
+            "\n[service.s{i}]\ncommand = \"exec sleep 1000\"\n"
+        ));
+    }
+    let s = Stack::new(&toml);
+    let script = format!("ulimit -Sn 64 && exec '{}' start", harness::bin().display());
+    let out = s
+        .cmd_of(std::path::Path::new("/bin/sh"), &["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "start under a soft limit of 64 fds failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = s.status_json();
+    let running = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "running")
+        .count();
+    assert_eq!(running, 61, "{doc}");
+    wait_for("the probe to write its limit", 30, || {
+        s.read("nofile.txt").trim() == "64"
+    });
+}
