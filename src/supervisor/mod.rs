@@ -115,6 +115,8 @@ pub struct Supervisor {
     notices: Mutex<Vec<(String, String)>>,
     /// Reloads run one at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Pool resizes (`scale`, the autoscaler's) run one at a time.
+    resizing: tokio::sync::Mutex<()>,
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
     /// Starts begun (each keeps a record with the anchor while under way).
@@ -186,6 +188,7 @@ impl Supervisor {
             ctx,
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
+            resizing: tokio::sync::Mutex::new(()),
             upgrading: std::sync::atomic::AtomicBool::new(false),
             ops: std::sync::atomic::AtomicU64::new(0),
             settled: watch::channel(true).0,

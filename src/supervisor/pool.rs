@@ -31,6 +31,10 @@ impl Supervisor {
         self.refuse_if_stopping()?;
         let stack = self.stack();
         let spec = self.pool_named(&stack, name)?;
+        // One resize at a time: a relative count is read against a size
+        // no other resize is changing, and a grow never meets members a
+        // shrink is still stopping.
+        let _resizing = self.resizing.lock().await;
         let current = self.registry.instances(spec).len() as u32;
         if count.trim() == "auto" {
             self.autoscale_resume(spec, tx)?;
@@ -121,7 +125,7 @@ impl Supervisor {
         doomed.sort_by_key(|h| std::cmp::Reverse(h.inst.index));
         let names: Vec<String> = doomed.iter().map(|h| h.inst.name.clone()).collect();
         let r = self.bring_down(stack, doomed, tx).await;
-        self.registry.forget(&names);
+        self.registry.forget_shrunk(name, &names);
         self.ctx.touch();
         r
     }

@@ -106,11 +106,21 @@ impl Registry {
         };
     }
 
-    /// Forgets these units (members stopped by a shrink).
-    pub(super) fn forget(&self, names: &[String]) {
+    /// Forgets the units among `names` (members of pool `pool` stopped by
+    /// a shrink) that are still above its size: a member that a resize
+    /// since has taken back keeps its unit (forgetting it would let the
+    /// next start make a second unit, and a second process, for it).
+    pub(super) fn forget_shrunk(&self, pool: &str, names: &[String]) {
         let mut inner = self.lock();
+        let size = inner.sizes.get(pool).copied().unwrap_or(0);
         for n in names {
-            inner.units.remove(n);
+            let above = inner
+                .units
+                .get(n)
+                .is_some_and(|h| h.inst.index.is_some_and(|i| i > size));
+            if above {
+                inner.units.remove(n);
+            }
         }
     }
 

@@ -1181,3 +1181,112 @@ health = { exec = "test ! -e sick", interval = "100ms", failures = 1 }
     assert!(!alive(first), "the unhealthy api {first} is still alive");
     assert_eq!(restarts_of(&s, "api"), 1);
 }
+
+/// Says `up`, and on SIGTERM `draining`; exits (`drained`) once `release`
+/// exists. Every line names the member and its pid.
+const DRAINS_ON_RELEASE: &str = r#"#!/bin/sh
+me="$STACKCTL_INSTANCE $$"
+trap 'echo "draining $me" >> events; while [ ! -e release ]; do sleep 0.02; done; echo "drained $me" >> events; exit 0' TERM
+echo "up $me" >> events
+while :; do sleep 0.05; done
+"#;
+
+/// A `scale` that grows a pool back while an earlier `scale` is still
+/// draining the same members waits for them: a member never has two
+/// processes, and the new one starts only after its predecessor exited.
+#[test]
+fn a_grow_racing_a_shrink_waits_for_the_drained_members_and_never_doubles_one() {
+    let s = Stack::new(
+        r#"
+[service.w]
+command = "exec sh ./w.sh"
+replicas = 1
+stop_timeout = "60s"
+"#,
+    );
+    s.write("w.sh", DRAINS_ON_RELEASE);
+    // Drainers exit once `release` exists: written on the way out too, so
+    // that a failing test does not wait out their stop_timeout.
+    struct Release(std::path::PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let _release = Release(s.path().join("release"));
+    ok(&s, &["start"]);
+    ok(&s, &["scale", "w", "4"]);
+    wait_for("four members up", 30, || {
+        s.read("events")
+            .lines()
+            .filter(|l| l.starts_with("up "))
+            .count()
+            == 4
+    });
+    let spawn = |args: &[&str]| {
+        s.cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn stackctl")
+    };
+    let shrink = spawn(&["scale", "w", "1"]);
+    wait_for("members 2 to 4 to drain", 30, || {
+        s.read("events")
+            .lines()
+            .filter(|l| l.starts_with("draining "))
+            .count()
+            == 3
+    });
+    let grow = spawn(&["scale", "w", "4"]);
+    // The grow must not start anything while they drain. Its request is
+    // answered in milliseconds when it does not wait, so two seconds of
+    // watching catch a grow that does not.
+    let early = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < early {
+        let ups = s
+            .read("events")
+            .lines()
+            .filter(|l| l.starts_with("up "))
+            .count();
+        assert_eq!(
+            ups,
+            4,
+            "a member started while its predecessor drained:\n{}",
+            s.read("events")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.write("release", "");
+    for (what, c) in [("scale w 1", shrink), ("scale w 4", grow)] {
+        let out = c.wait_with_output().expect("wait stackctl");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("the members grown back to be up", 30, || {
+        s.read("events")
+            .lines()
+            .filter(|l| l.starts_with("up "))
+            .count()
+            == 7
+    });
+    let events = s.read("events");
+    for m in 2..=4 {
+        let of: Vec<&str> = events
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(&m.to_string()))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(of, ["up", "draining", "drained", "up"], "w.{m}:\n{events}");
+        let last_up = events
+            .lines()
+            .rfind(|l| l.starts_with(&format!("up {m} ")))
+            .and_then(|l| l.split(' ').nth(2))
+            .and_then(|p| p.parse::<i32>().ok());
+        assert_eq!(Some(running_pid(&s, &format!("w.{m}"))), last_up, "w.{m}");
+    }
+    assert_eq!(members(&s, "w").len(), 4, "{}", s.status_json());
+}
