@@ -115,7 +115,7 @@ pub struct Supervisor {
     notices: Mutex<Vec<(String, String)>>,
     /// Reloads run one at a time.
     reloading: tokio::sync::Mutex<()>,
-    /// Pool resizes (`scale`, the autoscaler's) run one at a time.
+    /// Pool resizes (`scale`, a reload's) run one at a time.
     resizing: tokio::sync::Mutex<()>,
     /// Leaving for an upgrade.
     upgrading: std::sync::atomic::AtomicBool,
@@ -1059,6 +1059,9 @@ impl Supervisor {
         let _ = tx.send(Progress::plan(plan.clone()));
         if !dry_run {
             log_plan(&plan);
+            // A reload resizes and redefines pools: no `scale` meanwhile
+            // (one holding a unit the reload replaces would run it again).
+            let _resizing = self.resizing.lock().await;
             self.apply_reload(&old, new, &changes, &plan, tx).await?;
         }
         Ok(plan)
