@@ -1206,7 +1206,7 @@ impl Supervisor {
         self.autoscale_reloaded(&self.stack(), &changes.retuned, tx);
         down?;
         for (name, n) in &changes.resized {
-            self.scale(name, &n.unwrap_or(1).to_string(), tx).await?;
+            self.resize(name, &n.unwrap_or(1).to_string(), tx).await?;
         }
         if !to_start.is_empty() {
             self.start(to_start, &BTreeMap::new(), false, tx).await?;

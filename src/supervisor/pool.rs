@@ -28,13 +28,24 @@ impl Supervisor {
     /// a pool that is not autoscaled (2); a new member that failed to
     /// start, a member that could not be stopped (1).
     pub async fn scale(&self, name: &str, count: &str, tx: &ProgressTx) -> Result<u32, Error> {
-        self.refuse_if_stopping()?;
-        let stack = self.stack();
-        let spec = self.pool_named(&stack, name)?;
         // One resize at a time: a relative count is read against a size
         // no other resize is changing, and a grow never meets members a
         // shrink is still stopping.
         let _resizing = self.resizing.lock().await;
+        self.resize(name, count, tx).await
+    }
+
+    /// [`Supervisor::scale`] for a caller that holds the resize lock (a
+    /// reload).
+    pub(super) async fn resize(
+        &self,
+        name: &str,
+        count: &str,
+        tx: &ProgressTx,
+    ) -> Result<u32, Error> {
+        self.refuse_if_stopping()?;
+        let stack = self.stack();
+        let spec = self.pool_named(&stack, name)?;
         let current = self.registry.instances(spec).len() as u32;
         if count.trim() == "auto" {
             self.autoscale_resume(spec, tx)?;
