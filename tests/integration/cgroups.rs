@@ -110,8 +110,11 @@ command = "setsid sleep 1000 & echo $! > escaped.pid; echo $$$$ > leader.pid; ex
     wait_for("the first escapee to be stopped by the restart", 30, || {
         !alive(escaped)
     });
-    let second = s.wait_pid_file("escaped.pid", 30);
+    // (Ready when spawned: the new incarnation may not have written its
+    // escapee's pid yet; read the file until it has.)
+    let mut second = escaped;
     wait_for("a second escapee", 30, || {
+        second = s.read("escaped.pid").trim().parse().unwrap_or(escaped);
         second != escaped && alive(second)
     });
     s.run(&["stop"]).success();
