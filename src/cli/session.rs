@@ -454,17 +454,15 @@ pub fn request_surviving(
             )))
         };
     };
-    let gave_up = |message: String| Error::Failed {
-        message,
-        hint: Some(format!("see {}", state.own_log().display())),
-        detail: None,
-    };
     for _ in 0..MAX_LOST {
         let Some(mut c) = reconnect_within(stack, limit)? else {
-            return Err(gave_up(format!(
-                "{why}, and no supervisor came back within {}s",
-                limit.as_secs()
-            )));
+            return Err(supervisor_died(
+                &state,
+                &format!(
+                    "{why}, and no supervisor came back within {}s",
+                    limit.as_secs()
+                ),
+            ));
         };
         match exchange(&mut c, then.clone(), g) {
             Exchange::Answered(r) => return r,
@@ -472,9 +470,10 @@ pub fn request_surviving(
             Exchange::Lost(again) => return Err(Error::failed(again)),
         }
     }
-    Err(gave_up(format!(
-        "{why}: the supervisor was lost {MAX_LOST} times over"
-    )))
+    Err(supervisor_died(
+        &state,
+        &format!("{why}: the supervisor was lost {MAX_LOST} times over"),
+    ))
 }
 
 /// How many supervisors in a row [`request_surviving`] sees lost before

@@ -4,7 +4,9 @@
 //! and file descriptors; the child-side set-up (a new session, so its group
 //! is its own and stopping it reaches everything it spawned; an empty signal
 //! mask and default dispositions; only fds 0–2 survive `exec`, and the
-//! listening sockets a service is given, at 3… ([`listen`])); signalling a
+//! listening sockets a service is given, at 3… ([`listen`]); the fd limit
+//! stackctl was started with, which [`raise_fd_limit`] raised for stackctl
+//! itself); signalling a
 //! whole group; the one stop sequence ([`terminate`]); the stack's mark and
 //! finding processes by it ([`strays`]); and one-shot commands (`exec`
 //! probes, the keeper's steps).

@@ -46,15 +46,8 @@ fn output(r: &Run) -> String {
     format!("{}\n{}", r.stdout, r.stderr)
 }
 
-/// The record of `name` in `status --json`, which must list it.
-#[track_caller]
-fn status_of(s: &Stack, name: &str) -> serde_json::Value {
-    s.process_status(name)
-        .unwrap_or_else(|| panic!("status --json does not list {name}: {}", s.status_json()))
-}
-
 fn state_of(s: &Stack, name: &str) -> String {
-    status_of(s, name)["state"]
+    s.status_of(name)["state"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -63,7 +56,7 @@ fn state_of(s: &Stack, name: &str) -> String {
 /// The pid of `name`, which must be running.
 #[track_caller]
 fn running_pid(s: &Stack, name: &str) -> i32 {
-    let st = status_of(s, name);
+    let st = s.status_of(name);
     assert_eq!(st["state"], "running", "{name} is not running: {st}");
     let pid = st["pid"]
         .as_i64()
@@ -268,7 +261,7 @@ fn assert_gated_start(s: &Stack, delay: Duration) {
         took >= delay,
         "start returned after {took:?}, before the gate"
     );
-    let st = status_of(s, "svc");
+    let st = s.status_of("svc");
     assert_eq!(st["state"], "running", "{st}");
     assert_eq!(st["ready"], true, "{st}");
     run_code(s, &["status"], 0);
@@ -413,7 +406,7 @@ depends_on = ["svc"]
     );
     start_ok(&s, &[]);
     for p in ["svc", "dependent"] {
-        let st = status_of(&s, p);
+        let st = s.status_of(p);
         assert_eq!(st["state"], "running", "{st}");
         assert_eq!(st["ready"], true, "{st}");
     }
@@ -514,11 +507,11 @@ depends_on = ["api"]
     assert!(!s.path().join("worker-started").exists());
     assert!(s.pids_of_process("api").is_empty());
     assert!(s.pids_of_process("worker").is_empty());
-    let m = status_of(&s, "migrate");
+    let m = s.status_of("migrate");
     assert_eq!(m["state"], "failed", "{m}");
     assert_eq!(m["exit_code"], 3, "{m}");
     for p in ["api", "worker"] {
-        let st = status_of(&s, p);
+        let st = s.status_of(p);
         assert_ne!(st["state"], "running", "{st}");
         assert!(st["pid"].is_null(), "{st}");
     }
@@ -850,7 +843,7 @@ restart = "never"
     wait_for("status to notice the killed child", 30, || {
         state_of(&s, "victim") != "running"
     });
-    let st = status_of(&s, "victim");
+    let st = s.status_of("victim");
     assert!(st["pid"].is_null(), "{st}");
     assert_eq!(st["ready"], false, "{st}");
     assert_eq!(st["exit_code"], 128 + 9, "killed by SIGKILL: {st}");
@@ -875,7 +868,7 @@ restart = "on-failure"
             p["state"] == "running" && p["pid"].as_i64().is_some_and(|n| n as i32 != pid)
         })
     });
-    let st = status_of(&s, "phoenix");
+    let st = s.status_of("phoenix");
     assert_eq!(st["restarts"], 1, "{st}");
     assert_eq!(
         s.pids_of_process("phoenix"),
@@ -927,10 +920,10 @@ ready = { log = "g up", timeout = "60s" }
     // One dies while nobody supervises it: status says so.
     harness::kill(old[2], 9);
     wait_for("w.2 to die", 30, || !alive(old[2]));
-    let w2 = status_of(&s, "w.2");
+    let w2 = s.status_of("w.2");
     assert!(w2["pid"].is_null(), "{w2}");
     assert_ne!(w2["state"], "running", "{w2}");
-    assert_eq!(status_of(&s, "w.1")["pid"], old[1]);
+    assert_eq!(s.status_of("w.1")["pid"], old[1]);
 
     start_ok(&s, &[]);
     for (n, pid) in names.iter().zip(&old) {
@@ -2204,7 +2197,7 @@ ready = {{ notify = true, timeout = "120s" }}
     );
     assert_eq!(state_of(&s, "svc"), "starting");
     // The real one, a child of the service's shell, passes it.
-    let shell = status_of(&s, "svc")["pid"].as_i64().unwrap() as i32;
+    let shell = s.status_of("svc")["pid"].as_i64().unwrap() as i32;
     assert_eq!(parent, shell, "the stand-in is not a child of sh -c");
     assert_ne!(sender, shell);
     s.write("go", "");

@@ -158,6 +158,13 @@ impl Stack {
             .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {r:?}"))
     }
 
+    /// The record of `name` in `status --json`, which must list it.
+    #[track_caller]
+    pub fn status_of(&self, name: &str) -> serde_json::Value {
+        self.process_status(name)
+            .unwrap_or_else(|| panic!("status --json does not list {name}: {}", self.status_json()))
+    }
+
     /// The status record of one process, if listed.
     pub fn process_status(&self, name: &str) -> Option<serde_json::Value> {
         let s = self.status_json();

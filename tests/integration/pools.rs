@@ -21,17 +21,10 @@ fn ok(s: &Stack, args: &[&str]) -> Run {
     run_code(s, args, 0)
 }
 
-/// The record of `name` in `status --json`, which must list it.
-#[track_caller]
-fn status_of(s: &Stack, name: &str) -> serde_json::Value {
-    s.process_status(name)
-        .unwrap_or_else(|| panic!("status --json does not list {name}: {}", s.status_json()))
-}
-
 /// The pid of `name`, which must be running (and alive).
 #[track_caller]
 fn running_pid(s: &Stack, name: &str) -> i32 {
-    let st = status_of(s, name);
+    let st = s.status_of(name);
     assert_eq!(
         st["state"],
         "running",
@@ -123,7 +116,7 @@ max_replicas = 8
     let pids = pool_pids(&s, "worker", 3);
     for i in 1..=3u32 {
         let name = format!("worker.{i}");
-        let st = status_of(&s, &name);
+        let st = s.status_of(&name);
         assert_eq!(st["pool"], "worker", "{st}");
         assert_eq!(st["instance"], i, "{st}");
         assert_eq!(st["kind"], "service", "{st}");
@@ -533,7 +526,7 @@ restart = "never"
         });
     }
     wait_for("onf-ok stopped", 30, || state_of(&s, "onf-ok") == "stopped");
-    let st = status_of(&s, "onf-ok");
+    let st = s.status_of("onf-ok");
     assert_eq!(st["restarts"], 0, "{st}");
     assert_eq!(st["exit_code"], 0, "{st}");
     assert_eq!(st["pid"], serde_json::Value::Null, "{st}");
@@ -541,7 +534,7 @@ restart = "never"
     wait_for("never-bad failed", 30, || {
         state_of(&s, "never-bad") == "failed"
     });
-    let st = status_of(&s, "never-bad");
+    let st = s.status_of("never-bad");
     assert_eq!(st["exit_code"], 7, "{st}");
     assert_eq!(st["restarts"], 0, "{st}");
     assert_eq!(st["ready"], false, "{st}");
@@ -626,7 +619,7 @@ restart_window = "60s"
     // No gate: ready as soon as spawned, even if it exits at once after.
     ok(&s, &["start", "crasher"]);
     wait_for("crasher failed", 30, || state_of(&s, "crasher") == "failed");
-    let st = status_of(&s, "crasher");
+    let st = s.status_of("crasher");
     let msg = st["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("crash loop"), "message: {st}");
     assert_eq!(st["restarts"], 3, "{st}");
@@ -667,7 +660,7 @@ fn gateless_services_exiting_at_once_all_follow_their_restart_policy() {
         wait_for(&format!("{name} failed"), 30, || {
             state_of(&s, &name) == "failed"
         });
-        let st = status_of(&s, &name);
+        let st = s.status_of(&name);
         assert!(
             st["message"]
                 .as_str()
@@ -860,7 +853,7 @@ depends_on = ["notifier"]
         s.process_status("notifier")
             .is_some_and(|p| p["message"] == "warming")
     });
-    let st = status_of(&s, "notifier");
+    let st = s.status_of("notifier");
     assert_eq!(st["state"], "starting", "{st}");
     assert_eq!(st["ready"], false, "{st}");
     assert!(!s.read("order.log").contains("dependent-start"));

@@ -33,17 +33,10 @@ fn start_ok(s: &Stack, args: &[&str]) -> Run {
     run_code(s, &full, 0)
 }
 
-/// The record of `name` in `status --json`, which must list it.
-#[track_caller]
-fn status_of(s: &Stack, name: &str) -> serde_json::Value {
-    s.process_status(name)
-        .unwrap_or_else(|| panic!("status --json does not list {name}: {}", s.status_json()))
-}
-
 /// The pid `status` shows for a running `name`.
 #[track_caller]
 fn running_pid(s: &Stack, name: &str) -> i32 {
-    let st = status_of(s, name);
+    let st = s.status_of(name);
     assert_eq!(st["state"], "running", "{name}: {st}\n{}", s.dump());
     st["pid"].as_i64().unwrap_or_else(|| panic!("{name}: {st}")) as i32
 }
@@ -511,7 +504,7 @@ fn facts(
     serde_json::Value,
     serde_json::Value,
 ) {
-    let st = status_of(s, name);
+    let st = s.status_of(name);
     (
         st["pid"].clone(),
         st["state"].clone(),
@@ -561,14 +554,14 @@ depends_on = ["gated", "healthy"]
     for n in 1..=2 {
         s.write(&format!("tick.{n}"), "");
         wait_for(&format!("looper's restart {n}"), 30, || {
-            lines(&s, "runs").len() == n + 1 && status_of(&s, "looper")["state"] == "running"
+            lines(&s, "runs").len() == n + 1 && s.status_of("looper")["state"] == "running"
         });
     }
     let names = ["plain", "bumped", "gated", "healthy", "looper", "dependent"];
     let before: Vec<_> = names.iter().map(|n| facts(&s, n)).collect();
     let uptime_before: Vec<f64> = names
         .iter()
-        .map(|n| status_of(&s, n)["uptime_s"].as_f64().unwrap())
+        .map(|n| s.status_of(n)["uptime_s"].as_f64().unwrap())
         .collect();
     assert_eq!(before[1].3, 1, "bumped: {:?}", before[1]);
     assert_eq!(before[4].3, 2, "looper: {:?}", before[4]);
@@ -578,7 +571,7 @@ depends_on = ["gated", "healthy"]
     supervisor_after(&s, old);
     for (i, n) in names.iter().enumerate() {
         assert_eq!(facts(&s, n), before[i], "{n} after adoption\n{}", s.dump());
-        let up = status_of(&s, n)["uptime_s"].as_f64().unwrap();
+        let up = s.status_of(n)["uptime_s"].as_f64().unwrap();
         assert!(
             up > uptime_before[i],
             "{n}: uptime went from {} to {up}",
@@ -596,9 +589,9 @@ depends_on = ["gated", "healthy"]
     std::fs::remove_file(s.path().join("sick")).unwrap();
     assert!(!alive(h0), "the unhealthy process {h0} is still alive");
     wait_for("healthy to run again", 30, || {
-        status_of(&s, "healthy")["state"] == "running"
+        s.status_of("healthy")["state"] == "running"
     });
-    assert!(status_of(&s, "healthy")["restarts"].as_u64() >= Some(1));
+    assert!(s.status_of("healthy")["restarts"].as_u64() >= Some(1));
 
     // Restart policies resume: a process killed after adoption is restarted.
     let p0 = running_pid(&s, "plain");
@@ -607,7 +600,7 @@ depends_on = ["gated", "healthy"]
         s.process_status("plain")
             .is_some_and(|p| p["state"] == "running" && p["pid"] != p0)
     });
-    assert_eq!(status_of(&s, "plain")["restarts"], 1);
+    assert_eq!(s.status_of("plain")["restarts"], 1);
 
     // Crash-loop windows resume: 2 restarts before the kill count after it,
     // so with max_restarts = 3 it fails after its 4th run, not later.
@@ -615,9 +608,9 @@ depends_on = ["gated", "healthy"]
         s.write(&format!("tick.{n}"), "");
     }
     wait_for("looper to end failed (crash loop)", 30, || {
-        status_of(&s, "looper")["state"] == "failed"
+        s.status_of("looper")["state"] == "failed"
     });
-    let st = status_of(&s, "looper");
+    let st = s.status_of("looper");
     let runs = lines(&s, "runs");
     assert_eq!(
         runs.len(),
@@ -634,7 +627,7 @@ depends_on = ["gated", "healthy"]
     // Nothing that did not die was restarted.
     for n in ["gated", "dependent", "bumped"] {
         let i = names.iter().position(|x| *x == n).unwrap();
-        assert_eq!(status_of(&s, n)["pid"], before[i].0, "{n} was restarted");
+        assert_eq!(s.status_of(n)["pid"], before[i].0, "{n} was restarted");
     }
     sentry.assert_clean(&s);
 }
@@ -691,20 +684,20 @@ restart = "never"
     supervisor_after(&s, sup);
 
     wait_for("never to be shown failed", 30, || {
-        status_of(&s, "never")["state"] == "failed"
+        s.status_of("never")["state"] == "failed"
     });
-    let st = status_of(&s, "never");
+    let st = s.status_of("never");
     assert_eq!(st["exit_code"], 7, "{st}");
     assert!(st["pid"].is_null(), "{st}");
     wait_for("shot to be shown failed", 30, || {
-        status_of(&s, "shot")["state"] == "failed"
+        s.status_of("shot")["state"] == "failed"
     });
-    assert_eq!(status_of(&s, "shot")["exit_code"], 128 + 9);
+    assert_eq!(s.status_of("shot")["exit_code"], 128 + 9);
     wait_for("again to be restarted by its policy", 30, || {
         s.process_status("again")
             .is_some_and(|p| p["state"] == "running" && p["pid"] != again)
     });
-    assert_eq!(status_of(&s, "again")["restarts"], 1);
+    assert_eq!(s.status_of("again")["restarts"], 1);
     wait_for("the restarted again's first line", 30, || {
         lines(&s, "logs/again.log").len() >= 2
     });
@@ -715,7 +708,7 @@ restart = "never"
         dependent,
         "dependent was restarted"
     );
-    assert_eq!(status_of(&s, "dependent")["restarts"], 0);
+    assert_eq!(s.status_of("dependent")["restarts"], 0);
     assert_eq!(s.pids_of_process("never"), Vec::<i32>::new());
     let log = s.read("logs/stackctl.log");
     assert!(
@@ -788,7 +781,7 @@ depends_on = ["slow", "web"]
     let old = kill_supervisor(&s);
     supervisor_after(&s, old);
     for (n, p) in [("slow", slow), ("web", web)] {
-        let st = status_of(&s, n);
+        let st = s.status_of(n);
         assert_eq!(st["state"], "starting", "{n} after adoption: {st}");
         assert_eq!(st["pid"], p, "{n} after adoption: {st}");
         assert_eq!(st["ready"], false, "{n}: {st}");
@@ -805,8 +798,8 @@ depends_on = ["slow", "web"]
     survived(first, "start");
     for (n, p) in [("slow", slow), ("web", web)] {
         assert_eq!(running_pid(&s, n), p, "{n} was restarted");
-        assert_eq!(status_of(&s, n)["ready"], true);
-        assert_eq!(status_of(&s, n)["restarts"], 0);
+        assert_eq!(s.status_of(n)["ready"], true);
+        assert_eq!(s.status_of(n)["restarts"], 0);
         assert_eq!(lines(&s, &format!("{n}.pids")).len(), 1, "{n} ran twice");
     }
     assert_eq!(s.pids_of_process("after"), vec![running_pid(&s, "after")]);
@@ -885,8 +878,8 @@ depends_on = ["migrate"]
         api[0].starts_with("after "),
         "api started before the migration completed: {api:?}"
     );
-    assert_eq!(status_of(&s, "migrate")["state"], "completed");
-    assert_eq!(status_of(&s, "migrate")["exit_code"], 0);
+    assert_eq!(s.status_of("migrate")["state"], "completed");
+    assert_eq!(s.status_of("migrate")["exit_code"], 0);
     start_ok(&s, &[]);
     assert_eq!(
         lines(&s, "migrate.txt").len(),
@@ -932,12 +925,12 @@ stop_timeout = "60s"
     });
     let old = kill_supervisor(&s);
     supervisor_after(&s, old);
-    let st = status_of(&s, "drainer");
+    let st = s.status_of("drainer");
     assert_eq!(st["state"], "stopping", "{st}");
     assert_eq!(st["pid"], drainer, "{st}");
     s.write("drained-d", "");
     wait_for("the drainer's stop to be finished", 30, || {
-        status_of(&s, "drainer")["state"] == "stopped"
+        s.status_of("drainer")["state"] == "stopped"
     });
     assert_gone_and_reaped(&[drainer], "the drained process");
     survived(stop, "stop");
@@ -1045,7 +1038,7 @@ stop_timeout = "60s"
         || !alive(base),
     );
     wait_for("base shown stopped", 30, || {
-        status_of(&s, "base")["state"] == "stopped"
+        s.status_of("base")["state"] == "stopped"
     });
     survived(stop, "stop --with-dependents");
     assert_eq!(running_pid(&s, "other"), other, "other was not named");
@@ -1067,16 +1060,16 @@ stop_timeout = "2s"
     let deaf = running_pid(&s, "deaf");
     let stop = spawn_cli(&s, &["stop", "deaf"]);
     wait_for("deaf to be stopping", 30, || {
-        status_of(&s, "deaf")["state"] == "stopping"
+        s.status_of("deaf")["state"] == "stopping"
     });
     let old = kill_supervisor(&s);
     supervisor_after(&s, old);
     wait_for("deaf to be SIGKILLed after its stop_timeout", 30, || {
-        status_of(&s, "deaf")["state"] == "stopped"
+        s.status_of("deaf")["state"] == "stopped"
     });
     survived(stop, "stop");
     assert_gone_and_reaped(&[deaf], "deaf");
-    let st = status_of(&s, "deaf");
+    let st = s.status_of("deaf");
     assert!(
         st["message"]
             .as_str()
@@ -1134,7 +1127,7 @@ stop_timeout = "60s"
             assert_ne!(st["state"], "running", "{m}: {st}");
         }
     }
-    assert_eq!(status_of(&s, "w.1")["restarts"], 0);
+    assert_eq!(s.status_of("w.1")["restarts"], 0);
     s.write("drained-1", "");
     sentry.assert_clean(&s);
 }
@@ -1163,9 +1156,9 @@ restart_window = "60s"
     let old = kill_supervisor(&s);
     supervisor_after(&s, old);
     wait_for("crashy to end failed (crash loop)", 60, || {
-        status_of(&s, "crashy")["state"] == "failed"
+        s.status_of("crashy")["state"] == "failed"
     });
-    let st = status_of(&s, "crashy");
+    let st = s.status_of("crashy");
     let runs = lines(&s, "crashy.runs").len();
     assert!(runs_at_kill <= 6, "{runs_at_kill}");
     assert_eq!(runs, 7, "max_restarts = 6 allows 7 runs in all: {st}");
@@ -1197,7 +1190,7 @@ const SIX_NAMES: [&str; 4] = ["a", "b", "p.1", "p.2"];
 fn assert_same_six(s: &Stack, pids: &[i32]) {
     for (n, p) in SIX_NAMES.iter().zip(pids) {
         assert_eq!(s.pids_of_process(n), vec![*p], "{n}: copies\n{}", s.dump());
-        let st = status_of(s, n);
+        let st = s.status_of(n);
         assert_eq!(st["pid"], *p, "{n}: {st}");
         assert_eq!(st["state"], "running", "{n}: {st}");
         assert_eq!(st["restarts"], 0, "{n}: {st}");
@@ -1388,9 +1381,9 @@ restart = "never"
     });
     harness::kill(pids[2], 9);
     wait_for("mortal to be shown ended", 30, || {
-        status_of(&s, "mortal")["state"] != "running"
+        s.status_of("mortal")["state"] != "running"
     });
-    let st = status_of(&s, "mortal");
+    let st = s.status_of("mortal");
     assert!(st["pid"].is_null(), "{st}");
     assert!(
         st["exit_code"].is_null(),
@@ -1504,7 +1497,7 @@ depends_on = ["db"]
     );
     assert_eq!(stops.len(), 5, "{stops:?}");
     // stubborn ignores SIGTERM: SIGKILL after its stop_timeout, and said so.
-    let st = status_of(&s, "stubborn");
+    let st = s.status_of("stubborn");
     assert_eq!(st["state"], "stopped", "{st}");
     assert!(
         format!("{}{}", r.stdout, r.stderr).contains("SIGKILL"),
@@ -1637,7 +1630,7 @@ stop_timeout = "60s"
     assert!(
         restarted,
         "a restart the health check began is not finished by the next supervisor: {}\n{}",
-        status_of(&s, "sick"),
+        s.status_of("sick"),
         s.dump()
     );
     sentry.assert_clean(&s);
@@ -1673,7 +1666,7 @@ stop_timeout = "60s"
     assert!(
         back,
         "an interrupted `restart` leaves the service stopped although it is wanted up: {}\n{}",
-        status_of(&s, "svc"),
+        s.status_of("svc"),
         s.dump()
     );
     survived(restart, "restart");
@@ -1733,7 +1726,7 @@ stop_timeout = "60s"
         s.dump()
     );
     assert_ne!(running_pid(&s, "api"), first, "api was not restarted");
-    assert_eq!(status_of(&s, "migrate")["state"], "completed");
+    assert_eq!(s.status_of("migrate")["state"], "completed");
     sentry.assert_clean(&s);
 }
 
@@ -1863,11 +1856,11 @@ ready = {{ notify = true, timeout = "60s" }}
     survived(first, "start");
     for (n, p) in [("early", early), ("late", late)] {
         assert_eq!(running_pid(&s, n), p, "{n} was restarted");
-        assert_eq!(status_of(&s, n)["ready"], true);
+        assert_eq!(s.status_of(n)["ready"], true);
         assert_eq!(lines(&s, &format!("{n}.pids")).len(), 1, "{n} ran twice");
     }
     wait_for("late's STATUS= in status", 30, || {
-        status_of(&s, "late")["message"] == "serving late"
+        s.status_of("late")["message"] == "serving late"
     });
     sentry.assert_clean(&s);
 }
@@ -2192,7 +2185,7 @@ ready = { log = "^w up$", timeout = "60s" }
     wait_for("w.2 and w.3 to be ready", 30, || {
         ["w.2", "w.3"]
             .iter()
-            .all(|n| status_of(&s, n)["state"] == "running")
+            .all(|n| s.status_of(n)["state"] == "running")
     });
     start_ok(&s, &[]);
     for (n, p) in [("w.1", w1), ("w.2", w2), ("w.3", w3)] {
@@ -2244,7 +2237,7 @@ depends_on = ["a"]
     let doc = s.status_json();
     assert_eq!(doc["supervisor"]["anchor"], anchor, "{doc}");
     for (n, p) in ["a", "b"].iter().zip(&pids) {
-        let st = status_of(&s, n);
+        let st = s.status_of(n);
         assert_eq!(
             (&st["state"], &st["pid"]),
             (&"running".into(), &(*p).into()),
