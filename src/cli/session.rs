@@ -205,22 +205,8 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
         .map_err(|e| Error::failed(format!("cannot find the stackctl binary: {e}")))?;
     let mut child = match how {
         Launch::Detached => {
-            // An anchor that runs (its supervisor died, or is being
-            // relaunched) launches one and answers once it serves.
-            match crate::anchor::client::request(&state, &ToAnchor::Launch, &[]) {
-                Ok(true) => {
-                    if let Some(c) = connect(stack)? {
-                        return Ok(c);
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    return Err(Error::Failed {
-                        message: format!("the stack's anchor did not launch a supervisor: {e}"),
-                        hint: Some(format!("see {}", state.own_log().display())),
-                        detail: None,
-                    })
-                }
+            if let Some(c) = launch_through_anchor(stack, &state)? {
+                return Ok(c);
             }
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -304,6 +290,41 @@ pub fn ensure_supervisor(path: &Path, stack: &Stack, how: Launch, g: &Global) ->
             return Err(supervisor_died(
                 &state,
                 "the supervisor did not answer within 15s",
+            ));
+        }
+        std::thread::sleep(step);
+        step = (step * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Asks the stack's running anchor (its supervisor died, or is being
+/// relaunched) for a supervisor, and connects to it once it serves; `None`
+/// when no anchor runs. An anchor that says a supervisor serves while none
+/// answers has not yet seen it die: asked again, it relaunches one (a new
+/// anchor launched meanwhile would only lose the anchor's flock).
+fn launch_through_anchor(stack: &Stack, state: &StateDir) -> Result<Option<Client>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut step = Duration::from_millis(2);
+    loop {
+        match crate::anchor::client::request(state, &ToAnchor::Launch, &[]) {
+            Ok(true) => {
+                if let Some(c) = connect(stack)? {
+                    return Ok(Some(c));
+                }
+            }
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Failed {
+                    message: format!("the stack's anchor did not launch a supervisor: {e}"),
+                    hint: Some(format!("see {}", state.own_log().display())),
+                    detail: None,
+                })
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(supervisor_died(
+                state,
+                "the stack's anchor launched no supervisor that answers within 15s",
             ));
         }
         std::thread::sleep(step);
