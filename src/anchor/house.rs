@@ -110,6 +110,24 @@ impl Child {
     }
 }
 
+/// A spawn forked and not yet seen to `exec`: its answer waits for its
+/// report pipe, polled with everything else (`spawn::Forked`), so that
+/// the loop goes on serving (other spawns, pipes, exits) meanwhile. Its
+/// output waits in its pipe, unread until then, so that its run marker
+/// comes first in its log.
+struct Starting {
+    req: SpawnReq,
+    forked: spawn::Forked,
+    /// The read end of its output pipe.
+    output: OwnedFd,
+    /// The supervisor that asked still waits for the answer (false once
+    /// its connection ended: the process, if it runs, is then in the
+    /// next supervisor's inventory).
+    answer: bool,
+    /// Its exit, when it was reaped before its report came.
+    exit: Option<ExitRec>,
+}
+
 /// When a process that started at `start_ticks` started, as an `Instant`
 /// (now, when `/proc` cannot say).
 fn started_at(start_ticks: u64) -> Instant {
@@ -133,6 +151,7 @@ enum Slot {
     Signal,
     Conn(usize),
     Pipe(i32),
+    Starting(i32),
     PidFd(i32),
     Lingering(u64),
     Cgroups,
@@ -150,6 +169,8 @@ pub(super) struct House {
     /// The connected supervisor answers on its control socket.
     serving: bool,
     children: BTreeMap<i32, Child>,
+    /// Spawns forked and not yet answered, by pid.
+    starting: BTreeMap<i32, Starting>,
     /// Pipes of processes already forgotten that something still holds open.
     lingering: BTreeMap<u64, Pipe>,
     next_lingering: u64,
@@ -208,6 +229,7 @@ impl House {
             supervisor: None,
             serving: false,
             children: BTreeMap::new(),
+            starting: BTreeMap::new(),
             lingering: BTreeMap::new(),
             next_lingering: 0,
             logs: BTreeMap::new(),
@@ -287,6 +309,7 @@ impl House {
     fn done(&self) -> bool {
         self.retiring
             && self.supervisor.is_none()
+            && self.starting.is_empty()
             && self.children.values().all(|c| c.exit.is_some())
     }
 
@@ -322,6 +345,9 @@ impl House {
                 if let Some(fd) = &c.pidfd {
                     entries.push((Slot::PidFd(*pid), fd.as_fd(), PollFlags::POLLIN));
                 }
+            }
+            for (pid, s) in &self.starting {
+                entries.push((Slot::Starting(*pid), s.forked.report(), PollFlags::POLLIN));
             }
             for (id, p) in &self.lingering {
                 entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
@@ -364,6 +390,7 @@ impl House {
                     }
                 }
                 Slot::Pipe(pid) => self.drain_child(pid),
+                Slot::Starting(pid) => self.started(pid),
                 Slot::PidFd(pid) => self.foreign_exited(pid),
                 Slot::Lingering(id) => self.drain_lingering(id),
                 Slot::Cgroups => {
@@ -511,6 +538,9 @@ impl House {
         self.serving = false;
         for ch in self.children.values_mut() {
             ch.reported = false;
+        }
+        for s in self.starting.values_mut() {
+            s.answer = false;
         }
         if let Some(exe) = self.reexec.take() {
             self.exe = exe.clone();
@@ -692,6 +722,9 @@ impl House {
                 return;
             }
             note("INFO", &format!("supervisor {pid} connected"));
+            // Its inventory must hold every process: spawns an earlier
+            // supervisor asked for are answered by their outcome first.
+            self.finish_starting();
             self.supervisor = Some(i);
             self.relaunch_at = None;
             self.retiring = false;
@@ -743,50 +776,111 @@ impl House {
 
     // ---- children ----
 
+    /// Forks `req` and goes on: the answer comes once it has `exec`'d
+    /// ([`House::started`]).
     fn spawn(&mut self, i: usize, req: SpawnReq) {
-        let mut folder = self.cgroups.as_mut().and_then(|c| c.folder(&req.instance));
-        let held = &self.held;
-        let cgroups = &mut self.cgroups;
-        let spawned = match passed(held, &req.listen) {
-            Ok(pass) => {
-                let spawn = |cgroup: Option<&OwnedFd>| {
-                    let cgroup = cgroup.map(AsFd::as_fd);
-                    spawn::spawn_unreaped(&req.argv, &req.cwd, &req.env, true, &pass, cgroup)
-                };
-                match spawn(folder.as_ref()) {
-                    // The kernel would not fork into the cgroup (nothing
-                    // ran): the promise is withdrawn, and it runs outside.
-                    Err(e) if spawn::is_not_into_cgroup(&e) => {
-                        if let Some(c) = cgroups.as_mut() {
-                            c.refused(&req.instance, &e);
-                        }
-                        folder = None;
-                        spawn(None)
-                    }
-                    other => other,
-                }
-                .map_err(|e| e.to_string())
-            }
-            Err(missing) => Err(format!(
-                "the anchor holds no socket under `{missing}` (it was released)"
-            )),
-        };
-        let (pid, read_end) = match spawned {
-            Ok(r) => r,
-            Err(error) => {
-                self.send(
-                    i,
-                    &FromAnchor::SpawnFailed { id: req.id, error },
-                    Vec::new(),
+        match self.fork(&req) {
+            Ok((forked, output)) => {
+                let pid = forked.pid();
+                self.starting.insert(
+                    pid,
+                    Starting {
+                        req,
+                        forked,
+                        output,
+                        answer: true,
+                        exit: None,
+                    },
                 );
-                return;
             }
+            Err(error) => self.send(
+                i,
+                &FromAnchor::SpawnFailed { id: req.id, error },
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// Forks `req`'s process, into its instance's cgroup while the stack
+    /// has a tree (a refusal withdraws the tree and it is forked again
+    /// the ordinary way).
+    fn fork(&mut self, req: &SpawnReq) -> Result<(spawn::Forked, OwnedFd), String> {
+        let pass = passed(&self.held, &req.listen).map_err(|missing| {
+            format!("the anchor holds no socket under `{missing}` (it was released)")
+        })?;
+        let start = |cgroup: Option<&OwnedFd>| {
+            let cgroup = cgroup.map(AsFd::as_fd);
+            spawn::start_unreaped(&req.argv, &req.cwd, &req.env, &pass, cgroup)
+        };
+        let folder = self.cgroups.as_mut().and_then(|c| c.folder(&req.instance));
+        let forked = match start(folder.as_ref()) {
+            // The kernel would not fork into the cgroup (nothing ran): the
+            // promise is withdrawn, and it runs outside.
+            Err(e) if spawn::is_not_into_cgroup(&e) => {
+                if let Some(c) = self.cgroups.as_mut() {
+                    c.refused(&req.instance, &e);
+                }
+                return start(None).map_err(|e| e.to_string());
+            }
+            other => other.map_err(|e| e.to_string())?,
         };
         if let (Some(c), Some(_)) = (self.cgroups.as_mut(), folder) {
+            // Watched from now on: removed once empty, an exec that
+            // failed included.
             c.spawned(&req.instance);
         }
+        Ok(forked)
+    }
+
+    /// Every spawn still waiting for its `exec`, answered (blocking until
+    /// each knows).
+    fn finish_starting(&mut self) {
+        let pids: Vec<i32> = self.starting.keys().copied().collect();
+        for pid in pids {
+            self.started(pid);
+        }
+    }
+
+    /// The report of spawn `pid` came (or is waited for): the answer to
+    /// whoever asked, and the process is one of ours from now on.
+    fn started(&mut self, pid: i32) {
+        let Some(s) = self.starting.remove(&pid) else {
+            return;
+        };
+        let Starting {
+            req,
+            forked,
+            output,
+            answer,
+            exit,
+        } = s;
+        match forked.outcome() {
+            Ok(pid) => self.spawned(req, pid, output, answer, exit),
+            // The child exits at once (reaped with the others, or already).
+            Err(e) if answer => {
+                let msg = FromAnchor::SpawnFailed {
+                    id: req.id,
+                    error: e.to_string(),
+                };
+                self.tell_supervisor(&msg, Vec::new());
+            }
+            Err(e) => note("WARN", &format!("{}: could not run it: {e}", req.instance)),
+        }
+    }
+
+    /// A process that runs: its log with its start marker, the answer
+    /// (`answer`: to the supervisor that asked) with a copy of its pipe,
+    /// and its exit when it came already.
+    fn spawned(
+        &mut self,
+        req: SpawnReq,
+        pid: i32,
+        output: OwnedFd,
+        answer: bool,
+        exit: Option<ExitRec>,
+    ) {
         let start_ticks = identity::proc_stat(pid).map_or(0, |s| s.start_ticks);
-        let pipe = read_end.and_then(|fd| self.pipe_for(&req.instance, fd));
+        let pipe = self.pipe_for(&req.instance, output);
         let copy = pipe.as_ref().and_then(|p| dup(&p.fd));
         self.ensure_log(&req.instance, &req.log);
         // Before anything it writes: its output waits in the pipe until
@@ -796,6 +890,7 @@ impl House {
             self.write_marker(&req.instance, &line);
         }
         let watch = req.watch.as_deref().and_then(|w| Regex::new(w).ok());
+        let id = req.id;
         self.children.insert(
             pid,
             Child {
@@ -817,15 +912,19 @@ impl House {
                 end_marked: false,
             },
         );
-        self.send(
-            i,
-            &FromAnchor::Spawned {
-                id: req.id,
+        if answer {
+            let msg = FromAnchor::Spawned {
+                id,
                 pid,
                 start_ticks,
-            },
-            copy.into_iter().collect(),
-        );
+            };
+            self.tell_supervisor(&msg, copy.into_iter().collect());
+        }
+        if let Some(exit) = exit {
+            // It ended before its report was read: after the answer, as
+            // any exit.
+            self.exited(pid, exit);
+        }
     }
 
     fn pipe_for(&self, instance: &str, fd: OwnedFd) -> Option<Pipe> {
@@ -1080,8 +1179,15 @@ impl House {
             self.launched = None;
             return;
         }
+        if let Some(s) = self.starting.get_mut(&pid) {
+            // Seen once its report comes: a failed exec is then only a
+            // failed spawn, a program that ended at once an exit as usual.
+            s.exit = Some(exit);
+            return;
+        }
         let Some(c) = self.children.get_mut(&pid) else {
-            // An orphan of a child (a daemon of a task): reaped, nothing more.
+            // An orphan of a child (a daemon of a task), or the child of an
+            // exec that failed: reaped, nothing more.
             return;
         };
         c.exit = Some(exit);
@@ -1261,6 +1367,8 @@ impl House {
     /// and not yet written, every held fd and kept value. Returns only when
     /// the exec failed (the anchor then goes on as it was).
     fn reexec_from(&mut self, exe: &std::path::Path) {
+        // The new image knows no spawn half done: each is finished first.
+        self.finish_starting();
         let snapshot = self.snapshot();
         let path = self.state.anchor_resume();
         let written = serde_json::to_vec(&snapshot)
@@ -1437,6 +1545,7 @@ impl House {
             serving: false,
             next_lingering: lingering.len() as u64,
             children,
+            starting: BTreeMap::new(),
             lingering,
             logs: BTreeMap::new(),
             held: snap.held.into_iter().map(|(k, fd)| (k, own(fd))).collect(),

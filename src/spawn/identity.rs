@@ -10,14 +10,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once per
+/// process (it cannot change while the process runs).
 ///
 /// # Errors
 /// When `/proc` cannot be read.
 pub fn boot_id() -> io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = BOOT_ID.get() {
+        return Ok(id.clone());
+    }
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
         .trim()
-        .to_string())
+        .to_string();
+    Ok(BOOT_ID.get_or_init(|| id).clone())
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name.
@@ -186,6 +192,28 @@ impl PidRecord {
             pid,
             pgid: st.pgid,
             start_ticks: st.start_ticks,
+            boot_id: boot_id()?,
+            process: process.to_string(),
+            supervisor_pid,
+        })
+    }
+
+    /// The record of a process just spawned in a session of its own
+    /// (its group is its pid) whose start time is known already (the
+    /// anchor read it): no `/proc` read.
+    ///
+    /// # Errors
+    /// When the boot id cannot be read.
+    pub fn spawned(
+        pid: i32,
+        start_ticks: u64,
+        process: &str,
+        supervisor_pid: i32,
+    ) -> io::Result<PidRecord> {
+        Ok(PidRecord {
+            pid,
+            pgid: pid,
+            start_ticks,
             boot_id: boot_id()?,
             process: process.to_string(),
             supervisor_pid,

@@ -1,22 +1,32 @@
-//! Spawning a child straight into a cgroup: `clone3(CLONE_INTO_CGROUP)`.
+//! The anchor's spawn: forked straight into a cgroup
+//! (`clone3(CLONE_INTO_CGROUP)`) or plainly (`fork`), and never waited
+//! for: the caller learns from a pipe, in its own event loop, whether the
+//! program runs.
 //!
 //! Why not `std::process::Command` and a write of the pid into
 //! `cgroup.procs`: a migration takes the kernel's global cgroup lock for
 //! writing, which waits for an RCU grace period unless another migration
 //! ran moments before — 10 ms and more per isolated restart, seen here,
 //! twice the rest of the restart. A child forked into its cgroup takes
-//! that lock for reading only. `Command` cannot fork into a cgroup, so
-//! this is the one spawn stackctl does itself; only the anchor uses it,
-//! which has one thread (nothing can hold a lock across the fork).
+//! that lock for reading only. `Command` cannot fork into a cgroup, and it
+//! blocks until the child has `exec`'d (its own close-on-exec pipe): the
+//! anchor, one thread serving every process of the stack, would do each
+//! spawn's `exec` in turn (about 2 ms each under load). So this is the
+//! one spawn stackctl does itself; only the anchor uses it, which has one
+//! thread (nothing can hold a lock across the fork). Everything else
+//! (the supervisor's one-shots, launching the anchor and the supervisor)
+//! spawns with `Command`, and waits for its `exec`.
 //!
 //! The child does what `Command` would: stdin from `/dev/null`, stdout and
 //! stderr onto the given fds, the working directory, the common child-side
 //! set-up (`super::child_prepare`), then `execve` of the program — found
 //! along the `PATH` of its own environment, as `execvp` does — with
 //! exactly the given environment; an error before or at `exec` comes back
-//! through a close-on-exec pipe as an errno, and the child is reaped.
+//! through a close-on-exec pipe as an errno ([`Forked`]), and the child
+//! exits; the caller reaps it.
 //!
-//! Owns: that spawn. Must not touch: which cgroup (`cgroup`), what runs.
+//! Owns: that spawn. Must not touch: which cgroup (`cgroup`), what runs,
+//! reaping.
 
 use std::ffi::CString;
 use std::io;
@@ -44,46 +54,86 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// How a spawn into a cgroup failed.
+/// How a start failed.
 #[derive(Debug)]
 pub(super) enum IntoError {
     /// The kernel would not fork into the cgroup (no `clone3`, a seccomp
     /// filter, no permission): nothing ran; spawn it another way.
     Clone(io::Error),
-    /// The child could not be set up or executed (and was reaped).
-    Exec(io::Error),
+    /// Nothing could be forked (the command, a pipe, `fork` itself).
+    Start(io::Error),
 }
 
-/// Spawns `argv` in `cwd` with exactly `env` into the cgroup of `cgroup`,
-/// stdout to `out` and stderr to `err` (they may be the same fd), the fds
-/// in `keep` left open across `exec`. Returns the child's pid; the caller
-/// reaps it.
+/// A child forked by [`start`] that has not yet been seen to `exec`.
+///
+/// Its report pipe ([`Forked::report`]) becomes readable once the child
+/// has `exec`'d (the pipe closed on exec: end of file) or failed before
+/// or at `exec` (an errno, then end of file: the child exits at once with
+/// 127); [`Forked::outcome`] then says which without blocking. The
+/// caller reaps the child in either case, as any other.
+#[derive(Debug)]
+pub struct Forked {
+    pid: i32,
+    report: OwnedFd,
+}
+
+impl Forked {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Readable (or hung up) once the outcome is known.
+    pub fn report(&self) -> BorrowedFd<'_> {
+        self.report.as_fd()
+    }
+
+    /// The pid once the program runs, or why it could not be executed.
+    /// Blocks until the outcome is known (not at all once
+    /// [`Forked::report`] polled readable).
+    ///
+    /// # Errors
+    /// The errno the child reported.
+    pub fn outcome(self) -> io::Result<i32> {
+        match read_errno(&self.report) {
+            None => Ok(self.pid),
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// Forks `argv` to run in `cwd` with exactly `env` — into the cgroup of
+/// `cgroup` (`clone3`) when given, else a plain `fork` —, stdout to `out`
+/// and stderr to `err` (they may be the same fd), the fds in `keep` left
+/// open across `exec`. Returns as soon as the child is forked; whether
+/// the program runs is [`Forked::outcome`]'s. Only for a single-threaded
+/// process (nothing may hold a lock across the fork).
 ///
 /// # Errors
 /// See [`IntoError`].
-pub(super) fn spawn_into(
-    cgroup: BorrowedFd<'_>,
+pub(super) fn start(
+    cgroup: Option<BorrowedFd<'_>>,
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
     out: BorrowedFd<'_>,
     err: BorrowedFd<'_>,
     keep: &[RawFd],
-) -> Result<i32, IntoError> {
-    let prep = Prepared::new(argv, cwd, env).map_err(IntoError::Exec)?;
+) -> Result<Forked, IntoError> {
+    let prep = Prepared::new(argv, cwd, env).map_err(IntoError::Start)?;
     // Copies at 3 and above (`try_clone_to_owned` is F_DUPFD_CLOEXEC from
     // 3): the child's dup2 onto 0, 1 and 2 cannot overwrite one of them,
     // whatever this process has at 0-2.
-    let above = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(IntoError::Exec);
-    let null = above(
-        std::fs::File::open("/dev/null")
-            .map_err(IntoError::Exec)?
-            .as_fd(),
-    )?;
-    let (out, err) = (above(out)?, above(err)?);
+    let above = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(IntoError::Start);
+    let null = above(dev_null().map_err(IntoError::Start)?)?;
+    let out = above(out)?;
+    let err = if err.as_raw_fd() == out.as_raw_fd() {
+        None
+    } else {
+        Some(above(err)?)
+    };
     let (report_r, report_w) = {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| IntoError::Exec(e.into()))?;
+            .map_err(|e| IntoError::Start(e.into()))?;
         // The original write end closes here: only the copy stays, which
         // the child's exec closes (and the parent drops after the fork).
         (r, above(w.as_fd())?)
@@ -91,22 +141,31 @@ pub(super) fn spawn_into(
     let fds = ChildFds {
         null: null.as_raw_fd(),
         out: out.as_raw_fd(),
-        err: err.as_raw_fd(),
+        err: err.as_ref().map_or(out.as_raw_fd(), AsRawFd::as_raw_fd),
         report: report_w.as_raw_fd(),
     };
     let sigrtmax = libc::SIGRTMAX();
-    let pid = clone_into(cgroup.as_raw_fd()).map_err(IntoError::Clone)?;
+    let pid = match cgroup {
+        Some(cg) => clone_into(cg.as_raw_fd()).map_err(IntoError::Clone)?,
+        None => plain_fork().map_err(IntoError::Start)?,
+    };
     if pid == 0 {
         child(&prep, fds, sigrtmax, keep);
     }
-    drop(report_w);
-    match read_errno(&report_r) {
-        None => Ok(pid),
-        Some(errno) => {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(IntoError::Exec(io::Error::from_raw_os_error(errno)))
-        }
+    Ok(Forked {
+        pid,
+        report: report_r,
+    })
+}
+
+/// `/dev/null`, opened once (close-on-exec; each child gets a copy at 0).
+fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_fd());
     }
+    let fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    Ok(NULL.get_or_init(|| fd).as_fd())
 }
 
 /// Whether a child forked into the cgroup of `cgroup` lives: it exits at
@@ -235,6 +294,19 @@ fn clone_into(fd: RawFd) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     i32::try_from(r).map_err(|_| io::Error::other("clone3 returned a bad pid"))
+}
+
+/// A plain `fork`: the child's pid, or 0 in the child.
+#[allow(unsafe_code)]
+fn plain_fork() -> io::Result<i32> {
+    // SAFETY: the caller is single-threaded (the anchor), so the child
+    // inherits no lock held elsewhere; it only makes system calls until
+    // `exec` or `_exit`.
+    let r = unsafe { libc::fork() };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
 }
 
 /// The child, between the fork and `exec`: system calls only. Never

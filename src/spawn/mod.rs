@@ -18,7 +18,8 @@
 //! exit status reaches exactly one receiver. A child's stdout and stderr
 //! share one pipe whose read end the caller gets back; the write end lives
 //! only in the child. The stack's processes are spawned by the anchor
-//! ([`spawn_with`]: it reaps them itself, in its event loop).
+//! ([`start_unreaped`]: it reaps them itself, and learns whether each
+//! `exec` worked, in its event loop; see `into`).
 
 pub mod cgroup;
 pub mod identity;
@@ -41,6 +42,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+pub use into::Forked;
 pub use once::{run_oneshot, run_oneshot_with, Oneshot, OneshotOptions, OneshotOutcome};
 pub use reaper::Exit;
 pub use terminate::{terminate, How, StopReport, Target, HARD_WAIT};
@@ -130,27 +132,20 @@ pub fn spawn(
     env: &[(String, String)],
     capture: bool,
 ) -> io::Result<Spawned> {
-    let (pid, output, exit) =
-        reaper::spawn_waited(|| spawn_unreaped(argv, cwd, env, capture, &[], None))?;
+    let (pid, output, exit) = reaper::spawn_waited(|| spawn_unreaped(argv, cwd, env, capture))?;
     Ok(Spawned { pid, exit, output })
 }
 
-/// [`spawn`] without a reaper: for a process that reaps its own children
-/// (the anchor, whose event loop waits for them), `pass` placed at fds
-/// 3… (see [`spawn_joined`]), forked straight into the cgroup of
-/// `cgroup` when given (`into`: a failure to fork there is an error for
-/// which [`is_not_into_cgroup`] is true, and nothing ran). The read end of
-/// the output pipe comes back close-on-exec.
+/// [`spawn`] without a reaper (the caller reaps it). The read end of the
+/// output pipe comes back close-on-exec.
 ///
 /// # Errors
 /// As [`spawn`].
-pub fn spawn_unreaped(
+fn spawn_unreaped(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
     capture: bool,
-    pass: &[BorrowedFd<'_>],
-    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<(i32, Option<OwnedFd>)> {
     let (out, read_end) = if capture {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -158,8 +153,47 @@ pub fn spawn_unreaped(
     } else {
         (Output::Null, None)
     };
-    let pid = spawn_joined(argv, cwd, env, out, pass, cgroup)?;
+    let pid = spawn_joined(argv, cwd, env, out)?;
     Ok((pid, read_end))
+}
+
+/// Starts a process of the stack, for a process that reaps its own
+/// children and waits for their `exec` in its own event loop (the anchor;
+/// single-threaded): forked — straight into the cgroup of `cgroup` when
+/// given — with the child-side set-up, stdin from /dev/null, stdout and
+/// stderr into one new pipe, `pass` at fds 3… (see [`listen`]).
+/// Returns at once after the fork, with the read end of the pipe
+/// (close-on-exec): whether the program runs is [`Forked::outcome`]'s,
+/// once [`Forked::report`] is readable (`into`). A failure to fork into
+/// the cgroup is an error for which [`is_not_into_cgroup`] is true, and
+/// nothing ran.
+///
+/// # Errors
+/// When the command or a pipe cannot be made, or nothing can be forked.
+pub fn start_unreaped(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    pass: &[BorrowedFd<'_>],
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<(Forked, OwnedFd)> {
+    let wrapped;
+    let argv = if pass.is_empty() {
+        argv
+    } else {
+        wrapped = listen::trampoline_argv(argv, pass);
+        &wrapped[..]
+    };
+    let keep: Vec<RawFd> = pass.iter().map(AsRawFd::as_raw_fd).collect();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // `w` closes when this returns: only the child keeps the write end,
+    // so the pipe ends when the child's side does.
+    let forked =
+        into::start(cgroup, argv, cwd, env, w.as_fd(), w.as_fd(), &keep).map_err(|e| match e {
+            into::IntoError::Clone(e) => io::Error::other(NotIntoCgroup(e)),
+            into::IntoError::Start(e) => e,
+        })?;
+    Ok((forked, r))
 }
 
 /// Whether a child can be forked into the cgroup of `cgroup` and live
@@ -213,15 +247,10 @@ pub fn spawn_with(
     env: &[(String, String)],
     output: Output,
 ) -> io::Result<i32> {
-    spawn_joined(argv, cwd, env, output, &[], None)
+    spawn_joined(argv, cwd, env, output)
 }
 
-/// [`spawn_with`], and `pass` (listening sockets) reaches the program at
-/// fds 3, 4, … in order, every other fd above 2 still closed on exec.
-/// With fds to pass the child runs the `listen-exec` trampoline of this
-/// very binary (`/proc/self/exe`), which places them, sets `LISTEN_PID`
-/// and execs `argv` (see [`listen`] for why). With `cgroup`, the child is
-/// forked into that cgroup (`into`).
+/// [`spawn_with`] with `Command` (which waits for the `exec`).
 ///
 /// # Errors
 /// As [`spawn_with`].
@@ -230,36 +259,10 @@ fn spawn_joined(
     cwd: &Path,
     env: &[(String, String)],
     output: Output,
-    pass: &[BorrowedFd<'_>],
-    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<i32> {
-    let wrapped;
-    let argv = if pass.is_empty() {
-        argv
-    } else {
-        wrapped = listen::trampoline_argv(argv, pass);
-        &wrapped[..]
-    };
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
-    let keep: Vec<RawFd> = pass.iter().map(AsRawFd::as_raw_fd).collect();
-    if let Some(cg) = cgroup {
-        let null;
-        let (out, err) = match &output {
-            Output::Null => {
-                null = OwnedFd::from(std::fs::OpenOptions::new().write(true).open("/dev/null")?);
-                (null.as_fd(), null.as_fd())
-            }
-            Output::Pipe(w) => (w.as_fd(), w.as_fd()),
-            Output::Split(o, e) => (o.as_fd(), e.as_fd()),
-        };
-        // The fds in `output` are closed when it drops, as with `Command`.
-        return into::spawn_into(cg, argv, cwd, env, out, err, &keep).map_err(|e| match e {
-            into::IntoError::Clone(e) => io::Error::other(NotIntoCgroup(e)),
-            into::IntoError::Exec(e) => e,
-        });
-    }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -281,7 +284,7 @@ fn spawn_joined(
             cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
         }
     }
-    child_setup(&mut cmd, keep);
+    child_setup(&mut cmd);
     let child = cmd.spawn()?;
     // Dropping the command closes this process's copies of the output fds,
     // so a pipe ends when the child's side does.
@@ -290,16 +293,15 @@ fn spawn_joined(
 }
 
 /// Installs the child-side set-up that runs between `fork` and `exec`
-/// ([`child_prepare`]).
+/// ([`child_prepare`], keeping no fd above 2).
 #[allow(unsafe_code)]
-fn child_setup(cmd: &mut std::process::Command, keep: Vec<RawFd>) {
+fn child_setup(cmd: &mut std::process::Command) {
     // Read before fork: the highest signal number the C library knows.
     let sigrtmax = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (see `child_prepare`); `keep` was
-    // allocated before the fork and is only read.
+    // only async-signal-safe functions (see `child_prepare`).
     unsafe {
-        cmd.pre_exec(move || child_prepare(sigrtmax, &keep));
+        cmd.pre_exec(move || child_prepare(sigrtmax, &[]));
     }
 }
 

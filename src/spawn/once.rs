@@ -240,7 +240,7 @@ fn spawn_split(argv: &[String], cwd: &Path, env: &[(String, String)]) -> io::Res
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
-    child_setup(&mut cmd, Vec::new());
+    child_setup(&mut cmd);
     let (pid, (), exit) = super::reaper::spawn_waited(|| {
         let child = cmd.spawn()?;
         Ok((child.id() as i32, ()))

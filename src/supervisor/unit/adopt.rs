@@ -118,6 +118,7 @@ impl Unit {
         Resumed {
             child: Child {
                 pid,
+                start_ticks: a.info.start_ticks,
                 exit_rx: a.exit,
                 exited: None,
                 matched: Some(a.matched),

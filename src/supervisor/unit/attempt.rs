@@ -284,6 +284,7 @@ impl Unit {
             })?;
         Ok(Child {
             pid: s.pid,
+            start_ticks: s.start_ticks,
             exit_rx: s.exit,
             exited: None,
             matched: Some(s.matched),
@@ -339,7 +340,7 @@ impl Unit {
 
     /// Writes the pid file of a fresh child and publishes its pid.
     fn record(&self, child: &Child) -> std::path::PathBuf {
-        let pid_path = self.write_pid_file(child.pid);
+        let pid_path = self.write_pid_file(child);
         let pid = child.pid;
         tracing::info!(process = %self.name(), "spawned pid {pid}: {}", self.spec.command);
         let generation = self.generation;
@@ -351,11 +352,18 @@ impl Unit {
         pid_path
     }
 
-    /// Writes `pid` (and its identity) as this instance's pid file;
-    /// where it is.
-    pub(super) fn write_pid_file(&self, pid: i32) -> std::path::PathBuf {
+    /// Writes `child`'s pid (and its identity) as this instance's pid
+    /// file; where it is.
+    pub(super) fn write_pid_file(&self, child: &Child) -> std::path::PathBuf {
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
-        match PidRecord::capture(pid, &self.inst.name, self.ctx.supervisor_pid) {
+        let pid = child.pid;
+        // The anchor read its start time (0: it could not, the process
+        // was gone already: its exit is on the way).
+        let rec = match child.start_ticks {
+            0 => PidRecord::capture(pid, &self.inst.name, self.ctx.supervisor_pid),
+            ticks => PidRecord::spawned(pid, ticks, &self.inst.name, self.ctx.supervisor_pid),
+        };
+        match rec {
             Ok(rec) => {
                 if let Err(e) = rec.write(&pid_path) {
                     tracing::error!(process = %self.name(), "could not write {}: {e}", pid_path.display());

@@ -355,6 +355,9 @@ enum Next {
 /// A process of the attempt, as the anchor spawned it.
 struct Child {
     pid: i32,
+    /// Its start time (`/proc/<pid>/stat`, as the anchor read it): its
+    /// pid file's identity.
+    start_ticks: u64,
     exit_rx: oneshot::Receiver<Exit>,
     exited: Option<Exit>,
     /// Resolves when the log gate's line was seen.

@@ -275,7 +275,7 @@ impl Unit {
     /// The successor is ready: it is the instance's process now (pid
     /// file, status, record, notify socket with the anchor).
     fn take_over(&mut self, new: &Child, notify: Option<&NotifySocket>) {
-        self.write_pid_file(new.pid);
+        self.write_pid_file(new);
         if let Some(n) = notify {
             self.ctx
                 .anchor
