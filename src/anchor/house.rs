@@ -40,6 +40,8 @@ const RELAUNCH_MAX: Duration = Duration::from_secs(30);
 /// Reads of one pipe per turn of the loop, so that one chatty process
 /// cannot starve the others.
 const READS_PER_TURN: usize = 8;
+/// Messages read from one connection per turn of the loop.
+const MESSAGES_PER_TURN: usize = 16;
 /// The pipe's capacity where the kernel allows: bigger chunks, fewer
 /// wake-ups, and more room while nothing reads (see `logs` on the limit).
 const PIPE_SIZE: i32 = 256 * 1024;
@@ -331,6 +333,11 @@ impl House {
                 (Slot::Listener, self.listener.as_fd(), PollFlags::POLLIN),
                 (Slot::Signal, self.signals.as_fd(), PollFlags::POLLIN),
             ];
+            // Spawns whose exec is done are answered before new requests
+            // are read: their supervisor goes on meanwhile.
+            for (pid, s) in &self.starting {
+                entries.push((Slot::Starting(*pid), s.forked.report(), PollFlags::POLLIN));
+            }
             for (i, c) in self.conns.iter().enumerate() {
                 let mut flags = PollFlags::POLLIN;
                 if !c.out.is_empty() {
@@ -345,9 +352,6 @@ impl House {
                 if let Some(fd) = &c.pidfd {
                     entries.push((Slot::PidFd(*pid), fd.as_fd(), PollFlags::POLLIN));
                 }
-            }
-            for (pid, s) in &self.starting {
-                entries.push((Slot::Starting(*pid), s.forked.report(), PollFlags::POLLIN));
             }
             for (id, p) in &self.lingering {
                 entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
@@ -470,7 +474,10 @@ impl House {
     }
 
     fn read_conn(&mut self, i: usize) {
-        loop {
+        // The rest waits for the next turn (the socket stays readable):
+        // a burst of spawns is answered as their execs finish, not after
+        // the last one is forked.
+        for _ in 0..MESSAGES_PER_TURN {
             let Some(c) = self.conns.get(i).filter(|c| !c.dead) else {
                 return;
             };

@@ -120,29 +120,19 @@ pub(super) fn start(
     keep: &[RawFd],
 ) -> Result<Forked, IntoError> {
     let prep = Prepared::new(argv, cwd, env).map_err(IntoError::Start)?;
-    // Copies at 3 and above (`try_clone_to_owned` is F_DUPFD_CLOEXEC from
-    // 3): the child's dup2 onto 0, 1 and 2 cannot overwrite one of them,
-    // whatever this process has at 0-2.
-    let above = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(IntoError::Start);
-    let null = above(dev_null().map_err(IntoError::Start)?)?;
-    let out = above(out)?;
-    let err = if err.as_raw_fd() == out.as_raw_fd() {
-        None
-    } else {
-        Some(above(err)?)
-    };
-    let (report_r, report_w) = {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| IntoError::Start(e.into()))?;
-        // The original write end closes here: only the copy stays, which
-        // the child's exec closes (and the parent drops after the fork).
-        (r, above(w.as_fd())?)
-    };
+    let null = Low::lift(dev_null().map_err(IntoError::Start)?)?;
+    let out = Low::lift(out)?;
+    let err = Low::lift(err)?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| IntoError::Start(e.into()))?;
+    // The write end closes here when this returns: only the child's copy
+    // stays, which its exec closes.
+    let report_w = Low::lift(report_w.as_fd())?;
     let fds = ChildFds {
-        null: null.as_raw_fd(),
-        out: out.as_raw_fd(),
-        err: err.as_ref().map_or(out.as_raw_fd(), AsRawFd::as_raw_fd),
-        report: report_w.as_raw_fd(),
+        null: null.raw(),
+        out: out.raw(),
+        err: err.raw(),
+        report: report_w.raw(),
     };
     let sigrtmax = libc::SIGRTMAX();
     let pid = match cgroup {
@@ -156,6 +146,32 @@ pub(super) fn start(
         pid,
         report: report_r,
     })
+}
+
+/// An fd the child moves onto 0, 1 or 2, or keeps: a copy at 3 and above
+/// when it is itself at 0-2 (the child's `dup2` onto 0, 1 and 2 could
+/// overwrite it, whatever this process has there), else itself.
+struct Low<'a> {
+    fd: BorrowedFd<'a>,
+    copy: Option<OwnedFd>,
+}
+
+impl<'a> Low<'a> {
+    fn lift(fd: BorrowedFd<'a>) -> Result<Low<'a>, IntoError> {
+        let copy = if fd.as_raw_fd() <= 2 {
+            // F_DUPFD_CLOEXEC from 3.
+            Some(fd.try_clone_to_owned().map_err(IntoError::Start)?)
+        } else {
+            None
+        };
+        Ok(Low { fd, copy })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.copy
+            .as_ref()
+            .map_or(self.fd.as_raw_fd(), AsRawFd::as_raw_fd)
+    }
 }
 
 /// `/dev/null`, opened once (close-on-exec; each child gets a copy at 0).
