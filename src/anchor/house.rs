@@ -296,7 +296,8 @@ impl House {
             .values()
             .filter_map(|c| c.pipe.as_ref())
             .chain(self.lingering.values())
-            .filter_map(|p| p.drain.due());
+            .flat_map(|p| [p.drain.due(), p.drain.resting()])
+            .flatten();
         let reports = self.children.values().filter_map(|c| c.report_due);
         pipes.chain(reports).chain(self.relaunch_at).min()
     }
@@ -316,14 +317,18 @@ impl House {
                 entries.push((Slot::Conn(i), c.fd.as_fd(), flags));
             }
             for (pid, c) in &self.children {
-                if let Some(p) = &c.pipe {
+                if let Some(p) = c.pipe.as_ref().filter(|p| p.drain.resting().is_none()) {
                     entries.push((Slot::Pipe(*pid), p.fd.as_fd(), PollFlags::POLLIN));
                 }
                 if let Some(fd) = &c.pidfd {
                     entries.push((Slot::PidFd(*pid), fd.as_fd(), PollFlags::POLLIN));
                 }
             }
-            for (id, p) in &self.lingering {
+            for (id, p) in self
+                .lingering
+                .iter()
+                .filter(|(_, p)| p.drain.resting().is_none())
+            {
                 entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
             }
             if let Some(fd) = self.cgroups.as_ref().and_then(|c| c.fd()) {
@@ -385,6 +390,25 @@ impl House {
             .collect();
         for pid in due {
             self.report_exit(pid);
+        }
+        let rested = |p: &Pipe| p.drain.resting().is_some_and(|t| t <= now);
+        let pipes: Vec<i32> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.pipe.as_ref().is_some_and(rested))
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in pipes {
+            self.drain_child(pid);
+        }
+        let lingering: Vec<u64> = self
+            .lingering
+            .iter()
+            .filter(|(_, p)| rested(p))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lingering {
+            self.drain_lingering(id);
         }
         for c in self.children.values_mut() {
             if let Some(p) = c
