@@ -10,20 +10,21 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     UnixAddr,
 };
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use regex::Regex;
 
 use super::proto::{
     self, ChildInfo, ExitRec, FromAnchor, LogTarget, Outbox, Role, RunMark, SpawnReq, ToAnchor,
 };
-use super::{dup, ms_until, nonblocking, note, Options};
+use super::{dup, nonblocking, note, Options};
 use crate::config::LogSettings;
 use crate::error::Error;
 use crate::logs::{marker, Drain, Read, Sink};
@@ -339,8 +340,11 @@ impl House {
                 .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
                 .collect();
             let slots: Vec<Slot> = entries.iter().map(|(s, _, _)| *s).collect();
-            let timeout = deadline.map_or(PollTimeout::NONE, |t| PollTimeout::from(ms_until(t)));
-            match poll(&mut fds, timeout) {
+            // To the microsecond: a streaming pipe's rest is shorter than
+            // a millisecond (`logs::Drain`).
+            let timeout = deadline
+                .map(|t| TimeSpec::from_duration(t.saturating_duration_since(Instant::now())));
+            match ppoll(&mut fds, timeout, None) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => Vec::new(),
                 Ok(_) => slots
                     .into_iter()

@@ -14,14 +14,17 @@
 //! promptly. Nothing read is ever dropped: back-pressure is the pipe's (a
 //! child that writes faster than the disk fills its pipe and blocks).
 //!
-//! A pipe that streams (a read found at least [`BUSY_READ`] bytes) rests
-//! for [`REST`]: its caller leaves it out of its `poll` until then, and
-//! reads it at the end of the rest. A writer whose reader sleeps in `poll`
-//! pays a cross-CPU wake-up on every `write(2)`, which costs more than the
-//! copy on a virtual machine; resting, the pipe fills (the caller makes it
-//! big: [`STREAM_PIPE`]) and is read in large chunks, a few hundred
-//! wake-ups for 100 MB instead of one per write. A prompt line costs no
-//! rest: only a read that found a full chunk starts one.
+//! A pipe that streams rests between reads: its caller leaves it out of
+//! its `poll` until [`Drain::resting`] says, then reads it. A writer whose
+//! reader sleeps in `poll` pays a cross-CPU wake-up on every `write(2)`,
+//! which on a virtual machine costs more than the copy; resting, the pipe
+//! fills and is read in large chunks — a few hundred wake-ups for 100 MB
+//! instead of one per write. The rest is paced by the writer's own rate,
+//! measured over the last fill, so that the pipe (grown to
+//! [`STREAM_PIPE`] once it streams) is about a quarter full when read:
+//! the writer never blocks for want of a reader, and no line waits more
+//! than [`REST_MAX`]. A trickle (less than [`BUSY_READ`] between two
+//! empty pipes) never rests.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -39,14 +42,15 @@ pub const TAP_LINE_MAX: usize = 64 * 1024;
 /// than this is still kept whole in the file, only written in pieces.
 pub const READ_BUF: usize = 128 * 1024;
 
-/// A read of at least this many bytes means the writer streams: the pipe
-/// rests (see the module doc).
+/// At least this much read between two empty pipes means the writer
+/// streams: the pipe rests (see the module doc).
 const BUSY_READ: usize = 4096;
 
-/// How long a streaming pipe is left to fill before it is read again: at
-/// 300 MB/s, about a third of [`STREAM_PIPE`], so the writer never finds
-/// it full for want of a reader; at most this much later in the file.
-const REST: Duration = Duration::from_millis(1);
+/// The longest rest: the most a line waits for the reader because of it.
+const REST_MAX: Duration = Duration::from_millis(2);
+
+/// A rest shorter than this is not worth a timer: the pipe is polled.
+const REST_MIN: Duration = Duration::from_micros(50);
 
 /// The capacity a caller gives a pipe once it streams, where the kernel
 /// allows (an unprivileged process is limited by `pipe-max-size` and
@@ -78,6 +82,12 @@ pub struct Drain {
     rest_until: Option<Instant>,
     /// The pipe was given [`STREAM_PIPE`] (asked once).
     grown: bool,
+    /// The pipe's capacity as last set (0: the kernel's default, unknown).
+    capacity: usize,
+    /// Bytes read since the pipe was last found empty.
+    burst: usize,
+    /// When the pipe was last found empty.
+    emptied: Option<Instant>,
     /// The line being assembled for the watcher, cut at [`TAP_LINE_MAX`].
     line: Vec<u8>,
 }
@@ -113,10 +123,7 @@ impl Drain {
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(nix::errno::Errno::EAGAIN) => {
-                    // Empty once its rest is over: the writer paused.
-                    if self.rest_until.is_some_and(|t| t <= Instant::now()) {
-                        self.rest_until = None;
-                    }
+                    self.pace(pipe);
                     return Ok(Read::Empty);
                 }
                 Err(e) => return Err(e.into()),
@@ -126,7 +133,7 @@ impl Drain {
             self.rest_until = None;
             return Ok(Read::Eof);
         }
-        self.pace(pipe, n);
+        self.burst = self.burst.saturating_add(n);
         self.feed_lines(&scratch[held..held + n], on_line);
         let data = &scratch[..held + n];
         let keep_from = match memchr::memrchr(b'\n', &data[held..]) {
@@ -162,20 +169,28 @@ impl Drain {
         }
     }
 
-    /// A read of `n` bytes: a full chunk starts a rest, anything less ends
-    /// it (the writer paused: the next write should wake the reader).
-    fn pace(&mut self, pipe: BorrowedFd<'_>, n: usize) {
-        if n < BUSY_READ {
-            self.rest_until = None;
+    /// The pipe was found empty: the next rest, from what the writer wrote
+    /// since it was last empty and how long that took (see the module doc).
+    fn pace(&mut self, pipe: BorrowedFd<'_>) {
+        let now = Instant::now();
+        let (burst, since) = (self.burst, self.emptied.replace(now));
+        self.burst = 0;
+        self.rest_until = None;
+        let Some(since) = since.filter(|_| burst >= BUSY_READ) else {
             return;
-        }
-        self.rest_until = Some(Instant::now() + REST);
+        };
         if !self.grown {
             self.grown = true;
             // Refused without privilege past the limits: it keeps its size.
             let size = i32::try_from(STREAM_PIPE).unwrap_or(i32::MAX);
-            let _ = nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+            let set = nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
+                .or_else(|_| {
+                    nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+                });
+            self.capacity = set.ok().and_then(|c| usize::try_from(c).ok()).unwrap_or(0);
         }
+        let rest = rest_for(burst, now.saturating_duration_since(since), self.capacity);
+        self.rest_until = (rest >= REST_MIN).then(|| now + rest);
     }
 
     /// Until when the pipe rests: its caller does not poll it before, and
@@ -233,6 +248,15 @@ impl Drain {
     }
 }
 
+/// How long a pipe of `capacity` bytes (0: unknown, the kernel's 64 KiB)
+/// may rest when `burst` bytes came in `over`: until about a quarter of it
+/// fills at that rate, at most [`REST_MAX`].
+fn rest_for(burst: usize, over: Duration, capacity: usize) -> Duration {
+    let capacity = if capacity == 0 { 64 * 1024 } else { capacity };
+    let fill = over.as_secs_f64() * (capacity / 4) as f64 / burst.max(1) as f64;
+    Duration::from_secs_f64(fill.min(REST_MAX.as_secs_f64()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::{AsFd, OwnedFd};
@@ -268,80 +292,102 @@ mod tests {
         max >= STREAM_PIPE || nix::unistd::geteuid().is_root()
     }
 
+    /// Reads until the pipe is empty; what the last read said.
+    fn drain_all(drain: &mut Drain, r: &OwnedFd, sink: &mut Sink) -> Read {
+        let mut scratch = vec![0u8; READ_BUF];
+        loop {
+            match drain
+                .read(r.as_fd(), &mut scratch, sink, &mut |_| {})
+                .unwrap()
+            {
+                Read::Data => {}
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn a_rest_lasts_until_a_quarter_of_the_pipe_fills_at_the_writers_rate() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let mb = 1024 * 1024;
+        // (bytes, over, capacity) -> rest
+        let table = [
+            // 256 KiB in 1 ms into 1 MiB: a quarter fills in 1 ms.
+            ((256 * 1024, ms(1), mb), ms(1)),
+            // Four times faster: a quarter of the time.
+            ((mb, ms(1), mb), us(250)),
+            // Slow: capped, no line waits longer.
+            ((4096, ms(100), mb), REST_MAX),
+            // The kernel's default capacity when unknown (64 KiB).
+            ((16 * 1024, ms(1), 0), ms(1)),
+            // Nothing measured over no time: no rest.
+            ((4096, Duration::ZERO, mb), Duration::ZERO),
+        ];
+        for ((burst, over, capacity), want) in table {
+            let got = rest_for(burst, over, capacity);
+            let off = got.abs_diff(want);
+            assert!(
+                off < us(1),
+                "{burst} B in {over:?} into {capacity}: {got:?}, want {want:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_streaming_pipe_rests_grows_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = sink(&dir);
         let (r, w) = pipe();
-        // Whole lines, more than a full chunk.
         let line = [[b'x'; 99].as_slice(), b"\n"].concat();
         let chunk = line.repeat(BUSY_READ / 100 * 4);
-        nix::unistd::write(&w, &chunk).unwrap();
         let mut drain = Drain::new();
-        let mut scratch = vec![0u8; READ_BUF];
+        // The first fill has no measure of the writer's rate yet.
+        nix::unistd::write(&w, &chunk).unwrap();
+        assert_eq!(drain_all(&mut drain, &r, &mut sink), Read::Empty);
+        assert_eq!(drain.resting(), None);
+        // A fill of a few hundred microseconds at most: a rest.
+        nix::unistd::write(&w, &chunk).unwrap();
         let before = Instant::now();
-        let got = drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        assert_eq!(got, Read::Data);
-        let until = drain.resting().expect("a full chunk starts a rest");
-        assert!(until >= before + REST && until <= Instant::now() + REST);
+        assert_eq!(drain_all(&mut drain, &r, &mut sink), Read::Empty);
+        let until = drain.resting().expect("a streaming pipe rests");
+        assert!(until > before && until <= Instant::now() + REST_MAX);
         if may_grow() {
             assert_eq!(pipe_size(&r), i32::try_from(STREAM_PIPE).unwrap());
         }
-        // Read within its rest, the pipe is empty: the rest goes on.
-        let got = drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        assert_eq!(got, Read::Empty);
-        assert_eq!(drain.resting(), Some(until));
         let file = std::fs::read(dir.path().join("x.log")).unwrap();
+        let want = chunk.repeat(2);
         assert!(
-            file == chunk,
+            file == want,
             "{} bytes in the file of {}",
             file.len(),
-            chunk.len()
+            want.len()
         );
     }
 
     #[test]
-    fn a_prompt_line_costs_no_rest_and_an_empty_pipe_ends_one() {
+    fn a_trickle_never_rests_and_a_pause_ends_a_rest() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = sink(&dir);
         let (r, w) = pipe();
         let mut drain = Drain::new();
-        let mut scratch = vec![0u8; READ_BUF];
-        nix::unistd::write(&w, b"ready\n").unwrap();
-        drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        assert_eq!(drain.resting(), None);
-
-        nix::unistd::write(&w, &vec![b'y'; BUSY_READ]).unwrap();
-        drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        let until = drain.resting().expect("resting");
-        while Instant::now() < until {
-            std::thread::sleep(until - Instant::now());
+        for _ in 0..3 {
+            nix::unistd::write(&w, b"ready\n").unwrap();
+            assert_eq!(drain_all(&mut drain, &r, &mut sink), Read::Empty);
+            assert_eq!(drain.resting(), None);
         }
-        // The rest is over and the writer paused: the next write wakes the
-        // reader again (no rest left over to keep the pipe out of a poll).
-        let got = drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        assert_eq!(got, Read::Empty);
-        assert_eq!(drain.resting(), None);
-
-        nix::unistd::write(&w, b"one more\n").unwrap();
-        drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
+        nix::unistd::write(&w, &vec![b'y'; BUSY_READ * 2]).unwrap();
+        drain_all(&mut drain, &r, &mut sink);
+        assert!(
+            drain.resting().is_some(),
+            "a burst right after the last read rests"
+        );
+        // The writer paused: found empty, the pipe is polled again (no rest
+        // left over to keep it out of a poll).
+        assert_eq!(drain_all(&mut drain, &r, &mut sink), Read::Empty);
         assert_eq!(drain.resting(), None);
         drop(w);
-        let got = drain
-            .read(r.as_fd(), &mut scratch, &mut sink, &mut |_| {})
-            .unwrap();
-        assert_eq!(got, Read::Eof);
+        assert_eq!(drain_all(&mut drain, &r, &mut sink), Read::Eof);
+        assert_eq!(drain.resting(), None);
     }
 }
