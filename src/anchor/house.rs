@@ -58,6 +58,10 @@ struct Conn {
     bye: Option<(bool, Option<PathBuf>)>,
     /// A client waiting (after `Launch`) for a supervisor that serves.
     waits_launch: bool,
+    /// A supervisor's `Hello` (its pid and version) held until the spawns
+    /// an earlier supervisor asked for are done (their processes are in
+    /// its inventory); nothing more is read from it meanwhile.
+    held_hello: Option<(i32, u32)>,
     dead: bool,
 }
 
@@ -198,6 +202,9 @@ pub(super) struct House {
     exe: PathBuf,
     /// Re-execute from this binary once the supervisor has gone.
     reexec: Option<PathBuf>,
+    /// The supervisor has gone for an upgrade: re-execute (from `exe`)
+    /// once no spawn waits for its exec.
+    reexec_due: bool,
     scratch: Vec<u8>,
     recv_buf: Vec<u8>,
     echo: Option<Style>,
@@ -223,6 +230,7 @@ impl House {
             retiring: false,
             exe,
             reexec: None,
+            reexec_due: false,
             opts,
             state,
             _lock: lock,
@@ -293,6 +301,7 @@ impl House {
             let timeout = self.next_deadline();
             self.turn(timeout);
             self.on_timers();
+            self.after_turn();
             self.conns_cleanup();
         }
         note(
@@ -341,7 +350,13 @@ impl House {
                 entries.push((Slot::Starting(*pid), s.forked.report(), PollFlags::POLLIN));
             }
             for (i, c) in self.conns.iter().enumerate() {
-                let mut flags = PollFlags::POLLIN;
+                let mut flags = PollFlags::empty();
+                if c.held_hello.is_none() {
+                    flags |= PollFlags::POLLIN;
+                } else if c.out.is_empty() {
+                    // Read again once its hello is answered.
+                    continue;
+                }
                 if !c.out.is_empty() {
                     flags |= PollFlags::POLLOUT;
                 }
@@ -496,6 +511,7 @@ impl House {
                 out: Outbox::default(),
                 bye: None,
                 waits_launch: false,
+                held_hello: None,
                 dead: false,
             });
         }
@@ -506,7 +522,11 @@ impl House {
         // a burst of spawns is answered as their execs finish, not after
         // the last one is forked.
         for _ in 0..MESSAGES_PER_TURN {
-            let Some(c) = self.conns.get(i).filter(|c| !c.dead) else {
+            let Some(c) = self
+                .conns
+                .get(i)
+                .filter(|c| !c.dead && c.held_hello.is_none())
+            else {
                 return;
             };
             match proto::recv::<ToAnchor>(c.fd.as_fd(), &mut self.recv_buf) {
@@ -579,11 +599,10 @@ impl House {
         }
         if let Some(exe) = self.reexec.take() {
             self.exe = exe.clone();
-            self.reexec_from(&exe);
-            // Only reached when the exec failed: go on with this binary,
-            // and launch the new supervisor anyway.
-            self.relaunch_delay = Duration::ZERO;
-            self.relaunch_at = Some(Instant::now());
+            // The new image knows no spawn half done: it waits for them
+            // (`after_turn`), serving meanwhile.
+            self.reexec_due = true;
+            self.after_turn();
             return;
         }
         match bye {
@@ -756,10 +775,16 @@ impl House {
                 self.send(i, &FromAnchor::Refused { reason }, Vec::new());
                 return;
             }
+            if self.reexec_due || self.starting.values().any(|s| !s.answer) {
+                // Its inventory must hold every process: the spawns an
+                // earlier supervisor asked for finish first (and an
+                // upgrade's re-execution, which ends this connection).
+                if let Some(c) = self.conns.get_mut(i) {
+                    c.held_hello = Some((pid, version));
+                }
+                return;
+            }
             note("INFO", &format!("supervisor {pid} connected"));
-            // Its inventory must hold every process: spawns an earlier
-            // supervisor asked for are answered by their outcome first.
-            self.finish_starting();
             self.supervisor = Some(i);
             self.relaunch_at = None;
             self.retiring = false;
@@ -867,12 +892,35 @@ impl House {
         Ok(forked)
     }
 
-    /// Every spawn still waiting for its `exec`, answered (blocking until
-    /// each knows).
-    fn finish_starting(&mut self) {
-        let pids: Vec<i32> = self.starting.keys().copied().collect();
-        for pid in pids {
-            self.started(pid);
+    /// What waited for the spawns an earlier supervisor asked for, once
+    /// none is left: a supervisor's hello (its inventory holds them), the
+    /// re-execution of an upgrade.
+    fn after_turn(&mut self) {
+        if self.starting.values().any(|s| !s.answer) {
+            return;
+        }
+        if self.reexec_due && self.starting.is_empty() {
+            self.reexec_due = false;
+            let exe = self.exe.clone();
+            self.reexec_from(&exe);
+            // Only reached when the exec failed: go on with this binary,
+            // and launch the new supervisor anyway.
+            self.relaunch_delay = Duration::ZERO;
+            self.relaunch_at = Some(Instant::now());
+        }
+        if self.reexec_due {
+            return;
+        }
+        let held = self
+            .conns
+            .iter()
+            .position(|c| c.held_hello.is_some() && !c.dead);
+        if let Some(i) = held {
+            if let Some((pid, version)) = self.conns.get_mut(i).and_then(|c| c.held_hello.take()) {
+                self.hello(i, Role::Supervisor { pid }, version);
+                // What it sent after its hello waits in the socket.
+                self.read_conn(i);
+            }
         }
     }
 
@@ -1402,8 +1450,6 @@ impl House {
     /// and not yet written, every held fd and kept value. Returns only when
     /// the exec failed (the anchor then goes on as it was).
     fn reexec_from(&mut self, exe: &std::path::Path) {
-        // The new image knows no spawn half done: each is finished first.
-        self.finish_starting();
         let snapshot = self.snapshot();
         let path = self.state.anchor_resume();
         let written = serde_json::to_vec(&snapshot)
@@ -1569,6 +1615,7 @@ impl House {
             retiring: false,
             exe: snap.exe,
             reexec: None,
+            reexec_due: false,
             echo: snap.echo.map(|color| Style { color }),
             opts,
             state,

@@ -23,4 +23,5 @@ mod operator;
 mod pools;
 mod reload;
 mod schedule;
+mod spawning;
 mod survival;
