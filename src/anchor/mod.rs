@@ -27,6 +27,20 @@
 //!   launches run on the text of the stack file it keeps for them
 //!   (`--state-dir` tells them where), not on the file as edited since.
 //!
+//! A spawn is forked at once and answered (`Spawned`, or `SpawnFailed`
+//! with the errno of an `exec` that failed) once the child has `exec`'d:
+//! its close-on-exec report pipe is polled with everything else
+//! (`spawn::Forked`), so the execs of a burst of spawns overlap and the
+//! loop goes on draining pipes, reaping and answering meanwhile. Its
+//! output waits, unread, in its pipe until then, so its start marker
+//! comes first in its log; an exit seen before the report is kept for it
+//! (a failed `exec` is then only a failed spawn; a program that ended at
+//! once is `Spawned`, then `Exited`). The spawns a supervisor asked for
+//! outlive it: the next one's hello is answered once they are done (its
+//! inventory has them), and an upgrade re-executes only then. The std
+//! `Command` path is not used for the stack's processes (it waits for the
+//! `exec`); it launches only the supervisor.
+//!
 //! Exits are reported only once the child's output is drained (or 2 s
 //! passed: a grandchild may hold the pipe), so that a failure's log tail
 //! ends with its last line; each exit is kept until the supervisor
