@@ -924,8 +924,9 @@ impl House {
         }
     }
 
-    /// The report of spawn `pid` came (or is waited for): the answer to
-    /// whoever asked, and the process is one of ours from now on.
+    /// The report pipe of spawn `pid` is readable (its `exec` worked or
+    /// failed): the answer to whoever asked, and the process is one of
+    /// ours from now on.
     fn started(&mut self, pid: i32) {
         let Some(s) = self.starting.remove(&pid) else {
             return;
