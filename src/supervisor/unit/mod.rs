@@ -32,6 +32,14 @@
 //! carries it from `run_service` to the lifecycle, `Next::Replace` runs the
 //! overlap).
 //!
+//! Memory. A unit's task is one allocation the size of its future's
+//! largest state, kept for the unit's whole life, and a future holds every
+//! step it awaits inline. So the steps a unit spends its life in (an
+//! attempt's run: `run_service`, `run_task`, and `backoff_wait`) are awaited
+//! inline, and every other step (a gate, `pre_start`, a spawn, a stop, a
+//! health check, taking a process up, an overlapping restart) is awaited
+//! through `Box::pin`: its state lives on the heap only while it runs.
+//!
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
@@ -536,8 +544,10 @@ impl Unit {
         loop {
             let end = match std::mem::replace(&mut next, Next::Attempt) {
                 Next::Attempt => self.attempt().await,
-                Next::Resume(r) => self.resumed(*r).await,
-                Next::Replace(old) => self.replace(old).await,
+                // Boxed (see "Memory" in the module doc): taken up after a
+                // supervisor's relaunch, or an overlapping restart.
+                Next::Resume(r) => Box::pin(self.resumed(*r)).await,
+                Next::Replace(old) => Box::pin(self.replace(old)).await,
                 Next::Backoff(reason) => {
                     if !self.backoff_wait(Duration::ZERO, &reason, None).await {
                         return;
