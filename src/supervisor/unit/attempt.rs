@@ -121,9 +121,11 @@ impl Unit {
         notify: Option<NotifySocket>,
     ) -> End {
         if let Phase::Task = phase {
+            // (The environment is not needed while a task runs.)
+            drop((env, ready));
             return self.run_task(child, pid_path).await;
         }
-        let ctx = ProbeCtx {
+        let mut ctx = ProbeCtx {
             cwd: self.spec.cwd.clone(),
             env,
         };
@@ -157,6 +159,12 @@ impl Unit {
                 }
             });
             self.answer_waiters(&Ok(()));
+        }
+        // While it runs, its environment serves its health checks only:
+        // without one it is let go (a few KB a unit, for as long as it runs).
+        drop(ready);
+        if self.spec.health.is_none() {
+            ctx.env = Vec::new();
         }
         match self
             .run_service(child, pid_path, &ctx, notify.as_ref())
