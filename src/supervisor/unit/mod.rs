@@ -245,7 +245,7 @@ impl UnitHandle {
             activity: activity_tx,
             waiters: Vec::new(),
         };
-        tokio::spawn(unit.run(resume));
+        tokio::spawn(unit.run(resume.map(Box::new)));
         UnitHandle {
             inst,
             spec,
@@ -414,9 +414,11 @@ struct Unit {
 }
 
 impl Unit {
-    async fn run(mut self, resume: Option<Resume>) {
+    /// (`resume` is boxed, like the step that takes it: what a previous
+    /// supervisor left is needed once, at the start.)
+    async fn run(mut self, resume: Option<Box<Resume>>) {
         if let Some(r) = resume {
-            if let Some(next) = self.resume(r).await {
+            if let Some(next) = Box::pin(self.resume(*r)).await {
                 self.lifecycle(next).await;
             }
         }
