@@ -38,7 +38,9 @@
 //! attempt's run: `run_service`, `run_task`, and `backoff_wait`) are awaited
 //! inline, and every other step (a gate, `pre_start`, a spawn, a stop, a
 //! health check, taking a process up, an overlapping restart) is awaited
-//! through `Box::pin`: its state lives on the heap only while it runs.
+//! through `Box::pin`: its state lives on the heap only while it runs (for
+//! the last two, that is the run that follows them, inside the box). A
+//! running service without a health check also lets its environment go.
 //!
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
