@@ -10,20 +10,21 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     UnixAddr,
 };
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use regex::Regex;
 
 use super::proto::{
     self, ChildInfo, ExitRec, FromAnchor, LogTarget, Outbox, Role, RunMark, SpawnReq, ToAnchor,
 };
-use super::{dup, ms_until, nonblocking, note, Options};
+use super::{dup, nonblocking, note, Options};
 use crate::config::LogSettings;
 use crate::error::Error;
 use crate::logs::{marker, Drain, Read, Sink};
@@ -296,7 +297,8 @@ impl House {
             .values()
             .filter_map(|c| c.pipe.as_ref())
             .chain(self.lingering.values())
-            .filter_map(|p| p.drain.due());
+            .flat_map(|p| [p.drain.due(), p.drain.resting()])
+            .flatten();
         let reports = self.children.values().filter_map(|c| c.report_due);
         pipes.chain(reports).chain(self.relaunch_at).min()
     }
@@ -316,14 +318,18 @@ impl House {
                 entries.push((Slot::Conn(i), c.fd.as_fd(), flags));
             }
             for (pid, c) in &self.children {
-                if let Some(p) = &c.pipe {
+                if let Some(p) = c.pipe.as_ref().filter(|p| p.drain.resting().is_none()) {
                     entries.push((Slot::Pipe(*pid), p.fd.as_fd(), PollFlags::POLLIN));
                 }
                 if let Some(fd) = &c.pidfd {
                     entries.push((Slot::PidFd(*pid), fd.as_fd(), PollFlags::POLLIN));
                 }
             }
-            for (id, p) in &self.lingering {
+            for (id, p) in self
+                .lingering
+                .iter()
+                .filter(|(_, p)| p.drain.resting().is_none())
+            {
                 entries.push((Slot::Lingering(*id), p.fd.as_fd(), PollFlags::POLLIN));
             }
             if let Some(fd) = self.cgroups.as_ref().and_then(|c| c.fd()) {
@@ -334,8 +340,11 @@ impl House {
                 .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
                 .collect();
             let slots: Vec<Slot> = entries.iter().map(|(s, _, _)| *s).collect();
-            let timeout = deadline.map_or(PollTimeout::NONE, |t| PollTimeout::from(ms_until(t)));
-            match poll(&mut fds, timeout) {
+            // To the microsecond: a streaming pipe's rest is shorter than
+            // a millisecond (`logs::Drain`).
+            let timeout = deadline
+                .map(|t| TimeSpec::from_duration(t.saturating_duration_since(Instant::now())));
+            match ppoll(&mut fds, timeout, None) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => Vec::new(),
                 Ok(_) => slots
                     .into_iter()
@@ -385,6 +394,25 @@ impl House {
             .collect();
         for pid in due {
             self.report_exit(pid);
+        }
+        let rested = |p: &Pipe| p.drain.resting().is_some_and(|t| t <= now);
+        let pipes: Vec<i32> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.pipe.as_ref().is_some_and(rested))
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in pipes {
+            self.drain_child(pid);
+        }
+        let lingering: Vec<u64> = self
+            .lingering
+            .iter()
+            .filter(|(_, p)| rested(p))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lingering {
+            self.drain_lingering(id);
         }
         for c in self.children.values_mut() {
             if let Some(p) = c

@@ -51,7 +51,6 @@ pub mod proto;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::Instant;
 
 use crate::error::Error;
 use crate::state::StateDir;
@@ -170,12 +169,4 @@ fn nonblocking(fd: &impl AsFd) -> std::io::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
     fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
-}
-
-/// Time left until `t` in whole milliseconds for `poll`, at least 0.
-fn ms_until(t: Instant) -> u16 {
-    let ms = t.saturating_duration_since(Instant::now()).as_millis();
-    // A partial millisecond rounds up, so a deadline is never missed by a
-    // wake-up just before it.
-    u16::try_from(ms.saturating_add(1)).unwrap_or(u16::MAX)
 }

@@ -713,6 +713,12 @@ impl Unit {
         tracing::info!(process = %self.name(), "restarting in {:?} after: {reason}", delay);
         self.tell_hooks(HookEvent::Exit, reason, exit);
         self.doing(format!("restarting after: {reason}"), Some(delay));
+        if delay.is_zero() {
+            // The timer counts whole milliseconds: even a zero sleep would
+            // hold an immediate restart for one. A command sent meanwhile
+            // waits in the queue for the attempt.
+            return true;
+        }
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
