@@ -82,7 +82,10 @@ impl<T> Slot<T> {
 #[derive(Default)]
 struct Routes {
     next_id: u64,
-    spawns: HashMap<u64, (SpawnReq, oneshot::Sender<Result<Spawned, String>>)>,
+    /// Spawns asked for and not yet answered: what the mirror keeps of
+    /// each once it runs (a `ChildInfo` with no pid yet; not the request
+    /// itself, whose argv and environment would be kept for nothing).
+    spawns: HashMap<u64, (ChildInfo, oneshot::Sender<Result<Spawned, String>>)>,
     mirror: Mirror,
     exits: HashMap<i32, Slot<Exit>>,
     matched: HashMap<i32, Slot<()>>,
@@ -250,7 +253,18 @@ impl Link {
             r.next_id += 1;
             req.id = r.next_id;
             let (tx, rx) = oneshot::channel();
-            r.spawns.insert(req.id, (req.clone(), tx));
+            let info = ChildInfo {
+                instance: req.instance.clone(),
+                pid: 0,
+                start_ticks: 0,
+                matched: false,
+                exit: None,
+                log: req.log.clone(),
+                watch: req.watch.clone(),
+                step: req.step,
+                mark: req.mark.clone(),
+            };
+            r.spawns.insert(req.id, (info, tx));
             rx
         };
         if *self.broken.borrow() {
@@ -637,18 +651,9 @@ fn route(routes: &Arc<Mutex<Routes>>, msg: FromAnchor, mut fds: Vec<OwnedFd>) {
             let (match_slot, matched) = Slot::new();
             r.exits.insert(pid, exit_slot);
             r.matched.insert(pid, match_slot);
-            if let Some((req, tx)) = r.spawns.remove(&id) {
-                let info = ChildInfo {
-                    instance: req.instance,
-                    pid,
-                    start_ticks,
-                    matched: false,
-                    exit: None,
-                    log: req.log,
-                    watch: req.watch,
-                    step: req.step,
-                    mark: req.mark,
-                };
+            if let Some((mut info, tx)) = r.spawns.remove(&id) {
+                info.pid = pid;
+                info.start_ticks = start_ticks;
                 r.mirror.children.insert(pid, (info, fds.pop()));
                 let _ = tx.send(Ok(Spawned {
                     pid,

@@ -148,6 +148,10 @@ impl Recorder {
             };
             // An attempt of the start that is still under way (its
             // first, not ready yet) ends here.
+            if p.runs.is_empty() {
+                // Most instances never restart: room for one run, not four.
+                p.runs.reserve_exact(1);
+            }
             p.runs.push(Run {
                 attempt,
                 cause,

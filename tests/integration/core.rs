@@ -151,8 +151,10 @@ depends_on = ["one", "two", "three"]
     );
     let (_, took) = timed_start(&s);
     // `after` has no gate: ready once spawned, perhaps before it wrote.
-    wait_for("`after` to write its line", 30, || {
-        s.read("par.log").contains("after begin")
+    // Nor has `three`: `after` may begin before `three` wrote its end.
+    wait_for("`after` and `three` to write their lines", 30, || {
+        let log = s.read("par.log");
+        log.contains("after begin") && log.contains("three end")
     });
     let l = lines(&s, "par.log");
     let begins: Vec<usize> = ["one", "two", "three"]

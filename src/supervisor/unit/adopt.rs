@@ -201,9 +201,7 @@ impl Unit {
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
         let mut child = r.child;
         if let Some(then) = r.stopping {
-            let report = self
-                .stop_child(&mut child, Some(&pid_path), then.clone())
-                .await;
+            let report = Box::pin(self.stop_child(&mut child, Some(&pid_path), then.clone())).await;
             return match then {
                 AfterStop::Down => End::Stopped(Vec::new(), report),
                 AfterStop::Restart => End::Restart,
@@ -216,15 +214,14 @@ impl Unit {
             };
         }
         if let Phase::PreStart(n) = r.phase {
-            return self.attempt_with(r.notify, Some((n, child))).await;
+            return Box::pin(self.attempt_with(r.notify, Some((n, child)))).await;
         }
         let env = self.env(r.notify.as_ref());
         let ready = match self.expanded_ready(&env) {
             Ok(x) => x,
             Err(end) => {
-                let _ = self
-                    .stop_child(&mut child, Some(&pid_path), AfterStop::Down)
-                    .await;
+                let _ =
+                    Box::pin(self.stop_child(&mut child, Some(&pid_path), AfterStop::Down)).await;
                 return end;
             }
         };

@@ -67,7 +67,7 @@ impl Unit {
             Err(end) => return end,
         };
         if left.is_none() {
-            if let Some(reason) = self.gate_already_passes(ready.as_ref(), &env).await {
+            if let Some(reason) = Box::pin(self.gate_already_passes(ready.as_ref(), &env)).await {
                 return End::NotReady(reason);
             }
         }
@@ -77,19 +77,22 @@ impl Unit {
         };
         let first = match left {
             Some((n, child)) => {
-                if let Err(end) = self.finish_step(n, child).await {
+                if let Err(end) = Box::pin(self.finish_step(n, child)).await {
                     return end;
                 }
                 n + 1
             }
             None => 0,
         };
-        if let Err(end) = self.pre_start(&env, first).await {
-            return end;
+        if first < self.spec.pre_start.len() {
+            if let Err(end) = Box::pin(self.pre_start(&env, first)).await {
+                return end;
+            }
         }
         let watch = log_watch(ready.as_ref());
         let command = self.spec.command.clone();
-        let child = match self.spawn_child(&command, &env, watch, &listen, None).await {
+        let spawned = Box::pin(self.spawn_child(&command, &env, watch, &listen, None)).await;
+        let child = match spawned {
             Ok(c) => c,
             Err(reason) => return End::NotReady(reason),
         };
@@ -118,9 +121,11 @@ impl Unit {
         notify: Option<NotifySocket>,
     ) -> End {
         if let Phase::Task = phase {
+            // (The environment is not needed while a task runs.)
+            drop((env, ready));
             return self.run_task(child, pid_path).await;
         }
-        let ctx = ProbeCtx {
+        let mut ctx = ProbeCtx {
             cwd: self.spec.cwd.clone(),
             env,
         };
@@ -132,7 +137,8 @@ impl Unit {
                 ctx: &ctx,
                 notify: notify.as_ref(),
             };
-            if let Err(end) = self.await_gate(&mut child, Some(pid_path), g, false).await {
+            if let Err(end) = Box::pin(self.await_gate(&mut child, Some(pid_path), g, false)).await
+            {
                 return end;
             }
         }
@@ -153,6 +159,12 @@ impl Unit {
                 }
             });
             self.answer_waiters(&Ok(()));
+        }
+        // While it runs, its environment serves its health checks only:
+        // without one it is let go (a few KB a unit, for as long as it runs).
+        drop(ready);
+        if self.spec.health.is_none() {
+            ctx.env = Vec::new();
         }
         match self
             .run_service(child, pid_path, &ctx, notify.as_ref())
@@ -488,10 +500,10 @@ impl Unit {
         loop {
             tokio::select! {
                 why = super::memory::over_limit(&mut memory, child.pid) => {
-                    return self.memory_restart(&mut child, pid_path, why).await;
+                    return Box::pin(self.memory_restart(&mut child, pid_path, why)).await;
                 }
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, Some(pid_path)).await;
+                    Box::pin(self.cleanup_after_exit(&child, Some(pid_path))).await;
                     let ran_for = child.spawned.elapsed();
                     return if exit.success() {
                         End::Completed
@@ -503,11 +515,11 @@ impl Unit {
                     let d = limit.unwrap_or_default();
                     let reason = format!("did not finish within its timeout of {}", humantime::format_duration(d));
                     let then = AfterStop::Failed { reason: reason.clone() };
-                    let _ = self.stop_child(&mut child, Some(pid_path), then).await;
+                    let _ = Box::pin(self.stop_child(&mut child, Some(pid_path), then)).await;
                     return End::NotReady(reason);
                 }
                 cmd = self.rx.recv() => {
-                    if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), false).await {
+                    if let Some(end) = Box::pin(self.on_command(cmd, &mut child, Some(pid_path), false)).await {
                         return end;
                     }
                 }
@@ -545,10 +557,10 @@ impl Unit {
         loop {
             tokio::select! {
                 why = super::memory::over_limit(&mut memory, child.pid) => {
-                    return self.memory_restart(&mut child, pid_path, why).await;
+                    return Box::pin(self.memory_restart(&mut child, pid_path, why)).await;
                 }
                 exit = child.wait() => {
-                    self.cleanup_after_exit(&child, Some(pid_path)).await;
+                    Box::pin(self.cleanup_after_exit(&child, Some(pid_path))).await;
                     return End::Exited { exit, ran_for: child.spawned.elapsed(), why: None };
                 }
                 cmd = self.rx.recv() => {
@@ -557,13 +569,13 @@ impl Unit {
                         Ok(()) => return End::Replace(super::replace::Serving::new(child)),
                         Err(cmd) => cmd,
                     };
-                    if let Some(end) = self.on_command(cmd, &mut child, Some(pid_path), true).await {
+                    if let Some(end) = Box::pin(self.on_command(cmd, &mut child, Some(pid_path), true)).await {
                         return end;
                     }
                 }
                 _ = tick.tick(), if health.is_some() => {
                     let Some(h) = &health else { continue };
-                    match probe::check(&h.probe, ctx, h.timeout).await {
+                    match Box::pin(probe::check(&h.probe, ctx, h.timeout)).await {
                         Ok(()) => {
                             if failures > 0 {
                                 tracing::info!(process = %self.name(), "health check passes again");
@@ -580,7 +592,7 @@ impl Unit {
                             if failures >= h.failures {
                                 let why = format!("health check failed {failures} times in a row: {f}");
                                 let then = AfterStop::Policy { why: why.clone() };
-                                let _ = self.stop_child(&mut child, Some(pid_path), then).await;
+                                let _ = Box::pin(self.stop_child(&mut child, Some(pid_path), then)).await;
                                 let exit = child.exited.unwrap_or(Exit::Signal(15));
                                 return End::Exited { exit, ran_for: child.spawned.elapsed(), why: Some(why) };
                             }

@@ -32,6 +32,16 @@
 //! carries it from `run_service` to the lifecycle, `Next::Replace` runs the
 //! overlap).
 //!
+//! Memory. A unit's task is one allocation the size of its future's
+//! largest state, kept for the unit's whole life, and a future holds every
+//! step it awaits inline. So the steps a unit spends its life in (an
+//! attempt's run: `run_service`, `run_task`, and `backoff_wait`) are awaited
+//! inline, and every other step (a gate, `pre_start`, a spawn, a stop, a
+//! health check, taking a process up, an overlapping restart) is awaited
+//! through `Box::pin`: its state lives on the heap only while it runs (for
+//! the last two, that is the run that follows them, inside the box). A
+//! running service without a health check also lets its environment go.
+//!
 //! Owns: one instance's process decisions and its published state. Must
 //! not touch: other instances, the registry, the control socket.
 
@@ -237,7 +247,7 @@ impl UnitHandle {
             activity: activity_tx,
             waiters: Vec::new(),
         };
-        tokio::spawn(unit.run(resume));
+        tokio::spawn(unit.run(resume.map(Box::new)));
         UnitHandle {
             inst,
             spec,
@@ -409,9 +419,11 @@ struct Unit {
 }
 
 impl Unit {
-    async fn run(mut self, resume: Option<Resume>) {
+    /// (`resume` is boxed, like the step that takes it: what a previous
+    /// supervisor left is needed once, at the start.)
+    async fn run(mut self, resume: Option<Box<Resume>>) {
         if let Some(r) = resume {
-            if let Some(next) = self.resume(r).await {
+            if let Some(next) = Box::pin(self.resume(*r)).await {
                 self.lifecycle(next).await;
             }
         }
@@ -539,8 +551,10 @@ impl Unit {
         loop {
             let end = match std::mem::replace(&mut next, Next::Attempt) {
                 Next::Attempt => self.attempt().await,
-                Next::Resume(r) => self.resumed(*r).await,
-                Next::Replace(old) => self.replace(old).await,
+                // Boxed (see "Memory" in the module doc): taken up after a
+                // supervisor's relaunch, or an overlapping restart.
+                Next::Resume(r) => Box::pin(self.resumed(*r)).await,
+                Next::Replace(old) => Box::pin(self.replace(old)).await,
                 Next::Backoff(reason) => {
                     if !self.backoff_wait(Duration::ZERO, &reason, None).await {
                         return;

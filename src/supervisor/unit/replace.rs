@@ -127,7 +127,7 @@ impl Unit {
         let pid_path = self.ctx.state.pid_file(&self.inst.name);
         loop {
             self.overlap = Some(old.pid);
-            let outcome = self.successor().await;
+            let outcome = Box::pin(self.successor()).await;
             self.overlap = None;
             match outcome {
                 Successor::Again => continue,
@@ -143,7 +143,7 @@ impl Unit {
                     // The old one finishes what it serves, as any stop.
                     self.overlap = Some(new.pid);
                     tracing::info!(process = %self.name(), "pid {} ready in {:.3}s; stopping pid {}", new.pid, took.as_secs_f64(), old.pid);
-                    let _ = self.stop_child(&mut old, None, AfterStop::Down).await;
+                    let _ = Box::pin(self.stop_child(&mut old, None, AfterStop::Down)).await;
                     self.overlap = None;
                     drop(old_notify);
                     // A restart begins a fresh life.
@@ -172,9 +172,8 @@ impl Unit {
                         .await;
                 }
                 Successor::Stop(replies) => {
-                    let report = self
-                        .stop_child(&mut old, Some(&pid_path), AfterStop::Down)
-                        .await;
+                    let report =
+                        Box::pin(self.stop_child(&mut old, Some(&pid_path), AfterStop::Down)).await;
                     drop(old_notify);
                     return End::Stopped(replies, report);
                 }
