@@ -26,9 +26,29 @@ pub fn boot_id() -> io::Result<String> {
     Ok(BOOT_ID.get_or_init(|| id).clone())
 }
 
+/// A small file of `/proc` read whole: into a buffer sized for it, in
+/// one `read(2)` and one more that finds its end (`read_to_string` asks
+/// its size first, which `/proc` gives as 0, then reads 32 bytes at a
+/// time: six calls for a `stat`, on every spawn and in every scan).
+fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name.
 fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let s = read_proc(&format!("/proc/{pid}/stat"))?;
     // The command name is in parentheses and may itself contain ") ".
     let rest = s
         .rsplit_once(')')
