@@ -14,7 +14,9 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, alive, free_port, python, run_code, session_of, wait_for, Run, Stack};
+use crate::harness::{
+    self, alive, free_port, python, run_code, session_of, start_ticks, wait_for, Run, Stack,
+};
 
 /// Runs `start`, asserting exit 0 with the whole context on failure.
 #[track_caller]
@@ -1172,16 +1174,7 @@ command = "exec sleep 1000"
     );
     let stranger = Stranger::spawn(&s);
     let pid = stranger.pid();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ticks = start_ticks(pid);
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let pids = s.state("pids");
     std::fs::create_dir_all(&pids).unwrap();

@@ -471,3 +471,17 @@ pub fn run_code(s: &Stack, args: &[&str], code: i32) -> Run {
     }
     r
 }
+
+/// The start time of `pid` in clock ticks since boot, as `/proc` gives it
+/// (what a pid file's identity records).
+pub fn start_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}

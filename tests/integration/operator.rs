@@ -10,7 +10,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{self, alive, free_port, python, run_code, wait_for, Stack};
+use crate::harness::{self, alive, free_port, python, run_code, start_ticks, wait_for, Stack};
 
 /// The status record of `name` (panics with the document when missing).
 #[track_caller]
@@ -138,16 +138,7 @@ command = "sleep 1000"
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ticks = start_ticks(pid);
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     std::fs::create_dir_all(s.state("pids")).unwrap();
     let record = serde_json::json!({

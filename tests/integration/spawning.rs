@@ -182,16 +182,7 @@ replicas = {N}
         assert_eq!(file.trim(), pid.to_string(), "{name}");
         let id: serde_json::Value =
             serde_json::from_str(&s.read(&format!("logs/pids/{name}.id"))).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let ticks: u64 = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .nth(19)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ticks = start_ticks(pid);
         assert_eq!(id["start_ticks"], ticks, "{name}: {id}");
         assert_eq!(id["pgid"], pid, "{name}: {id}");
         // The marker first, its own output after it.
