@@ -1124,13 +1124,7 @@ impl Supervisor {
             .registry
             .matching(|h| changes.drops(&h.inst.process) && !in_place.contains(&h.inst.process));
         let was_active = doing(&[PlanAction::Restart, PlanAction::Rearm]);
-        let dropped: Vec<String> = changes
-            .removed
-            .iter()
-            .chain(&changes.changed)
-            .filter(|n| !in_place.contains(n))
-            .cloned()
-            .collect();
+        let dropped = changes.dropped(&in_place);
         self.autoscale_stop(&dropped);
         self.schedule_disarm(&dropped);
         let down = self.bring_down(old, doomed, tx).await;
@@ -1183,13 +1177,7 @@ impl Supervisor {
         down: Result<(), Error>,
         tx: &ProgressTx,
     ) -> Result<(), Error> {
-        let dropped: Vec<String> = changes
-            .removed
-            .iter()
-            .chain(&changes.changed)
-            .filter(|n| !in_place.contains(n))
-            .cloned()
-            .collect();
+        let dropped = changes.dropped(in_place);
         // What is new or redefined gets the environment its new definition says.
         let defined: Vec<String> = changes
             .added

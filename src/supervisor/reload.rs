@@ -108,6 +108,16 @@ impl Changes {
         self.removed.iter().chain(&self.changed).any(|n| n == name)
     }
 
+    /// The processes that lose their units, less those redefined in place.
+    pub(super) fn dropped(&self, in_place: &[String]) -> Vec<String> {
+        self.removed
+            .iter()
+            .chain(&self.changed)
+            .filter(|n| !in_place.contains(n))
+            .cloned()
+            .collect()
+    }
+
     fn diff_of(&self, name: &str) -> Option<&Diff> {
         self.diffs.iter().find(|(n, _)| n == name).map(|(_, d)| d)
     }
